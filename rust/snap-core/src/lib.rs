@@ -1,0 +1,11 @@
+//! snap's core in plain Rust. No PyO3 here: the binding lives in `snap-py`.
+//!
+//! The heavier engines live in sibling crates that build on this one:
+//! `snap-pack` (SquashFS through libsquashfs), `snap-crypt` (OpenPGP),
+//! `snap-offsite` (S3 with Object Lock, Glacier vaults).
+
+pub mod error;
+pub mod progress;
+
+pub use error::{Error, ErrorKind, Result};
+pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};

@@ -1,0 +1,3 @@
+//! Off-site upload: S3 with Object Lock, Glacier vaults.
+
+pub use snap_core::{Error, ErrorKind, Result};

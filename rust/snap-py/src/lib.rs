@@ -1,0 +1,22 @@
+//! The thin PyO3 layer: argument conversion, GIL release, error mapping.
+//! All logic lives in the plain-Rust crates; nothing here decides anything.
+
+use pyo3::prelude::*;
+
+mod core_api;
+mod crypt;
+mod errors;
+mod offsite;
+mod pack;
+#[allow(dead_code)]
+mod progress;
+
+#[pymodule]
+fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    core_api::register(m)?;
+    pack::register(m)?;
+    crypt::register(m)?;
+    offsite::register(m)?;
+    Ok(())
+}

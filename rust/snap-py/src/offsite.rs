@@ -1,0 +1,7 @@
+//! Python functions for this part of the core.
+
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
