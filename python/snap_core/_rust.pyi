@@ -1,3 +1,51 @@
-"""Type stubs for the Rust extension module snap_core._rust."""
+"""Type stubs for the Rust extension module snap_core._rust.
+
+Errors are raised as the classes in :mod:`snap_core.errors`.
+"""
+
+from os import PathLike
+from typing import Mapping, Sequence, TypedDict
 
 __version__: str
+
+_Path = str | bytes | PathLike[str] | PathLike[bytes]
+
+# --- core ---
+
+class PublicKey(TypedDict):
+    type: str
+    key: str
+    fingerprint: str
+    comment: str
+    bits: int
+
+def backup_minute(key: str, slots: int = 60) -> int:
+    """``zlib.crc32(key.encode()) % slots``. Raises InvalidInput if slots is 0."""
+
+def validate_hours(hours: Sequence[int]) -> list[int]:
+    """Distinct hours 0-23, sorted; InvalidInput otherwise."""
+
+def minute_spread(keys: Sequence[str], slots: int = 60) -> tuple[int, int, int]:
+    """(most keys in one slot, ideal ceil(n/slots), empty slots)."""
+
+def validate_minion_id(minion_id: str) -> None:
+    """InvalidInput naming the id unless it is 1-253 chars of [A-Za-z0-9._-]."""
+
+def account_name(minion_id: str) -> str:
+    """``web1.example.com`` -> ``snap-web1``; InvalidInput naming the id if it cannot be mapped."""
+
+def account_names(minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Names for a fleet; AccountCollision naming both ids if two share a name."""
+
+def parse_public_key(text: str) -> PublicKey:
+    """Exactly one bare OpenSSH public key, else InvalidKey (SecretKeyMaterial for a private key)."""
+
+def generate_keypair(path: _Path, comment: str = "") -> str:
+    """New Ed25519 pair at path (0600) and path.pub (0644); AlreadyExists if either exists.
+    Returns the SHA256 fingerprint as ``ssh-keygen -l`` prints it."""
+
+def public_from_private(path: _Path) -> PublicKey:
+    """The validated public half of the private key at path."""
+
+def restore_public(path: _Path) -> PublicKey:
+    """Write a lost path.pub from the private key (never overwrites)."""

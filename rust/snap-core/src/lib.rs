@@ -4,8 +4,11 @@
 //! `snap-pack` (SquashFS through libsquashfs), `snap-crypt` (OpenPGP),
 //! `snap-offsite` (S3 with Object Lock, Glacier vaults).
 
+pub mod account;
 pub mod error;
 pub mod progress;
+pub mod schedule;
+pub mod sshkey;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};
