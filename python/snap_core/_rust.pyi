@@ -37,6 +37,11 @@ def account_name(minion_id: str) -> str:
 def account_names(minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """Names for a fleet; AccountCollision naming both ids if two share a name."""
 
+def assign_accounts(
+    minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(names, rejected): a name for every id that can have one; the reason for each that cannot."""
+
 def parse_public_key(text: str) -> PublicKey:
     """Exactly one bare OpenSSH public key, else InvalidKey (SecretKeyMaterial for a private key)."""
 

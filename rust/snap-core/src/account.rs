@@ -93,10 +93,72 @@ pub fn validate_account_name(name: &str) -> Result<()> {
     }
 }
 
-/// Account names for a whole fleet: `{minion id: account name}`.
-///
-/// `overrides` maps ids to names chosen by an operator. Two ids that would
-/// share a name are refused with [`ErrorKind::AccountCollision`] naming both.
+/// Account names for a fleet, with every id that cannot have one set aside.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    /// `{minion id: account name}` for every id that got a name.
+    pub names: BTreeMap<String, String>,
+    /// `{minion id: why not}`: bad ids, bad overrides, and both sides of a collision.
+    pub rejected: BTreeMap<String, Error>,
+}
+
+/// Assign account names to a fleet. Ids that collide are all rejected (with an
+/// error naming the others), so one bad pair cannot block everyone else.
+/// `overrides` maps ids to names chosen by an operator.
+pub fn assign_accounts<'a, I>(ids: I, overrides: &BTreeMap<String, String>) -> Assignment
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let mut out = Assignment::default();
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        let name = match overrides.get(id) {
+            Some(name) => validate_minion_id(id)
+                .and_then(|_| validate_account_name(name))
+                .map(|_| name.clone()),
+            None => account_name(id),
+        };
+        match name {
+            Ok(name) => {
+                let owners = by_name.entry(name).or_default();
+                if !owners.iter().any(|o| o == id) {
+                    owners.push(id.to_string());
+                }
+            }
+            Err(e) => {
+                out.rejected.insert(id.to_string(), e);
+            }
+        }
+    }
+    for (name, mut owners) in by_name {
+        if owners.len() == 1 {
+            out.names.insert(owners.pop().unwrap_or_default(), name);
+            continue;
+        }
+        owners.sort();
+        let all = owners
+            .iter()
+            .map(|o| quote(o))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        for id in &owners {
+            out.rejected.insert(
+                id.clone(),
+                Error::new(
+                    ErrorKind::AccountCollision,
+                    format!(
+                        "minion ids {all} all map to account {name}; \
+                         give each its own name in pillar snap:server:account_overrides"
+                    ),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Account names for a whole fleet, strictly: the first rejected id is an error
+/// ([`ErrorKind::AccountCollision`] naming both ids for a collision).
 pub fn account_names<'a, I>(
     ids: I,
     overrides: &BTreeMap<String, String>,
@@ -104,39 +166,11 @@ pub fn account_names<'a, I>(
 where
     I: IntoIterator<Item = &'a str>,
 {
-    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for id in ids {
-        let name = match overrides.get(id) {
-            Some(name) => {
-                validate_minion_id(id)?;
-                validate_account_name(name)?;
-                name.clone()
-            }
-            None => account_name(id)?,
-        };
-        if let Some(other) = by_name.get(&name) {
-            if other != id {
-                let (a, b) = if other.as_str() < id {
-                    (other.as_str(), id)
-                } else {
-                    (id, other.as_str())
-                };
-                return Err(Error::new(
-                    ErrorKind::AccountCollision,
-                    format!(
-                        "minion ids {} and {} both map to account {name}; \
-                         give one of them its own name in pillar snap:server:account_overrides",
-                        quote(a),
-                        quote(b)
-                    ),
-                ));
-            }
-        }
-        by_name.insert(name.clone(), id.to_string());
-        out.insert(id.to_string(), name);
+    let mut assignment = assign_accounts(ids, overrides);
+    match assignment.rejected.pop_first() {
+        Some((_, err)) => Err(err),
+        None => Ok(assignment.names),
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -205,6 +239,27 @@ mod tests {
         assert!(account_names(["Web1", "web1"], &none).is_err());
         // The same id twice is not a collision.
         assert_eq!(account_names(["web1", "web1"], &none).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn assignment_sets_colliding_ids_aside_and_keeps_the_rest() {
+        let a = assign_accounts(
+            ["web1.example.com", "web1.example.org", "db1", "bad id"],
+            &BTreeMap::new(),
+        );
+        assert_eq!(a.names.len(), 1);
+        assert_eq!(a.names["db1"], "snap-db1");
+        assert_eq!(a.rejected.len(), 3);
+        assert_eq!(
+            a.rejected["web1.example.org"].kind(),
+            ErrorKind::AccountCollision
+        );
+        assert!(
+            a.rejected["web1.example.com"]
+                .to_string()
+                .contains("web1.example.org")
+        );
+        assert_eq!(a.rejected["bad id"].kind(), ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 /// `crc32(key) % slots`, identical to Python's `zlib.crc32(key.encode()) % slots`.
 pub fn backup_minute(key: &str, slots: u32) -> Result<u32> {
     if slots == 0 {
-        return Err(Error::invalid_input("backup slots must be at least 1, got 0"));
+        return Err(Error::invalid_input(
+            "backup slots must be at least 1, got 0",
+        ));
     }
     Ok(crc32fast::hash(key.as_bytes()) % slots)
 }

@@ -135,7 +135,11 @@ pub fn parse_public_key(text: &str) -> Result<ParsedKey> {
         KeyData::Rsa(rsa) => {
             let n = rsa.n.as_positive_bytes().unwrap_or_default();
             let lead = n.first().map_or(0, |b| 8 - b.leading_zeros() as usize);
-            let bits = if n.is_empty() { 0 } else { (n.len() - 1) * 8 + lead };
+            let bits = if n.is_empty() {
+                0
+            } else {
+                (n.len() - 1) * 8 + lead
+            };
             if bits < MIN_RSA_BITS {
                 return Err(bad(format!(
                     "RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"
@@ -216,7 +220,10 @@ pub fn generate_keypair(path: &Path, comment: &str) -> Result<String> {
         if fs::symlink_metadata(p).is_ok() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("{} already exists; snap never overwrites a key", p.display()),
+                format!(
+                    "{} already exists; snap never overwrites a key",
+                    p.display()
+                ),
             ));
         }
     }
@@ -248,8 +255,12 @@ pub fn generate_keypair(path: &Path, comment: &str) -> Result<String> {
 /// Fails if the key is encrypted with a passphrase (server keys are not).
 pub fn public_from_private(path: &Path) -> Result<ParsedKey> {
     let text = fs::read_to_string(path).map_err(|e| Error::io_path("reading", path, e))?;
-    let key = PrivateKey::from_openssh(&text)
-        .map_err(|e| bad(format!("{} is not an OpenSSH private key: {e}", path.display())))?;
+    let key = PrivateKey::from_openssh(&text).map_err(|e| {
+        bad(format!(
+            "{} is not an OpenSSH private key: {e}",
+            path.display()
+        ))
+    })?;
     let public = key
         .public_key()
         .to_openssh()
@@ -272,7 +283,8 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl web1";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl web1";
 
     #[test]
     fn accepts_one_bare_key() {
@@ -317,7 +329,9 @@ mod tests {
             let e = refuse(&case);
             assert_eq!(e.kind(), ErrorKind::InvalidKey, "{case:?}: {e}");
         }
-        let e = refuse("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n");
+        let e = refuse(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+        );
         assert_eq!(e.kind(), ErrorKind::SecretKeyMaterial);
     }
 
@@ -364,14 +378,26 @@ mod tests {
         assert_eq!(pubmeta.permissions().mode() & 0o777, 0o644);
         // ssh-keygen agrees on the fingerprint, from both halves.
         for f in [p.clone(), public_path(&p)] {
-            let out = Command::new("ssh-keygen").arg("-lf").arg(&f).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8(out.stdout).unwrap();
             assert!(text.starts_with(&format!("256 {fp} ")), "{text} vs {fp}");
             assert!(text.trim_end().ends_with("(ED25519)"));
         }
         // ssh-keygen derives the same public key from our private key.
-        let out = Command::new("ssh-keygen").arg("-yf").arg(&p).output().unwrap();
+        let out = Command::new("ssh-keygen")
+            .arg("-yf")
+            .arg(&p)
+            .output()
+            .unwrap();
         let derived = parse_public_key(&String::from_utf8(out.stdout).unwrap()).unwrap();
         let ours = parse_public_key(&fs::read_to_string(public_path(&p)).unwrap()).unwrap();
         assert_eq!(derived.key, ours.key);
@@ -386,7 +412,10 @@ mod tests {
         assert!(generate_keypair(&p, "x").is_err());
         assert_eq!(restore_public(&p).unwrap().key, ours.key);
         // No temp files left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -49,6 +49,24 @@ fn account_names(
     account::account_names(minion_ids.iter().map(String::as_str), &overrides).py()
 }
 
+/// `(names, rejected)`: names for every id that can have one, and the reason
+/// for each that cannot (bad id, bad override, collision).
+#[pyfunction]
+#[pyo3(signature = (minion_ids, overrides = None))]
+fn assign_accounts(
+    minion_ids: Vec<String>,
+    overrides: Option<BTreeMap<String, String>>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let overrides = overrides.unwrap_or_default();
+    let a = account::assign_accounts(minion_ids.iter().map(String::as_str), &overrides);
+    let rejected = a
+        .rejected
+        .into_iter()
+        .map(|(id, e)| (id, e.to_string()))
+        .collect();
+    (a.names, rejected)
+}
+
 fn key_dict<'py>(py: Python<'py>, k: &sshkey::ParsedKey) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("type", &k.key_type)?;
@@ -91,6 +109,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_minion_id, m)?)?;
     m.add_function(wrap_pyfunction!(account_name, m)?)?;
     m.add_function(wrap_pyfunction!(account_names, m)?)?;
+    m.add_function(wrap_pyfunction!(assign_accounts, m)?)?;
     m.add_function(wrap_pyfunction!(parse_public_key, m)?)?;
     m.add_function(wrap_pyfunction!(generate_keypair, m)?)?;
     m.add_function(wrap_pyfunction!(public_from_private, m)?)?;

@@ -1,0 +1,88 @@
+"""
+snap ext_pillar: every minion's backup schedule.
+
+Each minion gets ``snap:schedule:minute`` = ``crc32(key) % slots`` and
+``snap:schedule:hours``. The key is the minion id by default: ids are unique
+in Salt, hostnames are not (two ``web1`` in different domains would share a
+minute and, worse, nothing would tell you).
+
+Master configuration:
+
+.. code-block:: yaml
+
+    ext_pillar:
+      - snap:
+          hours: [2, 10, 18]   # default
+          slots: 60            # default; 59 avoids piling onto minute 0
+          key: id              # or: hostname (the hostname grain)
+
+Per-minion pillar ``snap:schedule:hours`` / ``snap:schedule:slots`` (from the
+pillar tree) overrides the options above for that minion.
+
+An invalid setting raises, so the minion's pillar carries the error and
+highstate refuses to run rather than silently schedule nothing.
+"""
+
+import logging
+
+try:
+    import snap_core
+
+    HAS_CORE = True
+    IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover
+    HAS_CORE = False
+    IMPORT_ERROR = str(exc)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "snap"
+
+DEFAULT_HOURS = [2, 10, 18]
+DEFAULT_SLOTS = 60
+KEYS = ("id", "hostname")
+
+
+def __virtual__():
+    if not HAS_CORE:
+        return (
+            False,
+            "snap ext_pillar: the snap_core package is not importable by the master's Python "
+            f"({IMPORT_ERROR}); install the snap wheel on the master",
+        )
+    return __virtualname__
+
+
+def _int_list(value, what):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"snap ext_pillar: {what} must be a list of integers, got {value!r}")
+    return list(value)
+
+
+def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
+    """
+    Return ``{"snap": {"schedule": {...}}}`` for ``minion_id``.
+    """
+    if kwargs:
+        raise ValueError(f"snap ext_pillar: unknown options {sorted(kwargs)}")
+    own = (pillar.get("snap") or {}).get("schedule") or {}
+    hours = own.get("hours", hours if hours is not None else DEFAULT_HOURS)
+    slots = own.get("slots", slots if slots is not None else DEFAULT_SLOTS)
+    key = own.get("key", key)
+    if key not in KEYS:
+        raise ValueError(f"snap ext_pillar: key must be one of {KEYS}, got {key!r}")
+    if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= 60:
+        raise ValueError(f"snap ext_pillar: slots must be an integer from 1 to 60, got {slots!r}")
+    hours = snap_core.validate_hours(_int_list(hours, "hours"))
+    if key == "id":
+        source = minion_id
+    else:
+        # An operator-set "hostname" grain wins; otherwise Salt's short hostname ("host").
+        source = __grains__.get("hostname") or __grains__.get("host") or ""
+        if not source:
+            raise ValueError(f"snap ext_pillar: minion {minion_id!r} has no hostname grain")
+    minute = snap_core.backup_minute(source, slots)
+    log.debug("snap ext_pillar: %s -> minute %s (key %s=%r)", minion_id, minute, key, source)
+    return {"snap": {"schedule": {"minute": minute, "hours": hours, "slots": slots, "key": key}}}

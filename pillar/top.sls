@@ -1,0 +1,4 @@
+# Example pillar top file.
+base:
+  "*":
+    - snap

@@ -1,0 +1,120 @@
+"""Fleet data shared by snap's Salt modules: the mine payload and its re-validation.
+
+A minion publishes its public key through the Salt mine with
+:func:`mine_entry`. Whoever reads the mine (the backup server building
+accounts, the master reporting) passes everything through
+:func:`validate_mine`: a compromised minion controls its mine data, so every
+entry is parsed again by the Rust core and only the parsed, canonical parts
+are used further on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from snap_core import _rust
+from snap_core.errors import Error, InvalidKey, NotFound
+
+#: The execution-module function to list under ``mine_functions``.
+MINE_FUNCTION = "snap.pubkey"
+
+#: Where each server keeps its snap SSH key unless pillar says otherwise,
+#: relative to the minion's root_dir ("/" in production).
+DEFAULT_KEY_PATH = "etc/snap/id_ed25519"
+
+_MAX_KEY_TEXT = 8192  # snap_core.sshkey::MAX_KEY_TEXT
+
+
+def read_public_key(key_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``key_path + '.pub'``; raise NotFound/InvalidKey naming the file."""
+    pub = os.fspath(key_path) + ".pub"
+    try:
+        with open(pub, encoding="utf-8") as handle:
+            # One byte more than the core accepts, so an oversized file is refused by it.
+            text = handle.read(_MAX_KEY_TEXT + 1)
+    except FileNotFoundError as exc:
+        raise NotFound(f"{pub} does not exist: apply state snap.keypair first") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidKey(f"{pub} is not UTF-8 text: not an OpenSSH public key") from exc
+    try:
+        return _rust.parse_public_key(text)
+    except Error as exc:
+        raise type(exc)(f"{pub}: {exc}") from None
+
+
+def default_key_path(root_dir: str = "/") -> str:
+    """The key path used when pillar sets none: ``<root_dir>/etc/snap/id_ed25519``."""
+    return os.path.join(root_dir, DEFAULT_KEY_PATH)
+
+
+def mine_entry(minion_id: str, key_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mine payload for this minion: the validated key, its fingerprint and account."""
+    _rust.validate_minion_id(minion_id)
+    key = read_public_key(key_path)
+    line = f"{key['type']} {key['key']}"
+    return {
+        "id": minion_id,
+        "account": _rust.account_name(minion_id),
+        "line": line,
+        "type": key["type"],
+        "fingerprint": key["fingerprint"],
+        "comment": key["comment"],
+        "bits": key["bits"],
+    }
+
+
+def validate_entry(minion_id: str, entry: Any) -> dict[str, Any]:
+    """Re-validate one mine entry received from ``minion_id``; raise a ValueError naming the problem."""
+    _rust.validate_minion_id(minion_id)
+    if not isinstance(entry, Mapping):
+        raise InvalidKey(f"mine data of {minion_id!r} is not a mapping but {type(entry).__name__}")
+    line = entry.get("line")
+    if not isinstance(line, str):
+        raise InvalidKey(f"mine data of {minion_id!r} has no public key line")
+    try:
+        key = _rust.parse_public_key(line)
+    except Error as exc:
+        raise type(exc)(f"mine key of {minion_id!r}: {exc}") from None
+    claimed_id = entry.get("id")
+    if claimed_id != minion_id:
+        raise InvalidKey(f"mine data of {minion_id!r} claims to be from {claimed_id!r}")
+    claimed_fp = entry.get("fingerprint")
+    if claimed_fp is not None and claimed_fp != key["fingerprint"]:
+        raise InvalidKey(
+            f"mine key of {minion_id!r}: fingerprint {claimed_fp!r} does not match the key ({key['fingerprint']})"
+        )
+    return {
+        "type": key["type"],
+        "key": key["key"],
+        "line": f"{key['type']} {key['key']}",
+        "fingerprint": key["fingerprint"],
+        "bits": key["bits"],
+    }
+
+
+def validate_mine(mine: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Re-validate ``mine.get('*', 'snap.pubkey')``.
+
+    Returns ``{"accepted": {id: key + account}, "rejected": {id: reason}}``.
+    Entries that fail validation, and every id whose account name collides
+    with another's, are rejected with a message naming the problem; the rest
+    of the fleet is unaffected.
+    """
+    accepted: dict[str, dict[str, Any]] = {}
+    rejected: dict[str, str] = {}
+    for minion_id in sorted(mine, key=str):
+        if not isinstance(minion_id, str):
+            rejected[repr(minion_id)] = "minion id is not a string"
+            continue
+        try:
+            accepted[minion_id] = validate_entry(minion_id, mine[minion_id])
+        except ValueError as exc:
+            rejected[minion_id] = str(exc)
+    names, refused = _rust.assign_accounts(list(accepted), dict(overrides or {}))
+    for minion_id, reason in refused.items():
+        accepted.pop(minion_id, None)
+        rejected[minion_id] = reason
+    for minion_id, key in accepted.items():
+        key["account"] = names[minion_id]
+    return {"accepted": accepted, "rejected": rejected}

@@ -1,0 +1,4 @@
+{#- Every server of the fleet: the core and its own key. -#}
+include:
+  - snap.core
+  - snap.keypair

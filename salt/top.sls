@@ -1,0 +1,4 @@
+# Example top file: every server gets snap.
+base:
+  "*":
+    - snap
