@@ -76,7 +76,7 @@ test-python: install
 	$(VPY) -m pytest
 
 demo: install
-	$(VPY) -m tests.demo
+	$(VPY) -m demo
 
 bench: install
 	$(VPY) bench/run.py

@@ -1,0 +1,1 @@
+"""`make demo`: snap's main job on a throwaway fleet on loopback."""

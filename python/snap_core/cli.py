@@ -1,0 +1,134 @@
+"""snap-backup: snap's command line.
+
+The work is done by the Rust core; this module parses arguments, prints
+progress to stderr and a summary at the end, and maps errors to exit codes:
+0 success, 1 failure, 2 bad usage or input, 3 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+import snap_core
+from snap_core import errors
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+
+Command = Callable[[argparse.Namespace], Any]
+Arg = tuple[tuple, dict]
+COMMANDS: dict[str, tuple[Command, str, tuple[Arg, ...]]] = {}
+
+
+def arg(*names, **options) -> Arg:
+    """One ``add_argument`` call, for :func:`command`."""
+    return names, options
+
+
+def command(name: str, help: str, *arguments: Arg):
+    """Register the decorated function as subcommand ``name`` with ``arguments``."""
+
+    def register(func):
+        COMMANDS[name] = (func, help, arguments)
+        return func
+
+    return register
+
+
+def progress_printer(stream=sys.stderr) -> Callable[[dict], None]:
+    """A progress callback for the core: one line per report on a terminal, rewritten in place."""
+    interactive = stream.isatty()
+
+    def report(event: dict) -> None:
+        end = "\n" if event["finished"] or not interactive else "\r"
+        stream.write(("\x1b[2K" if interactive else "") + event["text"] + end)
+        stream.flush()
+
+    return report
+
+
+def emit(result: Any, as_json: bool) -> None:
+    """Print a command's result: JSON, or ``key: value`` lines."""
+    if result is None:
+        return
+    if as_json or not isinstance(result, dict):
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+# -- commands ----------------------------------------------------------------
+
+
+@command("version", "print the version of snap")
+def cmd_version(args):
+    return {"snap-backup": snap_core.__version__}
+
+
+@command(
+    "minute",
+    "print the backup minute of an id (crc32(id) %% slots)",
+    arg("id", help="minion id (or hostname)"),
+    arg("--slots", type=int, default=60),
+)
+def cmd_minute(args):
+    return {"id": args.id, "minute": snap_core.backup_minute(args.id, args.slots)}
+
+
+@command(
+    "keygen",
+    "create an Ed25519 key pair (never overwrites)",
+    arg("path", help="private key path; the public key goes to PATH.pub"),
+    arg("--comment", default=""),
+)
+def cmd_keygen(args):
+    return {"path": args.path, "fingerprint": snap_core.generate_keypair(args.path, args.comment)}
+
+
+@command("check-key", "validate one OpenSSH public key (file or '-' for stdin)", arg("file"))
+def cmd_check_key(args):
+    if args.file == "-":
+        return snap_core.parse_public_key(sys.stdin.read())
+    with open(args.file, encoding="utf-8") as handle:
+        return snap_core.parse_public_key(handle.read())
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="snap-backup", description="snap: fleet backups (see README)")
+    top.add_argument("--json", action="store_true", help="print results as JSON")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text, arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        for names, options in arguments:
+            p.add_argument(*names, **options)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    func = COMMANDS[args.command][0]
+    try:
+        emit(func(args), args.json)
+    except errors.Busy as exc:
+        print(f"snap-backup {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except (errors.InvalidInput, UnicodeDecodeError) as exc:
+        print(f"snap-backup {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (errors.Error, OSError) as exc:
+        print(f"snap-backup {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print(f"snap-backup {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
