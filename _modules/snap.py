@@ -18,9 +18,13 @@ Configuration (pillar):
       snap.pubkey: []
 """
 
+import copy
+import json
 import logging
 import os
 
+import salt.utils.dictupdate
+import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -56,10 +60,39 @@ def _pillar(key, default=None):
         return __salt__["pillar.get"](key, default)
 
 
+def settings():
+    """
+    Return snap's settings on this minion: ``salt://snap/defaults.yaml`` with
+    pillar ``snap`` merged over it, and snap's own paths under this minion's
+    ``root_dir`` (``/`` in production). ``snap/map.jinja`` applies the same rule.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' snap.settings
+    """
+    if "snap.settings" not in __context__:
+        text = __salt__["cp.get_file_str"]("salt://snap/defaults.yaml")
+        if not text:
+            raise CommandExecutionError("salt://snap/defaults.yaml is missing from the file roots")
+        defaults = salt.utils.yaml.safe_load(text)
+        merged = salt.utils.dictupdate.merge(
+            copy.deepcopy(defaults), _pillar("snap", {}) or {}, strategy="recurse", merge_lists=False
+        )
+        root = __opts__.get("root_dir") or "/"
+        for section, keys in defaults["root_relative"].items():
+            for key in keys:
+                if merged[section].get(key):
+                    merged[section][key] = os.path.join(root, merged[section][key].lstrip("/"))
+        bin_env = merged["core"].get("bin_env")
+        merged["core"]["python"] = os.path.join(bin_env, "bin", "python") if bin_env else __grains__["pythonexecutable"]
+        __context__["snap.settings"] = merged
+    return copy.deepcopy(__context__["snap.settings"])
+
+
 def _key_path(path=None):
-    path = path or _pillar(
-        "snap:client:key", fleet.default_key_path(__opts__.get("root_dir") or "/")
-    )
+    path = path or settings()["client"]["key"]
     if not isinstance(path, str) or not os.path.isabs(path):
         raise SaltInvocationError(f"snap key path must be an absolute path, got {path!r}")
     return path
@@ -226,3 +259,261 @@ def fleet_keys(tgt="*", tgt_type="glob"):
     for minion_id, reason in result["rejected"].items():
         log.error("snap: rejected mine key of %s: %s", minion_id, reason)
     return result
+
+
+# -- the backup server's host key, pinned by every client ----------------------
+
+
+def hostkey(path=None):
+    """
+    Return the backup server's SSH host public key, validated, for the mine
+    (``mine_functions: {snap.hostkey: []}`` on the backup server). Clients pin
+    it in their known_hosts: no trust on first use.
+
+    path
+        Host public key (default: pillar ``snap:server:host_key``,
+        ``/etc/ssh/ssh_host_ed25519_key.pub``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.hostkey
+    """
+    path = path or settings()["server"]["host_key"]
+    if path.endswith(".pub"):
+        path = path[: -len(".pub")]
+    key = _core(fleet.read_public_key, path)
+    return {"id": __opts__["id"], "line": f"{key['type']} {key['key']}", "fingerprint": key["fingerprint"]}
+
+
+def known_hosts_lines():
+    """
+    The known_hosts lines a client pins for its backup server: the keys in
+    pillar ``snap:backup_server:host_keys``, or else the one the backup server
+    publishes through the mine (``snap.hostkey``), each validated again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 snap.known_hosts_lines
+    """
+    server = settings()["backup_server"]
+    host, port = server["host"], int(server["port"])
+    pinned = list(server.get("host_keys") or [])
+    if not pinned:
+        mine = __salt__["mine.get"](server["minion_id"], "snap.hostkey")
+        entry = mine.get(server["minion_id"])
+        if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
+            raise CommandExecutionError(
+                f"the host key of backup server {server['minion_id']} is unknown: highstate it first "
+                "(it publishes snap.hostkey through the mine) or pin it in pillar snap:backup_server:host_keys"
+            )
+        pinned = [entry["line"]]
+    name = host if port == 22 else f"[{host}]:{port}"
+    lines = []
+    for text in pinned:
+        key = _core(snap_core.parse_public_key, text)
+        lines.append(f"{name} {key['type']} {key['key']}")
+    return lines
+
+
+# -- servers: the push ----------------------------------------------------------
+
+
+def client_config():
+    """
+    The push configuration of this server (what state ``snap.client_config``
+    writes to ``/etc/snap/client.json``), checked by the core.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 snap.client_config
+    """
+    s = settings()
+    client, server = s["client"], s["backup_server"]
+    sched = s.get("schedule") or {}
+    config = {
+        "minion_id": __opts__["id"],
+        "account": _core(snap_core.account_name, __opts__["id"]),
+        "server_host": server["host"],
+        "server_port": int(server["port"]),
+        "key": client["key"],
+        "known_hosts": client["known_hosts"],
+        "paths": list(client["paths"]),
+        "excludes": list(client.get("excludes") or []),
+        "hooks_dir": client["hooks_dir"],
+        "state_dir": client["state_dir"],
+        "splay": int(sched.get("second", 0)),
+    }
+    for key in ("hook_timeout", "nice", "ionice_class", "ionice_level", "retries", "retry_delay",
+                "connect_timeout", "io_timeout", "bwlimit_kbps"):
+        if client.get(key) is not None:
+            config[key] = client[key]
+    overrides = s["server"].get("account_overrides") or {}
+    if __opts__["id"] in overrides:
+        config["account"] = overrides[__opts__["id"]]
+    return _core(snap_core.parse_push_config, json.dumps(config))
+
+
+def push(no_splay=True):
+    """
+    Push this server's data to the backup server now (cron runs the same with
+    ``python -m snap_core push``). Returns the run's record.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 snap.push
+    """
+    config = settings()["client"]["config"]
+    rec = _core(snap_core.push_run, config, no_splay=no_splay)
+    if rec["result"] not in ("ok", "partial"):
+        __context__["retcode"] = 1
+    return rec
+
+
+# -- the backup server ------------------------------------------------------------
+
+
+def server_config():
+    """
+    The backup server's configuration (what state ``snap.server_config``
+    writes to ``/etc/snap/server.json``): every accepted server's account.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.server_config
+    """
+    s = settings()
+    srv = s["server"]
+    accounts = {key["account"]: minion_id for minion_id, key in server_fleet()["accepted"].items()}
+    config = {
+        "jails_dir": os.path.join(srv["base"], "jails"),
+        "history_dir": os.path.join(srv["base"], "history"),
+        "rsnapshot_conf": srv["rsnapshot_conf"],
+        "accounts": accounts,
+        "levels": srv["levels"],
+        "lock_wait": int(srv["lock_wait"]),
+        "state_dir": srv["state_dir"],
+        "log_file": os.path.join(srv["log_dir"], "rsnapshot.log"),
+        "lock_file": os.path.join(srv["run_dir"], "rsnapshot.pid"),
+    }
+    return _core(snap_core.parse_server_config, json.dumps(config))
+
+
+def rsnapshot_conf():
+    """
+    The rsnapshot configuration the backup server uses.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.rsnapshot_conf
+    """
+    return _core(snap_core.rsnapshot_conf, json.dumps(server_config()))
+
+
+def rotate(level):
+    """
+    Sync every complete push into history (lowest level) and rotate ``level``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.rotate recent
+    """
+    rec = _core(snap_core.rotate_run, settings()["server"]["config"], level)
+    if rec["result"] == "failed":
+        __context__["retcode"] = 1
+    return rec
+
+
+def jails():
+    """
+    What the backup server holds for each server: account, jail, the state
+    of its last push as the jail records it, and what went into history.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.jails
+    """
+    s = settings()
+    cfg = server_config()
+    received_path = os.path.join(s["server"]["state_dir"], "received.json")
+    try:
+        with open(received_path, encoding="utf-8") as handle:
+            received = json.load(handle)
+    except FileNotFoundError:
+        received = {}
+    out = {}
+    for account, minion_id in sorted(cfg["accounts"].items(), key=lambda kv: kv[1]):
+        incoming = os.path.join(cfg["jails_dir"], account, "incoming")
+        try:
+            state = snap_core.read_jail_state(os.path.join(incoming, ".snap-state"))
+        except snap_core.Error as exc:
+            state = {"state": "unreadable", "error": str(exc)}
+        out[minion_id] = {
+            "account": account,
+            "jail": incoming,
+            "last_push": state,
+            "in_history": received.get(minion_id),
+        }
+    return out
+
+
+def server_fleet():
+    """
+    The servers the backup server keeps: :func:`fleet_keys` without the
+    backup server itself and the ids in pillar ``snap:server:exclude``.
+    Cached for the length of one state run.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.server_fleet
+    """
+    if "snap.server_fleet" not in __context__:
+        excluded = set(settings()["server"].get("exclude") or []) | {__opts__["id"]}
+        result = fleet_keys()
+        for section in ("accepted", "rejected"):
+            result[section] = {k: v for k, v in result[section].items() if k not in excluded}
+        __context__["snap.server_fleet"] = result
+    return copy.deepcopy(__context__["snap.server_fleet"])
+
+
+def fleet_account_names():
+    """
+    The account name of every server in the mine that can have one, whether
+    or not its current key is acceptable (a server with a bad key keeps its
+    account). Accounts outside this set belong to retired servers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.fleet_account_names
+    """
+    fleet = server_fleet()
+    names = {key["account"] for key in fleet["accepted"].values()}
+    overrides = settings()["server"].get("account_overrides") or {}
+    for minion_id in fleet["rejected"]:
+        if minion_id in overrides:
+            names.add(overrides[minion_id])
+            continue
+        try:
+            names.add(snap_core.account_name(minion_id))
+        except snap_core.Error:
+            pass
+    return sorted(names)

@@ -1,8 +1,10 @@
 """
 snap ext_pillar: every minion's backup schedule.
 
-Each minion gets ``snap:schedule:minute`` = ``crc32(key) % slots`` and
-``snap:schedule:hours``. The key is the minion id by default: ids are unique
+Each minion gets ``snap:schedule:minute`` = ``crc32(key) % slots``,
+``snap:schedule:hours``, and ``snap:schedule:second`` = ``(crc32(key) // slots) % 60``,
+the seconds its push waits into its minute so that servers sharing a minute
+still spread over it. The key is the minion id by default: ids are unique
 in Salt, hostnames are not (two ``web1`` in different domains would share a
 minute and, worse, nothing would tell you).
 
@@ -84,5 +86,6 @@ def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
         if not source:
             raise ValueError(f"snap ext_pillar: minion {minion_id!r} has no hostname grain")
     minute = snap_core.backup_minute(source, slots)
-    log.debug("snap ext_pillar: %s -> minute %s (key %s=%r)", minion_id, minute, key, source)
-    return {"snap": {"schedule": {"minute": minute, "hours": hours, "slots": slots, "key": key}}}
+    second = snap_core.backup_splay(source, slots)
+    log.debug("snap ext_pillar: %s -> minute %s second %s (key %s=%r)", minion_id, minute, second, key, source)
+    return {"snap": {"schedule": {"minute": minute, "second": second, "hours": hours, "slots": slots, "key": key}}}

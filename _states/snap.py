@@ -11,7 +11,10 @@ one twice changes nothing the second time.
         - name: /etc/snap/id_ed25519
 """
 
-from salt.exceptions import CommandExecutionError
+import json
+import os
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "snap"
 
@@ -118,3 +121,234 @@ def keypair(name, comment=None):
         return ret
     ret.update(changes=changes, comment=f"Repaired key pair {name} ({status['fingerprint']})")
     return ret
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _merge(ret, label, sub):
+    """Fold a sub-state's return into ``ret`` under ``label``."""
+    if sub.get("changes"):
+        ret["changes"][label] = sub["changes"]
+    if sub.get("result") is False:
+        ret["result"] = False
+    elif sub.get("result") is None and ret["result"] is not False:
+        ret["result"] = None
+    if sub.get("result") is False or sub.get("changes"):
+        ret.setdefault("_comments", []).append(f"{label}: {sub.get('comment')}")
+    return sub.get("result") is not False
+
+
+def _finish(ret, summary):
+    details = ret.pop("_comments", [])
+    ret["comment"] = "\n".join([summary] + details)
+    return ret
+
+
+def _fail(ret, comment):
+    ret.update(result=False, comment=comment)
+    return ret
+
+
+def _file(name, contents, mode, **kwargs):
+    return __states__["file.managed"](
+        name=name, contents=contents, user="root", group="root", mode=mode, makedirs=True, **kwargs
+    )
+
+
+# -- servers -----------------------------------------------------------------------
+
+
+def known_hosts(name):
+    """
+    Pin the backup server's SSH host key(s) in ``name`` (a known_hosts file
+    used only by snap's push): from pillar ``snap:backup_server:host_keys`` or
+    from the mine (``snap.hostkey``), validated. No key, no file: the push never
+    trusts a host key on first use.
+
+    .. code-block:: yaml
+
+        /etc/snap/known_hosts:
+          snap.known_hosts
+    """
+    ret = _ret(name)
+    try:
+        lines = __salt__["snap.known_hosts_lines"]()
+    except CommandExecutionError as exc:
+        return _fail(ret, str(exc))
+    _merge(ret, "known_hosts", _file(name, "\n".join(lines) + "\n", "0644"))
+    return _finish(ret, f"Backup server host key pinned in {name}")
+
+
+def client_config(name):
+    """
+    Write this server's push configuration (JSON) to ``name`` from pillar,
+    checked by the core first.
+
+    .. code-block:: yaml
+
+        /etc/snap/client.json:
+          snap.client_config
+    """
+    ret = _ret(name)
+    try:
+        config = __salt__["snap.client_config"]()
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, f"Push configuration is invalid: {exc}")
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    _merge(ret, "config", _file(name, text, "0600"))
+    return _finish(ret, f"Push configuration {name} for account {config['account']}")
+
+
+# -- the backup server -----------------------------------------------------------------
+
+
+def account(name):
+    """
+    Ensure the jailed push account of server ``name`` (a minion id) on the
+    backup server: a system user ``snap-<id>`` in the snap group, password
+    ``*`` (no password login), shell ``/bin/sh`` (sshd runs the forced command
+    through it), jail ``<base>/jails/<account>`` mode 0700, and one
+    authorized key (root-owned, outside the jail) pinned to
+    ``restrict,command="snap-receive <jail>/incoming"``: a write-only rsync
+    receiver confined to the jail.
+
+    The key comes from the mine and is validated again; a server whose key is
+    rejected keeps its account exactly as it was, and the state fails with
+    the reason.
+
+    .. code-block:: yaml
+
+        snap-account-web1:
+          snap.account:
+            - name: web1.example.com
+    """
+    ret = _ret(name)
+    try:
+        fleet = __salt__["snap.server_fleet"]()
+        srv = __salt__["snap.settings"]()["server"]
+    except CommandExecutionError as exc:
+        return _fail(ret, str(exc))
+    if name in fleet["rejected"]:
+        return _fail(ret, f"Key of {name} rejected, its account is left as it was: {fleet['rejected'][name]}")
+    if name not in fleet["accepted"]:
+        return _fail(ret, f"{name} has published no snap key in the mine (snap.pubkey)")
+    key = fleet["accepted"][name]
+    acct = key["account"]
+    jail = os.path.join(srv["base"], "jails", acct)
+    incoming = os.path.join(jail, "incoming")
+    exists = bool(__salt__["user.info"](acct))
+
+    ok = _merge(
+        ret,
+        "user",
+        __states__["user.present"](
+            name=acct,
+            home=jail,
+            createhome=False,
+            shell="/bin/sh",
+            groups=[srv["group"]],
+            system=True,
+            usergroup=True,
+            password="*",
+            fullname=f"snap push account of {name}",
+            expire=-1,
+        ),
+    )
+    if ok and (exists or not __opts__["test"]):
+        for label, path in (("jail", jail), ("incoming", incoming)):
+            _merge(
+                ret,
+                label,
+                __states__["file.directory"](name=path, user=acct, group=acct, mode="0700", makedirs=True),
+            )
+    elif __opts__["test"]:
+        ret["changes"]["jail"] = {"new": incoming}
+    line = f'restrict,command="{srv["receive"]} {incoming}" {key["line"]} snap:{name}\n'
+    _merge(ret, "authorized_key", _file(os.path.join(srv["authorized_keys_dir"], acct), line, "0644"))
+    return _finish(ret, f"Push account {acct} of {name} ({key['fingerprint']}), jail {jail}")
+
+
+def retired(name):
+    """
+    Lock the push accounts (members of group ``name``) whose server is no
+    longer in the mine: no login (key removed, shell nologin, account
+    expired), data kept. Accounts listed in pillar ``snap:server:purge`` are
+    deleted with their jails instead. Nothing is deleted silently.
+
+    .. code-block:: yaml
+
+        snap-retired:
+          snap.retired:
+            - name: snap-push
+    """
+    ret = _ret(name)
+    try:
+        present = set(__salt__["snap.fleet_account_names"]())
+        srv = __salt__["snap.settings"]()["server"]
+    except CommandExecutionError as exc:
+        return _fail(ret, str(exc))
+    members = (__salt__["group.info"](name) or {}).get("members", [])
+    purge = set(srv.get("purge") or [])
+    notes = []
+    for acct in sorted(set(members) - present):
+        keyfile = os.path.join(srv["authorized_keys_dir"], acct)
+        info = __salt__["user.info"](acct) or {}
+        jail = info.get("home") or "?"
+        if acct in purge:
+            _merge(ret, acct, __states__["user.absent"](name=acct, purge=True))
+            _merge(ret, f"{acct} key", __states__["file.absent"](name=keyfile))
+            notes.append(f"{acct}: deleted with its jail {jail} (pillar snap:server:purge)")
+            continue
+        changes = {}
+        if os.path.exists(keyfile):
+            changes["authorized_key"] = {"old": keyfile, "new": None}
+        if info.get("shell") != "/usr/sbin/nologin":
+            changes["shell"] = {"old": info.get("shell"), "new": "/usr/sbin/nologin"}
+        shadow = __salt__["shadow.info"](acct) or {}
+        if shadow.get("expire") != 1:
+            changes["expire"] = {"old": shadow.get("expire"), "new": 1}
+        notes.append(
+            f"{acct} ({info.get('fullname', '')}): server gone from the mine; account locked, data kept "
+            f"in {jail}; add it to pillar snap:server:purge to delete it"
+        )
+        if not changes:
+            continue
+        ret["changes"][acct] = changes
+        if __opts__["test"]:
+            ret["result"] = None
+            continue
+        try:
+            if "authorized_key" in changes:
+                __salt__["file.remove"](keyfile)
+            if "shell" in changes:
+                __salt__["user.chshell"](acct, "/usr/sbin/nologin")
+            if "expire" in changes:
+                __salt__["shadow.set_expire"](acct, 1)
+        except CommandExecutionError as exc:
+            ret["result"] = False
+            notes.append(f"{acct}: cannot lock: {exc}")
+    summary = "No retired push accounts" if not notes else "Retired push accounts:\n" + "\n".join(notes)
+    return _finish(ret, summary)
+
+
+def server_config(name):
+    """
+    Write the backup server's configuration (JSON, ``name``) and the
+    rsnapshot configuration it refers to, from pillar and the accepted fleet.
+
+    .. code-block:: yaml
+
+        /etc/snap/server.json:
+          snap.server_config
+    """
+    ret = _ret(name)
+    try:
+        config = __salt__["snap.server_config"]()
+        conf_text = __salt__["snap.rsnapshot_conf"]()
+    except CommandExecutionError as exc:
+        return _fail(ret, f"Backup server configuration is invalid: {exc}")
+    _merge(ret, "config", _file(name, json.dumps(config, indent=2, sort_keys=True) + "\n", "0600"))
+    _merge(ret, "rsnapshot", _file(config["rsnapshot_conf"], conf_text, "0600"))
+    servers = ", ".join(sorted(config["accounts"].values())) or "none yet"
+    return _finish(ret, f"Backup server configuration {name}; history of: {servers}")

@@ -11,12 +11,12 @@ import logging
 import pathlib
 import shutil
 import sys
-import tempfile
 import time
 
 from pytestshellutils.utils.ports import get_unused_localhost_port
 from saltfactories.manager import FactoriesManager
 
+from tests.conftest import private_root
 from tests.support import loopback
 from tests.support.fleet import Fleet, state_changes, state_failures
 
@@ -32,7 +32,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def run(keep: bool) -> int:
-    root = pathlib.Path(tempfile.mkdtemp(prefix="snap-demo-"))
+    root = private_root("snap-demo-")
     started = time.monotonic()
     say(f"snap demo: a throwaway fleet under {root} (127.0.0.1 only)")
     try:

@@ -1,5 +1,7 @@
-# Example pillar for snap. Every key is optional; the values shown are the
-# defaults unless marked "example".
+# Example pillar for snap, complete and commented. Every setting is optional:
+# the defaults are in salt://snap/defaults.yaml (salt/snap/defaults.yaml) and
+# are shown here. snap's own paths are prefixed with each minion's root_dir,
+# which is "/" on a real machine.
 #
 # The master also needs the ext_pillar that gives every minion its backup
 # minute (master config):
@@ -8,15 +10,22 @@
 #     - snap:
 #         hours: [2, 10, 18]   # when servers push
 #         slots: 60            # minute = crc32(minion id) % slots
-#         key: id              # or "hostname" (the hostname grain; ids are unique, hostnames are not)
+#         key: id              # or "hostname" (ids are unique, hostnames are not)
 #
-# Each minion then has snap:schedule:minute and snap:schedule:hours in its
-# pillar. To give one server other hours, set snap:schedule:hours for it here.
+# Each minion then has snap:schedule:{minute,second,hours} in its pillar. To
+# give one server other hours, set snap:schedule:hours for it here.
 
-# Publish each server's snap public key through the Salt mine. The backup
-# server reads it back with snap.fleet_keys and validates every key again.
+{%- set backup_server = "backup1" %}
+
+# Publish keys through the Salt mine: every server its own snap public key,
+# the backup server its SSH host key (servers pin it; no trust on first use).
+# Whoever reads them validates them again.
 mine_functions:
+{%- if grains["id"] == backup_server %}
+  snap.hostkey: []
+{%- else %}
   snap.pubkey: []
+{%- endif %}
 
 snap:
   core:
@@ -26,18 +35,84 @@ snap:
     # runs Salt (salt-pip on onedir installs). Set only for a separate venv.
     # bin_env: /opt/venvs/salt
 
-  # This server's own snap SSH key (Ed25519, generated once, never replaced).
-  # Default: <minion root_dir>/etc/snap/id_ed25519, i.e. /etc/snap/id_ed25519.
-  #   key: /etc/snap/id_ed25519
-  client: {}
+  # Where servers push to.
+  backup_server:
+    minion_id: {{ backup_server }}
+    host: backup1.example.com     # the address servers connect to
+    port: 22
+    # Pin the host key(s) yourself instead of taking them from the mine:
+    # host_keys:
+    #   - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...
 
-  # schedule:
-  #   hours: [2, 10, 18]        # example: per-server override of the push hours
+  client:
+    # This server's own snap SSH key (Ed25519, generated once, never replaced).
+    # key: /etc/snap/id_ed25519
+    # What to back up (absolute paths; a missing path fails the push with a
+    # clear error before anything is sent, so nothing already backed up is
+    # lost to a typo or an unmounted disk):
+    paths:
+      - /etc
+      - /root
+      - /home
+      - /srv
+      - /var/backups
+      - /var/spool/cron
+    # rsync exclude patterns:
+    excludes:
+      - /proc/
+      - /sys/
+      - /dev/
+      - /run/
+      - /tmp/
+      - "*.swp"
+    # Executables run in name order before each push (e.g. a database dump
+    # into /var/backups). Root-owned and not writable by others, or the push
+    # refuses them. Each gets SNAP_RUN_ID, SNAP_MINION_ID, SNAP_STAGE=pre.
+    # hooks_dir: /etc/snap/hooks.d
+    hook_timeout: 3600
+    # Be gentle with the server's own work:
+    nice: 19
+    ionice_class: 2          # 2 = best effort (level 0-7), 3 = idle
+    ionice_level: 7
+    bwlimit_kbps: null       # e.g. 20000 for ~20 MB/s
+    # Transient failures (backup server down, rotation running) are retried:
+    retries: 3
+    retry_delay: 30          # seconds, doubling each time
+    connect_timeout: 30
+    io_timeout: 600          # a transfer stalled this long is aborted
 
   server:
+    # Jails (<base>/jails, 0711) and history (<base>/history, 0700 root).
+    base: /srv/snap
+    group: snap-push
+    # Retention, lowest level first: two years by default.
+    levels:
+      - {name: recent, keep: 6}     # 3 a day for 2 days
+      - {name: daily, keep: 14}     # daily for 2 weeks
+      - {name: weekly, keep: 8}     # weekly for 2 months
+      - {name: monthly, keep: 24}   # monthly for 2 years
+    rotate_schedule:
+      recent: {minute: 0, hour: "4,12,20"}
+      daily: {minute: 30, hour: 3}
+      weekly: {minute: 0, hour: 3, dayweek: 1}
+      monthly: {minute: 30, hour: 2, daymonth: 1}
+    # Seconds rotation waits for a running push before keeping that
+    # server's previous snapshot.
+    lock_wait: 300
     # Two minion ids that share their first label (web1.example.com and
     # web1.example.org) would share an account name; snap refuses both until
     # one gets its own name here. Example:
     # account_overrides:
     #   web1.example.org: snap-web1-org
     account_overrides: {}
+    # Minion ids that never get an account (the backup server never does).
+    exclude: []
+    # Servers gone from the mine keep a locked account and their data until
+    # their account is listed here; then both are deleted.
+    purge: []
+    # The system sshd: its config, the directory snap's Match block goes
+    # into, and whether to reload the service when it changes.
+    # sshd_config: /etc/ssh/sshd_config
+    # sshd_config_dir: /etc/ssh/sshd_config.d
+    # manage_sshd_service: true
+    # host_key: /etc/ssh/ssh_host_ed25519_key.pub

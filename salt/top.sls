@@ -1,4 +1,9 @@
-# Example top file: every server gets snap.
+# Example top file: the backup server takes snap.server, every other server
+# snap.client. Use your backup server's minion id here and in pillar
+# snap:backup_server:minion_id.
 base:
-  "*":
+  "backup1":
+    - snap.server
+  "* and not backup1":
+    - match: compound
     - snap

@@ -8,6 +8,8 @@ modules directly; ``tests/functional`` runs the real Salt loaders in-process
 
 import logging
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -33,7 +35,23 @@ def repo():
     return REPO
 
 
+def private_root(prefix: str) -> pathlib.Path:
+    """A fresh directory for a throwaway fleet, under /var/lib: sshd's
+    StrictModes refuses keys below a world-writable directory such as /tmp."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/var/lib"))
+    root.chmod(0o711)
+    return root
+
+
 @pytest.fixture(scope="session")
-def salt_factories_config():
+def salt_factories_root():
+    """Where salt-factories roots every daemon: private to this run, removed after."""
+    root = private_root("snap-tests-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config(salt_factories_root):
     # Stop daemons at once instead of waiting on a slow SIGTERM (FIELD-NOTES: halves teardown).
-    return {"slow_stop": False}
+    return {"slow_stop": False, "root_dir": salt_factories_root}

@@ -22,6 +22,9 @@ class PublicKey(TypedDict):
 def backup_minute(key: str, slots: int = 60) -> int:
     """``zlib.crc32(key.encode()) % slots``. Raises InvalidInput if slots is 0."""
 
+def backup_splay(key: str, slots: int = 60) -> int:
+    """``(zlib.crc32(key.encode()) // slots) % 60``: seconds a server waits into its minute."""
+
 def validate_hours(hours: Sequence[int]) -> list[int]:
     """Distinct hours 0-23, sorted; InvalidInput otherwise."""
 
@@ -54,3 +57,29 @@ def public_from_private(path: _Path) -> PublicKey:
 
 def restore_public(path: _Path) -> PublicKey:
     """Write a lost path.pub from the private key (never overwrites)."""
+
+# --- push and rotation ---
+
+def load_push_config(path: _Path) -> dict:
+    """Read and check a push configuration (client.json); InvalidInput naming the field."""
+
+def parse_push_config(text: str) -> dict:
+    """Check a push configuration given as JSON text; returns it with defaults filled in."""
+
+def parse_server_config(text: str) -> dict:
+    """Check a backup server configuration given as JSON text; returns it with defaults filled in."""
+
+def rsnapshot_conf(text: str) -> str:
+    """rsnapshot.conf (tab-separated, sync_first, --fake-super) for a server configuration (JSON text)."""
+
+def push_run(config: _Path, no_splay: bool = False, lock_wait: float = 0.0, progress: object = None) -> dict:
+    """Run one push; returns its record (result ok/partial/failed/skipped), also kept under state_dir."""
+
+def load_server_config(path: _Path) -> dict:
+    """Read and check a backup server configuration (server.json)."""
+
+def rotate_run(config: _Path, level: str) -> dict:
+    """Sync complete pushes into history (lowest level) and run rsnapshot LEVEL; returns the record."""
+
+def read_jail_state(path: _Path) -> dict | None:
+    """A jail's .snap-state (untrusted client input), None if missing."""

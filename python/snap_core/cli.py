@@ -96,6 +96,79 @@ def cmd_check_key(args):
         return snap_core.parse_public_key(handle.read())
 
 
+DEFAULT_CLIENT_CONFIG = "/etc/snap/client.json"
+DEFAULT_SERVER_CONFIG = "/etc/snap/server.json"
+
+
+class RunFailed(Exception):
+    """A run that finished and was recorded, but did not succeed."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def _human_bytes(n):
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+@command(
+    "push",
+    "push this server's data to its jail on the backup server (what cron runs)",
+    arg("--config", default=DEFAULT_CLIENT_CONFIG, help=f"default {DEFAULT_CLIENT_CONFIG}"),
+    arg("--no-splay", action="store_true", help="start now instead of after the configured splay"),
+    arg("--lock-wait", type=float, default=0.0, help="seconds to wait for a running push (default: skip at once)"),
+    arg("--quiet", action="store_true", help="no progress (errors still go to stderr)"),
+)
+def cmd_push(args):
+    progress = None if args.quiet else progress_printer()
+    rec = snap_core.push_run(args.config, no_splay=args.no_splay, lock_wait=args.lock_wait, progress=progress)
+    transfer = rec.get("transfer") or {}
+    summary = {
+        "result": rec["result"],
+        "run": rec["run_id"],
+        "server": rec["server"],
+        "seconds": round(rec["seconds"], 1),
+        "sent": _human_bytes(transfer.get("bytes_sent")),
+        "files changed": transfer.get("files_transferred", 0),
+        "total size": _human_bytes(transfer.get("total_size")),
+    }
+    for warning in rec["warnings"]:
+        print(f"snap-backup push: warning: {warning}", file=sys.stderr)
+    if rec["result"] == "skipped":
+        raise RunFailed(f"skipped: {rec['error']}", EXIT_BUSY)
+    if rec["result"] == "failed":
+        usage = rec.get("error_kind") == "InvalidInput"
+        raise RunFailed(rec["error"], EXIT_USAGE if usage else EXIT_FAIL)
+    if rec["result"] == "partial":
+        emit(summary, args.json)
+        raise RunFailed("pushed, with warnings (see above)", EXIT_FAIL)
+    return rec if args.json else summary
+
+
+@command(
+    "rotate",
+    "backup server: sync complete pushes into history and rotate LEVEL (what cron runs)",
+    arg("level", help="retention level, e.g. recent, daily, weekly, monthly"),
+    arg("--config", default=DEFAULT_SERVER_CONFIG, help=f"default {DEFAULT_SERVER_CONFIG}"),
+)
+def cmd_rotate(args):
+    rec = snap_core.rotate_run(args.config, args.level)
+    if not args.json:
+        for minion_id, sync in rec["servers"].items():
+            reason = f": {sync['reason']}" if sync.get("reason") else ""
+            print(f"{minion_id}: {sync['action']}{reason}")
+        print(f"rotate {rec['level']}: {rec['result']} in {rec['seconds']:.1f}s")
+    if rec["result"] == "failed":
+        raise RunFailed(rec["error"], EXIT_FAIL)
+    return rec if args.json else None
+
+
 # -- entry point ---------------------------------------------------------------
 
 
@@ -115,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = COMMANDS[args.command][0]
     try:
         emit(func(args), args.json)
+    except RunFailed as exc:
+        print(f"snap-backup {args.command}: {exc}", file=sys.stderr)
+        return exc.code
     except errors.Busy as exc:
         print(f"snap-backup {args.command}: {exc}", file=sys.stderr)
         return EXIT_BUSY

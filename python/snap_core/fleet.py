@@ -19,10 +19,6 @@ from snap_core.errors import Error, InvalidKey, NotFound
 #: The execution-module function to list under ``mine_functions``.
 MINE_FUNCTION = "snap.pubkey"
 
-#: Where each server keeps its snap SSH key unless pillar says otherwise,
-#: relative to the minion's root_dir ("/" in production).
-DEFAULT_KEY_PATH = "etc/snap/id_ed25519"
-
 _MAX_KEY_TEXT = 8192  # snap_core.sshkey::MAX_KEY_TEXT
 
 
@@ -41,11 +37,6 @@ def read_public_key(key_path: str | os.PathLike[str]) -> dict[str, Any]:
         return _rust.parse_public_key(text)
     except Error as exc:
         raise type(exc)(f"{pub}: {exc}") from None
-
-
-def default_key_path(root_dir: str = "/") -> str:
-    """The key path used when pillar sets none: ``<root_dir>/etc/snap/id_ed25519``."""
-    return os.path.join(root_dir, DEFAULT_KEY_PATH)
 
 
 def mine_entry(minion_id: str, key_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,4 +1,3 @@
-{#- Every server of the fleet: the core and its own key. -#}
+{#- A server of the fleet (the backup server takes snap.server instead). -#}
 include:
-  - snap.core
-  - snap.keypair
+  - snap.client

@@ -1,5 +1,6 @@
 """Integration tier: one real salt-master and minions web1, db1, backup1 on
-127.0.0.1 for the whole package (pytest-salt-factories)."""
+127.0.0.1 for the whole package (pytest-salt-factories), the backup server's
+real sshd on a loopback port, real rsync and rsnapshot."""
 
 import pytest
 
@@ -7,14 +8,12 @@ from tests.support.fleet import Fleet
 
 
 @pytest.fixture(scope="package")
-def fleet(salt_factories, tmp_path_factory):
-    with Fleet(salt_factories, tmp_path_factory.mktemp("fleet")) as running:
+def fleet(salt_factories, salt_factories_root):
+    with Fleet(salt_factories, salt_factories_root / "fleet") as running:
         yield running
 
 
 @pytest.fixture(scope="package")
-def highstated(fleet):
-    """The fleet after its first highstate, with the return of that run."""
-    first = fleet.highstate()
-    fleet.salt("mine.update")
-    return fleet, first
+def deployed(fleet):
+    """The fleet after its first setup (see Fleet.deploy), with those runs."""
+    return fleet, fleet.deploy()

@@ -9,12 +9,37 @@ keys on one machine.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import shutil
 
+from pytestshellutils.utils.ports import get_unused_localhost_port
+
 from tests.conftest import REPO
+from tests.support import system, treegen
 
 MINIONS = ("web1", "db1", "backup1")
+BACKUP_SERVER = "backup1"
+CLIENTS = tuple(m for m in MINIONS if m != BACKUP_SERVER)
+
+# Pillar for a fleet on one machine: the backup server's sshd on a loopback
+# port, each client backing up its own data directory, quick retries.
+FLEET_PILLAR = """
+snap:
+  backup_server:
+    minion_id: backup1
+    host: 127.0.0.1
+    port: @PORT@
+  client:
+    paths:
+      - @DATA@/{{ grains["id"] }}/srv
+    retries: 1
+    retry_delay: 1
+    connect_timeout: 5
+  server:
+    manage_sshd_service: false
+    lock_wait: 2
+"""
 
 
 def write_pillar_tree(dest: pathlib.Path, extra: str = "") -> pathlib.Path:
@@ -41,20 +66,40 @@ MINION_OVERRIDES = {"pillar_mask_output": False}
 
 
 class Fleet:
-    """A started master and minions, with helpers to drive them."""
+    """A started master and minions, the backup server's sshd on loopback, and
+    each client's data; with helpers to drive them. Users, groups and root's
+    crontab lines created meanwhile are removed on exit."""
 
-    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS, pillar_extra: str = ""):
+    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS):
         self.manager = manager
         self.root = root
         self.minion_ids = tuple(minion_ids)
-        self.pillar_root = write_pillar_tree(root / "pillar", pillar_extra)
+        self.clients = tuple(m for m in self.minion_ids if m != BACKUP_SERVER)
+        self.port = get_unused_localhost_port()
+        self.data = root / "data"
+        pillar = FLEET_PILLAR.replace("@PORT@", str(self.port)).replace("@DATA@", str(self.data))
+        self.pillar_root = write_pillar_tree(root / "pillar", pillar)
         self.master = None
         self.minions = {}
+        self.sshd = None
         self._stack = contextlib.ExitStack()
+
+    def client_data(self, minion_id: str) -> pathlib.Path:
+        """What ``minion_id`` backs up (pillar snap:client:paths)."""
+        return self.data / minion_id / "srv"
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Fleet:
         try:
+            self._stack.enter_context(system.restored_root_crontab())
+            self._stack.enter_context(system.removed_new_users_and_groups())
+            # Push accounts must be able to reach their jails under root_dir.
+            for path in (self.root, *self.root.parents):
+                if path == pathlib.Path("/"):
+                    break
+                os.chmod(path, os.stat(path).st_mode | 0o111)
+            for seed, minion_id in enumerate(self.clients):
+                treegen.make_server_tree(self.client_data(minion_id), seed=seed)
             self.master = self.manager.salt_master_daemon(
                 "snap-master", overrides=master_overrides(self.pillar_root)
             )
@@ -63,6 +108,8 @@ class Fleet:
                 minion = self.master.salt_minion_daemon(minion_id, overrides=MINION_OVERRIDES)
                 self._stack.enter_context(minion.started())
                 self.minions[minion_id] = minion
+            if BACKUP_SERVER in self.minions:
+                self.sshd = self._stack.enter_context(system.Sshd(self.root_of(BACKUP_SERVER), self.port))
             self.sync()
         except BaseException:
             self._stack.close()
@@ -97,6 +144,18 @@ class Fleet:
 
     def highstate(self, tgt: str = "*", **kwargs):
         return self.salt("state.highstate", tgt=tgt, **kwargs)
+
+    def deploy(self) -> dict:
+        """First setup of a new fleet: highstate everyone (servers make their
+        keys and pin the backup server's host key), publish the keys, then
+        highstate the backup server again so it creates their accounts, and
+        let its sshd read its new configuration. Returns every run."""
+        runs = {"first": self.highstate()}
+        self.salt("mine.update")
+        runs["accounts"] = {BACKUP_SERVER: self.highstate(tgt=BACKUP_SERVER)}
+        if self.sshd:
+            self.sshd.reload()
+        return runs
 
     def root_of(self, minion_id: str) -> pathlib.Path:
         return pathlib.Path(self.minions[minion_id].config["root_dir"])

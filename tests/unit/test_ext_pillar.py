@@ -25,6 +25,7 @@ def test_virtual_with_core():
 def test_defaults_use_the_minion_id():
     assert schedule() == {
         "minute": zlib.crc32(b"web1.example.com") % 60,
+        "second": (zlib.crc32(b"web1.example.com") // 60) % 60,
         "hours": [2, 10, 18],
         "slots": 60,
         "key": "id",

@@ -6,7 +6,12 @@
 
 pub mod account;
 pub mod error;
+pub mod lock;
+pub mod proc;
 pub mod progress;
+pub mod push;
+pub mod record;
+pub mod rotate;
 pub mod schedule;
 pub mod sshkey;
 

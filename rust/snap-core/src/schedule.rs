@@ -16,6 +16,18 @@ pub fn backup_minute(key: &str, slots: u32) -> Result<u32> {
     Ok(crc32fast::hash(key.as_bytes()) % slots)
 }
 
+/// Seconds into its minute a server waits before connecting:
+/// `(crc32(key) / slots) % 60`, independent of the minute itself, so servers
+/// that share a minute still spread over it.
+pub fn backup_splay(key: &str, slots: u32) -> Result<u32> {
+    if slots == 0 {
+        return Err(Error::invalid_input(
+            "backup slots must be at least 1, got 0",
+        ));
+    }
+    Ok((crc32fast::hash(key.as_bytes()) / slots) % 60)
+}
+
 /// Hours must be distinct values in 0..=23; returned sorted.
 pub fn validate_hours(hours: &[u32]) -> Result<Vec<u32>> {
     if hours.is_empty() {
@@ -68,6 +80,12 @@ mod tests {
             backup_minute("héllo", 59).unwrap(),
             crc32fast::hash("héllo".as_bytes()) % 59
         );
+    }
+
+    #[test]
+    fn splay_uses_the_other_bits() {
+        assert_eq!(backup_splay("web1", 60).unwrap(), (2678409197 / 60) % 60);
+        assert!(backup_splay("web1", 0).is_err());
     }
 
     #[test]

@@ -16,6 +16,13 @@ fn backup_minute(key: &str, slots: u32) -> PyResult<u32> {
     schedule::backup_minute(key, slots).py()
 }
 
+/// `(zlib.crc32(key.encode()) // slots) % 60`: seconds into the minute.
+#[pyfunction]
+#[pyo3(signature = (key, slots = 60))]
+fn backup_splay(key: &str, slots: u32) -> PyResult<u32> {
+    schedule::backup_splay(key, slots).py()
+}
+
 /// Distinct hours 0-23, sorted.
 #[pyfunction]
 fn validate_hours(hours: Vec<u32>) -> PyResult<Vec<u32>> {
@@ -104,6 +111,7 @@ fn restore_public<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup_minute, m)?)?;
+    m.add_function(wrap_pyfunction!(backup_splay, m)?)?;
     m.add_function(wrap_pyfunction!(validate_hours, m)?)?;
     m.add_function(wrap_pyfunction!(minute_spread, m)?)?;
     m.add_function(wrap_pyfunction!(validate_minion_id, m)?)?;

@@ -3,18 +3,20 @@
 
 use pyo3::prelude::*;
 
+mod backup;
+mod conv;
 mod core_api;
 mod crypt;
 mod errors;
 mod offsite;
 mod pack;
-#[allow(dead_code)]
 mod progress;
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     core_api::register(m)?;
+    backup::register(m)?;
     pack::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;

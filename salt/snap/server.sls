@@ -1,0 +1,120 @@
+{#- The backup server: one jailed push account per server from the mine,
+    forced into snap-receive (a write-only rsync receiver confined to its jail),
+    an sshd Match block for them, rsnapshot history out of their reach, and
+    cron for rotation. It gets no key that any server trusts. -#}
+{%- from "snap/map.jinja" import snap with context %}
+{%- set srv = snap.server %}
+{%- set jails = srv.base ~ "/jails" %}
+{%- set history = srv.base ~ "/history" %}
+include:
+  - snap.core
+
+snap-push-group:
+  group.present:
+    - name: {{ srv.group }}
+    - system: True
+
+{#- 0711: accounts can reach their own jail but list nothing. -#}
+{%- for path, mode in [(srv.base, "0711"), (jails, "0711"), (history, "0700"),
+                      (srv.authorized_keys_dir, "0755"), (srv.state_dir, "0700"),
+                      (srv.log_dir, "0750"), (srv.run_dir, "0755")] %}
+snap-dir-{{ loop.index }}:
+  file.directory:
+    - name: {{ path }}
+    - user: root
+    - group: root
+    - mode: "{{ mode }}"
+    - makedirs: True
+{%- endfor %}
+
+{%- set mine = salt["mine.get"]("*", "snap.pubkey") %}
+{%- set excluded = (srv.exclude or []) + [grains["id"]] %}
+{%- for minion_id in mine | sort %}
+{%-   if minion_id not in excluded %}
+{{ ("snap-account-" ~ minion_id) | json }}:
+  snap.account:
+    - name: {{ minion_id | json }}
+    - require:
+      - group: snap-push-group
+      - file: snap-receive
+      - snap-core
+{%-     for i in range(1, 8) %}
+      - file: snap-dir-{{ i }}
+{%-     endfor %}
+    - require_in:
+      - snap: snap-server-config
+{%-   endif %}
+{%- endfor %}
+
+snap-receive:
+  file.managed:
+    - name: {{ srv.receive }}
+    - source: salt://snap/files/snap-receive
+    - user: root
+    - group: root
+    - mode: "0755"
+    - makedirs: True
+
+snap-retired:
+  snap.retired:
+    - name: {{ srv.group }}
+    - require:
+      - group: snap-push-group
+      - snap-core
+
+snap-server-config:
+  snap.server_config:
+    - name: {{ srv.config }}
+    - require:
+      - snap-core
+{%- for i in range(1, 8) %}
+      - file: snap-dir-{{ i }}
+{%- endfor %}
+
+snap-sshd-conf:
+  file.managed:
+    - name: {{ srv.sshd_config_dir }}/snap.conf
+    - source: salt://snap/files/sshd_snap.conf.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: "0644"
+    - makedirs: True
+    - context:
+        group: {{ srv.group }}
+        authorized_keys_dir: {{ srv.authorized_keys_dir }}
+        receive: {{ srv.receive }}
+
+snap-sshd-check:
+  cmd.run:
+    - name: /usr/sbin/sshd -t -f {{ srv.sshd_config }}
+    - onchanges:
+      - file: snap-sshd-conf
+
+{%- if srv.manage_sshd_service %}
+snap-sshd-reload:
+  service.running:
+    - name: {{ srv.sshd_service }}
+    - enable: True
+    - reload: True
+    - watch:
+      - file: snap-sshd-conf
+    - require:
+      - cmd: snap-sshd-check
+{%- endif %}
+
+{%- for level in srv.levels %}
+{%-   set when = srv.rotate_schedule.get(level.name, {}) %}
+snap-rotate-{{ level.name }}:
+  cron.present:
+    - name: {{ snap.core.python }} -m snap_core rotate {{ level.name }} --config {{ srv.config }}
+    - identifier: snap-rotate-{{ level.name }}-{{ grains["id"] }}
+    - user: root
+{%-   for field in ("minute", "hour", "daymonth", "month", "dayweek") %}
+{%-     if field in when %}
+    - {{ field }}: "{{ when[field] }}"
+{%-     endif %}
+{%-   endfor %}
+    - require:
+      - snap: snap-server-config
+{%- endfor %}
