@@ -58,8 +58,8 @@ mod tests {
 
     #[test]
     fn parses_rsync_format() {
-        let f = FakeStat::parse(b"20620 8,1 0:6").unwrap();
-        assert_eq!(f.mode, 0o20620);
+        let f = FakeStat::parse(b"60620 8,1 0:6").unwrap();
+        assert_eq!(f.mode, 0o60620);
         assert_eq!((f.major, f.minor, f.uid, f.gid), (8, 1, 0, 6));
         assert_eq!(f.special_kind(), Some(EntryKind::BlockDevice));
         let f = FakeStat::parse(b"104755 0,0 0:0").unwrap();

@@ -292,8 +292,12 @@ impl Compressor {
             unsafe { sys::sqfs_compressor_create(&cfg, &mut out) },
             "creating the compressor",
         )?;
+        let inner = nonnull(out, "creating the compressor")?;
+        if uncompress {
+            return Ok(Compressor { ptr: inner });
+        }
         Ok(Compressor {
-            ptr: nonnull(out, "creating the compressor")?,
+            ptr: NoGrow::wrap(inner.as_ptr()),
         })
     }
 
@@ -315,6 +319,104 @@ impl Compressor {
 
     fn raw(&self) -> *mut sys::sqfs_compressor_t {
         self.ptr.as_ptr()
+    }
+}
+
+/// A compressor that never reports a block larger than its input as
+/// compressed: libsquashfs 1.2's LZ4 does (a 4-byte id table became a 5-byte
+/// "compressed" block, which unsquashfs 4.5.1 rejects as corruption). It
+/// answers 0 ("store uncompressed") instead, as the other compressors do.
+#[repr(C)]
+struct NoGrow {
+    base: sys::sqfs_compressor_t, // first: libsquashfs casts to it
+    inner: *mut sys::sqfs_compressor_t,
+}
+
+impl NoGrow {
+    fn wrap(inner: *mut sys::sqfs_compressor_t) -> NonNull<sys::sqfs_compressor_t> {
+        let b = Box::new(NoGrow {
+            base: sys::sqfs_compressor_t {
+                base: sys::sqfs_object_t {
+                    destroy: Some(nogrow_destroy),
+                    copy: Some(nogrow_copy),
+                },
+                get_configuration: Some(nogrow_get_configuration),
+                write_options: Some(nogrow_write_options),
+                read_options: Some(nogrow_read_options),
+                do_block: Some(nogrow_do_block),
+            },
+            inner,
+        });
+        NonNull::from(Box::leak(b)).cast()
+    }
+}
+
+unsafe fn nogrow_inner(c: *const sys::sqfs_compressor_t) -> *mut sys::sqfs_compressor_t {
+    unsafe { (*(c as *const NoGrow)).inner }
+}
+
+unsafe extern "C" fn nogrow_destroy(obj: *mut sys::sqfs_object_t) {
+    unsafe {
+        let me = Box::from_raw(obj as *mut NoGrow);
+        destroy(me.inner);
+    }
+}
+
+unsafe extern "C" fn nogrow_copy(obj: *const sys::sqfs_object_t) -> *mut sys::sqfs_object_t {
+    unsafe {
+        let inner = copy(nogrow_inner(obj as *const sys::sqfs_compressor_t));
+        if inner.is_null() {
+            return ptr::null_mut();
+        }
+        NoGrow::wrap(inner).as_ptr() as *mut sys::sqfs_object_t
+    }
+}
+
+unsafe extern "C" fn nogrow_get_configuration(
+    c: *const sys::sqfs_compressor_t,
+    cfg: *mut sys::sqfs_compressor_config_t,
+) {
+    unsafe {
+        let inner = nogrow_inner(c);
+        (*inner).get_configuration.expect("get_configuration")(inner, cfg)
+    }
+}
+
+unsafe extern "C" fn nogrow_write_options(
+    c: *mut sys::sqfs_compressor_t,
+    f: *mut sys::sqfs_file_t,
+) -> c_int {
+    unsafe {
+        let inner = nogrow_inner(c);
+        (*inner).write_options.expect("write_options")(inner, f)
+    }
+}
+
+unsafe extern "C" fn nogrow_read_options(
+    c: *mut sys::sqfs_compressor_t,
+    f: *mut sys::sqfs_file_t,
+) -> c_int {
+    unsafe {
+        let inner = nogrow_inner(c);
+        (*inner).read_options.expect("read_options")(inner, f)
+    }
+}
+
+unsafe extern "C" fn nogrow_do_block(
+    c: *mut sys::sqfs_compressor_t,
+    input: *const u8,
+    size: u32,
+    out: *mut u8,
+    outsize: u32,
+) -> i32 {
+    let ret = unsafe {
+        let inner = nogrow_inner(c);
+        (*inner).do_block.expect("do_block")(inner, input, size, out, outsize)
+    };
+    if ret > 0 && ret as u32 >= size {
+        0
+    } else {
+        ret
     }
 }
 
@@ -658,10 +760,6 @@ impl BlockProcessor {
             return Inode::from_raw(p, "empty file inode").map(Some);
         }
         Ok(None)
-    }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
     }
 
     /// Wait for every queued block; return the pending inodes, completed,

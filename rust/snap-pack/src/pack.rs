@@ -132,6 +132,11 @@ pub struct PackOptions {
     pub threads: Option<usize>,
     pub selection: Option<Selection>,
     pub unsupported_xattrs: UnsupportedXattrs,
+    /// Bound on queued work: after this many files wait for compression (or
+    /// 8x as many directory entries wait for them) the writer waits for the
+    /// compressors and writes the queued inodes. Default 8192; lower values
+    /// use less memory and stall the pipeline more often.
+    pub max_pending: usize,
 }
 
 impl Default for PackOptions {
@@ -143,6 +148,7 @@ impl Default for PackOptions {
             threads: None,
             selection: None,
             unsupported_xattrs: UnsupportedXattrs::Refuse,
+            max_pending: 8192,
         }
     }
 }
@@ -298,11 +304,6 @@ fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
         |path: &Path, meta: &fs::Metadata, scan: &mut Scan, problems: &mut Problems| -> bool {
             ids.insert(meta.uid());
             ids.insert(meta.gid());
-            if let Err(msg) = read_xattrs(path, opts.unsupported_xattrs) {
-                if problems.add(path, msg) {
-                    return true;
-                }
-            }
             let ft = meta.file_type();
             if !ft.is_dir() && meta.nlink() > 1 {
                 let link = scan.links.entry((meta.dev(), meta.ino())).or_insert(Link {
@@ -312,7 +313,12 @@ fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
                 });
                 link.remaining += 1;
                 if link.remaining > 1 {
-                    return false; // data and readability already checked
+                    return false; // xattrs, data and readability already checked
+                }
+            }
+            if let Err(msg) = read_xattrs(path, opts.unsupported_xattrs) {
+                if problems.add(path, msg) {
+                    return true;
                 }
             }
             if ft.is_file() {
@@ -461,9 +467,8 @@ struct Frame {
     entries: Vec<Entry>,
 }
 
-/// Flush the pending queue when it holds this many slots or entries.
-const MAX_PENDING_SLOTS: usize = 8192;
-const MAX_PENDING_ENTRIES: usize = 65536;
+/// Data blocks in flight per compression thread (each up to one block in size).
+const BACKLOG_PER_THREAD: u32 = 16;
 
 struct Packer<'a> {
     opts: &'a PackOptions,
@@ -746,7 +751,8 @@ impl<'a> Packer<'a> {
     }
 
     fn should_flush(&self) -> bool {
-        self.slots.len() >= MAX_PENDING_SLOTS || self.pending_entries >= MAX_PENDING_ENTRIES
+        let max = self.opts.max_pending.max(1);
+        self.slots.len() >= max || self.pending_entries >= max.saturating_mul(8)
     }
 
     /// Wait for the data of all queued files, then write every queued inode
@@ -894,7 +900,7 @@ impl<'a> Packer<'a> {
                 target,
             });
             path.pop();
-            if self.should_flush() || self.bp.pending() >= MAX_PENDING_SLOTS {
+            if self.should_flush() {
                 self.flush(&mut stack, false)?;
             }
         };
@@ -1016,7 +1022,7 @@ pub fn pack(
     let bp = BlockProcessor::new(
         bs,
         threads,
-        threads * 8,
+        threads * BACKLOG_PER_THREAD,
         cmp.clone(),
         uncmp,
         bw,
@@ -1052,8 +1058,7 @@ pub fn pack(
         sum: PackSummary::default(),
     };
     let root_ref = p.run(src)?;
-    if let Some((_, link)) = p.links.iter().next() {
-        let _ = link;
+    if !p.links.is_empty() {
         return Err(Error::new(
             ErrorKind::Io,
             format!(
@@ -1066,7 +1071,7 @@ pub fn pack(
     p.finish_tables(&mut sup, &dm, root_ref)?;
     let mut sum = std::mem::take(&mut p.sum);
     drop(p);
-    drop(dw_guard(dm));
+    drop(dm);
 
     // Make it durable, then give it its name (refusing to replace anything).
     tmp.as_file()
@@ -1080,10 +1085,6 @@ pub fn pack(
     progress.finish();
     sum.duration = start.elapsed();
     Ok(sum)
-}
-
-fn dw_guard<T>(t: T) -> T {
-    t
 }
 
 impl Packer<'_> {
