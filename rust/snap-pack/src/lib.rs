@@ -12,6 +12,7 @@ mod pack;
 mod sys;
 mod unpack;
 mod util;
+mod walk;
 
 pub use fakesuper::FakeStat;
 pub use pack::{Compressor, PackOptions, PackSummary, Selection, UnsupportedXattrs, pack};

@@ -22,14 +22,15 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ffi::{CString, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use xattr::FileExt as _;
 
 use snap_core::{Error, ErrorKind, Progress, Result};
 
@@ -39,6 +40,7 @@ use crate::ffi::{
 };
 use crate::sys;
 use crate::util::{io_err, show, show_os, sq_err};
+use crate::walk::{self, St};
 
 /// Compressors this libsquashfs can write. (LZO is not in libsquashfs
 /// itself — squashfs-tools-ng keeps it in its tools for licensing reasons —
@@ -181,17 +183,9 @@ pub struct PackSummary {
 
 // ------------------------------------------------------------------ walking
 
-fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
-    let mut names: Vec<OsString> = fs::read_dir(path)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
-}
-
-fn selected(sel: Option<&Selection>, depth: usize, name: &OsString) -> bool {
+fn selected(sel: Option<&Selection>, depth: usize, name: &CStr) -> bool {
     match sel {
-        Some(s) if s.depth == depth => s.names.contains(name),
+        Some(s) if s.depth == depth => s.names.contains(OsStr::from_bytes(name.to_bytes())),
         _ => true,
     }
 }
@@ -205,13 +199,25 @@ fn xattr_supported(name: &[u8]) -> bool {
     false
 }
 
+/// Where to read xattrs from: an open descriptor (files, directories) or,
+/// for symlinks and special files, a path (not followed).
+#[derive(Clone, Copy)]
+enum XSrc<'a> {
+    Fd(&'a File),
+    Path(&'a Path),
+}
+
 /// Xattrs to store (sorted by name) and how many were skipped.
 type XattrList = (Vec<(CString, Vec<u8>)>, u64);
 
-/// Read all xattrs of `path` (not following symlinks), sorted by name.
-/// Returns the pairs to store and the number of unsupported ones.
-fn read_xattrs(path: &Path, policy: UnsupportedXattrs) -> std::result::Result<XattrList, String> {
-    let names = match xattr::list(path) {
+/// Read all xattrs of an entry, sorted by name. Returns the pairs to store
+/// and the number of unsupported ones skipped.
+fn read_xattrs(src: XSrc<'_>, policy: UnsupportedXattrs) -> std::result::Result<XattrList, String> {
+    let listed = match src {
+        XSrc::Fd(f) => f.list_xattr(),
+        XSrc::Path(p) => xattr::list(p),
+    };
+    let names = match listed {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok((Vec::new(), 0)),
         Err(e) => return Err(format!("cannot list xattrs: {e}")),
@@ -234,7 +240,11 @@ fn read_xattrs(path: &Path, policy: UnsupportedXattrs) -> std::result::Result<Xa
                 }
             }
         }
-        let value = match xattr::get(path, &name) {
+        let got = match src {
+            XSrc::Fd(f) => f.get_xattr(&name),
+            XSrc::Path(p) => xattr::get(p, &name),
+        };
+        let value = match got {
             Ok(Some(v)) => v,
             Ok(None) => continue, // vanished between list and get
             Err(e) => return Err(format!("cannot read xattr {}: {e}", show_os(&name))),
@@ -246,17 +256,17 @@ fn read_xattrs(path: &Path, policy: UnsupportedXattrs) -> std::result::Result<Xa
     Ok((out, skipped))
 }
 
-fn open_file(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME);
-    match o.open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path),
-        r => r,
-    }
+fn known_type(st: &St) -> bool {
+    matches!(
+        st.fmt(),
+        libc::S_IFDIR
+            | libc::S_IFREG
+            | libc::S_IFLNK
+            | libc::S_IFIFO
+            | libc::S_IFSOCK
+            | libc::S_IFCHR
+            | libc::S_IFBLK
+    )
 }
 
 // ------------------------------------------------------------------ pre-pass
@@ -266,7 +276,7 @@ const MAX_PROBLEMS: usize = 10;
 struct Scan {
     /// Every non-directory inode with st_nlink > 1; `remaining` = its
     /// number of links inside the packed tree.
-    links: HashMap<(u64, u64), Link>,
+    links: Links,
     data_bytes: u64,
 }
 
@@ -283,71 +293,36 @@ impl Problems {
 
 fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
     let mut scan = Scan {
-        links: HashMap::new(),
+        links: Links::new(0),
         data_bytes: 0,
     };
     let mut problems = Problems { list: Vec::new() };
     let mut ids: HashSet<u32> = HashSet::new();
     let sel = opts.selection.as_ref();
+    let policy = opts.unsupported_xattrs;
 
-    let meta = fs::symlink_metadata(src).map_err(|e| io_err("reading", src, e))?;
-    if !meta.is_dir() {
+    let st = walk::stat_path(src).map_err(|e| io_err("reading", src, e))?;
+    if !st.is_dir() {
         return Err(Error::invalid_input(format!(
             "{} is not a directory",
             show(src)
         )));
     }
-    // Stack of (directory path, remaining names, depth of its children).
-    let mut path = src.to_path_buf();
-    let mut stack: Vec<(std::vec::IntoIter<OsString>, usize)> = Vec::new();
-    let mut visit =
-        |path: &Path, meta: &fs::Metadata, scan: &mut Scan, problems: &mut Problems| -> bool {
-            ids.insert(meta.uid());
-            ids.insert(meta.gid());
-            let ft = meta.file_type();
-            if !ft.is_dir() && meta.nlink() > 1 {
-                let link = scan.links.entry((meta.dev(), meta.ino())).or_insert(Link {
-                    remaining: 0,
-                    inum: 0,
-                    target: Target::Slot(0),
-                });
-                link.remaining += 1;
-                if link.remaining > 1 {
-                    return false; // xattrs, data and readability already checked
-                }
-            }
-            if let Err(msg) = read_xattrs(path, opts.unsupported_xattrs) {
-                if problems.add(path, msg) {
-                    return true;
-                }
-            }
-            if ft.is_file() {
-                scan.data_bytes += meta.len();
-                if let Err(e) = open_file(path) {
-                    return problems.add(path, format_args!("cannot read: {e}"));
-                }
-            } else if ft.is_symlink() {
-                if let Err(e) = fs::read_link(path) {
-                    return problems.add(path, format_args!("cannot read symlink: {e}"));
-                }
-            } else if !(ft.is_dir()
-                || ft.is_fifo()
-                || ft.is_socket()
-                || ft.is_char_device()
-                || ft.is_block_device())
-            {
-                return problems.add(path, "unsupported file type");
-            }
-            false
-        };
-
-    let mut full = visit(&path, &meta, &mut scan, &mut problems);
-    match list_dir(&path) {
-        Ok(names) => stack.push((names.into_iter(), 1)),
-        Err(e) => full = problems.add(&path, format_args!("cannot list directory: {e}")),
+    let root = walk::open_dir_path(src).map_err(|e| io_err("opening", src, e))?;
+    scan.links.dev = st.dev;
+    ids.insert(st.uid);
+    ids.insert(st.gid);
+    let mut full = false;
+    if let Err(msg) = read_xattrs(XSrc::Fd(&root), policy) {
+        full = problems.add(src, msg);
     }
+    let names = walk::list(&root).map_err(|e| io_err("listing", src, e))?;
+    // Open directories: descriptor, remaining names, depth of the names.
+    let mut stack: Vec<(File, std::vec::IntoIter<CString>, usize)> =
+        vec![(root, names.into_iter(), 1)];
+    let mut path = src.to_path_buf();
     while !full {
-        let Some((names, depth)) = stack.last_mut() else {
+        let Some((dir, names, depth)) = stack.last_mut() else {
             break;
         };
         let depth = *depth;
@@ -361,20 +336,57 @@ fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
         if !selected(sel, depth, &name) {
             continue;
         }
-        path.push(&name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
+        path.push(OsStr::from_bytes(name.to_bytes()));
+        let st = match walk::stat_at(dir, &name) {
+            Ok(st) => st,
             Err(e) => {
                 full = problems.add(&path, format_args!("cannot stat: {e}"));
                 path.pop();
                 continue;
             }
         };
-        full = visit(&path, &meta, &mut scan, &mut problems);
-        if meta.is_dir() {
-            match list_dir(&path) {
+        ids.insert(st.uid);
+        ids.insert(st.gid);
+        if st.linked() {
+            let link = scan.links.entry((st.dev, st.ino));
+            link.remaining += 1;
+            if link.remaining > 1 {
+                path.pop(); // xattrs, data and readability already checked
+                continue;
+            }
+        }
+        let opened = if st.is_dir() {
+            walk::open_dir_at(dir, &name).map_err(|e| format!("cannot list directory: {e}"))
+        } else if st.is_file() {
+            scan.data_bytes += st.size;
+            walk::open_file_at(dir, &name).map_err(|e| format!("cannot read: {e}"))
+        } else if st.is_symlink() {
+            match walk::readlink_at(dir, &name) {
+                Ok(_) => Err(String::new()),
+                Err(e) => Err(format!("cannot read symlink: {e}")),
+            }
+        } else if known_type(&st) {
+            Err(String::new())
+        } else {
+            Err("unsupported file type".to_string())
+        };
+        let xsrc = match &opened {
+            Ok(f) => XSrc::Fd(f),
+            Err(msg) if msg.is_empty() => XSrc::Path(&path),
+            Err(msg) => {
+                full = problems.add(&path, msg);
+                path.pop();
+                continue;
+            }
+        };
+        if let Err(msg) = read_xattrs(xsrc, policy) {
+            full = problems.add(&path, msg);
+        }
+        if st.is_dir() {
+            let dirf = opened.expect("opened directory");
+            match walk::list(&dirf) {
                 Ok(names) => {
-                    stack.push((names.into_iter(), depth + 1));
+                    stack.push((dirf, names.into_iter(), depth + 1));
                     continue; // path stays pushed until the directory is done
                 }
                 Err(e) => full = problems.add(&path, format_args!("cannot list directory: {e}")),
@@ -448,17 +460,100 @@ enum Slot {
     },
 }
 
-/// Per hardlinked inode while some of its links are unseen: 16-byte key +
-/// 16-byte value in a hash map (~40-70 bytes per inode with the table's slack).
+/// Per hardlinked inode while some of its links are unseen. 24 bytes (8-byte
+/// inode number key + 16-byte value) plus a control byte in a hash map: about
+/// 28-57 bytes per inode depending on the table's fill.
+#[derive(Clone, Copy)]
 struct Link {
+    /// Links inside the tree not seen yet (pre-pass: the in-tree count).
     remaining: u32,
+    /// Inode number once written or queued; 0 before.
     inum: u32,
-    target: Target,
+    /// Inode reference, or `SLOT | index` while queued.
+    loc: u64,
+}
+
+const SLOT: u64 = 1 << 63;
+
+impl Link {
+    fn target(&self) -> Target {
+        if self.loc & SLOT != 0 {
+            Target::Slot(self.loc as u32)
+        } else {
+            Target::Known {
+                inum: self.inum,
+                iref: self.loc,
+            }
+        }
+    }
+
+    fn set(&mut self, t: Target) {
+        self.loc = match t {
+            Target::Slot(j) => SLOT | j as u64,
+            Target::Known { iref, .. } => iref,
+        };
+    }
+}
+
+/// Hard-linked inodes by (device, inode). Keyed by inode number alone for
+/// the source's own device (the usual case), by both for others.
+struct Links {
+    dev: u64,
+    main: HashMap<u64, Link>,
+    other: HashMap<(u64, u64), Link>,
+}
+
+impl Links {
+    fn new(dev: u64) -> Links {
+        Links {
+            dev,
+            main: HashMap::new(),
+            other: HashMap::new(),
+        }
+    }
+
+    fn entry(&mut self, key: (u64, u64)) -> &mut Link {
+        let fresh = Link {
+            remaining: 0,
+            inum: 0,
+            loc: 0,
+        };
+        if key.0 == self.dev {
+            self.main.entry(key.1).or_insert(fresh)
+        } else {
+            self.other.entry(key).or_insert(fresh)
+        }
+    }
+
+    fn get_mut(&mut self, key: (u64, u64)) -> Option<&mut Link> {
+        if key.0 == self.dev {
+            self.main.get_mut(&key.1)
+        } else {
+            self.other.get_mut(&key)
+        }
+    }
+
+    fn remove(&mut self, key: (u64, u64)) {
+        if key.0 == self.dev {
+            self.main.remove(&key.1);
+        } else {
+            self.other.remove(&key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.main.len() + self.other.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 struct Frame {
+    dir: File,
     name: CString,
-    names: std::vec::IntoIter<OsString>,
+    names: std::vec::IntoIter<CString>,
     depth: usize,
     inum: u32,
     parent: u32,
@@ -487,25 +582,20 @@ struct Packer<'a> {
     frag: Rc<FragTable>,
     slots: Vec<Slot>,
     pending_entries: usize,
-    links: HashMap<(u64, u64), Link>,
+    links: Links,
     next_inum: u32,
     buf: Vec<u8>,
     sum: PackSummary,
 }
 
-fn clamp_mtime(meta: &fs::Metadata, sum: &mut PackSummary) -> u32 {
-    let t = meta.mtime();
+fn clamp_mtime(st: &St, sum: &mut PackSummary) -> u32 {
+    let t = st.mtime;
     if t < 0 || t > u32::MAX as i64 {
         sum.clamped_mtimes += 1;
         t.clamp(0, u32::MAX as i64) as u32
     } else {
         t as u32
     }
-}
-
-fn cname(name: &OsString) -> CString {
-    // Directory entry names never contain NUL.
-    CString::new(name.as_bytes()).expect("NUL in a file name")
 }
 
 /// Linux "new" device number encoding, as the kernel's squashfs expects.
@@ -534,10 +624,10 @@ impl<'a> Packer<'a> {
         )
     }
 
-    fn meta_of(&mut self, path: &Path, meta: &fs::Metadata) -> Result<Meta> {
-        let uid_idx = self.ids.index(meta.uid()).map_err(|e| self.sq(e))?;
-        let gid_idx = self.ids.index(meta.gid()).map_err(|e| self.sq(e))?;
-        let (pairs, skipped) = read_xattrs(path, self.opts.unsupported_xattrs)
+    fn meta_of(&mut self, xsrc: XSrc<'_>, path: &Path, meta: &St) -> Result<Meta> {
+        let uid_idx = self.ids.index(meta.uid).map_err(|e| self.sq(e))?;
+        let gid_idx = self.ids.index(meta.gid).map_err(|e| self.sq(e))?;
+        let (pairs, skipped) = read_xattrs(xsrc, self.opts.unsupported_xattrs)
             .map_err(|m| Error::new(ErrorKind::Io, format!("{}: {m}", show(path))))?;
         self.sum.skipped_xattrs += skipped;
         let xattr = if pairs.is_empty() {
@@ -547,7 +637,7 @@ impl<'a> Packer<'a> {
             self.xw.add_set(&pairs).map_err(|e| self.sq(e))?
         };
         Ok(Meta {
-            mode: (meta.mode() & 0o7777) as u16,
+            mode: (meta.mode & 0o7777) as u16,
             uid_idx,
             gid_idx,
             mtime: clamp_mtime(meta, &mut self.sum),
@@ -583,17 +673,17 @@ impl<'a> Packer<'a> {
     }
 
     /// Handle one non-directory entry; returns its target.
-    fn add_leaf(&mut self, path: &Path, meta: &fs::Metadata) -> Result<Target> {
-        let key = (meta.dev(), meta.ino());
+    fn add_leaf(&mut self, dir: &File, name: &CStr, path: &Path, meta: &St) -> Result<Target> {
+        let key = (meta.dev, meta.ino);
         let mut nlink = 1;
-        if meta.nlink() > 1 {
-            match self.links.get_mut(&key) {
+        if meta.linked() {
+            match self.links.get_mut(key) {
                 None => return Err(self.changed(path, "new hard link")),
                 Some(link) if link.inum != 0 => {
                     link.remaining -= 1;
-                    let t = link.target;
+                    let t = link.target();
                     if link.remaining == 0 {
-                        self.links.remove(&key);
+                        self.links.remove(key);
                     }
                     self.sum.hardlinks += 1;
                     return Ok(t);
@@ -602,11 +692,11 @@ impl<'a> Packer<'a> {
             }
         }
         let inum = self.new_inum()?;
-        let m = self.meta_of(path, meta)?;
-        let ft = meta.file_type();
-        let target = if ft.is_file() {
+        let target = if meta.is_file() {
             self.sum.files += 1;
-            match self.add_file(path, meta)? {
+            let f = walk::open_file_at(dir, name).map_err(|e| io_err("opening", path, e))?;
+            let m = self.meta_of(XSrc::Fd(&f), path, meta)?;
+            match self.add_file(f, path, meta)? {
                 Some(mut inode) => {
                     self.apply(&mut inode, inum, &m, nlink)?;
                     Target::Known {
@@ -619,38 +709,37 @@ impl<'a> Packer<'a> {
                         inum,
                         meta: m,
                         nlink,
-                        link_key: (meta.nlink() > 1).then_some(key),
+                        link_key: meta.linked().then_some(key),
                     });
                     Target::Slot(self.slots.len() as u32 - 1)
                 }
             }
         } else {
-            let mut inode = if ft.is_symlink() {
+            let m = self.meta_of(XSrc::Path(path), path, meta)?;
+            let mut inode = if meta.is_symlink() {
                 self.sum.symlinks += 1;
-                let t = fs::read_link(path).map_err(|e| io_err("reading symlink", path, e))?;
-                let t = t.into_os_string().into_vec();
+                let t =
+                    walk::readlink_at(dir, name).map_err(|e| io_err("reading symlink", path, e))?;
                 let mut i = Inode::alloc(sys::SQFS_INODE_SLINK, &t).map_err(|e| self.sq(e))?;
                 i.data_mut().slink.target_size = t.len() as u32;
                 i
             } else {
                 self.sum.specials += 1;
-                let (ty, dev) = if ft.is_char_device() {
-                    (sys::SQFS_INODE_CDEV, true)
-                } else if ft.is_block_device() {
-                    (sys::SQFS_INODE_BDEV, true)
-                } else if ft.is_fifo() {
-                    (sys::SQFS_INODE_FIFO, false)
-                } else if ft.is_socket() {
-                    (sys::SQFS_INODE_SOCKET, false)
-                } else {
-                    return Err(Error::invalid_input(format!(
-                        "{}: unsupported file type",
-                        show(path)
-                    )));
+                let (ty, dev) = match meta.fmt() {
+                    libc::S_IFCHR => (sys::SQFS_INODE_CDEV, true),
+                    libc::S_IFBLK => (sys::SQFS_INODE_BDEV, true),
+                    libc::S_IFIFO => (sys::SQFS_INODE_FIFO, false),
+                    libc::S_IFSOCK => (sys::SQFS_INODE_SOCKET, false),
+                    _ => {
+                        return Err(Error::invalid_input(format!(
+                            "{}: unsupported file type",
+                            show(path)
+                        )));
+                    }
                 };
                 let mut i = Inode::alloc(ty, &[]).map_err(|e| self.sq(e))?;
                 if dev {
-                    i.data_mut().dev.devno = encode_dev(meta.rdev());
+                    i.data_mut().dev.devno = encode_dev(meta.rdev);
                 }
                 i
             };
@@ -660,13 +749,13 @@ impl<'a> Packer<'a> {
                 iref: self.write_inode(&inode)?,
             }
         };
-        if meta.nlink() > 1 {
-            let link = self.links.get_mut(&key).expect("link entry");
+        if meta.linked() {
+            let link = self.links.get_mut(key).expect("link entry");
             link.inum = inum;
-            link.target = target;
+            link.set(target);
             link.remaining -= 1;
             if link.remaining == 0 {
-                self.links.remove(&key);
+                self.links.remove(key);
             }
         }
         Ok(target)
@@ -674,9 +763,8 @@ impl<'a> Packer<'a> {
 
     /// Feed a regular file to the block processor. Returns the inode at
     /// once for an empty file, `None` if it waits for compression.
-    fn add_file(&mut self, path: &Path, meta: &fs::Metadata) -> Result<Option<Inode>> {
-        let mut f = open_file(path).map_err(|e| io_err("opening", path, e))?;
-        let expect = meta.len();
+    fn add_file(&mut self, mut f: File, path: &Path, meta: &St) -> Result<Option<Inode>> {
+        let expect = meta.size;
         self.bp.begin_file().map_err(|e| self.sq(e))?;
         let mut total = 0u64;
         loop {
@@ -784,8 +872,8 @@ impl<'a> Packer<'a> {
                         iref: self.write_inode(&inode)?,
                     };
                     if let Some(key) = link_key {
-                        if let Some(link) = self.links.get_mut(&key) {
-                            link.target = t;
+                        if let Some(link) = self.links.get_mut(key) {
+                            link.set(t);
                         }
                     }
                     t
@@ -823,17 +911,19 @@ impl<'a> Packer<'a> {
 
     fn open_frame(
         &mut self,
+        dir: File,
         path: &Path,
         name: CString,
-        meta: &fs::Metadata,
+        meta: &St,
         depth: usize,
         parent: Option<u32>,
     ) -> Result<Frame> {
         let inum = self.new_inum()?;
         self.sum.dirs += 1;
-        let m = self.meta_of(path, meta)?;
-        let names = list_dir(path).map_err(|e| io_err("listing", path, e))?;
+        let m = self.meta_of(XSrc::Fd(&dir), path, meta)?;
+        let names = walk::list(&dir).map_err(|e| io_err("listing", path, e))?;
         Ok(Frame {
+            dir,
             name,
             names: names.into_iter(),
             depth,
@@ -849,8 +939,9 @@ impl<'a> Packer<'a> {
     fn run(&mut self, src: &Path) -> Result<u64> {
         let sel = self.opts.selection.clone();
         let mut path = src.to_path_buf();
-        let meta = fs::symlink_metadata(&path).map_err(|e| io_err("reading", &path, e))?;
-        let root = self.open_frame(&path, CString::default(), &meta, 1, None)?;
+        let meta = walk::stat_path(&path).map_err(|e| io_err("reading", &path, e))?;
+        let dir = walk::open_dir_path(&path).map_err(|e| io_err("opening", &path, e))?;
+        let root = self.open_frame(dir, &path, CString::default(), &meta, 1, None)?;
         let mut stack = vec![root];
         let root_target = loop {
             let top = stack.last_mut().expect("stack");
@@ -884,21 +975,22 @@ impl<'a> Packer<'a> {
             if !selected(sel.as_ref(), depth, &name) {
                 continue;
             }
-            path.push(&name);
-            let meta = fs::symlink_metadata(&path).map_err(|e| io_err("reading", &path, e))?;
+            path.push(OsStr::from_bytes(name.to_bytes()));
+            let meta = walk::stat_at(&top.dir, &name).map_err(|e| io_err("reading", &path, e))?;
             if meta.is_dir() {
-                let f =
-                    self.open_frame(&path, cname(&name), &meta, depth + 1, Some(parent_inum))?;
+                let dir =
+                    walk::open_dir_at(&top.dir, &name).map_err(|e| io_err("opening", &path, e))?;
+                let f = self.open_frame(dir, &path, name, &meta, depth + 1, Some(parent_inum))?;
                 stack.push(f);
                 continue;
             }
-            let target = self.add_leaf(&path, &meta)?;
-            let mode = (meta.mode() & libc::S_IFMT) as u16;
-            stack.last_mut().expect("frame").entries.push(Entry {
-                name: cname(&name),
-                mode,
-                target,
-            });
+            let target = self.add_leaf(&top.dir, &name, &path, &meta)?;
+            let mode = meta.fmt() as u16;
+            stack
+                .last_mut()
+                .expect("frame")
+                .entries
+                .push(Entry { name, mode, target });
             path.pop();
             if self.should_flush() {
                 self.flush(&mut stack, false)?;
@@ -1006,10 +1098,10 @@ pub fn pack(
     let files =
         |e: ffi::SqfsError| sq_err(e, &[(&image_sq, image), (&itab, image), (&dtab, image)]);
 
-    let root_meta = fs::symlink_metadata(src).map_err(|e| io_err("reading", src, e))?;
+    let root_meta = walk::stat_path(src).map_err(|e| io_err("reading", src, e))?;
     let mut sup = ffi::super_init(
         bs,
-        root_meta.mtime().clamp(0, u32::MAX as i64) as u32,
+        root_meta.mtime.clamp(0, u32::MAX as i64) as u32,
         opts.compressor.id(),
     )
     .map_err(files)?;
