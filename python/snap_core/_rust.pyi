@@ -31,6 +31,7 @@ class UnpackSummary(TypedDict):
     specials: int
     skipped_devices: int
     fake_super_applied: int
+    skipped_xattrs: int
     bytes_out: int
     duration: float
 

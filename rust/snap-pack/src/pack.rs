@@ -1075,6 +1075,17 @@ pub fn pack(
         ));
     }
 
+    // An image written inside the tree would be packed into itself.
+    if let (Ok(d), Ok(s)) = (fs::canonicalize(&dir), fs::canonicalize(src)) {
+        if d.starts_with(&s) {
+            return Err(Error::invalid_input(format!(
+                "image {} would be inside the tree it packs ({})",
+                show(image),
+                show(src)
+            )));
+        }
+    }
+
     let scan = prescan(src, opts)?;
     progress.set_total(scan.data_bytes);
 
@@ -1170,10 +1181,12 @@ pub fn pack(
         .sync_all()
         .map_err(|e| io_err("syncing", tmp.path(), e))?;
     sum.image_size = image_sq.size();
-    tmp.persist_noclobber(image).map_err(|e| {
-        let kind_err = e.error;
-        io_err("renaming the finished image to", image, kind_err)
-    })?;
+    tmp.persist_noclobber(image)
+        .map_err(|e| io_err("renaming the finished image to", image, e.error))?;
+    // Make the new name durable too.
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("syncing directory", &dir, e))?;
     progress.finish();
     sum.duration = start.elapsed();
     Ok(sum)

@@ -49,6 +49,8 @@ pub struct UnpackSummary {
     pub skipped_devices: u64,
     /// Entries whose `user.rsync.%stat` was applied.
     pub fake_super_applied: u64,
+    /// `trusted.*`/`security.*` xattrs this process may not set (not root).
+    pub skipped_xattrs: u64,
     pub bytes_out: u64,
     pub duration: Duration,
 }
@@ -447,10 +449,17 @@ impl Extractor<'_> {
     }
 
     /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
-    fn finish_fd(&self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
+    fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
         for (k, v) in &a.xattrs {
-            rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty())
-                .map_err(|e| self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e))?;
+            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) if !self.root && !k.starts_with(b"user.") => {
+                    self.sum.skipped_xattrs += 1;
+                }
+                Err(e) => {
+                    return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
+                }
+            }
         }
         if self.root {
             rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
@@ -462,7 +471,7 @@ impl Extractor<'_> {
     }
 
     /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials).
-    fn finish_at(&self, dir: &OwnedFd, name: &CStr, a: &Attrs, rel: &[u8]) -> Result<()> {
+    fn finish_at(&mut self, dir: &OwnedFd, name: &CStr, a: &Attrs, rel: &[u8]) -> Result<()> {
         if !a.xattrs.is_empty() {
             let p = proc_path(dir, name);
             for (k, v) in &a.xattrs {
@@ -470,6 +479,7 @@ impl Extractor<'_> {
                     Ok(()) => {}
                     // Linux refuses user.* xattrs on symlinks and specials.
                     Err(rustix::io::Errno::PERM) if k.starts_with(b"user.") => {}
+                    Err(rustix::io::Errno::PERM) if !self.root => self.sum.skipped_xattrs += 1,
                     Err(e) => {
                         return Err(self.fail(
                             &format!("setting xattr {} on", show_bytes(k)),

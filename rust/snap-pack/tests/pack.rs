@@ -281,6 +281,12 @@ fn bad_input_is_refused_before_writing() {
     let err = pack(&src, &image, &opts, &quiet()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
 
+    // An image inside the tree it packs.
+    let inside = src.join("daily.0/img.sqfs");
+    let err = pack(&src, &inside, &opts, &quiet()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(!inside.exists());
+
     // Not a directory.
     let err = pack(
         &src.join("daily.0/web1/ok"),

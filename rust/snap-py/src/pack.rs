@@ -135,6 +135,7 @@ fn unpack<'py>(
     d.set_item("specials", s.specials)?;
     d.set_item("skipped_devices", s.skipped_devices)?;
     d.set_item("fake_super_applied", s.fake_super_applied)?;
+    d.set_item("skipped_xattrs", s.skipped_xattrs)?;
     d.set_item("bytes_out", s.bytes_out)?;
     d.set_item("duration", secs(s.duration))?;
     Ok(d)
