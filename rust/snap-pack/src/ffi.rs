@@ -1019,78 +1019,132 @@ impl Drop for DirWriter {
 
 // ---------------------------------------------------------------- readers
 
-pub struct DirReader {
-    ptr: NonNull<sys::sqfs_dir_reader_t>,
-    _deps: (Rc<Super>, Rc<Compressor>, Rc<SqFile>),
+/// The inode and directory tables of an image, read through two metadata
+/// readers (each caches its current block).
+pub struct MetaTables {
+    inodes: NonNull<sys::sqfs_meta_reader_t>,
+    dirs: NonNull<sys::sqfs_meta_reader_t>,
+    sup: Rc<Super>,
+    _deps: (Rc<Compressor>, Rc<SqFile>),
 }
 
-/// One directory entry as read: its name bytes.
+/// One directory entry: name, inode number and reference, basic inode type.
 pub struct DirEnt {
     pub name: Vec<u8>,
+    pub inum: u32,
+    pub iref: u64,
+    pub type_: u32,
 }
 
-impl DirReader {
+impl MetaTables {
     pub fn new(sup: Rc<Super>, cmp: Rc<Compressor>, file: Rc<SqFile>) -> SqResult<Self> {
-        let p = unsafe { sys::sqfs_dir_reader_create(&*sup, cmp.raw(), file.raw(), 0) };
-        Ok(DirReader {
-            ptr: nonnull(p, "creating the directory reader")?,
-            _deps: (sup, cmp, file),
+        // The same bounds libsquashfs's own directory reader uses.
+        let mut dir_limit = sup.id_table_start;
+        dir_limit = dir_limit.min(sup.fragment_table_start);
+        dir_limit = dir_limit.min(sup.export_table_start);
+        let inodes = unsafe {
+            sys::sqfs_meta_reader_create(
+                file.raw(),
+                cmp.raw(),
+                sup.inode_table_start,
+                sup.directory_table_start,
+            )
+        };
+        let inodes = nonnull(inodes, "creating the inode table reader")?;
+        let dirs = unsafe {
+            sys::sqfs_meta_reader_create(
+                file.raw(),
+                cmp.raw(),
+                sup.directory_table_start,
+                dir_limit,
+            )
+        };
+        let dirs = match nonnull(dirs, "creating the directory table reader") {
+            Ok(d) => d,
+            Err(e) => {
+                unsafe { destroy(inodes.as_ptr()) };
+                return Err(e);
+            }
+        };
+        Ok(MetaTables {
+            inodes,
+            dirs,
+            sup,
+            _deps: (cmp, file),
         })
     }
 
-    pub fn root_inode(&mut self) -> SqResult<Inode> {
+    /// The inode at reference `iref` (`block << 16 | offset` in the inode table).
+    pub fn inode(&mut self, iref: u64) -> SqResult<Inode> {
         let mut out = ptr::null_mut();
-        check(
-            unsafe { sys::sqfs_dir_reader_get_root_inode(self.ptr.as_ptr(), &mut out) },
-            "reading the root inode",
-        )?;
-        Inode::from_raw(out, "root inode")
-    }
-
-    pub fn open_dir(&mut self, inode: &Inode) -> SqResult<()> {
         check(
             unsafe {
-                sys::sqfs_dir_reader_open_dir(
-                    self.ptr.as_ptr(),
-                    inode.ptr.as_ptr(),
-                    sys::SQFS_DIR_OPEN_NO_DOT_ENTRIES,
+                sys::sqfs_meta_reader_read_inode(
+                    self.inodes.as_ptr(),
+                    &*self.sup,
+                    iref >> 16,
+                    (iref & 0xFFFF) as usize,
+                    &mut out,
                 )
             },
-            "opening a directory",
-        )
-    }
-
-    /// Next entry of the open directory, `None` at the end.
-    pub fn read(&mut self) -> SqResult<Option<DirEnt>> {
-        let mut ent: *mut sys::sqfs_dir_entry_t = ptr::null_mut();
-        let ret = unsafe { sys::sqfs_dir_reader_read(self.ptr.as_ptr(), &mut ent) };
-        check(ret, "reading a directory")?;
-        if ret > 0 || ent.is_null() {
-            return Ok(None);
-        }
-        let out = unsafe {
-            let e = &*ent;
-            let name = std::slice::from_raw_parts(e.name.as_ptr(), e.size as usize + 1).to_vec();
-            DirEnt { name }
-        };
-        unsafe { sys::sqfs_free(ent as *mut c_void) };
-        Ok(Some(out))
-    }
-
-    /// The inode of the entry last returned by [`DirReader::read`].
-    pub fn inode(&mut self) -> SqResult<Inode> {
-        let mut out = ptr::null_mut();
-        check(
-            unsafe { sys::sqfs_dir_reader_get_inode(self.ptr.as_ptr(), &mut out) },
             "reading an inode",
         )?;
         Inode::from_raw(out, "inode")
     }
+
+    pub fn root_inode(&mut self) -> SqResult<Inode> {
+        let r = self.sup.root_inode_ref;
+        self.inode(r)
+    }
+
+    /// All entries of directory `dir`, in stored (name) order, without
+    /// reading their inodes.
+    pub fn read_dir(&mut self, dir: &Inode) -> SqResult<Vec<DirEnt>> {
+        let mut state = sys::sqfs_readdir_state_t::default();
+        check(
+            unsafe { sys::sqfs_readdir_state_init(&mut state, &*self.sup, dir.ptr.as_ptr()) },
+            "opening a directory",
+        )?;
+        let mut out = Vec::new();
+        loop {
+            let mut ent: *mut sys::sqfs_dir_entry_t = ptr::null_mut();
+            let mut inum = 0;
+            let mut iref = 0;
+            let ret = unsafe {
+                sys::sqfs_meta_reader_readdir(
+                    self.dirs.as_ptr(),
+                    &mut state,
+                    &mut ent,
+                    &mut inum,
+                    &mut iref,
+                )
+            };
+            check(ret, "reading a directory")?;
+            if ret > 0 || ent.is_null() {
+                break;
+            }
+            let item = unsafe {
+                let e = &*ent;
+                DirEnt {
+                    name: std::slice::from_raw_parts(e.name.as_ptr(), e.size as usize + 1).to_vec(),
+                    inum,
+                    iref,
+                    type_: e.type_ as u32,
+                }
+            };
+            unsafe { sys::sqfs_free(ent as *mut c_void) };
+            out.push(item);
+        }
+        Ok(out)
+    }
 }
 
-impl Drop for DirReader {
+impl Drop for MetaTables {
     fn drop(&mut self) {
-        unsafe { destroy(self.ptr.as_ptr()) }
+        unsafe {
+            destroy(self.inodes.as_ptr());
+            destroy(self.dirs.as_ptr());
+        }
     }
 }
 

@@ -21,7 +21,9 @@ use rustix::process::{Gid, Uid};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
 use crate::fakesuper::FakeStat;
-use crate::ffi::{self, Compressor, DataReader, DirReader, IdTable, Inode, SqFile, XattrReader};
+use crate::ffi::{
+    self, Compressor, DataReader, DirEnt, IdTable, Inode, MetaTables, SqFile, XattrReader,
+};
 use crate::sys;
 use crate::util::{io_err, show, show_bytes, sq_err};
 
@@ -135,7 +137,7 @@ struct Image {
     path: PathBuf,
     file: Rc<SqFile>,
     sup: Rc<ffi::Super>,
-    dr: DirReader,
+    meta: MetaTables,
     data: DataReader,
     xattrs: Option<XattrReader>,
     ids: IdTable,
@@ -172,7 +174,7 @@ impl Image {
         if sup.flags & sys::SQFS_FLAG_COMPRESSOR_OPTIONS as u16 != 0 {
             cmp.read_options(&file).map_err(err)?;
         }
-        let dr = DirReader::new(sup.clone(), cmp.clone(), file.clone()).map_err(err)?;
+        let meta = MetaTables::new(sup.clone(), cmp.clone(), file.clone()).map_err(err)?;
         let data = DataReader::new(&sup, cmp.clone(), file.clone()).map_err(err)?;
         let xattrs = if sup.flags & sys::SQFS_FLAG_NO_XATTRS as u16 == 0
             && sup.xattr_id_table_start != u64::MAX
@@ -186,7 +188,7 @@ impl Image {
             path: path.to_path_buf(),
             file,
             sup,
-            dr,
+            meta,
             data,
             xattrs,
             ids,
@@ -200,33 +202,42 @@ impl Image {
         sq_err(e, &[]).context(format!("image {}", show(&self.path)))
     }
 
-    /// Entries of a directory inode, in stored order.
-    fn read_dir(&mut self, dir: &Inode) -> Result<Vec<(Vec<u8>, Inode)>> {
-        self.dr.open_dir(dir).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        loop {
-            let ent = match self.dr.read() {
-                Ok(Some(ent)) => ent,
-                Ok(None) => break,
-                Err(e) => return Err(self.err(e)),
-            };
-            check_name(&ent.name)?;
-            let inode = self.dr.inode().map_err(|e| self.err(e))?;
-            out.push((ent.name, inode));
+    /// Entries of a directory inode, in stored order (inodes not read).
+    fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEnt>> {
+        let entries = match self.meta.read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => return Err(self.err(e)),
+        };
+        for e in &entries {
+            check_name(&e.name)?;
         }
-        Ok(out)
+        Ok(entries)
+    }
+
+    fn inode(&mut self, iref: u64) -> Result<Inode> {
+        match self.meta.inode(iref) {
+            Ok(i) => Ok(i),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn root(&mut self) -> Result<Inode> {
+        match self.meta.root_inode() {
+            Ok(i) => Ok(i),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// The inode at `path` (components already validated).
     fn lookup(&mut self, comps: &[&[u8]]) -> Result<Inode> {
-        let mut cur = self.dr.root_inode().map_err(|e| self.err(e))?;
+        let mut cur = self.root()?;
         for (i, c) in comps.iter().enumerate() {
             if EntryKind::from_inode(&cur)? != EntryKind::Dir {
                 return Err(not_found(&comps[..i]));
             }
             let entries = self.read_dir(&cur)?;
-            match entries.into_iter().find(|(n, _)| n == c) {
-                Some((_, inode)) => cur = inode,
+            match entries.into_iter().find(|e| e.name == *c) {
+                Some(e) => cur = self.inode(e.iref)?,
                 None => return Err(not_found(&comps[..=i])),
             }
         }
@@ -352,12 +363,13 @@ pub fn list(image: &Path, prefix: &[u8], depth: usize) -> Result<Vec<Entry>> {
         }
         let children = img.read_dir(&inode)?;
         let mut sub = Vec::new();
-        for (name, child) in children {
+        for ent in children {
+            let child = img.inode(ent.iref)?;
             let mut p = path.clone();
             if !p.is_empty() {
                 p.push(b'/');
             }
-            p.extend_from_slice(&name);
+            p.extend_from_slice(&ent.name);
             out.push(img.entry(p.clone(), &child)?);
             if level + 1 < depth {
                 sub.push((p, child, level + 1));
@@ -382,6 +394,8 @@ struct Extractor<'a> {
     root: bool,
     /// Hard-linked inodes already extracted: inode number → path under dest.
     links: HashMap<u32, Vec<u8>>,
+    /// The directory last used as a hard link source.
+    link_dir: Option<(Vec<u8>, OwnedFd)>,
     /// Parent directories created for selected paths (metadata applied last).
     parents: Vec<(OwnedFd, Vec<u8>, Attrs)>,
     buf: Vec<u8>,
@@ -522,18 +536,18 @@ impl Extractor<'_> {
         .map_err(|e| self.fail("opening directory", rel, e))
     }
 
-    /// Extract the non-directory `inode` as `name` in `dir`.
-    fn leaf(&mut self, dir: &OwnedFd, name: &[u8], rel: &[u8], inode: &Inode) -> Result<()> {
-        let cname = CString::new(name).expect("checked name");
-        let inum = inode.base().inode_number;
-        if inode.nlink() > 1 {
-            if let Some(first) = self.links.get(&inum) {
-                let first = first.clone();
-                self.hardlink(&first, dir, &cname, rel)?;
-                self.sum.hardlinks += 1;
-                return Ok(());
-            }
+    /// Extract the non-directory entry `ent` in `dir`.
+    fn leaf(&mut self, dir: &OwnedFd, ent: &DirEnt, rel: &[u8]) -> Result<()> {
+        let cname = CString::new(ent.name.as_slice()).expect("checked name");
+        let inum = ent.inum;
+        // A later link of an inode already extracted: no need to read it.
+        if let Some(first) = self.links.get(&inum) {
+            let first = first.clone();
+            self.hardlink(&first, dir, &cname, rel)?;
+            self.sum.hardlinks += 1;
+            return Ok(());
         }
+        let inode = &self.img.inode(ent.iref)?;
         let a = self.attrs(inode)?;
         match a.kind {
             EntryKind::File => {
@@ -607,7 +621,16 @@ impl Extractor<'_> {
                 self.sum.specials += 1;
                 self.finish_at(dir, &cname, &a, rel)?;
             }
-            EntryKind::Dir => unreachable!("directories are handled by the walk"),
+            EntryKind::Dir => {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "image {}: directory {} listed with another type",
+                        show(&self.img.path),
+                        show_bytes(rel)
+                    ),
+                ));
+            }
         }
         if inode.nlink() > 1 {
             self.links.insert(inum, rel.to_vec());
@@ -617,20 +640,27 @@ impl Extractor<'_> {
 
     /// Link `name` in `dir` to the already extracted `first` (under dest),
     /// resolving `first`'s directory without following any symlink.
-    fn hardlink(&self, first: &[u8], dir: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<()> {
+    fn hardlink(&mut self, first: &[u8], dir: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<()> {
         let (parent, base) = match first.iter().rposition(|b| *b == b'/') {
             Some(i) => (&first[..i], &first[i + 1..]),
             None => (&b"."[..], first),
         };
-        let pfd = rustix::fs::openat2(
-            &self.dest_fd,
-            OsStr::from_bytes(parent),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| self.fail("opening the directory of a hard link target for", rel, e))?;
-        rustix::fs::linkat(&pfd, OsStr::from_bytes(base), dir, name, AtFlags::empty())
+        // Links of one directory mostly point into one other directory
+        // (the same place in the next snapshot): keep the last one open.
+        let cached = matches!(&self.link_dir, Some((p, _)) if p.as_slice() == parent);
+        if !cached {
+            let pfd = rustix::fs::openat2(
+                &self.dest_fd,
+                OsStr::from_bytes(parent),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| self.fail("opening the directory of a hard link target for", rel, e))?;
+            self.link_dir = Some((parent.to_vec(), pfd));
+        }
+        let pfd = &self.link_dir.as_ref().expect("cached directory").1;
+        rustix::fs::linkat(pfd, OsStr::from_bytes(base), dir, name, AtFlags::empty())
             .map_err(|e| self.fail("creating hard link", rel, e))
     }
 
@@ -641,7 +671,7 @@ impl Extractor<'_> {
             fd: OwnedFd,
             rel: Vec<u8>,
             attrs: Option<Attrs>,
-            children: std::vec::IntoIter<(Vec<u8>, Inode)>,
+            children: std::vec::IntoIter<DirEnt>,
         }
         let attrs = if set_attrs {
             Some(self.attrs(&inode)?)
@@ -656,7 +686,7 @@ impl Extractor<'_> {
             children,
         }];
         while let Some(top) = stack.last_mut() {
-            let Some((name, child)) = top.children.next() else {
+            let Some(ent) = top.children.next() else {
                 let done = stack.pop().expect("open dir");
                 if let Some(a) = &done.attrs {
                     self.finish_fd(&done.fd, a, &done.rel)?;
@@ -667,9 +697,20 @@ impl Extractor<'_> {
             if !rel.is_empty() {
                 rel.push(b'/');
             }
-            rel.extend_from_slice(&name);
-            if EntryKind::from_inode(&child)? == EntryKind::Dir {
-                let cname = CString::new(name).expect("checked name");
+            rel.extend_from_slice(&ent.name);
+            if ent.type_ == sys::SQFS_INODE_DIR {
+                let child = self.img.inode(ent.iref)?;
+                if EntryKind::from_inode(&child)? != EntryKind::Dir {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "image {}: {} is not a directory",
+                            show(&self.img.path),
+                            show_bytes(&rel)
+                        ),
+                    ));
+                }
+                let cname = CString::new(ent.name).expect("checked name");
                 let fd = self.mkdir(&top.fd, &cname, &rel)?;
                 self.sum.dirs += 1;
                 let attrs = Some(self.attrs(&child)?);
@@ -681,7 +722,7 @@ impl Extractor<'_> {
                     children,
                 });
             } else {
-                self.leaf(&top.fd, &name, &rel, &child)?;
+                self.leaf(&top.fd, &ent, &rel)?;
             }
         }
         Ok(())
@@ -763,12 +804,13 @@ pub fn unpack(
         dest_fd,
         root: rustix::process::geteuid().is_root(),
         links: HashMap::new(),
+        link_dir: None,
         parents: Vec::new(),
         buf: vec![0u8; block],
         sum: UnpackSummary::default(),
     };
     if selects.is_empty() {
-        let root = x.img.dr.root_inode().map_err(|e| x.img.err(e))?;
+        let root = x.img.root()?;
         let fd = x
             .dest_fd
             .try_clone()
@@ -799,7 +841,7 @@ impl Extractor<'_> {
     /// Extract one selected path, creating its parents (with their image
     /// metadata) as needed.
     fn select(&mut self, comps: &[&[u8]]) -> Result<()> {
-        let mut cur = self.img.dr.root_inode().map_err(|e| self.img.err(e))?;
+        let mut cur = self.img.root()?;
         let mut fd = self
             .dest_fd
             .try_clone()
@@ -807,10 +849,11 @@ impl Extractor<'_> {
         let mut rel: Vec<u8> = Vec::new();
         for (i, c) in comps.iter().enumerate() {
             let entries = self.img.read_dir(&cur)?;
-            let (_, inode) = entries
+            let ent = entries
                 .into_iter()
-                .find(|(n, _)| n == c)
+                .find(|e| e.name == *c)
                 .ok_or_else(|| not_found(&comps[..=i]))?;
+            let inode = self.img.inode(ent.iref)?;
             if !rel.is_empty() {
                 rel.push(b'/');
             }
@@ -821,7 +864,7 @@ impl Extractor<'_> {
                 if !last {
                     return Err(not_found(&comps[..=i + 1]));
                 }
-                self.leaf(&fd, c, &rel, &inode)?;
+                self.leaf(&fd, &ent, &rel)?;
                 break;
             }
             // An earlier selection may have created this directory already.
