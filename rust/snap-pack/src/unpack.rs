@@ -785,7 +785,7 @@ pub fn unpack(
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir(dest).map_err(|e| io_err("creating", dest, e))?;
+            std::fs::create_dir_all(dest).map_err(|e| io_err("creating", dest, e))?;
         }
         Err(e) => return Err(io_err("checking", dest, e)),
     }
