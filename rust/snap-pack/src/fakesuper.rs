@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! rsync `--fake-super` metadata.
 //!
 //! An rsync receiver without root privileges (`--fake-super`) stores what it

@@ -1268,9 +1268,3 @@ impl Drop for XattrReader {
         unsafe { destroy(self.ptr.as_ptr()) }
     }
 }
-
-#[allow(dead_code)]
-pub(crate) fn unused_copy_marker() {
-    // `copy` is kept for a future parallel reader (sqfs_copy of a data reader).
-    let _ = copy::<sys::sqfs_object_t>;
-}

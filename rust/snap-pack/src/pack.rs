@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Writing a SquashFS image of a directory tree.
 //!
 //! Two passes over the tree:

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Reading an image back: listing and extracting (all, or selected paths).
 //!
 //! The image is untrusted input. Every name is checked (no `/`, `.`, `..`,

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Small helpers shared by pack and unpack.
 
 use std::ffi::OsStr;

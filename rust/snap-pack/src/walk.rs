@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Directory-relative file system access for the packer: every lookup is
 //! one path component below an open directory (`statat`, `openat`), so a
 //! deep history tree costs no repeated path walks.
