@@ -1,3 +1,35 @@
-//! SquashFS images written through libsquashfs (squashfs-tools-ng).
+//! SquashFS images of rsnapshot history, written and read through
+//! libsquashfs (squashfs-tools-ng 1.2) with a thin binding of our own.
+//!
+//! - [`pack`]: a directory tree → a new image. Keeps hard links as one inode
+//!   with the in-image link count, symlinks, fifos, sockets, devices, all
+//!   mode bits, numeric owners, mtimes, `user.`/`trusted.`/`security.` xattrs
+//!   and raw-byte names. Refuses bad input before writing; writes to a hidden
+//!   temporary file and renames it into place only when complete. Memory is
+//!   bounded (see [`PackOptions::max_pending`]) except for a few dozen bytes
+//!   per hard-linked inode whose links are not all seen yet, and the
+//!   per-block / per-fragment deduplication records libsquashfs keeps.
+//! - [`unpack`] / [`list`]: an image (or selected paths) → a directory, for
+//!   restore; optionally applying rsync `--fake-super` metadata.
+//!
+//! Layout of the code: `sys` (bindgen output), `ffi` (the only `unsafe`:
+//! RAII wrappers), `walk` (directory-relative stat/open), `pack`, `unpack`,
+//! `fakesuper`, `util`.
+//!
+//! No NFS export table is written (restore never needs it; the kernel mounts
+//! the image without one).
 
+mod fakesuper;
+mod ffi;
+mod pack;
+#[allow(clippy::all)]
+mod sys;
+mod unpack;
+mod util;
+mod walk;
+
+pub use fakesuper::FakeStat;
+pub use pack::{Compressor, PackOptions, PackSummary, Selection, UnsupportedXattrs, pack};
 pub use snap_core::{Error, ErrorKind, Result};
+pub use unpack::{Entry, EntryKind, UnpackOptions, UnpackSummary, list, unpack};
+pub use util::show_bytes;

@@ -1,0 +1,134 @@
+#![forbid(unsafe_code)]
+//! Directory-relative file system access for the packer: every lookup is
+//! one path component below an open directory (`statat`, `openat`), so a
+//! deep history tree costs no repeated path walks.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+
+/// The parts of `struct stat` the packer uses.
+#[derive(Debug, Clone, Copy)]
+pub struct St {
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub rdev: u64,
+    pub mtime: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl St {
+    fn from(s: rustix::fs::Stat) -> St {
+        St {
+            mode: s.st_mode,
+            nlink: s.st_nlink,
+            uid: s.st_uid,
+            gid: s.st_gid,
+            size: s.st_size as u64,
+            rdev: s.st_rdev,
+            mtime: s.st_mtime,
+            dev: s.st_dev,
+            ino: s.st_ino,
+        }
+    }
+
+    pub fn fmt(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.fmt() == libc::S_IFDIR
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.fmt() == libc::S_IFREG
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.fmt() == libc::S_IFLNK
+    }
+
+    /// Hard-linkable (not a directory) with more than one link.
+    pub fn linked(&self) -> bool {
+        !self.is_dir() && self.nlink > 1
+    }
+}
+
+pub fn stat_path(path: &Path) -> io::Result<St> {
+    Ok(St::from(rustix::fs::statat(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
+}
+
+pub fn stat_at(dir: &File, name: &CStr) -> io::Result<St> {
+    Ok(St::from(rustix::fs::statat(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+pub fn open_dir_path(path: &Path) -> io::Result<File> {
+    Ok(File::from(rustix::fs::open(
+        path,
+        DIR_FLAGS,
+        Mode::empty(),
+    )?))
+}
+
+pub fn open_dir_at(dir: &File, name: &CStr) -> io::Result<File> {
+    Ok(File::from(rustix::fs::openat(
+        dir,
+        name,
+        DIR_FLAGS,
+        Mode::empty(),
+    )?))
+}
+
+/// Open a regular file for reading, without following a symlink and, when
+/// allowed (owner or CAP_FOWNER), without updating its atime.
+pub fn open_file_at(dir: &File, name: &CStr) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::PERM) => Ok(File::from(rustix::fs::openat(
+            dir,
+            name,
+            flags,
+            Mode::empty(),
+        )?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn readlink_at(dir: &File, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// The names in a directory, sorted by their bytes (SquashFS's order).
+pub fn list(dir: &File) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(e.file_name().to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
