@@ -41,13 +41,17 @@ impl FakeStat {
         })
     }
 
-    /// The special file type recorded, if it is one rsync stores as a plain file.
+    /// The file type recorded, if it is one rsync stores as a plain file
+    /// (devices, fifos, sockets, symlinks).
     pub fn special_kind(&self) -> Option<EntryKind> {
         match self.mode & libc::S_IFMT {
             libc::S_IFCHR => Some(EntryKind::CharDevice),
             libc::S_IFBLK => Some(EntryKind::BlockDevice),
             libc::S_IFIFO => Some(EntryKind::Fifo),
             libc::S_IFSOCK => Some(EntryKind::Socket),
+            // A symlink cannot carry user.* xattrs: rsync keeps it as a
+            // plain file whose content is the link target.
+            libc::S_IFLNK => Some(EntryKind::Symlink),
             _ => None,
         }
     }
@@ -66,6 +70,8 @@ mod tests {
         let f = FakeStat::parse(b"104755 0,0 0:0").unwrap();
         assert_eq!(f.mode & 0o7777, 0o4755);
         assert_eq!(f.special_kind(), None);
+        let f = FakeStat::parse(b"120777 0,0 1000:1000").unwrap();
+        assert_eq!(f.special_kind(), Some(EntryKind::Symlink));
         assert_eq!(FakeStat::parse(b"100644 0,0 1000"), None);
         assert_eq!(FakeStat::parse(b"zz 0,0 0:0"), None);
         assert_eq!(FakeStat::parse(b"100644 0,0 0:0 extra"), None);

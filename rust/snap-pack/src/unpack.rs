@@ -525,6 +525,42 @@ impl Extractor<'_> {
             .map_err(|e| self.fail("setting times of", rel, e))
     }
 
+    /// The whole content of a small file inode (a symlink target kept as a
+    /// file by rsync --fake-super): at most PATH_MAX bytes.
+    fn small_file(&mut self, inode: &Inode, rel: &[u8]) -> Result<Vec<u8>> {
+        let size = inode.file_size().map_err(|e| self.img.err(e))?;
+        if size == 0 || size >= libc::PATH_MAX as u64 {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "image {}: {} is marked as a symlink but holds {size} bytes, not a link target",
+                    show(&self.img.path),
+                    show_bytes(rel)
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        while (out.len() as u64) < size {
+            let n = self
+                .img
+                .data
+                .read(inode, out.len() as u64, &mut self.buf)
+                .map_err(|e| self.img.err(e))?;
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "image {}: data of {} ends early",
+                        show(&self.img.path),
+                        show_bytes(rel)
+                    ),
+                ));
+            }
+            out.extend_from_slice(&self.buf[..n.min(size as usize - out.len())]);
+        }
+        Ok(out)
+    }
+
     fn mkdir(&self, parent: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<OwnedFd> {
         rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
             .map_err(|e| self.fail("creating directory", rel, e))?;
@@ -593,7 +629,14 @@ impl Extractor<'_> {
                 self.finish_fd(&fd, &a, rel)?;
             }
             EntryKind::Symlink => {
-                let target = inode.payload();
+                let stored;
+                let target = if EntryKind::from_inode(inode)? == EntryKind::Symlink {
+                    inode.payload()
+                } else {
+                    // rsync --fake-super kept it as a file holding the target.
+                    stored = self.small_file(inode, rel)?;
+                    &stored[..]
+                };
                 rustix::fs::symlinkat(OsStr::from_bytes(target), dir, cname.as_c_str())
                     .map_err(|e| self.fail("creating symlink", rel, e))?;
                 self.sum.symlinks += 1;
