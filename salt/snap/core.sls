@@ -13,6 +13,13 @@ snap-core:
 {%- else %}
 {%- set wheel = wheels | last %}
 {%- set cached = snap.core.wheel_dir ~ "/" ~ (wheel.split("/") | last) %}
+# The core links libsquashfs (squashfs-tools-ng) at import time.
+snap-core-libs:
+  pkg.installed:
+    - pkgs:
+      - libsquashfs1
+      - rsync
+
 snap-core-wheel:
   file.managed:
     - name: {{ cached }}
@@ -31,4 +38,5 @@ snap-core:
     - reload_modules: True
     - require:
       - file: snap-core-wheel
+      - pkg: snap-core-libs
 {%- endif %}

@@ -150,7 +150,9 @@ class Fleet:
         keys and pin the backup server's host key), publish the keys, then
         highstate the backup server again so it creates their accounts, and
         let its sshd read its new configuration. Returns every run."""
-        runs = {"first": self.highstate()}
+        # One at a time: on this one machine every minion edits root's
+        # crontab, and concurrent edits would lose lines.
+        runs = {"first": {m: self.highstate(tgt=m) for m in self.minion_ids}}
         self.salt("mine.update")
         runs["accounts"] = {BACKUP_SERVER: self.highstate(tgt=BACKUP_SERVER)}
         if self.sshd:

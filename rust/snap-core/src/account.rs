@@ -147,8 +147,9 @@ where
                 Error::new(
                     ErrorKind::AccountCollision,
                     format!(
-                        "minion ids {all} all map to account {name}; \
-                         give each its own name in pillar snap:server:account_overrides"
+                        "minion ids {all} {} map to account {name}; \
+                         give each its own name in pillar snap:server:account_overrides",
+                        if owners.len() == 2 { "both" } else { "all" }
                     ),
                 ),
             );

@@ -111,7 +111,11 @@ impl ServerConfig {
             format!("logfile\t{}", self.log_file.display()),
             format!("lockfile\t{}", self.lock_file.display()),
             "sync_first\t1".into(),
-            "link_dest\t1".into(),
+            // link_dest 0: rotation hard-links .sync into <lowest>.0 and keeps
+            // it, so a server skipped at the next rotation (push running or
+            // failed) still has its last complete push in the new snapshot.
+            // With link_dest 1 rsnapshot *moves* .sync away and it would vanish.
+            "link_dest\t0".into(),
             "rsync_short_args\t-aHAXS".into(),
             "rsync_long_args\t--delete --numeric-ids --delete-excluded --fake-super".into(),
         ]);
@@ -480,6 +484,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nsync_first\t1\n"));
+        assert!(
+            text.contains("\nlink_dest\t0\n"),
+            "skipped servers must stay in .sync"
+        );
         assert!(text.contains("--fake-super"));
         let web1 = format!(
             "\nbackup\t{}/jails/snap-web1/incoming/data/\tweb1/\n",

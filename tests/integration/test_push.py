@@ -1,0 +1,593 @@
+"""Issue 3 on a real fleet: jailed accounts from the mine, scheduled pushes
+over a real sshd, history with real rsnapshot -- and every way a server's
+own key might try to reach further than its own jail."""
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support import system
+from tests.support.fleet import state_changes, state_failures
+from tests.support.helpers import run
+from tests.support.treegen import describe
+
+PY = sys.executable
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def config_path(fleet, minion_id):
+    return fleet.root_of(minion_id) / "etc" / "snap" / "client.json"
+
+
+def push(fleet, minion_id, config=None, check=True):
+    """Run the push exactly as cron does; returns (exit code, record)."""
+    config = config or config_path(fleet, minion_id)
+    proc = subprocess.run(
+        [PY, "-m", "snap_core", "push", "--quiet", "--no-splay", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    state_dir = json.loads(pathlib.Path(config).read_text())["state_dir"]
+    record = json.loads((pathlib.Path(state_dir) / "push-last.json").read_text())
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc.returncode, record, proc.stderr
+
+
+def rotate(fleet, level="recent"):
+    cfg = fleet.root_of("backup1") / "etc" / "snap" / "server.json"
+    proc = run(PY, "-m", "snap_core", "--json", "rotate", level, "--config", str(cfg), check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def srv(fleet):
+    return fleet.root_of("backup1") / "srv" / "snap"
+
+
+def jail(fleet, minion_id):
+    return srv(fleet) / "jails" / f"snap-{minion_id}" / "incoming"
+
+
+def history_copy(fleet, minion_id, snapshot="recent.0"):
+    """The pushed tree of ``minion_id`` inside a snapshot (rsync keeps absolute paths)."""
+    data = fleet.client_data(minion_id)
+    return srv(fleet) / "history" / snapshot / minion_id / str(data).lstrip("/")
+
+
+def tree_state(path):
+    """Every entry under path with what could change: to prove nothing did."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            out[p] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_uid)
+    return out
+
+
+def ssh_opts(fleet, minion_id):
+    key = fleet.root_of(minion_id) / "etc" / "snap" / "id_ed25519"
+    known = fleet.root_of(minion_id) / "etc" / "snap" / "known_hosts"
+    return [
+        "-F", "/dev/null", "-i", str(key), "-p", str(fleet.port),
+        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known}", "-o", "ConnectTimeout=5",
+    ]  # fmt: skip
+
+
+def ssh(fleet, minion_id, *args, account=None, command=None, timeout=20):
+    """ssh with ``minion_id``'s snap key to ``account`` (default: its own)."""
+    argv = ["ssh", *ssh_opts(fleet, minion_id), *args, f"{account or 'snap-' + minion_id}@127.0.0.1"]
+    if command:
+        argv.append(command)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def rsync_as(fleet, minion_id, *args, account=None):
+    account = account or f"snap-{minion_id}"
+    rsh = " ".join(["ssh", *ssh_opts(fleet, minion_id)])
+    argv = ["rsync", "-e", rsh, *[a.replace("@H:", f"{account}@127.0.0.1:") for a in args]]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pushed(deployed):
+    """Both servers pushed once and the history rotated once."""
+    fleet, _ = deployed
+    for minion_id in fleet.clients:
+        push(fleet, minion_id)
+    rec = rotate(fleet)
+    assert rec["result"] == "ok", rec
+    return fleet
+
+
+# -- the backup server's accounts ------------------------------------------------
+
+
+def test_one_jailed_key_only_account_per_server(deployed):
+    fleet, _ = deployed
+    root = fleet.root_of("backup1")
+    for minion_id in fleet.clients:
+        account = f"snap-{minion_id}"
+        pw = pwd.getpwnam(account)
+        home = pathlib.Path(pw.pw_dir)
+        assert home == srv(fleet) / "jails" / account
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700 and home.stat().st_uid == pw.pw_uid
+        assert pw.pw_shell == "/bin/sh"
+        shadow = next(l for l in pathlib.Path("/etc/shadow").read_text().splitlines() if l.startswith(account + ":"))
+        assert shadow.split(":")[1] == "*", "no password may log in"
+        keyfile = root / "etc" / "snap" / "authorized_keys" / account
+        assert keyfile.stat().st_uid == 0 and stat.S_IMODE(keyfile.stat().st_mode) == 0o644
+        lines = keyfile.read_text().splitlines()
+        assert len(lines) == 1
+        receive = root / "usr" / "local" / "lib" / "snap" / "snap-receive"
+        assert lines[0].startswith(f'restrict,command="{receive} {jail(fleet, minion_id)}" ssh-ed25519 ')
+    assert stat.S_IMODE((srv(fleet) / "history").stat().st_mode) == 0o700
+    assert stat.S_IMODE((srv(fleet) / "jails").stat().st_mode) == 0o711
+
+
+def test_sshd_match_block_hardens_the_accounts(deployed):
+    fleet, _ = deployed
+    cfg = fleet.root_of("backup1") / "etc" / "ssh" / "sshd_config"
+    effective = run(
+        "/usr/sbin/sshd", "-T", "-f", str(cfg), "-C", "user=snap-web1,host=localhost,addr=127.0.0.1"
+    ).stdout.lower()
+    for setting in (
+        "permittty no",
+        "disableforwarding yes",
+        "allowagentforwarding no",
+        "allowtcpforwarding no",
+        "x11forwarding no",
+        "permittunnel no",
+        "permituserrc no",
+        "passwordauthentication no",
+        "authenticationmethods publickey",
+        "maxsessions 1",
+    ):
+        assert setting in effective, setting
+    assert 'forcecommand ' in effective and 'snap-receive "$home/incoming"' in effective
+    others = run("/usr/sbin/sshd", "-T", "-f", str(cfg), "-C", "user=root,host=localhost,addr=127.0.0.1").stdout
+    assert "forcecommand none" in others.lower(), "the Match block must not leak to other users"
+
+
+def test_cron_pushes_at_the_pillar_minute_and_rotates(deployed):
+    fleet, _ = deployed
+    lines = system.crontab_lines()
+    for minion_id in fleet.clients:
+        minute = fleet.salt("snap.schedule", tgt=minion_id)["minute"]
+        line = next(l for l in lines if f"--config {config_path(fleet, minion_id)}" in l)
+        assert line.startswith(f"{minute} 2,10,18 * * * ") and " -m snap_core push --quiet " in line
+    rotations = [l for l in lines if " -m snap_core rotate " in l]
+    assert len(rotations) == 4
+    assert any(l.startswith("0 4,12,20 * * * ") and " rotate recent " in l for l in rotations)
+
+
+def test_the_backup_server_holds_no_credential_any_server_trusts(deployed):
+    fleet, _ = deployed
+    backup_root = fleet.root_of("backup1")
+    # Every private key on the backup server (its root and root's ~/.ssh).
+    private = []
+    for base in (backup_root, pathlib.Path("/root/.ssh")):
+        for p in base.rglob("*") if base.exists() else []:
+            if p.is_file() and not p.is_symlink() and p.stat().st_size < 20000:
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if "PRIVATE KEY-----" in p.read_text():
+                        private.append(p)
+    blobs = {run("ssh-keygen", "-yf", str(p)).stdout.split()[1] for p in private}
+    assert not (backup_root / "etc" / "snap" / "id_ed25519").exists()
+    # Nothing any server of the fleet trusts contains one of them.
+    for minion_id in fleet.clients:
+        for p in fleet.root_of(minion_id).rglob("*"):
+            if p.is_file() and ("authorized_keys" in p.name or p.name.endswith(".pub")):
+                text = p.read_text(errors="replace")
+                assert not any(b in text for b in blobs), f"{p} trusts a key of the backup server"
+    # And the backup server's highstate never touches anyone's authorized keys.
+    lowstate = fleet.salt("state.show_lowstate", tgt="backup1")
+    assert not [c for c in lowstate if c["state"] == "ssh_auth" or c["fun"] == "keypair"]
+
+
+# -- the push and the history -------------------------------------------------------
+
+
+def test_both_servers_history_is_byte_exact_with_metadata(pushed):
+    fleet = pushed
+    for minion_id in fleet.clients:
+        source = describe(fleet.client_data(minion_id))
+        kept = describe(history_copy(fleet, minion_id), fake_super=True)
+        assert kept == source, minion_id
+        kinds = {e["type"] for e in source.values()}
+        assert kinds >= {"file", "dir", "symlink", "char", "block", "fifo"}
+        assert any(e["owner"] != (0, 0) for e in source.values())
+        assert any(e["mode"] == "0o4755" for e in source.values())
+    # The jails hold no symlink, device or fifo to follow: only files and dirs.
+    for p in (srv(fleet) / "jails").rglob("*"):
+        assert p.is_dir() or (p.is_file() and not p.is_symlink()), p
+
+
+def test_push_records_start_end_bytes_result(pushed):
+    fleet = pushed
+    _, record, _ = push(fleet, "web1")
+    assert record["result"] == "ok" and record["error"] is None
+    assert record["started"] <= record["finished"]
+    assert record["transfer"]["total_size"] > 3 << 20
+    log = (fleet.root_of("web1") / "var" / "lib" / "snap" / "push.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["run_id"] == record["run_id"]
+    state = json.loads((jail(fleet, "web1") / ".snap-state").read_text())
+    assert state["state"] == "done" and state["run_id"] == record["run_id"]
+
+
+def test_pre_hooks_run_before_the_push_and_land_in_history(pushed):
+    fleet = pushed
+    hooks = fleet.root_of("db1") / "etc" / "snap" / "hooks.d"
+    dump = fleet.client_data("db1") / "dump.sql"
+    hook = hooks / "10-dump"
+    hook.write_text(f"#!/bin/sh\necho \"-- dump of $SNAP_MINION_ID run $SNAP_RUN_ID\" > {dump}\n")
+    hook.chmod(0o755)
+    try:
+        _, record, _ = push(fleet, "db1")
+        assert [h["name"] for h in record["hooks"]] == ["10-dump"] and record["hooks"][0]["exit_code"] == 0
+        rotate(fleet)
+        kept = (history_copy(fleet, "db1") / "dump.sql").read_text()
+        assert kept == f"-- dump of db1 run {record['run_id']}\n"
+        # A hook others can write is refused: hooks run as root.
+        hook.chmod(0o757)
+        code, record, err = push(fleet, "db1", check=False)
+        assert code == 2 and "writable only by root" in record["error"]
+    finally:
+        hook.unlink()
+        dump.unlink(missing_ok=True)
+        push(fleet, "db1")
+
+
+def test_an_overlapping_run_skips_and_records_it(pushed):
+    fleet = pushed
+    lock = fleet.root_of("web1") / "var" / "lib" / "snap" / "push.lock"
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, record, err = push(fleet, "web1", check=False)
+    assert code == 3 and record["result"] == "skipped"
+    assert "still" in err or "locked" in record["error"]
+
+
+def test_a_running_or_failed_push_never_becomes_a_snapshot(pushed):
+    fleet = pushed
+    big = fleet.client_data("web1") / "data" / "new-big.bin"
+    slow_cfg = fleet.root / "slow-client.json"
+    cfg = json.loads(config_path(fleet, "web1").read_text())
+    cfg["bwlimit_kbps"] = 2000  # ~2 MB/s: the push takes several seconds
+    slow_cfg.write_text(json.dumps(cfg))
+    before = describe(history_copy(fleet, "web1"), fake_super=True)
+    big.write_bytes(os.urandom(12 << 20))
+    try:
+        # 1. A push and a rotation at the same time: the jail is locked, so
+        #    rotation keeps web1's previous snapshot.
+        proc = subprocess.Popen(
+            [PY, "-m", "snap_core", "push", "--quiet", "--no-splay", "--config", str(slow_cfg)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while json.loads((jail(fleet, "web1") / ".snap-state").read_text())["state"] != "running":
+            assert time.monotonic() < deadline, "push never started"
+            time.sleep(0.1)
+        time.sleep(1)
+        rec = rotate(fleet)
+        assert proc.poll() is None, "the push finished too early to overlap"
+        assert rec["servers"]["web1"]["action"] == "skipped", rec["servers"]["web1"]
+        assert rec["servers"]["db1"]["action"] in ("synced", "unchanged")
+        assert describe(history_copy(fleet, "web1"), fake_super=True) == before
+        assert proc.wait(60) == 0, proc.stderr.read()
+        rec = rotate(fleet)
+        assert rec["servers"]["web1"]["action"] == "synced"
+        assert (history_copy(fleet, "web1") / "data" / "new-big.bin").stat().st_size == 12 << 20
+
+        # 2. A push killed half way: the jail holds a partial tree and says
+        #    "running"; rotation keeps the previous snapshot.
+        complete = describe(history_copy(fleet, "web1"), fake_super=True)
+        big.write_bytes(os.urandom(12 << 20))
+        proc = subprocess.Popen(
+            [PY, "-m", "snap_core", "push", "--quiet", "--no-splay", "--config", str(slow_cfg)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # Until the receiving side notices the dropped connection it still
+        # holds the jail; rotation would skip web1 as "running" meanwhile.
+        deadline = time.monotonic() + 30
+        while True:
+            fd = os.open(jail(fleet, "web1"), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the receiver never let go of the jail"
+                time.sleep(0.2)
+            finally:
+                os.close(fd)
+        assert json.loads((jail(fleet, "web1") / ".snap-state").read_text())["state"] == "running"
+        rec = rotate(fleet)
+        assert rec["servers"]["web1"]["action"] == "skipped"
+        assert "did not complete" in rec["servers"]["web1"]["reason"]
+        assert describe(history_copy(fleet, "web1"), fake_super=True) == complete
+        # The next run recovers.
+        push(fleet, "web1")
+        assert rotate(fleet)["servers"]["web1"]["action"] == "synced"
+        assert describe(history_copy(fleet, "web1"), fake_super=True) == describe(fleet.client_data("web1"))
+    finally:
+        big.unlink(missing_ok=True)
+        push(fleet, "web1")
+        rotate(fleet)
+
+
+# -- bad input: clear errors, nothing lost ----------------------------------------------
+
+
+def variant(fleet, minion_id, **changes):
+    cfg = json.loads(config_path(fleet, minion_id).read_text())
+    cfg.update(changes)
+    path = fleet.root / f"{minion_id}-{'-'.join(changes)}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_a_missing_path_is_named_and_nothing_is_sent(pushed):
+    fleet = pushed
+    cfg = json.loads(config_path(fleet, "web1").read_text())
+    before = tree_state(jail(fleet, "web1"))
+    code, record, err = push(fleet, "web1", variant(fleet, "web1", paths=cfg["paths"] + ["/srv/typo"]), check=False)
+    assert code == 2 and record["result"] == "failed"
+    assert "/srv/typo" in err and "nothing was sent" in err
+    assert tree_state(jail(fleet, "web1")) == before
+
+
+def test_backup_server_down_then_back(pushed):
+    fleet = pushed
+    before = tree_state(jail(fleet, "web1"))
+    fleet.sshd.stop()
+    try:
+        code, record, err = push(fleet, "web1", check=False)
+    finally:
+        fleet.sshd.start()
+    assert code == 1 and record["result"] == "failed" and record["error_kind"] == "NetworkError"
+    assert "cannot reach the backup server" in err and record["attempts"] == 2  # 1 retry in the test pillar
+    assert tree_state(jail(fleet, "web1")) == before
+    _, record, _ = push(fleet, "web1")
+    assert record["result"] == "ok"
+
+
+def test_changed_host_key_is_refused_without_retrying(pushed):
+    fleet = pushed
+    other = fleet.root / "other_host_key"
+    if not other.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other))
+    forged = fleet.root / "forged_known_hosts"
+    forged.write_text(f"[127.0.0.1]:{fleet.port} " + " ".join(other.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    before = tree_state(jail(fleet, "web1"))
+    code, record, err = push(fleet, "web1", variant(fleet, "web1", known_hosts=str(forged)), check=False)
+    assert code == 1 and record["error_kind"] == "Refused" and record["attempts"] == 1
+    assert "pinned host key" in err
+    assert tree_state(jail(fleet, "web1")) == before
+
+
+# -- attacks with a server's real key --------------------------------------------------
+
+
+def test_attacks_with_a_servers_own_key_all_fail(pushed, capsys):
+    fleet = pushed
+    db1_data = jail(fleet, "db1") / "data"
+    history = srv(fleet) / "history"
+    marker = fleet.root / "pwned"
+    evil = fleet.root / "evil-src"
+    evil.mkdir(exist_ok=True)
+    (evil / "evil.txt").write_text("evil\n")
+    empty = fleet.root / "empty-src"
+    empty.mkdir(exist_ok=True)
+    (evil / "escape").unlink(missing_ok=True)
+    os.symlink(str(db1_data), evil / "escape")
+    readback = fleet.root / "readback"
+
+    def refused(proc, *needles):
+        assert proc.returncode != 0, (proc.stdout, proc.stderr)
+        text = proc.stdout + proc.stderr
+        assert any(n in text for n in needles), text
+
+    def agent_forwarding():
+        env = dict(os.environ)
+        agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+        for part in agent.split(";"):
+            if "=" in part:
+                k, v = part.strip().split("=", 1)
+                env[k] = v
+        uid = pwd.getpwnam("snap-web1").pw_uid
+        try:
+            proc = subprocess.Popen(
+                ["ssh", *ssh_opts(fleet, "web1"), "-A", "-o", "ForwardAgent=yes", "snap-web1@127.0.0.1",
+                 "rsync --server -e.LsfxCIvu . ./"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            )  # fmt: skip
+            time.sleep(2)  # the session is up: snap-receive waits for rsync's protocol
+            sockets = [p for p in pathlib.Path("/tmp").glob("ssh-*") if p.stat().st_uid == uid]
+            proc.kill()
+            proc.communicate()
+            assert sockets == [], f"sshd forwarded the agent: {sockets}"
+        finally:
+            subprocess.run(["ssh-agent", "-k"], env=env, capture_output=True)
+
+    attacks = {
+        "interactive shell": lambda: refused(ssh(fleet, "web1", "-tt"), "PTY allocation request failed", "snap-receive"),
+        "arbitrary command": lambda: (
+            refused(ssh(fleet, "web1", command=f"id; touch {marker}"), "only receive pushes"),
+            assert_absent(marker),
+        ),
+        "scp upload": lambda: refused(
+            subprocess.run(["scp", "-O", *scp_opts(fleet), str(evil / "evil.txt"), "snap-web1@127.0.0.1:/tmp/"],
+                           capture_output=True, text=True, timeout=30),
+            "only receive pushes",
+        ),
+        "sftp session": lambda: refused(
+            subprocess.run(["sftp", "-b", "-", *scp_opts(fleet), "snap-web1@127.0.0.1"], input="ls\n",
+                           capture_output=True, text=True, timeout=30),
+            "only receive pushes", "Connection closed", "Received message too long",
+        ),
+        "read its own pushed data": lambda: refused(rsync_as(fleet, "web1", "-a", "@H:data/", str(readback)), "can only write"),
+        "read another server's jail": lambda: refused(
+            rsync_as(fleet, "web1", "-a", f"@H:{db1_data}/", str(readback)), "can only write"
+        ),
+        "read the history": lambda: refused(rsync_as(fleet, "web1", "-a", f"@H:{history}/", str(readback)), "can only write"),
+        "write with ../": lambda: refused(rsync_as(fleet, "web1", "-a", str(evil / "evil.txt"), "@H:../"), "not allowed"),
+        "write into another jail by absolute path": lambda: refused(
+            rsync_as(fleet, "web1", "-a", str(evil / "evil.txt"), f"@H:{db1_data}/"), "not allowed"
+        ),
+        "write into the history": lambda: refused(
+            rsync_as(fleet, "web1", "-a", str(evil / "evil.txt"), f"@H:{history}/recent.0/"), "not allowed"
+        ),
+        "--delete against another jail": lambda: refused(
+            rsync_as(fleet, "web1", "-a", "--delete", f"{empty}/", f"@H:data/../../../snap-db1/incoming/data/"), "not allowed"
+        ),
+        "--link-dest into the history": lambda: refused(
+            rsync_as(fleet, "web1", "-a", f"--remote-option=--link-dest={history}/recent.0", f"{evil}/", "@H:data/"),
+            "not allowed",
+        ),
+        "--log-file outside the jail": lambda: refused(
+            rsync_as(fleet, "web1", "-a", f"--remote-option=--log-file={marker}", f"{evil}/", "@H:data/"), "not allowed"
+        ),
+        "another server's key for this account": lambda: refused(
+            ssh(fleet, "db1", account="snap-web1", command="rsync --server -e.LsfxCIvu . ./"), "Permission denied"
+        ),
+        "local port forwarding": lambda: refused(
+            subprocess.run(["ssh", *ssh_opts(fleet, "web1"), "-N", "-o", "ExitOnForwardFailure=yes",
+                            "-W", f"127.0.0.1:{fleet.port}", "snap-web1@127.0.0.1"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL),
+            "administratively prohibited", "open failed",
+        ),
+        "remote port forwarding": lambda: refused(
+            subprocess.run(["ssh", *ssh_opts(fleet, "web1"), "-N", "-o", "ExitOnForwardFailure=yes",
+                            "-R", "127.0.0.1:0:127.0.0.1:22", "snap-web1@127.0.0.1"],
+                           capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL),
+            "remote port forwarding failed", "forwarding failed",
+        ),
+        "agent forwarding": agent_forwarding,
+    }
+    protected = {"db1 jail": jail(fleet, "db1"), "history": history}
+    results = {}
+    for name, attack in attacks.items():
+        before = {k: tree_state(v) for k, v in protected.items()}
+        own_before = tree_state(jail(fleet, "web1"))
+        attack()
+        assert {k: tree_state(v) for k, v in protected.items()} == before, f"{name} changed something"
+        assert tree_state(jail(fleet, "web1")) == own_before, f"{name} changed web1's own jail"
+        results[name] = "refused"
+    # Symlink trick: push a symlink into its own jail, then write through it.
+    before = {k: tree_state(v) for k, v in protected.items()}
+    proc = rsync_as(fleet, "web1", "-a", "--remote-option=--fake-super", f"{evil}/", "@H:data/trick/")
+    rsync_as(fleet, "web1", "-a", "--remote-option=--fake-super", str(evil / "evil.txt"), "@H:data/trick/escape/")
+    assert {k: tree_state(v) for k, v in protected.items()} == before, "symlink trick reached another jail"
+    assert not any(p.is_symlink() for p in jail(fleet, "web1").rglob("*")), "a symlink exists in the jail"
+    results["symlink trick"] = "refused" if proc.returncode == 0 else "refused early"
+    shutil.rmtree(readback, ignore_errors=True)
+    assert not marker.exists()
+    push(fleet, "web1")  # put web1's jail back as its data is
+    with capsys.disabled():
+        print(f"\nattacks with web1's own key: {len(results)}, all refused: {', '.join(results)}")
+    assert len(results) == 18
+
+
+def assert_absent(path):
+    assert not pathlib.Path(path).exists(), f"{path} was created"
+
+
+def scp_opts(fleet):
+    opts = ssh_opts(fleet, "web1")
+    # scp/sftp take the port as -P.
+    i = opts.index("-p")
+    return opts[:i] + ["-P", opts[i + 1]] + opts[i + 2 :]
+
+
+# -- fleet changes: forged keys, collisions, retired servers ---------------------------------
+
+
+def test_a_forged_mine_key_changes_no_account(pushed):
+    fleet = pushed
+    keyfile = fleet.root_of("backup1") / "etc" / "snap" / "authorized_keys" / "snap-db1"
+    before = keyfile.read_text()
+    good = fleet.salt("mine.get", "db1", "snap.pubkey", tgt="backup1")["db1"]
+    for forged_line in (f'command="/bin/sh" {good["line"]}', good["line"] + "\n" + good["line"]):
+        forged = dict(good, line=forged_line)
+        assert fleet.salt("mine.send", "snap.pubkey", json.dumps({"data": forged}),
+                          mine_function="test.outputter", tgt="db1") is True  # fmt: skip
+        try:
+            ret = fleet.highstate(tgt="backup1")
+            failed = state_failures({"backup1": ret})
+            assert any("snap-account-db1" in f[1] and "rejected" in f[2] for f in failed), failed
+            assert keyfile.read_text() == before
+        finally:
+            fleet.salt("mine.update", tgt="db1")
+    assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
+    push(fleet, "db1")
+
+
+def test_colliding_ids_are_both_refused_until_overridden(pushed):
+    fleet = pushed
+    intruder = fleet.master.salt_minion_daemon("web1.dc2", overrides={"pillar_mask_output": False})
+    keyfile = fleet.root_of("backup1") / "etc" / "snap" / "authorized_keys" / "snap-web1"
+    before = keyfile.read_text()
+    with intruder.started():
+        fleet.salt("saltutil.sync_all", tgt="web1.dc2")
+        assert state_failures({"web1.dc2": fleet.salt("state.sls", "snap.keypair", tgt="web1.dc2")}) == []
+        fleet.salt("mine.update", tgt="web1.dc2")
+        ret = fleet.highstate(tgt="backup1")
+        failed = state_failures({"backup1": ret})
+        reasons = " ".join(str(f[2]) for f in failed)
+        assert "web1.dc2" in reasons and "snap-web1" in reasons and len(failed) == 2, failed
+        assert keyfile.read_text() == before, "a collision must never merge or replace an account"
+        assert "snap-web1.dc2" not in system.users()
+    # The intruder is gone: forget its key and mine data, as an operator would.
+    fleet.master.salt_key_cli().run("-d", "web1.dc2", "-y")
+    fleet.run("cache.clear_all", tgt="web1.dc2")
+    shutil.rmtree(intruder.config["root_dir"], ignore_errors=True)
+    assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
+
+
+def test_a_server_gone_from_the_mine_is_locked_not_deleted(pushed):
+    fleet = pushed
+    data_before = tree_state(jail(fleet, "db1"))
+    fleet.salt("mine.delete", "snap.pubkey", tgt="db1")
+    try:
+        ret = fleet.highstate(tgt="backup1")
+        retired = ret["snap_|-snap-retired_|-snap-push_|-retired"]
+        assert retired["result"] is True
+        assert "snap-db1" in retired["changes"]
+        assert "data kept" in retired["comment"] and "snap:server:purge" in retired["comment"]
+        assert pwd.getpwnam("snap-db1").pw_shell == "/usr/sbin/nologin"
+        assert not (fleet.root_of("backup1") / "etc" / "snap" / "authorized_keys" / "snap-db1").exists()
+        assert tree_state(jail(fleet, "db1")) == data_before
+        code, record, err = push(fleet, "db1", check=False)
+        assert code == 1 and record["error_kind"] == "Refused"
+        again = fleet.highstate(tgt="backup1")
+        assert again["snap_|-snap-retired_|-snap-push_|-retired"]["changes"] == {}
+    finally:
+        fleet.salt("mine.update", tgt="db1")
+    ret = fleet.highstate(tgt="backup1")
+    assert state_failures({"backup1": ret}) == []
+    assert pwd.getpwnam("snap-db1").pw_shell == "/bin/sh"
+    push(fleet, "db1")
+
+
+def test_highstate_is_idempotent_after_pushes(pushed):
+    fleet = pushed
+    ret = fleet.highstate()
+    assert state_failures(ret) == [] and state_changes(ret) == []
