@@ -29,8 +29,11 @@ pub struct EncryptSummary {
     pub duration: Duration,
 }
 
-/// Partial-body chunk size of the encrypted packet (rPGP's default is 512 KiB).
-const PARTIAL_CHUNK: u32 = 1 << 20;
+/// Partial-body chunk size of the literal and encrypted packets. rPGP copies
+/// each chunk twice through buffers of this size; at 32 KiB they stay in L2
+/// cache (measured: ~3-5% less CPU than rPGP's default 512 KiB; the length
+/// octets cost 0.003%).
+const PARTIAL_CHUNK: u32 = 32 * 1024;
 
 /// Encrypt `input` to every recipient, writing a binary OpenPGP message to `output`.
 ///

@@ -63,16 +63,18 @@ fn snap_encrypted_data_decrypts_with_gpg_byte_exact() {
     assert_eq!(rcpts[0].algorithm, "RSA 3072");
     let home = GpgHome::new();
     home.import(&k.rsa.secret_armored);
-    // Empty, tiny, around the 256 KiB pipeline chunk and the 1 MiB partial
-    // packet chunk, and multi-MB not a multiple of anything.
+    // Empty, tiny, around the 32 KiB partial-packet chunk (the first literal
+    // chunk is 6 header bytes shorter) and the 256 KiB pipeline chunk, and
+    // multi-MB not a multiple of anything.
     for (i, len) in [
         0usize,
         1,
         1000,
+        32_762,
+        32_763,
+        32_768 + 3,
         262_143,
         262_145,
-        1_048_576 - 30,
-        1_048_576 + 7,
         5 * 1_048_576 + 12_345,
     ]
     .into_iter()

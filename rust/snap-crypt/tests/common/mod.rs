@@ -204,6 +204,9 @@ pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let home = GpgHome::new();
+        // Cheap passphrase protection on export (the agent calibrates ~100 ms
+        // of native hashing; unoptimised test builds of rPGP take seconds).
+        std::fs::write(home.file("gpg-agent.conf"), "s2k-count 65536\n").unwrap();
         let rsa = gen_key(
             &home,
             "Snap Test RSA <rsa@example.invalid>",
