@@ -287,8 +287,15 @@ fn recipient_from(label: &str, spk: SignedPublicKey) -> Result<Recipient> {
             )),
         }
     }
-    // GnuPG encrypts to the most recently created valid encryption key.
-    let Some(chosen) = strong.into_iter().max_by_key(|c| c.created_at().as_secs()) else {
+    // GnuPG encrypts to the most recently created valid encryption key (the
+    // first of equals, as its `finish_lookup` does).
+    let chosen = strong
+        .into_iter()
+        .fold(None::<&ComponentKeyPub>, |best, c| match best {
+            Some(b) if c.created_at().as_secs() <= b.created_at().as_secs() => Some(b),
+            _ => Some(c),
+        });
+    let Some(chosen) = chosen else {
         return Err(Error::invalid_key(format!(
             "{name} is too weak to encrypt archives to: {}",
             weak.join(", ")

@@ -90,6 +90,20 @@ pub(crate) struct Digested {
     pub sha256: [u8; 32],
 }
 
+/// An I/O error as a snap error. A writer or reader that already failed with a
+/// snap error (an upload writer refused by the remote side, say) passes it
+/// through `io::Error::other`; its kind is kept instead of becoming `Io`.
+pub(crate) fn io_error(what: &str, e: io::Error) -> Error {
+    if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return Error::io(what, e);
+    }
+    let inner = e
+        .into_inner()
+        .and_then(|inner| inner.downcast::<Error>().ok())
+        .expect("checked to be a snap error");
+    inner.context(what)
+}
+
 /// Read until `buf` is full or the input ends; retries on EINTR.
 pub(crate) fn fill<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -116,7 +130,7 @@ pub(crate) fn read_stage<R: Read>(
     let mut bytes = 0u64;
     loop {
         let mut chunk = pool.get();
-        let n = fill(&mut input, &mut chunk.buf).map_err(|e| Error::io(what, e))?;
+        let n = fill(&mut input, &mut chunk.buf).map_err(|e| io_error(what, e))?;
         chunk.len = n;
         hasher.update(chunk.data());
         bytes += n as u64;
@@ -150,7 +164,7 @@ pub(crate) fn write_stage<W: Write>(
                 hasher.update(chunk.data());
                 output
                     .write_all(chunk.data())
-                    .map_err(|e| Error::io(what, e))?;
+                    .map_err(|e| io_error(what, e))?;
                 bytes += chunk.len as u64;
                 pool.put(chunk);
             }
@@ -158,7 +172,7 @@ pub(crate) fn write_stage<W: Write>(
             Err(_) => return Err(StageError::Aborted),
         }
     }
-    output.flush().map_err(|e| Error::io(what, e))?;
+    output.flush().map_err(|e| io_error(what, e))?;
     Ok(Digested {
         bytes,
         sha256: hasher.finalize().into(),

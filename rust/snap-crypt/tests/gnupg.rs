@@ -576,3 +576,67 @@ fn progress_counts_bytes() {
     decrypt(Cursor::new(&out), Vec::new(), &secret(&k.ed), &p).unwrap();
     assert_eq!(p.done(), out.len() as u64);
 }
+
+#[test]
+fn the_encryption_subkey_is_the_one_gnupg_picks() {
+    let k = keys();
+    let r = recipients(&[("multi", &k.multi.public_armored)]);
+    // The newest of the two subkeys, not the first listed.
+    assert_ne!(r[0].key_id, k.multi.enc_key_id);
+    let home = GpgHome::new();
+    home.import(&k.multi.public_armored);
+    let out = home.run_stdin(&["--encrypt", "-r", &k.multi.fingerprint], b"x");
+    assert!(out.status.success());
+    let path = home.file("m.gpg");
+    fs::write(&path, &out.stdout).unwrap();
+    // No secret key here: gpg lists the packets and then fails to decrypt.
+    let listing = home
+        .cmd()
+        .args(["--list-packets", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.contains(":pubkey enc packet:"), "{text}");
+    assert!(
+        text.contains(&format!("keyid {}", r[0].key_id)),
+        "gpg chose another subkey than {}: {text}",
+        r[0].key_id
+    );
+}
+
+/// A writer standing in for snap-offsite's upload writer (which cannot run
+/// here): it fails the way that writer reports a refusal, with a snap error
+/// inside the io::Error. This is a mock, on purpose.
+struct RefusingUpload;
+
+impl std::io::Write for RefusingUpload {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(snap_core::Error::new(
+            ErrorKind::Refused,
+            "s3://bucket/archive.gpg: AccessDenied",
+        )))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snap_error_from_the_output_writer_keeps_its_kind() {
+    let k = keys();
+    let rcpts = recipients(&[("ed", &k.ed.public_armored)]);
+    let e = encrypt(
+        Cursor::new(data(600_000, 17)),
+        RefusingUpload,
+        &rcpts,
+        &Progress::silent("t"),
+    )
+    .expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("AccessDenied"), "{e}");
+    assert!(
+        e.to_string().starts_with("writing the encrypted output"),
+        "{e}"
+    );
+}

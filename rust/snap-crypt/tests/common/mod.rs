@@ -133,6 +133,8 @@ pub struct Keys {
     pub expired: TestKey,
     /// Revoked with gpg's generated revocation certificate.
     pub revoked: TestKey,
+    /// Two cv25519 encryption subkeys; `enc_key_id` is the older one.
+    pub multi: TestKey,
 }
 
 fn colons_field(listing: &str, record: &str, n: usize) -> Vec<String> {
@@ -207,6 +209,16 @@ pub fn keys() -> &'static Keys {
         // Cheap passphrase protection on export (the agent calibrates ~100 ms
         // of native hashing; unoptimised test builds of rPGP take seconds).
         std::fs::write(home.file("gpg-agent.conf"), "s2k-count 65536\n").unwrap();
+        // First, so that it has expired by the time everything else is made.
+        let expired_at = std::time::Instant::now();
+        let expired = gen_key(
+            &home,
+            "Snap Test Expired <exp@example.invalid>",
+            "ed25519",
+            Some("cv25519"),
+            "",
+            "seconds=1",
+        );
         let rsa = gen_key(
             &home,
             "Snap Test RSA <rsa@example.invalid>",
@@ -247,14 +259,6 @@ pub fn keys() -> &'static Keys {
             "",
             "never",
         );
-        let expired = gen_key(
-            &home,
-            "Snap Test Expired <exp@example.invalid>",
-            "ed25519",
-            Some("cv25519"),
-            "",
-            "seconds=1",
-        );
         let revoked = gen_key(
             &home,
             "Snap Test Revoked <rev@example.invalid>",
@@ -272,7 +276,29 @@ pub fn keys() -> &'static Keys {
             .unwrap()
             .replace(":-----", "-----");
         home.import(cert.as_bytes());
-        std::thread::sleep(std::time::Duration::from_millis(2100));
+        // Two encryption subkeys, the second one a second younger.
+        let multi = gen_key(
+            &home,
+            "Snap Test Multi <multi@example.invalid>",
+            "ed25519",
+            Some("cv25519"),
+            "",
+            "never",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        home.run(&[
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            &multi,
+            "cv25519",
+            "encr",
+            "never",
+        ]);
+        let waited = expired_at.elapsed();
+        if waited < std::time::Duration::from_millis(2100) {
+            std::thread::sleep(std::time::Duration::from_millis(2100) - waited);
+        }
         let keys = Keys {
             rsa: export(&home, &rsa, ""),
             ed: export(&home, &ed, ""),
@@ -281,6 +307,7 @@ pub fn keys() -> &'static Keys {
             sign_only: export(&home, &sign_only, ""),
             expired: export(&home, &expired, ""),
             revoked: export(&home, &revoked, ""),
+            multi: export(&home, &multi, ""),
         };
         drop(home);
         keys
