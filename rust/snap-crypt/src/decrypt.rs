@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use pgp::composed::{
     DecryptionOptions, Edata, Esk, Message, PublicOrSecret, SignedSecretKey, TheRing,
 };
-use pgp::types::{KeyDetails, Password, Seipdv1ReadMode, Tag};
+use pgp::types::{KeyDetails, Password, Seipdv1ReadMode};
 use snap_core::{Error, ErrorKind, Progress, Result};
 use zeroize::Zeroizing;
 
@@ -388,9 +388,6 @@ fn run_rpgp(
                 "the message uses GnuPG's non-standard OCB (AEAD) packet; snap reads SEIPD only",
             ));
         }
-    }
-    if edata.tag() != Tag::SymEncryptedProtectedData {
-        return Err(Error::invalid_input("unexpected encrypted data packet"));
     }
 
     // Which of our component keys is the message for?
