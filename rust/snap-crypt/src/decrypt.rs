@@ -1,0 +1,518 @@
+//! Streaming decryption for restore.
+//!
+//! # Output is untrusted until `Ok`
+//!
+//! An archive may be many gigabytes, so it is decrypted as a stream (rPGP's
+//! SEIPDv1 "streaming" read mode) and plaintext reaches `output` BEFORE the
+//! message's integrity code (the SHA-1 MDC at the very end) has been checked.
+//! A tampered or truncated archive is detected only at the end, and
+//! [`decrypt`] then returns an `Integrity` error **after having written
+//! attacker-influenced bytes**. Callers must write to a staging file, and use
+//! it only once `decrypt` has returned `Ok` ([`decrypt_file`] does exactly
+//! that: `dst` appears only on success).
+
+use std::fmt;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use pgp::composed::{
+    DecryptionOptions, Edata, Esk, Message, PublicOrSecret, SignedSecretKey, TheRing,
+};
+use pgp::types::{KeyDetails, Password, Seipdv1ReadMode};
+use snap_core::{Error, ErrorKind, Progress, Result};
+use zeroize::Zeroizing;
+
+use crate::keys::{SecretState, hex_upper};
+use crate::pipe::{
+    ChanReader, ChanWriter, DEPTH, Digested, Pool, StageError, fill_chunk, is_full, read_stage,
+    write_stage,
+};
+use crate::scan::scan;
+
+type Prompt = dyn Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync;
+
+/// The secret key for a restore: key bytes (armored or binary, one or more
+/// keys) and how to get its passphrase. Held in memory only, wiped on drop.
+pub struct SecretKeySource {
+    label: String,
+    key: Zeroizing<Vec<u8>>,
+    passphrase: Option<Zeroizing<Vec<u8>>>,
+    prompt: Option<Box<Prompt>>,
+}
+
+impl SecretKeySource {
+    /// `label` names where the key came from, for error messages.
+    pub fn new(label: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        SecretKeySource {
+            label: label.into(),
+            key: Zeroizing::new(key.into()),
+            passphrase: None,
+            prompt: None,
+        }
+    }
+
+    /// The passphrase of the secret key.
+    pub fn with_passphrase(mut self, passphrase: impl Into<Vec<u8>>) -> Self {
+        self.passphrase = Some(Zeroizing::new(passphrase.into()));
+        self
+    }
+
+    /// Ask for the passphrase only if a protected key is needed. The closure gets
+    /// a description of the key ("subkey 1234... of Alice <a@x>") and returns the
+    /// passphrase, or `None` to give up.
+    pub fn with_prompt(
+        mut self,
+        prompt: impl Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync + 'static,
+    ) -> Self {
+        self.prompt = Some(Box::new(prompt));
+        self
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl fmt::Debug for SecretKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKeySource")
+            .field("label", &self.label)
+            .field("key", &"***")
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "***"))
+            .field("prompt", &self.prompt.is_some())
+            .finish()
+    }
+}
+
+/// What [`decrypt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecryptSummary {
+    pub plaintext_bytes: u64,
+    /// SHA-256 of the plaintext written, lowercase hex.
+    pub plaintext_sha256: String,
+    pub ciphertext_bytes: u64,
+    /// SHA-256 of the ciphertext read, lowercase hex (compare with the upload record).
+    pub ciphertext_sha256: String,
+    /// Key id (uppercase hex) of the component key that decrypted the session key.
+    pub key_id: String,
+    /// Primary fingerprint of the secret key used.
+    pub key_fingerprint: String,
+    /// Whether the message had a compression layer (GnuPG's default).
+    pub compressed: bool,
+    pub duration: Duration,
+}
+
+struct Used {
+    key_id: String,
+    key_fingerprint: String,
+    compressed: bool,
+}
+
+/// Decrypt an OpenPGP message (binary or armored) from `input` to `output`.
+///
+/// **Output is untrusted until this returns `Ok`** (see the module docs): a
+/// tampered, truncated or corrupted message fails with `Integrity` only at the
+/// end, after plaintext has been written. Reads SEIPDv1 messages from snap and
+/// from GnuPG (compressed or not); refuses unprotected legacy (SED) messages.
+///
+/// Errors: `InvalidKey` for a key that is not for this message (the message
+/// names the key ids it is for), a missing or wrong passphrase, or key data
+/// without secret keys; `InvalidInput` for input that is not an encrypted
+/// OpenPGP message; `Integrity` for tampering, truncation, corruption; I/O
+/// errors of their own kinds. `progress` counts ciphertext bytes read.
+pub fn decrypt(
+    input: impl Read + Send,
+    output: impl Write + Send,
+    secret: &SecretKeySource,
+    progress: &Progress,
+) -> Result<DecryptSummary> {
+    decrypt_named(
+        input,
+        "reading the encrypted input",
+        output,
+        "writing the decrypted output",
+        secret,
+        progress,
+    )
+}
+
+/// [`decrypt`] with the phrases used in I/O error messages ("reading /x/archive.gpg").
+pub fn decrypt_named(
+    input: impl Read + Send,
+    reading: &str,
+    output: impl Write + Send,
+    writing: &str,
+    secret: &SecretKeySource,
+    progress: &Progress,
+) -> Result<DecryptSummary> {
+    let start = Instant::now();
+    // Key problems are reported before any input is read or output written.
+    let keys = load_secret_keys(secret)?;
+    let in_pool = Pool::default();
+    let out_pool = Pool::default();
+
+    let (cipher, plain, dec) = std::thread::scope(|s| {
+        let (ctx, crx) = sync_channel(DEPTH);
+        let (ptx, prx) = sync_channel(DEPTH);
+        let in_pool = &in_pool;
+        let out_pool = &out_pool;
+        let reader = s.spawn(move || read_stage(input, reading, ctx, in_pool, progress));
+        let writer = s.spawn(move || write_stage(output, writing, prx, out_pool));
+        let dec = run_rpgp(
+            ChanReader::new(crx, in_pool),
+            ChanWriter::new(ptx, out_pool),
+            secret,
+            &keys,
+        );
+        let cipher = join(reader);
+        let plain = join(writer);
+        (cipher, plain, dec)
+    });
+
+    let cipher = match cipher {
+        Err(StageError::Failed(e)) => return Err(e),
+        other => other,
+    };
+    let plain = match plain {
+        Err(StageError::Failed(e)) => return Err(e),
+        other => other,
+    };
+    let used = dec?;
+    let (Ok(cipher), Ok(plain)) = (cipher, plain) else {
+        return Err(Error::internal(
+            "decryption pipeline: a stage stopped without an error",
+        ));
+    };
+    Ok(DecryptSummary {
+        plaintext_bytes: plain.bytes,
+        plaintext_sha256: hex::encode(plain.sha256),
+        ciphertext_bytes: cipher.bytes,
+        ciphertext_sha256: hex::encode(cipher.sha256),
+        key_id: used.key_id,
+        key_fingerprint: used.key_fingerprint,
+        compressed: used.compressed,
+        duration: start.elapsed(),
+    })
+}
+
+fn join(
+    h: std::thread::ScopedJoinHandle<'_, Result<Digested, StageError>>,
+) -> Result<Digested, StageError> {
+    h.join().unwrap_or_else(|_| {
+        Err(StageError::Failed(Error::internal(
+            "decryption pipeline: a worker thread panicked",
+        )))
+    })
+}
+
+/// Decrypt the file `src` into a new file `dst`, which appears only if the
+/// whole message decrypted and passed its integrity check. Until then the
+/// plaintext lives in a temporary file next to `dst` (mode 0600), which is
+/// removed on any error. `dst` must not exist (`AlreadyExists`).
+pub fn decrypt_file(
+    src: &Path,
+    dst: &Path,
+    secret: &SecretKeySource,
+    progress: &Progress,
+) -> Result<DecryptSummary> {
+    let input = std::fs::File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
+    if let Ok(meta) = input.metadata() {
+        if meta.is_file() {
+            progress.set_total(meta.len());
+        }
+    }
+    // Check the key before creating anything.
+    load_secret_keys(secret)?;
+    crate::staged_output(dst, |file| {
+        decrypt_named(
+            &input,
+            &format!("reading {}", src.display()),
+            file,
+            &format!("writing {}", dst.display()),
+            secret,
+            progress,
+        )
+    })
+}
+
+fn load_secret_keys(secret: &SecretKeySource) -> Result<Vec<SignedSecretKey>> {
+    let label = &secret.label;
+    let scanned = scan(label, &secret.key)?;
+    let mut keys = Vec::new();
+    for block in &scanned.blocks {
+        let parsed = PublicOrSecret::from_bytes_many(&block[..])
+            .map_err(|e| Error::invalid_key(format!("{label}: not an OpenPGP key: {e}")))?;
+        for key in parsed {
+            match key {
+                Ok(PublicOrSecret::Secret(k)) => keys.push(k),
+                Ok(PublicOrSecret::Public(_)) => {}
+                Err(e) => {
+                    return Err(Error::invalid_key(format!(
+                        "{label}: malformed OpenPGP key: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid_key(format!(
+            "{label}: contains no secret key (only public keys?); restoring needs the \
+             SECRET key (gpg --export-secret-keys KEYID)"
+        )));
+    }
+    Ok(keys)
+}
+
+/// A component key of a secret key that could decrypt.
+struct Candidate<'k> {
+    key: &'k SignedSecretKey,
+    key_id: pgp::types::KeyId,
+    fingerprint: pgp::types::Fingerprint,
+    state: SecretState,
+    is_primary: bool,
+}
+
+fn candidates(keys: &[SignedSecretKey]) -> Vec<Candidate<'_>> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(Candidate {
+            key: k,
+            key_id: k.primary_key.legacy_key_id(),
+            fingerprint: k.primary_key.fingerprint(),
+            state: crate::keys::secret_state_of(k.primary_key.secret_params()),
+            is_primary: true,
+        });
+        for sk in &k.secret_subkeys {
+            out.push(Candidate {
+                key: k,
+                key_id: sk.key.legacy_key_id(),
+                fingerprint: sk.key.fingerprint(),
+                state: crate::keys::secret_state_of(sk.key.secret_params()),
+                is_primary: false,
+            });
+        }
+    }
+    out
+}
+
+fn describe(c: &Candidate<'_>) -> String {
+    let uid = c
+        .key
+        .details
+        .users
+        .first()
+        .map(|u| format!(" of {}", String::from_utf8_lossy(u.id.id())))
+        .unwrap_or_default();
+    let what = if c.is_primary {
+        "primary key"
+    } else {
+        "subkey"
+    };
+    format!("{what} {}{uid}", hex_upper(c.key_id.as_ref()))
+}
+
+fn esk_target(esk: &Esk) -> String {
+    match esk {
+        Esk::PublicKeyEncryptedSessionKey(p) => {
+            if let Ok(id) = p.id() {
+                if id.is_wildcard() {
+                    "an anonymous recipient".to_string()
+                } else {
+                    format!("key id {}", hex_upper(id.as_ref()))
+                }
+            } else if let Ok(fp) = p.fingerprint() {
+                match fp {
+                    Some(fp) => format!("key {}", hex_upper(fp.as_bytes())),
+                    None => "an anonymous recipient".to_string(),
+                }
+            } else {
+                "a key of an unsupported PKESK version".to_string()
+            }
+        }
+        Esk::SymKeyEncryptedSessionKey(_) => "a passphrase (symmetric encryption)".to_string(),
+    }
+}
+
+fn integrity(msg: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::Integrity, msg.to_string())
+}
+
+fn run_rpgp(
+    mut source: ChanReader<'_>,
+    mut sink: ChanWriter<'_>,
+    secret: &SecretKeySource,
+    keys: &[SignedSecretKey],
+) -> Result<Used> {
+    // Recognise the input before rPGP's parser sees it, for a clearer error.
+    let first = match source.fill_buf() {
+        Ok(buf) => buf.first().copied(),
+        Err(e) => return Err(Error::internal(format!("decryption pipeline: {e}"))),
+    };
+    let Some(first) = first else {
+        return Err(Error::invalid_input(
+            "the encrypted input is empty (expected an OpenPGP message)",
+        ));
+    };
+    let armored = source
+        .fill_buf()
+        .map(|b| b.starts_with(b"-----BEGIN PGP MESSAGE"))
+        .unwrap_or(false);
+    if first & 0x80 == 0 && !armored {
+        return Err(Error::invalid_input(
+            "the input is not an OpenPGP message (neither binary packets nor ASCII armor)",
+        ));
+    }
+
+    let (msg, _) = Message::from_reader(source).map_err(|e| {
+        integrity(format!(
+            "the OpenPGP message is corrupted or truncated before its encrypted data: {e}"
+        ))
+    })?;
+    let Message::Encrypted { esk, edata, .. } = &msg else {
+        return Err(Error::invalid_input(
+            "the OpenPGP message is not encrypted (a plain, signed or compressed message)",
+        ));
+    };
+    match edata {
+        Edata::SymEncryptedProtectedData { .. } => {}
+        Edata::SymEncryptedData { .. } => {
+            return Err(integrity(
+                "the message uses the legacy Symmetrically Encrypted Data packet, which has \
+                 no integrity protection; refusing to decrypt it",
+            ));
+        }
+        Edata::GnupgAeadData { .. } => {
+            return Err(Error::invalid_input(
+                "the message uses GnuPG's non-standard OCB (AEAD) packet; snap reads SEIPD only",
+            ));
+        }
+    }
+
+    // Which of our component keys is the message for?
+    let cands = candidates(keys);
+    let targets: Vec<String> = esk.iter().map(esk_target).collect();
+    let pkesks: Vec<_> = esk
+        .iter()
+        .filter_map(|e| match e {
+            Esk::PublicKeyEncryptedSessionKey(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let chosen = pkesks.iter().find_map(|p| {
+        cands.iter().find(|c| {
+            let matches = match p.id() {
+                Ok(id) => !id.is_wildcard() && *id == c.key_id,
+                Err(_) => matches!(p.fingerprint(), Ok(Some(fp)) if *fp == c.fingerprint),
+            };
+            matches && c.state != SecretState::Public
+        })
+    });
+    let Some(chosen) = chosen else {
+        let ours: Vec<String> = cands.iter().map(|c| hex_upper(c.key_id.as_ref())).collect();
+        return Err(Error::invalid_key(format!(
+            "{}: this key cannot decrypt the message: the message is encrypted to {}; \
+             the key holds key ids {}",
+            secret.label,
+            targets.join(", "),
+            ours.join(", ")
+        )));
+    };
+    let key_desc = describe(chosen);
+    let password = match chosen.state {
+        SecretState::Stub => {
+            return Err(Error::invalid_key(format!(
+                "{}: the secret part of {key_desc} is not in this key data (a GnuPG stub: \
+                 exported without that secret subkey, or it lives on a smartcard)",
+                secret.label
+            )));
+        }
+        SecretState::Protected => {
+            let pw = match (&secret.passphrase, &secret.prompt) {
+                (Some(pw), _) => pw.clone(),
+                (None, Some(prompt)) => prompt(&key_desc).ok_or_else(|| {
+                    Error::invalid_key(format!(
+                        "{}: {key_desc} is passphrase-protected and no passphrase was given",
+                        secret.label
+                    ))
+                })?,
+                (None, None) => {
+                    return Err(Error::invalid_key(format!(
+                        "{}: {key_desc} is passphrase-protected and no passphrase was given",
+                        secret.label
+                    )));
+                }
+            };
+            let password = Password::from(&pw[..]);
+            check_passphrase(chosen, &password).map_err(|_| {
+                Error::invalid_key(format!("{}: wrong passphrase for {key_desc}", secret.label))
+            })?;
+            password
+        }
+        _ => Password::empty(),
+    };
+
+    let ring = TheRing {
+        secret_keys: vec![chosen.key],
+        key_passwords: vec![&password],
+        decrypt_options: DecryptionOptions::new().set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
+        ..Default::default()
+    };
+    let (mut msg, _) = msg.decrypt_the_ring(ring, true).map_err(|e| {
+        integrity(format!(
+            "could not decrypt the session key with {key_desc} (corrupted message, or \
+             mismatched key material): {e}"
+        ))
+    })?;
+    let mut compressed = false;
+    while msg.is_compressed() {
+        compressed = true;
+        msg = msg
+            .decompress()
+            .map_err(|e| integrity(format!("bad compressed data in the message: {e}")))?;
+    }
+
+    // Stream the plaintext. From here on any failure that is not the I/O of
+    // another stage means the data is not what was encrypted.
+    loop {
+        let chunk = fill_chunk(&mut msg, sink.pool()).map_err(|e| {
+            integrity(format!(
+                "the message failed its integrity check (tampered, truncated or corrupted); \
+                 DISCARD the output written so far: {e}"
+            ))
+        })?;
+        let last = !is_full(&chunk);
+        if !chunk.data().is_empty() {
+            sink.send_chunk(chunk)
+                .map_err(|e| Error::internal(format!("decryption pipeline: {e}")))?;
+        } else {
+            sink.pool().put(chunk);
+        }
+        if last {
+            break;
+        }
+    }
+    sink.finish()
+        .map_err(|e| Error::internal(format!("decryption pipeline: {e}")))?;
+
+    Ok(Used {
+        key_id: hex_upper(chosen.key_id.as_ref()),
+        key_fingerprint: hex_upper(chosen.key.primary_key.fingerprint().as_bytes()),
+        compressed,
+    })
+}
+
+fn check_passphrase(c: &Candidate<'_>, pw: &Password) -> pgp::errors::Result<()> {
+    if c.is_primary {
+        c.key.primary_key.unlock(pw, |_, _| Ok(()))?
+    } else {
+        let sk = c
+            .key
+            .secret_subkeys
+            .iter()
+            .find(|s| s.key.legacy_key_id() == c.key_id)
+            .expect("candidate subkey exists");
+        sk.key.unlock(pw, |_, _| Ok(()))?
+    }
+}

@@ -1,0 +1,204 @@
+//! Streaming encryption to public keys: SEIPDv1, AES-256, no compression, binary.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use pgp::composed::MessageBuilder;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use rand::rngs::OsRng;
+use snap_core::{Error, ErrorKind, Progress, Result};
+
+use crate::keys::Recipient;
+use crate::pipe::{
+    ChanReader, ChanWriter, DEPTH, Digested, Pool, StageError, read_stage, write_stage,
+};
+
+/// What [`encrypt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptSummary {
+    pub plaintext_bytes: u64,
+    pub ciphertext_bytes: u64,
+    /// SHA-256 of the plaintext read, lowercase hex (as `sha256sum` prints it).
+    pub plaintext_sha256: String,
+    /// SHA-256 of the ciphertext written, lowercase hex.
+    pub ciphertext_sha256: String,
+    /// Primary key fingerprints of the recipients, in order.
+    pub recipients: Vec<String>,
+    pub duration: Duration,
+}
+
+/// Partial-body chunk size of the literal and encrypted packets. rPGP copies
+/// each chunk twice through buffers of this size; at 32 KiB they stay in L2
+/// cache (measured: ~3-5% less CPU than rPGP's default 512 KiB; the length
+/// octets cost 0.003%).
+const PARTIAL_CHUNK: u32 = 32 * 1024;
+
+/// Encrypt `input` to every recipient, writing a binary OpenPGP message to `output`.
+///
+/// The message is what GnuPG 2.2 reads: one PKESK v3 per recipient, a SEIPD v1
+/// packet (AES-256, SHA-1 MDC), and inside it a binary literal data packet with
+/// no compression (archives are already compressed). Memory stays bounded
+/// whatever the size: the input is read, hashed and encrypted in chunks on
+/// three threads (read+SHA-256 / rPGP / SHA-256+write). `progress` counts
+/// plaintext bytes read.
+///
+/// `input` and `output` are moved to worker threads, hence `Send`. Errors:
+/// reading the input or writing the output fail with the kind of the I/O error
+/// (`DiskFull`, `Network` for a broken pipe or dropped connection, `Io`...);
+/// `output` may then hold a partial message, which the caller must discard.
+pub fn encrypt(
+    input: impl Read + Send,
+    output: impl Write + Send,
+    recipients: &[Recipient],
+    progress: &Progress,
+) -> Result<EncryptSummary> {
+    encrypt_named(
+        input,
+        "reading the input to encrypt",
+        output,
+        "writing the encrypted output",
+        recipients,
+        progress,
+    )
+}
+
+/// [`encrypt`] with the phrases used in I/O error messages ("reading /x/image").
+pub fn encrypt_named(
+    input: impl Read + Send,
+    reading: &str,
+    output: impl Write + Send,
+    writing: &str,
+    recipients: &[Recipient],
+    progress: &Progress,
+) -> Result<EncryptSummary> {
+    if recipients.is_empty() {
+        return Err(Error::invalid_key(
+            "no recipients: refusing to encrypt to nobody",
+        ));
+    }
+    let start = Instant::now();
+    let in_pool = Pool::default();
+    let out_pool = Pool::default();
+
+    let (plain, cipher, enc) = std::thread::scope(|s| {
+        let (ptx, prx) = sync_channel(DEPTH);
+        let (ctx, crx) = sync_channel(DEPTH);
+        let in_pool = &in_pool;
+        let out_pool = &out_pool;
+        let reader = s.spawn(move || read_stage(input, reading, ptx, in_pool, progress));
+        let writer = s.spawn(move || write_stage(output, writing, crx, out_pool));
+        let enc = run_rpgp(
+            ChanReader::new(prx, in_pool),
+            ChanWriter::new(ctx, out_pool),
+            recipients,
+        );
+        // Dropping the channel ends (inside run_rpgp) unblocks both stages.
+        let plain = join(reader);
+        let cipher = join(writer);
+        (plain, cipher, enc)
+    });
+
+    // The I/O stages hold the real cause of a failure; rPGP's error is then
+    // only "the other stage stopped".
+    let plain = match plain {
+        Err(StageError::Failed(e)) => return Err(e),
+        other => other,
+    };
+    let cipher = match cipher {
+        Err(StageError::Failed(e)) => return Err(e),
+        other => other,
+    };
+    enc?;
+    let (Ok(plain), Ok(cipher)) = (plain, cipher) else {
+        return Err(Error::internal(
+            "encryption pipeline: a stage stopped without an error",
+        ));
+    };
+    Ok(summary(plain, cipher, recipients, start.elapsed()))
+}
+
+fn join(
+    h: std::thread::ScopedJoinHandle<'_, Result<Digested, StageError>>,
+) -> Result<Digested, StageError> {
+    h.join().unwrap_or_else(|_| {
+        Err(StageError::Failed(Error::internal(
+            "encryption pipeline: a worker thread panicked",
+        )))
+    })
+}
+
+fn summary(
+    plain: Digested,
+    cipher: Digested,
+    recipients: &[Recipient],
+    duration: Duration,
+) -> EncryptSummary {
+    EncryptSummary {
+        plaintext_bytes: plain.bytes,
+        ciphertext_bytes: cipher.bytes,
+        plaintext_sha256: hex::encode(plain.sha256),
+        ciphertext_sha256: hex::encode(cipher.sha256),
+        recipients: recipients.iter().map(|r| r.fingerprint.clone()).collect(),
+        duration,
+    }
+}
+
+fn run_rpgp(
+    source: ChanReader<'_>,
+    mut sink: ChanWriter<'_>,
+    recipients: &[Recipient],
+) -> Result<()> {
+    let mut builder =
+        MessageBuilder::from_reader("", source).seipd_v1(OsRng, SymmetricKeyAlgorithm::AES256);
+    builder
+        .partial_chunk_size(PARTIAL_CHUNK)
+        .map_err(|e| Error::internal(format!("OpenPGP partial chunk size: {e}")))?;
+    for r in recipients {
+        builder.encrypt_to_key(OsRng, &r.key).map_err(|e| {
+            Error::invalid_key(format!(
+                "{}: cannot encrypt to key {} ({}): {e}",
+                r.label, r.key_id, r.algorithm
+            ))
+        })?;
+    }
+    builder.to_writer(OsRng, &mut sink).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("OpenPGP encryption failed: {e}"),
+        )
+    })?;
+    sink.finish()
+        .map_err(|e| Error::internal(format!("encryption pipeline: {e}")))
+}
+
+/// Encrypt the file `src` to a new file `dst`.
+///
+/// The message is written to a temporary file next to `dst`, synced, and
+/// renamed to `dst` only when complete, so `dst` never holds a partial
+/// message. `dst` must not exist (`AlreadyExists`). `progress` gets the size of
+/// `src` as its total.
+pub fn encrypt_file(
+    src: &Path,
+    dst: &Path,
+    recipients: &[Recipient],
+    progress: &Progress,
+) -> Result<EncryptSummary> {
+    let input = std::fs::File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
+    if let Ok(meta) = input.metadata() {
+        if meta.is_file() {
+            progress.set_total(meta.len());
+        }
+    }
+    crate::staged_output(dst, |file| {
+        encrypt_named(
+            &input,
+            &format!("reading {}", src.display()),
+            file,
+            &format!("writing {}", dst.display()),
+            recipients,
+            progress,
+        )
+    })
+}
