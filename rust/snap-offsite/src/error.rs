@@ -25,11 +25,13 @@ where
     let kind = match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Network,
         SdkError::DispatchFailure(d) => {
-            if d.is_io() || d.is_timeout() {
-                ErrorKind::Network
-            } else {
-                // No credentials, no region, a bad endpoint: configuration.
+            if d.is_user() {
+                // A request the connector cannot send (bad endpoint URI...).
                 ErrorKind::InvalidInput
+            } else {
+                // I/O, timeouts and "other" (hyper: connection closed
+                // before the message completed) are network failures.
+                ErrorKind::Network
             }
         }
         SdkError::ServiceError(_) => classify(status, code.as_deref()),

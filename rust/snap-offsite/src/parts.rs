@@ -257,12 +257,7 @@ impl<'a, B: PartBackend> PartWriter<'a, B> {
         let rt = self.rt.clone();
         rt.block_on(async { while self.tasks.join_next().await.is_some() {} });
         match self.upload_id.take() {
-            Some(id) => self.backend.abort(&id).map_err(|e| {
-                e.context(format!(
-                    "aborting the incomplete upload {id} of {} (the next run aborts it)",
-                    self.backend.object()
-                ))
-            }),
+            Some(id) => self.backend.abort(&id),
             None => Ok(()),
         }
     }
@@ -275,7 +270,8 @@ impl<'a, B: PartBackend> PartWriter<'a, B> {
             Err(abort) => Error::new(
                 e.kind(),
                 format!(
-                    "{e}; the incomplete upload {} was left behind and the next run aborts it ({abort})",
+                    "{e}; the incomplete upload {} was left behind for the next run to abort \
+                     ({abort})",
                     id.unwrap_or_default()
                 ),
             ),
