@@ -104,12 +104,19 @@ impl Moto {
     /// Bucket with Object Lock, a vault, users `admin` and `putonly`, then
     /// IAM enforcement on (see tests/moto_setup.py).
     pub fn setup_iam(&self) {
-        let out = Command::new(python())
-            .arg(tests_dir().join("moto_setup.py"))
+        self.setup(true)
+    }
+
+    /// The same resources; IAM enforcement only if `auth`.
+    pub fn setup(&self, auth: bool) {
+        let mut cmd = Command::new(python());
+        cmd.arg(tests_dir().join("moto_setup.py"))
             .args([&self.endpoint(), BUCKET, VAULT, PREFIX])
-            .arg(self.credentials())
-            .output()
-            .unwrap();
+            .arg(self.credentials());
+        if !auth {
+            cmd.arg("noauth");
+        }
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "moto_setup.py failed: {}",
@@ -203,7 +210,7 @@ pub struct Proxy {
     pub drops: Arc<AtomicUsize>,
     sent: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
-    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+    recorded: Recorded,
     sockets: Arc<Mutex<Vec<TcpStream>>>,
     listener: Option<JoinHandle<()>>,
 }
@@ -357,6 +364,9 @@ fn find_request(hay: &[u8], from: usize) -> Option<usize> {
     best
 }
 
+/// Bytes each connection's client sent.
+type Recorded = Arc<Mutex<Vec<Vec<u8>>>>;
+
 struct Pump {
     from: TcpStream,
     to: TcpStream,
@@ -365,7 +375,7 @@ struct Pump {
     kill_forever: bool,
     dead: Arc<AtomicBool>,
     drops: Arc<AtomicUsize>,
-    record: Option<(Arc<Mutex<Vec<Vec<u8>>>>, usize)>,
+    record: Option<(Recorded, usize)>,
 }
 
 impl Pump {
