@@ -128,6 +128,29 @@ pub fn tree_hash(data: &[u8]) -> [u8; 32] {
     t.finish()
 }
 
+/// Tree hash of a byte slice, as lower-case hex.
+pub fn tree_hash_hex(data: &[u8]) -> String {
+    hex::encode(tree_hash(data))
+}
+
+/// Tree hash of the file at `path`, as lower-case hex (read in 1 MiB blocks).
+pub fn tree_hash_file_hex(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io_path("opening", path, e))?;
+    let mut t = TreeHasher::new();
+    let mut buf = vec![0u8; TREE_CHUNK];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io_path("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        t.update(&buf[..n]);
+    }
+    Ok(hex::encode(t.finish()))
+}
+
 /// Combine the tree hashes of consecutive parts (each a power of two MiB, all
 /// of one size but the last) into the tree hash of the whole: pair level by
 /// level, promoting an odd one.

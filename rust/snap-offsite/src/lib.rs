@@ -35,7 +35,9 @@ pub use snap_core::{Error, ErrorKind, Progress, Result};
 
 pub use config::{TargetConfig, TargetKind};
 pub use error::error_from_io;
-pub use glacier::{GlacierTarget, TreeHasher, tree_hash, tree_hash_of_parts};
+pub use glacier::{
+    GlacierTarget, TreeHasher, tree_hash, tree_hash_file_hex, tree_hash_hex, tree_hash_of_parts,
+};
 pub use keys::archive_key;
 pub use retention::{MIN_RETAIN_DAYS, RETAIN_MARGIN, retain_until};
 pub use s3::S3Target;
@@ -414,6 +416,79 @@ pub fn download_to_file(
         fetched,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// Upload everything `reader` yields to `key` through a writer. Returns what
+/// [`ArchiveWriter::finish`] returns; a read error aborts the upload.
+pub fn upload_reader(
+    target: &dyn ArchiveTarget,
+    key: &str,
+    reader: &mut dyn io::Read,
+    options: &PutOptions,
+    progress: &Progress,
+) -> Result<UploadResult> {
+    let mut writer = target.create_writer(key, options, progress)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = writer.abort();
+                return Err(error_from_io(e).context(format!("reading the data for {key}")));
+            }
+        };
+        if let Err(e) = writer.write_all(&buf[..n]) {
+            let e = error_from_io(e);
+            return Err(match writer.finish() {
+                // finish() reports the stored failure (and whether the abort worked).
+                Err(stored) => stored,
+                Ok(_) => e,
+            });
+        }
+    }
+    writer.finish()
+}
+
+/// Upload the file at `path` to `key`, with its size as the size hint.
+pub fn upload_file(
+    target: &dyn ArchiveTarget,
+    path: &Path,
+    key: &str,
+    options: &PutOptions,
+    progress: &Progress,
+) -> Result<UploadResult> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io_path("opening", path, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io_path("reading the size of", path, e))?
+        .len();
+    progress.set_total(size);
+    let mut options = options.clone();
+    options.size_hint.get_or_insert(size);
+    struct Named<'a> {
+        file: &'a mut std::fs::File,
+        path: &'a Path,
+    }
+    impl io::Read for Named<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            io::Read::read(self.file, buf).map_err(|e| {
+                let kind = e.kind();
+                io::Error::new(kind, Error::io_path("reading", self.path, e))
+            })
+        }
+    }
+    upload_reader(
+        target,
+        key,
+        &mut Named {
+            file: &mut file,
+            path,
+        },
+        &options,
+        progress,
+    )
 }
 
 /// Open the target a configuration names.
