@@ -132,7 +132,8 @@ fn put_only_identity_uploads_and_cannot_destroy() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     check("overwrite via PutObject If-None-Match", false);
-    let e = upload(&t, &big_key, &data(11 * MIB, 3), &PutOptions::archive()).unwrap_err();
+    let overwrite = data(11 * MIB, 3);
+    let e = upload(&t, &big_key, &overwrite, &PutOptions::archive()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     check("overwrite via CompleteMultipartUpload If-None-Match", false);
     assert!(
@@ -418,9 +419,24 @@ fn put_only_identity_uploads_and_cannot_destroy() {
         assert_eq!(header(h, "if-none-match"), Some("*"), "{line}");
     }
     let parts = requests_with(&reqs, &["PUT /", "partNumber="]);
-    assert!(parts.len() >= 4);
+    assert!(parts.len() >= 4 + 3);
+    // Every part carries the SHA-256 of exactly its bytes (S3 verifies it;
+    // moto does not, so check what was sent).
+    use base64::Engine;
+    let b64 = |d: &[u8]| {
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(d))
+    };
+    let mut expected_sums: Vec<String> = big.chunks(5 * MIB).map(b64).collect();
+    expected_sums.extend(overwrite.chunks(5 * MIB).map(b64));
     for (line, h) in &parts {
-        assert!(header(h, "x-amz-checksum-sha256").is_some(), "{line}");
+        assert_eq!(
+            header(h, "x-amz-sdk-checksum-algorithm"),
+            Some("SHA256"),
+            "{line}"
+        );
+        let sum = header(h, "x-amz-checksum-sha256").expect("part checksum sent");
+        assert!(expected_sums.iter().any(|e| e == sum), "{line}: {sum}");
     }
     let puts: Vec<_> = reqs
         .iter()
@@ -440,6 +456,11 @@ fn put_only_identity_uploads_and_cannot_destroy() {
             "{line}"
         );
         assert!(header(h, "x-amz-checksum-sha256").is_some(), "{line}");
+        assert_eq!(
+            header(h, "x-amz-sdk-checksum-algorithm"),
+            Some("SHA256"),
+            "{line}"
+        );
         let until = header(h, "x-amz-object-lock-retain-until-date").unwrap();
         assert!(retain_secs_from_now(until) >= 91 * 86400 - 120, "{until}");
     }

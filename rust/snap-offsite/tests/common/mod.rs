@@ -46,8 +46,31 @@ pub struct Moto {
     pub dir: tempfile::TempDir,
 }
 
+/// moto's version for `python()`; panics with a clear message below 5.2.5.
+/// moto 5.2.1 (Debian's python3 here) answers CompleteMultipartUpload with a
+/// `CompleteMultipartUploadResponse` root the Rust SDK rejects, and rejects
+/// the signatures of `?uploads` requests once IAM auth is on.
+pub fn check_moto_version() {
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let version = CHECKED.get_or_init(|| {
+        let out = Command::new(python())
+            .args(["-c", "import moto; print(moto.__version__)"])
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", python()));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    assert!(
+        parts.len() >= 3 && (parts[0], parts[1], parts[2]) >= (5, 2, 5),
+        "these tests need moto[server] >= 5.2.5 for {} (found {version:?}); \
+         set SNAP_TEST_PYTHON to a Python that has it",
+        python()
+    );
+}
+
 impl Moto {
     pub fn start() -> Moto {
+        check_moto_version();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
@@ -95,6 +118,10 @@ impl Moto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn credentials(&self) -> PathBuf {
