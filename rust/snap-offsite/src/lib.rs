@@ -279,6 +279,24 @@ pub trait ArchiveTarget: Send + Sync {
     /// Returns the number of bytes written.
     fn get(&self, key: &str, offset: u64, out: &mut dyn Write, progress: &Progress) -> Result<u64>;
 
+    /// Like [`get`](ArchiveTarget::get), for one version of the object (S3
+    /// versioned buckets: a manifest records the version ids, so a restore
+    /// reads exactly what was uploaded even if newer versions were added).
+    fn get_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        offset: u64,
+        out: &mut dyn Write,
+        progress: &Progress,
+    ) -> Result<u64> {
+        let _ = (offset, out, progress);
+        Err(Error::invalid_input(format!(
+            "{}: reading version {version_id} of {key}: this target has no object versions",
+            self.describe()
+        )))
+    }
+
     /// Ask for an archived object to be made readable for `days` days.
     fn request_retrieval(
         &self,

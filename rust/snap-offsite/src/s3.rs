@@ -615,15 +615,60 @@ impl ArchiveTarget for S3Target {
     }
 
     fn get(&self, key: &str, offset: u64, out: &mut dyn Write, progress: &Progress) -> Result<u64> {
+        self.get_inner(key, None, offset, out, progress)
+    }
+
+    fn get_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        offset: u64,
+        out: &mut dyn Write,
+        progress: &Progress,
+    ) -> Result<u64> {
+        self.get_inner(key, Some(version_id), offset, out, progress)
+    }
+
+    fn request_retrieval(
+        &self,
+        key: &str,
+        days: u32,
+        tier: RetrievalTier,
+    ) -> Result<RetrievalStatus> {
+        self.request_retrieval_inner(key, days, tier)
+    }
+
+    fn retrieval_status(&self, key: &str) -> Result<RetrievalStatus> {
+        Ok(self.head(key)?.retrieval)
+    }
+}
+
+impl S3Target {
+    fn get_inner(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        offset: u64,
+        out: &mut dyn Write,
+        progress: &Progress,
+    ) -> Result<u64> {
         let (retries, backoff) = self.retries();
-        let url = self.url(key);
+        let url = match version_id {
+            Some(v) => format!("{} (version {v})", self.url(key)),
+            None => self.url(key),
+        };
         self.shared.rt.block_on(async {
             let mut pos = offset;
             let mut written = 0u64;
             let mut etag: Option<String> = None;
             let mut attempt = 0u32;
             loop {
-                let mut req = self.client.get_object().bucket(&self.config.bucket).key(key);
+                let mut req = self
+                    .client
+                    .get_object()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .set_version_id(version_id.map(str::to_owned));
                 if pos > 0 {
                     req = req.range(format!("bytes={pos}-"));
                 }
@@ -693,7 +738,7 @@ impl ArchiveTarget for S3Target {
         })
     }
 
-    fn request_retrieval(
+    fn request_retrieval_inner(
         &self,
         key: &str,
         days: u32,
@@ -733,10 +778,6 @@ impl ArchiveTarget for S3Target {
         if res {
             return Ok(RetrievalStatus::InProgress);
         }
-        self.retrieval_status(key)
-    }
-
-    fn retrieval_status(&self, key: &str) -> Result<RetrievalStatus> {
         Ok(self.head(key)?.retrieval)
     }
 }

@@ -335,6 +335,19 @@ fn put_only_identity_uploads_and_cannot_destroy() {
             )
             .unwrap();
         assert_eq!(v.content_length(), Some(6));
+        // A restore can read exactly that version.
+        let admin_t = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+        let mut original = Vec::new();
+        admin_t
+            .get_version(
+                &victim,
+                &victim_version,
+                0,
+                &mut original,
+                &Progress::silent("get"),
+            )
+            .unwrap();
+        assert_eq!(original, b"victim");
         assert_eq!(v.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
     }
     {
@@ -671,4 +684,107 @@ fn get_resumes_after_a_dropped_download() {
     let d = download_to_file(&admin_direct, &k, &path, true, &Progress::silent("dl")).unwrap();
     assert_eq!(d.fetched, 0);
     assert_eq!(d.sha256, sha256_hex(&src));
+}
+
+/// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:
+/// uploads slowly until the parent kills it (SIGKILL). Does nothing unless the
+/// parent set SNAP_OFFSITE_CHILD; gives up (and aborts) after a minute.
+#[test]
+#[ignore]
+fn child_upload_until_killed() {
+    let Ok(spec) = std::env::var("SNAP_OFFSITE_CHILD") else {
+        return;
+    };
+    let f: Vec<&str> = spec.split('|').collect();
+    let t = S3Target::new(
+        snap_offsite::TargetConfig::s3(BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(f[0])
+            .with_profile("putonly")
+            .with_credentials_file(f[1])
+            .with_part_size(5 * MIB as u64),
+    )
+    .unwrap();
+    let progress = Progress::silent("upload");
+    let mut w = t
+        .create_writer(f[2], &PutOptions::archive(), &progress)
+        .unwrap();
+    let chunk = data(MIB, 11);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        w.write_all(&chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_run_leaves_no_object_and_the_next_run_aborts_its_upload() {
+    use std::process::{Child, Command, Stdio};
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let moto = Moto::start();
+    moto.setup_iam();
+    let k = key(".sqfs.gpg");
+    // The child talks through a recording proxy so the parent can see its parts.
+    let proxy = Proxy::start(moto.port, Fault::None);
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_upload_until_killed",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(
+                "SNAP_OFFSITE_CHILD",
+                format!(
+                    "{}|{}|{}",
+                    proxy.endpoint(),
+                    moto.credentials().display(),
+                    k
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // With two parts in flight, a fourth part request means at least two
+    // parts were stored. (moto's ListParts answer has a root element the
+    // Rust SDK rejects, so the parts are counted on the wire.)
+    let next = S3Target::new(moto.config("putonly", &moto.endpoint())).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never uploaded two parts"
+        );
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the child ended early"
+        );
+        let reqs = proxy.requests();
+        if requests_with(&reqs, &["PUT /", "partNumber="]).len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    // Nothing looks complete; the next run finds and aborts the upload.
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    assert_eq!(admin.head(&k).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!next.list(PREFIX).unwrap().iter().any(|o| o.key == k));
+    let stale = next.list_incomplete(PREFIX).unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].key, k);
+    let aborted = abort_stale(&next, PREFIX, Duration::ZERO).unwrap();
+    assert_eq!(aborted, stale);
+    assert!(next.list_incomplete(PREFIX).unwrap().is_empty());
 }
