@@ -92,6 +92,7 @@ class OffsiteTarget:
         key: str,
         path: str | PathLike[str],
         resume: bool = False,
+        version_id: str | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> DownloadResult: ...
     def request_retrieval(self, key: str, days: int = 3, tier: str = "Standard") -> RetrievalInfo: ...

@@ -360,11 +360,13 @@ pub struct Download {
     pub sha256: String,
 }
 
-/// Download `key` into `path`. If `resume` and the file exists, keep its bytes
-/// and fetch only the rest (a ranged GET from its length).
+/// Download `key` (or one version of it) into `path`. If `resume` and the
+/// file exists, keep its bytes and fetch only the rest (a ranged GET from its
+/// length).
 pub fn download_to_file(
     target: &dyn ArchiveTarget,
     key: &str,
+    version_id: Option<&str>,
     path: &Path,
     resume: bool,
     progress: &Progress,
@@ -425,7 +427,10 @@ pub fn download_to_file(
             hasher: &mut hasher,
             path,
         };
-        target.get(key, resumed_from, &mut w, progress)?
+        match version_id {
+            Some(v) => target.get_version(key, v, resumed_from, &mut w, progress)?,
+            None => target.get(key, resumed_from, &mut w, progress)?,
+        }
     };
     file.sync_all()
         .map_err(|e| Error::io_path("syncing", path, e))?;

@@ -675,13 +675,29 @@ fn get_resumes_after_a_dropped_download() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("archive.gpg");
     std::fs::write(&path, &src[..3 * MIB]).unwrap();
-    let d = download_to_file(&admin_direct, &k, &path, true, &Progress::silent("dl")).unwrap();
+    let d = download_to_file(
+        &admin_direct,
+        &k,
+        None,
+        &path,
+        true,
+        &Progress::silent("dl"),
+    )
+    .unwrap();
     assert_eq!(d.resumed_from, 3 * MIB as u64);
     assert_eq!(d.fetched, (src.len() - 3 * MIB) as u64);
     assert_eq!(d.sha256, sha256_hex(&src));
     assert_eq!(std::fs::read(&path).unwrap(), src);
     // A complete file: nothing left to fetch.
-    let d = download_to_file(&admin_direct, &k, &path, true, &Progress::silent("dl")).unwrap();
+    let d = download_to_file(
+        &admin_direct,
+        &k,
+        None,
+        &path,
+        true,
+        &Progress::silent("dl"),
+    )
+    .unwrap();
     assert_eq!(d.fetched, 0);
     assert_eq!(d.sha256, sha256_hex(&src));
 }

@@ -298,22 +298,30 @@ impl OffsiteTarget {
         Ok(out)
     }
 
-    /// Download `key` into `path`; with `resume`, keep an existing file's bytes
-    /// and fetch only the rest.
-    #[pyo3(signature = (key, path, resume=false, progress=None))]
+    /// Download `key` (or its version `version_id`) into `path`; with
+    /// `resume`, keep an existing file's bytes and fetch only the rest.
+    #[pyo3(signature = (key, path, resume=false, version_id=None, progress=None))]
     fn get_file<'py>(
         &self,
         py: Python<'py>,
         key: &str,
         path: &Bound<'py, PyAny>,
         resume: bool,
+        version_id: Option<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let path = path_arg(path)?;
         let progress = Progress::new("download", None, sink(progress));
         let r = py
             .detach(|| {
-                let r = off::download_to_file(self.inner.as_ref(), key, &path, resume, &progress)?;
+                let r = off::download_to_file(
+                    self.inner.as_ref(),
+                    key,
+                    version_id.as_deref(),
+                    &path,
+                    resume,
+                    &progress,
+                )?;
                 progress.finish();
                 Ok::<_, Error>(r)
             })
