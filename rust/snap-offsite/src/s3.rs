@@ -14,6 +14,21 @@
 //!   only with the optional `awscrt` package and silently falls back to CRC32
 //!   without it, while SHA-256 is plain hashlib there.
 //!
+//! What the backup server's identity needs (see tests/moto_setup.py):
+//! `s3:PutObject` on `bucket/prefix/*` (this also covers CreateMultipartUpload,
+//! UploadPart and CompleteMultipartUpload), `s3:AbortMultipartUpload` (harmless:
+//! it cannot touch a completed object) and, for cleaning up after a killed run,
+//! `s3:ListBucketMultipartUploads` (plus `s3:ListBucket` for `list`) on the
+//! bucket. It must not get `s3:GetObject`, `s3:DeleteObject*`,
+//! `s3:PutObjectRetention`, `s3:PutObjectLegalHold`, `s3:BypassGovernanceRetention`
+//! or any `s3:PutBucket*`/`s3:DeleteBucket*`. A PutObject without
+//! `If-None-Match` on an existing key adds a newer version (the locked one
+//! stays): a bucket policy can refuse such writes with the `s3:if-none-match`
+//! condition key, and restore reads the version ids its manifests recorded
+//! ([`ArchiveTarget::get_version`](crate::ArchiveTarget::get_version)). The
+//! restore identity needs `s3:GetObject`, `s3:GetObjectVersion`,
+//! `s3:RestoreObject` and `s3:ListBucket`.
+//!
 //! A multipart upload creates nothing until CompleteMultipartUpload; a killed
 //! run leaves only an incomplete upload, which [`abort_stale`](crate::abort_stale)
 //! removes on the next run. Resuming it is impossible by design: the archive

@@ -1,6 +1,8 @@
 //! Upload throughput and memory to moto (ignored by default: a measurement,
 //! not a check). Run:
 //! `SNAP_BENCH_MIB=512 cargo test -p snap-offsite --test bench -- --ignored --nocapture`
+//! (add `--config 'profile.dev.package.sha2.opt-level=3'` to take the three
+//! SHA-256 passes of a debug build out of the measurement).
 
 mod common;
 
