@@ -1,0 +1,819 @@
+//! Glacier vaults (the 2012 vault API, closed to new customers since
+//! December 2025; kept for accounts that have vaults).
+//!
+//! A vault archive is identified by the id AWS assigns; snap puts its key in
+//! the archive description. Deletion protection is the vault's business (a
+//! Vault Lock policy denying `glacier:DeleteArchive`, set up by an admin), not
+//! the uploader's: the vault API has no per-archive retention.
+//!
+//! The SDK adds the per-request `x-amz-sha256-tree-hash` only when it is
+//! missing; snap sets it itself on every part and computes the tree hash of
+//! the whole archive for CompleteMultipartUpload while the data streams.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_glacier::Client;
+use aws_sdk_glacier::primitives::ByteStream;
+use aws_sdk_glacier::types::{ActionCode, JobParameters, StatusCode};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use snap_core::{Error, ErrorKind, Progress, Result};
+
+use crate::config::{Shared, load};
+use crate::error::sdk_error;
+use crate::parts::{
+    PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, with_retries,
+};
+use crate::{
+    ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
+    PutOptions, RetrievalStatus, RetrievalTier, TargetConfig, TargetKind, UploadResult,
+};
+
+/// Size of the leaves of a tree hash.
+pub const TREE_CHUNK: usize = 1024 * 1024;
+/// Largest vault part: 4 GiB.
+pub const MAX_VAULT_PART: u64 = 4096 * MIB;
+
+fn pair(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// Streaming SHA-256 tree hash: SHA-256 of each 1 MiB chunk, then pairs of
+/// hashes hashed level by level, an odd one promoted as it is. Memory is
+/// O(log n): completed subtrees of equal height are merged as soon as they
+/// appear, which gives the same root as pairing level by level.
+#[derive(Clone)]
+pub struct TreeHasher {
+    chunk: usize,
+    current: Sha256,
+    current_len: usize,
+    chunks: u64,
+    /// (height, hash) of complete subtrees, heights strictly decreasing.
+    stack: Vec<(u32, [u8; 32])>,
+}
+
+impl Default for TreeHasher {
+    fn default() -> Self {
+        TreeHasher::new()
+    }
+}
+
+impl TreeHasher {
+    pub fn new() -> Self {
+        TreeHasher::with_chunk(TREE_CHUNK)
+    }
+
+    /// Another leaf size (only for tests against published examples that use one).
+    pub fn with_chunk(chunk: usize) -> Self {
+        TreeHasher {
+            chunk: chunk.max(1),
+            current: Sha256::new(),
+            current_len: 0,
+            chunks: 0,
+            stack: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = (self.chunk - self.current_len).min(data.len());
+            self.current.update(&data[..n]);
+            self.current_len += n;
+            data = &data[n..];
+            if self.current_len == self.chunk {
+                self.push_leaf();
+            }
+        }
+    }
+
+    fn push_leaf(&mut self) {
+        let leaf: [u8; 32] = std::mem::take(&mut self.current).finalize().into();
+        self.current_len = 0;
+        self.chunks += 1;
+        let mut node = (0u32, leaf);
+        while let Some(&(h, top)) = self.stack.last() {
+            if h != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (h + 1, pair(&top, &node.1));
+        }
+        self.stack.push(node);
+    }
+
+    /// The root. The empty input hashes to SHA-256 of nothing.
+    pub fn finish(mut self) -> [u8; 32] {
+        if self.current_len > 0 || self.chunks == 0 {
+            self.push_leaf();
+        }
+        let mut acc: Option<[u8; 32]> = None;
+        while let Some((_, h)) = self.stack.pop() {
+            acc = Some(match acc {
+                None => h,
+                Some(right) => pair(&h, &right),
+            });
+        }
+        acc.unwrap_or_default()
+    }
+}
+
+/// Tree hash of a byte slice.
+pub fn tree_hash(data: &[u8]) -> [u8; 32] {
+    let mut t = TreeHasher::new();
+    t.update(data);
+    t.finish()
+}
+
+/// Tree hash of a byte slice, as lower-case hex.
+pub fn tree_hash_hex(data: &[u8]) -> String {
+    hex::encode(tree_hash(data))
+}
+
+/// Tree hash of the file at `path`, as lower-case hex (read in 1 MiB blocks).
+pub fn tree_hash_file_hex(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io_path("opening", path, e))?;
+    let mut t = TreeHasher::new();
+    let mut buf = vec![0u8; TREE_CHUNK];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io_path("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        t.update(&buf[..n]);
+    }
+    Ok(hex::encode(t.finish()))
+}
+
+/// Combine the tree hashes of consecutive parts (each a power of two MiB, all
+/// of one size but the last) into the tree hash of the whole: pair level by
+/// level, promoting an odd one.
+pub fn tree_hash_of_parts(hashes: &[[u8; 32]]) -> [u8; 32] {
+    if hashes.is_empty() {
+        return Sha256::digest([]).into();
+    }
+    let mut level = hashes.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|c| {
+                if c.len() == 2 {
+                    pair(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
+            .collect();
+    }
+    level[0]
+}
+
+/// Vault part size: a power of two MiB from 1 MiB to 4 GiB, at least
+/// `configured`, large enough for `size_hint` in 10,000 parts.
+pub fn vault_part_size(configured: u64, size_hint: Option<u64>) -> u64 {
+    let need = size_hint.map(|s| s.div_ceil(MAX_PARTS)).unwrap_or(0);
+    configured
+        .max(need)
+        .max(MIB)
+        .next_power_of_two()
+        .min(MAX_VAULT_PART)
+}
+
+/// Archive descriptions: printable ASCII, at most 1024 characters.
+fn check_description(text: &str) -> Result<()> {
+    if text.len() > 1024 || !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(Error::invalid_input(format!(
+            "Glacier archive description {text:?} must be printable ASCII of at most 1024 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A Glacier vault.
+pub struct GlacierTarget {
+    config: TargetConfig,
+    shared: Shared,
+    client: Client,
+}
+
+impl GlacierTarget {
+    pub fn new(config: TargetConfig) -> Result<Self> {
+        if config.kind != TargetKind::GlacierVault {
+            return Err(Error::invalid_input(
+                "GlacierTarget needs a target of kind glacier",
+            ));
+        }
+        let shared = load(&config)?;
+        let conf = aws_sdk_glacier::config::Builder::from(&shared.sdk).build();
+        let client = Client::from_conf(conf);
+        Ok(GlacierTarget {
+            config,
+            shared,
+            client,
+        })
+    }
+
+    fn vault(&self) -> String {
+        format!("Glacier vault {}", self.config.bucket)
+    }
+
+    fn retries(&self) -> (u32, Duration) {
+        (self.config.part_retries, self.config.retry_backoff)
+    }
+
+    /// Archive-retrieval jobs of the vault for `archive_id`, newest first.
+    fn jobs_for(&self, archive_id: &str) -> Result<Vec<(String, StatusCode)>> {
+        let (retries, backoff) = self.retries();
+        let what = format!("listing the jobs of {}", self.vault());
+        let mut marker: Option<String> = None;
+        let mut jobs = Vec::new();
+        loop {
+            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
+                let req = self
+                    .client
+                    .list_jobs()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .set_marker(marker.clone());
+                let what = &what;
+                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+            }))?;
+            for j in out.job_list() {
+                if j.action() == Some(&ActionCode::ArchiveRetrieval)
+                    && j.archive_id() == Some(archive_id)
+                {
+                    jobs.push((
+                        j.creation_date().unwrap_or_default().to_owned(),
+                        j.job_id().unwrap_or_default().to_owned(),
+                        j.status_code().cloned().unwrap_or(StatusCode::InProgress),
+                    ));
+                }
+            }
+            match out.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+                _ => break,
+            }
+        }
+        jobs.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(jobs.into_iter().map(|(_, id, s)| (id, s)).collect())
+    }
+}
+
+struct VaultUpload<'a> {
+    t: &'a GlacierTarget,
+    description: String,
+    part_size: u64,
+}
+
+impl PartBackend for VaultUpload<'_> {
+    fn object(&self) -> String {
+        format!("{} archive {:?}", self.t.vault(), self.description)
+    }
+
+    fn part_size(&self, _number: u64) -> u64 {
+        // Every part but the last has the size declared at initiation.
+        self.part_size
+    }
+
+    fn start(&self) -> Result<String> {
+        let t = self.t;
+        let (retries, backoff) = t.retries();
+        let what = format!("starting the multipart upload of {}", self.object());
+        let out = t.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = t
+                .client
+                .initiate_multipart_upload()
+                .account_id(&t.config.account_id)
+                .vault_name(&t.config.bucket)
+                .archive_description(&self.description)
+                .part_size(self.part_size.to_string());
+            let what = &what;
+            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+        }))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::internal(format!("{what}: no upload id in the answer")))
+    }
+
+    fn part(&self, upload_id: &str, number: u64, offset: u64, data: Bytes) -> PartFuture {
+        let t = self.t;
+        let client = t.client.clone();
+        let account = t.config.account_id.clone();
+        let vault = t.config.bucket.clone();
+        let upload_id = upload_id.to_owned();
+        let object = self.object();
+        let (retries, backoff) = t.retries();
+        Box::pin(async move {
+            let len = data.len() as u64;
+            let hash = hex::encode(tree_hash(&data));
+            let range = format!("bytes {}-{}/*", offset, offset + len.max(1) - 1);
+            let what = format!("uploading part {number} ({range}) of {object}");
+            let out = with_retries(retries, backoff, || {
+                let req = client
+                    .upload_multipart_part()
+                    .account_id(&account)
+                    .vault_name(&vault)
+                    .upload_id(&upload_id)
+                    .range(&range)
+                    .checksum(&hash)
+                    .body(ByteStream::from(data.clone()));
+                let what = &what;
+                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+            })
+            .await?;
+            if let Some(theirs) = out.checksum() {
+                if theirs != hash {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!("{what}: Glacier computed tree hash {theirs}, snap {hash}"),
+                    ));
+                }
+            }
+            Ok(PartDone {
+                number,
+                len,
+                etag: None,
+                checksum: Some(hash),
+            })
+        })
+    }
+
+    fn complete(
+        &self,
+        upload_id: &str,
+        parts: &[PartDone],
+        summary: &Summary,
+    ) -> Result<UploadResult> {
+        let t = self.t;
+        let whole = summary
+            .tree_hash
+            .ok_or_else(|| Error::internal("vault upload without a tree hash"))?;
+        // Cross-check the streamed hash against the part hashes.
+        let part_hashes: Vec<[u8; 32]> = parts
+            .iter()
+            .map(|p| {
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(p.checksum.as_deref().unwrap_or_default(), &mut h)
+                    .map(|_| h)
+                    .map_err(|e| Error::internal(format!("part tree hash: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        if tree_hash_of_parts(&part_hashes) != whole {
+            return Err(Error::internal(format!(
+                "{}: the tree hash of the parts differs from the streamed one",
+                self.object()
+            )));
+        }
+        let whole_hex = hex::encode(whole);
+        let (retries, backoff) = t.retries();
+        let what = format!("completing the multipart upload of {}", self.object());
+        let out = t.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = t
+                .client
+                .complete_multipart_upload()
+                .account_id(&t.config.account_id)
+                .vault_name(&t.config.bucket)
+                .upload_id(upload_id)
+                .archive_size(summary.size.to_string())
+                .checksum(&whole_hex);
+            let what = &what;
+            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+        }))?;
+        let archive_id = out
+            .archive_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::internal(format!("{what}: no archive id in the answer")))?;
+        if let Some(theirs) = out.checksum() {
+            if theirs != whole_hex {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("{what}: Glacier computed tree hash {theirs}, snap {whole_hex}"),
+                ));
+            }
+        }
+        Ok(UploadResult {
+            key: archive_id,
+            size: summary.size,
+            sha256: summary.sha256_hex.clone(),
+            tree_hash: Some(whole_hex),
+            version_id: None,
+            etag: None,
+            parts: parts.len() as u32,
+            part_size: self.part_size,
+            retain_until: None,
+            storage_class: None,
+        })
+    }
+
+    fn single(&self, data: Bytes, summary: &Summary) -> Result<UploadResult> {
+        self.t.upload_archive(&self.description, data, summary)
+    }
+
+    fn abort(&self, upload_id: &str) -> Result<()> {
+        self.t.abort_incomplete(&IncompleteUpload {
+            key: self.description.clone(),
+            upload_id: upload_id.to_owned(),
+            initiated: None,
+        })
+    }
+
+    fn wants_tree_hash(&self) -> bool {
+        true
+    }
+}
+
+impl GlacierTarget {
+    fn upload_archive(
+        &self,
+        description: &str,
+        data: Bytes,
+        summary: &Summary,
+    ) -> Result<UploadResult> {
+        let whole = summary
+            .tree_hash
+            .ok_or_else(|| Error::internal("vault upload without a tree hash"))?;
+        let whole_hex = hex::encode(whole);
+        let (retries, backoff) = self.retries();
+        let what = format!("uploading archive {description:?} to {}", self.vault());
+        let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = self
+                .client
+                .upload_archive()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .archive_description(description)
+                .checksum(&whole_hex)
+                .body(ByteStream::from(data.clone()));
+            let what = &what;
+            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+        }))?;
+        let archive_id = out
+            .archive_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::internal(format!("{what}: no archive id in the answer")))?;
+        Ok(UploadResult {
+            key: archive_id,
+            size: summary.size,
+            sha256: summary.sha256_hex.clone(),
+            tree_hash: Some(whole_hex),
+            version_id: None,
+            etag: None,
+            parts: 0,
+            part_size: 0,
+            retain_until: None,
+            storage_class: None,
+        })
+    }
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::invalid_input(format!(
+        "{what} is not available for Glacier vaults: the vault API has no per-archive \
+         lookup or listing (only inventory jobs that take hours)"
+    ))
+}
+
+impl ArchiveTarget for GlacierTarget {
+    fn describe(&self) -> String {
+        format!(
+            "glacier vault {}{}",
+            self.config.bucket,
+            self.config.where_()
+        )
+    }
+
+    fn create_writer<'a>(
+        &'a self,
+        key: &str,
+        options: &PutOptions,
+        progress: &'a Progress,
+    ) -> Result<Box<dyn ArchiveWriter + 'a>> {
+        let description = options
+            .description
+            .clone()
+            .unwrap_or_else(|| key.to_owned());
+        check_description(&description)?;
+        let upload = VaultUpload {
+            t: self,
+            description,
+            part_size: vault_part_size(self.config.part_size, options.size_hint),
+        };
+        Ok(Box::new(PartWriter::new(
+            upload,
+            self.shared.rt.clone(),
+            progress,
+            self.config.max_in_flight,
+        )))
+    }
+
+    fn put_small(&self, key: &str, bytes: &[u8], options: &PutOptions) -> Result<UploadResult> {
+        let description = options
+            .description
+            .clone()
+            .unwrap_or_else(|| key.to_owned());
+        check_description(&description)?;
+        let summary = Summary {
+            size: bytes.len() as u64,
+            sha256_hex: hex::encode(Sha256::digest(bytes)),
+            tree_hash: Some(tree_hash(bytes)),
+            first_part_size: 0,
+        };
+        self.upload_archive(&description, Bytes::copy_from_slice(bytes), &summary)
+    }
+
+    fn head(&self, _key: &str) -> Result<ObjectInfo> {
+        Err(unsupported("looking up an archive"))
+    }
+
+    fn list(&self, _prefix: &str) -> Result<Vec<ListEntry>> {
+        Err(unsupported("listing archives"))
+    }
+
+    fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
+        let (retries, backoff) = self.retries();
+        let what = format!("listing incomplete uploads of {}", self.vault());
+        let mut marker: Option<String> = None;
+        let mut uploads = Vec::new();
+        loop {
+            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
+                let req = self
+                    .client
+                    .list_multipart_uploads()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .set_marker(marker.clone());
+                let what = &what;
+                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+            }))?;
+            for u in out.uploads_list() {
+                let description = u.archive_description().unwrap_or_default();
+                if description.starts_with(prefix) {
+                    uploads.push(IncompleteUpload {
+                        key: description.to_owned(),
+                        upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
+                        initiated: u.creation_date().and_then(|d| {
+                            aws_smithy_types::DateTime::from_str(
+                                d,
+                                aws_smithy_types::date_time::Format::DateTime,
+                            )
+                            .ok()
+                            .and_then(|d| SystemTime::try_from(d).ok())
+                        }),
+                    });
+                }
+            }
+            match out.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(uploads)
+    }
+
+    fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {
+        let (retries, backoff) = self.retries();
+        let what = format!(
+            "aborting the incomplete upload {} of {}",
+            upload.upload_id,
+            self.vault()
+        );
+        let res = self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = self
+                .client
+                .abort_multipart_upload()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .upload_id(&upload.upload_id);
+            let what = &what;
+            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+        }));
+        match res {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn get(&self, key: &str, offset: u64, out: &mut dyn Write, progress: &Progress) -> Result<u64> {
+        let job = self
+            .jobs_for(key)?
+            .into_iter()
+            .find(|(_, s)| *s == StatusCode::Succeeded)
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotReady,
+                    format!(
+                        "archive {key} of {} has no finished retrieval job: request a retrieval first",
+                        self.vault()
+                    ),
+                )
+            })?;
+        let (retries, backoff) = self.retries();
+        let name = format!("archive {key} of {}", self.vault());
+        self.shared.rt.block_on(async {
+            let mut pos = offset;
+            let mut written = 0u64;
+            let mut attempt = 0u32;
+            loop {
+                let mut req = self
+                    .client
+                    .get_job_output()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .job_id(&job);
+                if pos > 0 {
+                    req = req.range(format!("bytes={pos}-"));
+                }
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let err = sdk_error(format!("reading {name} from byte {pos}"), e);
+                        if err.kind() == ErrorKind::Network && attempt < retries {
+                            tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                };
+                let mut body = resp.body;
+                let reason = loop {
+                    match body.next().await {
+                        Some(Ok(chunk)) => {
+                            out.write_all(&chunk).map_err(|e| {
+                                crate::error::error_from_io(e).context(format!("writing {name}"))
+                            })?;
+                            let n = chunk.len() as u64;
+                            pos += n;
+                            written += n;
+                            progress.add(n);
+                            attempt = 0;
+                        }
+                        Some(Err(e)) => break e.to_string(),
+                        None => return Ok(written),
+                    }
+                };
+                if attempt >= retries {
+                    return Err(Error::new(
+                        ErrorKind::Network,
+                        format!("reading {name}: connection dropped at byte {pos} ({reason})"),
+                    ));
+                }
+                tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                attempt += 1;
+            }
+        })
+    }
+
+    fn request_retrieval(
+        &self,
+        key: &str,
+        _days: u32,
+        tier: RetrievalTier,
+    ) -> Result<RetrievalStatus> {
+        // A vault job's output stays readable for 24 hours; `days` has no say.
+        let status = self.retrieval_status(key)?;
+        if status != RetrievalStatus::NotRequested {
+            return Ok(status);
+        }
+        let (retries, backoff) = self.retries();
+        let what = format!(
+            "requesting a retrieval of archive {key} of {}",
+            self.vault()
+        );
+        let params = JobParameters::builder()
+            .r#type("archive-retrieval")
+            .archive_id(key)
+            .tier(tier.as_str())
+            .description(format!("snap restore of {key}"))
+            .build();
+        self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = self
+                .client
+                .initiate_job()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .job_parameters(params.clone());
+            let what = &what;
+            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+        }))?;
+        Ok(RetrievalStatus::InProgress)
+    }
+
+    fn retrieval_status(&self, key: &str) -> Result<RetrievalStatus> {
+        let jobs = self.jobs_for(key)?;
+        if jobs.iter().any(|(_, s)| *s == StatusCode::Succeeded) {
+            // Job output is kept 24 hours after completion.
+            return Ok(RetrievalStatus::Ready { expires: None });
+        }
+        if jobs.iter().any(|(_, s)| *s == StatusCode::InProgress) {
+            return Ok(RetrievalStatus::InProgress);
+        }
+        Ok(RetrievalStatus::NotRequested)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference algorithm as the AWS guide describes it: hash every
+    /// 1 MiB chunk, then pair level by level, promoting an odd one.
+    fn reference(data: &[u8], chunk: usize) -> [u8; 32] {
+        let leaves: Vec<[u8; 32]> = if data.is_empty() {
+            vec![Sha256::digest([]).into()]
+        } else {
+            data.chunks(chunk)
+                .map(|c| Sha256::digest(c).into())
+                .collect()
+        };
+        tree_hash_of_parts(&leaves)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn streaming_equals_level_pairing_for_many_shapes() {
+        // Small leaves so many tree shapes are cheap: 1..=40 leaves, ragged ends.
+        for n in [
+            0usize, 1, 15, 16, 17, 31, 32, 33, 100, 255, 256, 257, 640, 643,
+        ] {
+            let d = data(n);
+            let mut t = TreeHasher::with_chunk(16);
+            // Feed in odd slices to exercise chunk boundaries.
+            for piece in d.chunks(7) {
+                t.update(piece);
+            }
+            assert_eq!(t.finish(), reference(&d, 16), "n={n}");
+        }
+    }
+
+    #[test]
+    fn guide_example_one_six_and_a_half_mib() {
+        // The guide's example 1: a 6.5 MiB archive has 7 leaves; the root is
+        // H(H(H(h1,h2),H(h3,h4)), H(H(h5,h6),h7)).
+        let d = data(6 * TREE_CHUNK + TREE_CHUNK / 2);
+        let h: Vec<[u8; 32]> = d
+            .chunks(TREE_CHUNK)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        assert_eq!(h.len(), 7);
+        let root = pair(
+            &pair(&pair(&h[0], &h[1]), &pair(&h[2], &h[3])),
+            &pair(&pair(&h[4], &h[5]), &h[6]),
+        );
+        assert_eq!(tree_hash(&d), root);
+    }
+
+    #[test]
+    fn guide_example_two_parts_combine() {
+        // The guide's example 2: upload in parts (here 2 MiB parts of a
+        // 6.5 MiB archive); the tree hash of the part hashes is the whole one.
+        let d = data(6 * TREE_CHUNK + TREE_CHUNK / 2);
+        let parts: Vec<[u8; 32]> = d.chunks(2 * TREE_CHUNK).map(tree_hash).collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(tree_hash_of_parts(&parts), tree_hash(&d));
+        // And with 4 MiB parts.
+        let parts: Vec<[u8; 32]> = d.chunks(4 * TREE_CHUNK).map(tree_hash).collect();
+        assert_eq!(tree_hash_of_parts(&parts), tree_hash(&d));
+    }
+
+    #[test]
+    fn small_inputs_are_plain_sha256() {
+        assert_eq!(tree_hash(b""), <[u8; 32]>::from(Sha256::digest(b"")));
+        assert_eq!(tree_hash(b"abc"), <[u8; 32]>::from(Sha256::digest(b"abc")));
+        let one = data(TREE_CHUNK);
+        assert_eq!(tree_hash(&one), <[u8; 32]>::from(Sha256::digest(&one)));
+    }
+
+    #[test]
+    fn vault_part_sizes() {
+        assert_eq!(vault_part_size(64 * MIB, None), 64 * MIB);
+        assert_eq!(vault_part_size(5 * MIB, None), 8 * MIB);
+        assert_eq!(vault_part_size(0, None), MIB);
+        // 1 TiB needs parts of at least 1 TiB / 10000 = 105 MiB -> 128 MiB.
+        assert_eq!(
+            vault_part_size(64 * MIB, Some(1024 * 1024 * MIB)),
+            128 * MIB
+        );
+        assert_eq!(
+            vault_part_size(64 * MIB, Some(u64::MAX / 2)),
+            MAX_VAULT_PART
+        );
+    }
+
+    #[test]
+    fn descriptions() {
+        assert!(check_description("backup/2024/x").is_ok());
+        assert!(check_description("caf\u{e9}").is_err());
+        assert!(check_description(&"x".repeat(1025)).is_err());
+    }
+}
