@@ -517,3 +517,86 @@ def fleet_account_names():
         except snap_core.Error:
             pass
     return sorted(names)
+
+
+# -- the archive pipeline (backup server) ------------------------------------------------
+
+
+def archive_config():
+    """
+    The archive configuration of this backup server (what state
+    ``snap.archive_config`` writes to ``/etc/snap/archive.json``), checked by
+    the core. Recipients given as armored text in pillar refer to the files
+    the state writes under ``archive:recipients_dir``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.archive_config
+    """
+    s = settings()
+    arc, srv = s["archive"], s["server"]
+    recipients = []
+    for i, item in enumerate(arc.get("recipients") or []):
+        if isinstance(item, str) and item.lstrip().startswith("-----BEGIN"):
+            recipients.append({"file": os.path.join(arc["recipients_dir"], f"recipient-{i}.asc"),
+                               "label": f"pillar snap:archive:recipients[{i}]"})  # fmt: skip
+        elif isinstance(item, str):
+            recipients.append({"file": item})
+        else:
+            raise SaltInvocationError(
+                f"pillar snap:archive:recipients[{i}] must be an armored public key or a file path"
+            )
+    config = {
+        "minion_id": __opts__["id"],
+        "history_dir": os.path.join(srv["base"], "history"),
+        "servers": arc.get("servers"),
+        "work_dir": arc["work_dir"],
+        "state_dir": srv["state_dir"],
+        "recipients": recipients,
+        "target": arc.get("target") or {},
+        "prefix": arc.get("prefix"),
+        "storage_class": arc["storage_class"],
+        "retain_days": int(arc["retain_days"]),
+        "pack": arc["pack"],
+    }
+    return _core(snap_core.parse_archive_config, json.dumps(config))
+
+
+def check_recipient(text, label="recipient"):
+    """
+    Check one OpenPGP public key (armored text): secret key material,
+    expired, revoked, weak or unusable keys are refused with the reason.
+    Returns the key's fingerprint and the subkey that archives are encrypted to.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.check_recipient "$(cat archive-key.asc)"
+    """
+    keys = _core(snap_core.load_recipients, [(label, text.encode())])
+    return [{"fingerprint": k["fingerprint"], "key_id": k["key_id"], "algorithm": k["algorithm"]} for k in keys]
+
+
+def archive(config=None):
+    """
+    Run the archive pipeline now on this backup server: pack the history,
+    encrypt it to the offline public key(s) while uploading it under Object
+    Lock, put the manifest next to it. Returns the run's record, manifest
+    included. Progress goes to Salt's log.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.archive
+    """
+    config = config or settings()["archive"]["config"]
+
+    def progress(event):
+        log.info("snap archive: %s", event["text"])
+
+    rec = _core(snap_core.archive_run, config, progress=progress)
+    return rec

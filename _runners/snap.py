@@ -8,6 +8,8 @@ snap runners: the fleet as the master sees it.
 
 import logging
 
+import salt.exceptions
+
 try:
     from snap_core import fleet as snap_fleet
 
@@ -64,3 +66,46 @@ def fleet(tgt="*", tgt_type="glob"):
             row.update(key="rejected: " + checked["rejected"].get(minion_id, "no mine data"))
         report[minion_id] = row
     return report
+
+
+def _backup_server():
+    """The backup server: the one minion that publishes snap.hostkey in the mine."""
+    servers = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
+    if len(servers) != 1:
+        raise salt.exceptions.SaltInvocationError(
+            f"cannot tell the backup server from the mine (snap.hostkey published by {servers or 'no minion'}): "
+            "pass tgt=<its minion id>"
+        )
+    return servers[0]
+
+
+def archive(tgt=None, timeout=86400):
+    """
+    Run the archive pipeline on the backup server and return its manifest:
+    the history packed (SquashFS), encrypted to the offline OpenPGP public
+    key(s), uploaded off-site under Object Lock COMPLIANCE.
+
+    tgt
+        The backup server's minion id (default: the minion that publishes
+        ``snap.hostkey`` in the mine).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.archive
+        salt-run snap.archive tgt=backup1
+    """
+    import salt.client
+
+    tgt = tgt or _backup_server()
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        ret = client.cmd(tgt, "snap.archive", timeout=timeout, full_return=True)
+    if tgt not in ret:
+        raise salt.exceptions.CommandExecutionError(f"backup server {tgt} did not answer")
+    answer = ret[tgt]
+    if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
+        __context__["retcode"] = 1
+        return {"result": False, "error": answer.get("ret")}
+    record = answer["ret"]
+    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"]}

@@ -352,3 +352,34 @@ def server_config(name):
     _merge(ret, "rsnapshot", _file(config["rsnapshot_conf"], conf_text, "0600"))
     servers = ", ".join(sorted(config["accounts"].values())) or "none yet"
     return _finish(ret, f"Backup server configuration {name}; history of: {servers}")
+
+
+def archive_config(name):
+    """
+    Write the backup server's archive configuration (JSON, ``name``) from
+    pillar ``snap:archive``, and the recipient public keys given there as
+    armored text. Every key is checked by the core first: secret key material
+    is refused and never written anywhere.
+
+    .. code-block:: yaml
+
+        /etc/snap/archive.json:
+          snap.archive_config
+    """
+    ret = _ret(name)
+    try:
+        arc = __salt__["snap.settings"]()["archive"]
+        texts = [r for r in (arc.get("recipients") or []) if isinstance(r, str) and r.lstrip().startswith("-----BEGIN")]
+        for i, text in enumerate(arc.get("recipients") or []):
+            if text in texts:
+                __salt__["snap.check_recipient"](text, f"pillar snap:archive:recipients[{i}]")
+        config = __salt__["snap.archive_config"]()
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, f"Archive configuration is invalid: {exc}")
+    for i, item in enumerate(arc.get("recipients") or []):
+        if item in texts:
+            path = os.path.join(arc["recipients_dir"], f"recipient-{i}.asc")
+            _merge(ret, f"recipient {i}", _file(path, item.strip() + "\n", "0644"))
+    _merge(ret, "config", _file(name, json.dumps(config, indent=2, sort_keys=True) + "\n", "0600"))
+    target = config["target"].get("bucket") or config["target"].get("vault")
+    return _finish(ret, f"Archive configuration {name}: to {target}, {len(config['recipients'])} recipient(s)")

@@ -116,3 +116,33 @@ snap:
     # sshd_config_dir: /etc/ssh/sshd_config.d
     # manage_sshd_service: true
     # host_key: /etc/ssh/ssh_host_ed25519_key.pub
+
+  # Off-site archives, made on the backup server: the whole history packed
+  # (SquashFS), encrypted to OpenPGP PUBLIC key(s) whose private half is kept
+  # offline, uploaded under S3 Object Lock COMPLIANCE. Nothing is archived
+  # until a target is set.
+  archive:
+    # Armored public keys, or paths of key files on the backup server.
+    # Secret key material anywhere is refused and never written to disk.
+    recipients: []
+    #  - |
+    #    -----BEGIN PGP PUBLIC KEY BLOCK-----
+    #    ...
+    #    -----END PGP PUBLIC KEY BLOCK-----
+    # Where: credentials come from the AWS chain (instance profile, role,
+    # a profile in a root-only credentials file); never put keys here.
+    target: {}
+    #   bucket: example-snap-archives
+    #   region: eu-west-1
+    #   profile: snap-backup             # optional
+    #   credentials_file: /root/.aws/credentials
+    #   kind: glacier                    # for an existing Glacier vault:
+    #   vault: example-vault             #   vault instead of bucket
+    prefix: null            # object key prefix; default snap/<backup server id>
+    storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore)
+    retain_days: 90         # COMPLIANCE retention; never less than 90
+    servers: null           # only these minion ids; null: the whole history
+    pack:
+      compressor: zstd
+      level: 15
+    schedule: {minute: 0, hour: 5, daymonth: "1,15"}   # twice a month

@@ -84,6 +84,19 @@ def rotate_run(config: _Path, level: str) -> dict:
 def read_jail_state(path: _Path) -> dict | None:
     """A jail's .snap-state (untrusted client input), None if missing."""
 
+# --- archive ---
+
+def parse_archive_config(text: str) -> dict:
+    """Check an archive configuration (JSON text); returns it with defaults filled in."""
+
+def archive_run(config: _Path, progress: object = None) -> dict:
+    """history -> SquashFS -> OpenPGP -> off-site under Object Lock, with a manifest.
+    Returns the run's record (``manifest``, ``manifest_key``, ``stages``, ``aborted_stale``);
+    raises on failure (the failed run is recorded under state_dir too)."""
+
+def history_inventory(history: _Path, servers: Sequence[str] | None = None) -> list[dict]:
+    """[{name, servers, mtime}] for every snapshot directory of a history root."""
+
 # --- pack ---
 import os
 from typing import Any, Callable, Iterable, Literal, TypedDict, Union

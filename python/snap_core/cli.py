@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -167,6 +168,93 @@ def cmd_rotate(args):
     if rec["result"] == "failed":
         raise RunFailed(rec["error"], EXIT_FAIL)
     return rec if args.json else None
+
+
+DEFAULT_ARCHIVE_CONFIG = "/etc/snap/archive.json"
+
+
+@command(
+    "pack",
+    "pack a directory tree (e.g. rsnapshot history) into a SquashFS image",
+    arg("src", help="directory to pack"),
+    arg("image", help="image to create (must not exist)"),
+    arg("--compressor", default="zstd", choices=["zstd", "xz", "gzip", "lz4"]),
+    arg("--level", type=int, default=None, help="compression level (default: the compressor's)"),
+    arg("--block-size", type=int, default=131072),
+    arg("--threads", type=int, default=None, help="compression threads (default: all cores)"),
+    arg("--server", action="append", dest="servers", metavar="ID",
+        help="pack only this server from every snapshot (repeatable)"),
+    arg("--quiet", action="store_true", help="no progress"),
+)
+def cmd_pack(args):
+    return snap_core.pack(
+        os.fsencode(args.src),
+        os.fsencode(args.image),
+        compressor=args.compressor,
+        level=args.level,
+        block_size=args.block_size,
+        threads=args.threads,
+        select_depth=2 if args.servers else None,
+        select_names=args.servers,
+        progress=None if args.quiet else progress_printer(),
+    )
+
+
+def _key_sources(paths):
+    sources = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            sources.append((path, handle.read()))
+    return sources
+
+
+@command(
+    "encrypt",
+    "encrypt stdin to stdout for OpenPGP public keys (SEIPDv1, AES-256, no compression)",
+    arg("--recipient", "-r", action="append", required=True, metavar="KEYFILE",
+        help="public key file, armored or binary (repeatable); secret keys are refused"),
+    arg("--quiet", action="store_true", help="no progress"),
+)
+def cmd_encrypt(args):
+    if os.isatty(1):
+        raise errors.InvalidInput("refusing to write ciphertext to a terminal: redirect stdout")
+    sources = _key_sources(args.recipient)
+    summary = snap_core.encrypt_fd(0, 1, sources, progress=None if args.quiet else progress_printer())
+    for key in ("plaintext_bytes", "ciphertext_bytes", "plaintext_sha256", "ciphertext_sha256"):
+        print(f"{key}: {summary[key]}", file=sys.stderr)
+    return None
+
+
+@command(
+    "archive",
+    "backup server: pack the history, encrypt it to the offline public key(s), upload it under Object Lock",
+    arg("--config", default=DEFAULT_ARCHIVE_CONFIG, help=f"default {DEFAULT_ARCHIVE_CONFIG}"),
+    arg("--quiet", action="store_true", help="no progress (errors still go to stderr)"),
+)
+def cmd_archive(args):
+    rec = snap_core.archive_run(args.config, progress=None if args.quiet else progress_printer())
+    if args.json:
+        return rec
+    manifest = rec["manifest"]
+    archive = manifest["archive"]
+    for stale in rec["aborted_stale"]:
+        print(f"aborted an incomplete upload of an earlier run: {stale}", file=sys.stderr)
+    for stale in rec["removed_stale_work"]:
+        print(f"removed the work directory of a killed run: {stale}", file=sys.stderr)
+    stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in rec["stages"])
+    return {
+        "result": rec["result"],
+        "archive": archive["key"],
+        "manifest": rec["manifest_key"],
+        "size": _human_bytes(archive["size"]),
+        "sha256": archive["sha256"],
+        "retain until": archive["retain_until"],
+        "storage class": archive["storage_class"],
+        "servers": ", ".join(manifest["servers"]),
+        "snapshots": len(manifest["snapshots"]),
+        "recipients": ", ".join(r["fingerprint"] for r in manifest["recipients"]),
+        "time": f"{rec['seconds']:.1f}s ({stages})",
+    }
 
 
 # -- entry point ---------------------------------------------------------------

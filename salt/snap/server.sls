@@ -118,3 +118,33 @@ snap-rotate-{{ level.name }}:
     - require:
       - snap: snap-server-config
 {%- endfor %}
+
+{#- The archive pipeline: only once an off-site target is configured. #}
+{%- set arc = snap.archive %}
+{%- if arc.target %}
+snap-archive-config:
+  snap.archive_config:
+    - name: {{ arc.config }}
+    - require:
+      - snap-core
+{%-   for i in range(1, 8) %}
+      - file: snap-dir-{{ i }}
+{%-   endfor %}
+
+snap-archive-cron:
+  cron.present:
+    - name: nice -n 10 ionice -c 2 -n 7 {{ snap.core.python }} -m snap_core archive --quiet --config {{ arc.config }}
+    - identifier: snap-archive-{{ grains["id"] }}
+    - user: root
+{%-   for field in ("minute", "hour", "daymonth", "month", "dayweek") %}
+{%-     if field in arc.schedule %}
+    - {{ field }}: "{{ arc.schedule[field] }}"
+{%-     endif %}
+{%-   endfor %}
+    - require:
+      - snap: snap-archive-config
+{%- else %}
+snap-archive-not-configured:
+  test.show_notification:
+    - text: "No off-site target in pillar snap:archive:target: history is kept here only and NOT archived off-site."
+{%- endif %}

@@ -43,11 +43,13 @@ snap:
 
 
 def write_pillar_tree(dest: pathlib.Path, extra: str = "") -> pathlib.Path:
-    """The example pillar, plus ``extra`` YAML for this fleet in fleet.sls."""
+    """The example pillar, ``extra`` YAML for this fleet in fleet.sls, and an
+    empty local.sls that tests and the demo fill at run time (set_pillar)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "pillar" / "snap.sls", dest / "snap.sls")
     (dest / "fleet.sls").write_text(extra or "{}\n")
-    (dest / "top.sls").write_text("base:\n  '*':\n    - snap\n    - fleet\n")
+    (dest / "local.sls").write_text("{}\n")
+    (dest / "top.sls").write_text("base:\n  '*':\n    - snap\n    - fleet\n    - local\n")
     return dest
 
 
@@ -141,6 +143,11 @@ class Fleet:
         self.salt("saltutil.sync_all")
         self.salt("saltutil.refresh_pillar", wait=True)
         self.salt("mine.update")
+
+    def set_pillar(self, text: str):
+        """Replace local.sls (YAML, merged last) and refresh every minion's pillar."""
+        (self.pillar_root / "local.sls").write_text(text or "{}\n")
+        self.salt("saltutil.refresh_pillar", wait=True)
 
     def highstate(self, tgt: str = "*", **kwargs):
         return self.salt("state.highstate", tgt=tgt, **kwargs)

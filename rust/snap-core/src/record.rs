@@ -24,6 +24,11 @@ pub fn format_time(t: Timestamp) -> String {
         .to_string()
 }
 
+/// Unix seconds as RFC 3339 UTC: `2026-11-22T02:17:00Z`.
+pub fn format_unix(secs: i64) -> String {
+    Timestamp::from_second(secs).map_or_else(|_| format!("@{secs}"), format_time)
+}
+
 /// A run id: `20261122T021700Z-<pid>`, sortable and unique per host.
 pub fn run_id() -> String {
     let t = Timestamp::now().to_zoned(TimeZone::UTC);

@@ -273,3 +273,114 @@ pub(crate) fn load(config: &TargetConfig) -> Result<Shared> {
         sdk,
     })
 }
+
+/// Off-site target settings as they appear in configuration (JSON, pillar,
+/// a Python dict): every field optional but the bucket (or vault). Unknown
+/// keys are refused; anything that looks like a secret gets told that
+/// credentials come only from the AWS chain.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSettings {
+    pub kind: Option<String>,
+    pub bucket: Option<String>,
+    pub vault: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub force_path_style: Option<bool>,
+    pub part_size: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub sdk_max_attempts: Option<u32>,
+    pub part_retries: Option<u32>,
+    /// Seconds.
+    pub retry_backoff: Option<f64>,
+    pub account_id: Option<String>,
+}
+
+/// The keys [`TargetSettings`] accepts.
+pub const TARGET_SETTING_KEYS: &[&str] = &[
+    "kind",
+    "bucket",
+    "vault",
+    "region",
+    "endpoint_url",
+    "profile",
+    "credentials_file",
+    "config_file",
+    "force_path_style",
+    "part_size",
+    "max_in_flight",
+    "sdk_max_attempts",
+    "part_retries",
+    "retry_backoff",
+    "account_id",
+];
+
+impl TargetSettings {
+    /// Parse settings from a JSON value, naming any unknown key.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        if let Some(map) = value.as_object() {
+            for key in map.keys() {
+                if !TARGET_SETTING_KEYS.contains(&key.as_str()) {
+                    let hint = if key.contains("secret")
+                        || key.contains("access_key")
+                        || key.contains("token")
+                    {
+                        ": credentials come only from the AWS chain (environment, profile, role, instance metadata)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::invalid_input(format!(
+                        "unknown off-site target setting {key:?}{hint}"
+                    )));
+                }
+            }
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::invalid_input(format!("off-site target settings: {e}")))
+    }
+
+    /// The target configuration these settings describe (defaults for the rest).
+    pub fn to_config(&self) -> Result<TargetConfig> {
+        let kind = match &self.kind {
+            Some(k) => TargetKind::parse(k)?,
+            None => TargetKind::S3,
+        };
+        let name = self
+            .bucket
+            .clone()
+            .or_else(|| self.vault.clone())
+            .ok_or_else(|| Error::invalid_input("off-site target needs a bucket (or vault)"))?;
+        let mut c = match kind {
+            TargetKind::S3 => TargetConfig::s3(name),
+            TargetKind::GlacierVault => TargetConfig::glacier(name),
+        };
+        c.region = self.region.clone();
+        c.endpoint_url = self.endpoint_url.clone();
+        c.profile = self.profile.clone();
+        c.credentials_file = self.credentials_file.clone();
+        c.config_file = self.config_file.clone();
+        c.force_path_style = self.force_path_style.or(c.force_path_style);
+        if let Some(v) = self.part_size {
+            c.part_size = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            c.max_in_flight = v;
+        }
+        if let Some(v) = self.sdk_max_attempts {
+            c.sdk_max_attempts = v;
+        }
+        if let Some(v) = self.part_retries {
+            c.part_retries = v;
+        }
+        if let Some(v) = self.retry_backoff {
+            c.retry_backoff = Duration::from_secs_f64(v.max(0.0));
+        }
+        if let Some(v) = &self.account_id {
+            c.account_id = v.clone();
+        }
+        Ok(c)
+    }
+}

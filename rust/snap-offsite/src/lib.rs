@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 pub use snap_core::{Error, ErrorKind, Progress, Result};
 
-pub use config::{TargetConfig, TargetKind};
+pub use config::{TARGET_SETTING_KEYS, TargetConfig, TargetKind, TargetSettings};
 pub use error::error_from_io;
 pub use glacier::{
     GlacierTarget, TreeHasher, tree_hash, tree_hash_file_hex, tree_hash_hex, tree_hash_of_parts,

@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod archive;
 mod backup;
 mod conv;
 mod core_api;
@@ -17,6 +18,7 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     core_api::register(m)?;
     backup::register(m)?;
+    archive::register(m)?;
     pack::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;

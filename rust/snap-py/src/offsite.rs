@@ -30,84 +30,21 @@ fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
 
 /// The keys a target dict may hold. Secrets are not among them: credentials
 /// come from the AWS chain (environment, profile, role, web identity, IMDS).
-const TARGET_KEYS: &[&str] = &[
-    "kind",
-    "bucket",
-    "vault",
-    "region",
-    "endpoint_url",
-    "profile",
-    "credentials_file",
-    "config_file",
-    "force_path_style",
-    "part_size",
-    "max_in_flight",
-    "sdk_max_attempts",
-    "part_retries",
-    "retry_backoff",
-    "account_id",
-];
-
+/// Settings dict -> target configuration, through the one parser in snap-offsite.
 fn target_config(d: &Bound<'_, PyDict>) -> PyResult<off::TargetConfig> {
-    for (k, _) in d.iter() {
-        let k: String = k.extract()?;
-        if !TARGET_KEYS.contains(&k.as_str()) {
-            let hint = if k.contains("secret") || k.contains("access_key") || k.contains("token") {
-                ": credentials come only from the AWS chain (environment, profile, role, instance metadata)"
-            } else {
-                ""
-            };
-            return Err(crate::errors::to_py(Error::invalid_input(format!(
-                "unknown off-site target setting {k:?}{hint}"
-            ))));
-        }
-    }
-    let get_str = |k: &str| -> PyResult<Option<String>> {
-        match d.get_item(k)? {
-            Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
-            _ => Ok(None),
-        }
-    };
-    let kind = match get_str("kind")? {
-        Some(k) => off::TargetKind::parse(&k).py()?,
-        None => off::TargetKind::S3,
-    };
-    let name = get_str("bucket")?.or(get_str("vault")?).ok_or_else(|| {
-        crate::errors::to_py(Error::invalid_input(
-            "off-site target needs a bucket (or vault)",
-        ))
+    let text: String = d
+        .py()
+        .import("json")?
+        .call_method1("dumps", (d,))?
+        .extract()?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        crate::errors::to_py(Error::invalid_input(format!(
+            "off-site target settings: {e}"
+        )))
     })?;
-    let mut c = match kind {
-        off::TargetKind::S3 => off::TargetConfig::s3(name),
-        off::TargetKind::GlacierVault => off::TargetConfig::glacier(name),
-    };
-    c.region = get_str("region")?;
-    c.endpoint_url = get_str("endpoint_url")?;
-    c.profile = get_str("profile")?;
-    c.credentials_file = get_str("credentials_file")?.map(PathBuf::from);
-    c.config_file = get_str("config_file")?.map(PathBuf::from);
-    if let Some(v) = d.get_item("force_path_style")? {
-        c.force_path_style = v.extract()?;
-    }
-    if let Some(v) = d.get_item("part_size")? {
-        c.part_size = v.extract()?;
-    }
-    if let Some(v) = d.get_item("max_in_flight")? {
-        c.max_in_flight = v.extract()?;
-    }
-    if let Some(v) = d.get_item("sdk_max_attempts")? {
-        c.sdk_max_attempts = v.extract()?;
-    }
-    if let Some(v) = d.get_item("part_retries")? {
-        c.part_retries = v.extract()?;
-    }
-    if let Some(v) = d.get_item("retry_backoff")? {
-        c.retry_backoff = Duration::from_secs_f64(v.extract::<f64>()?.max(0.0));
-    }
-    if let Some(v) = get_str("account_id")? {
-        c.account_id = v;
-    }
-    Ok(c)
+    off::TargetSettings::from_value(value)
+        .and_then(|s| s.to_config())
+        .py()
 }
 
 fn put_options(
