@@ -31,9 +31,7 @@ PREFIX = "snap/backup1"
 def moto():
     need("rsync", "gpg", "unsquashfs", "setpriv")
     with Moto(prefix=PREFIX) as server:
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(server.credentials)
         yield server
-        os.environ.pop("AWS_SHARED_CREDENTIALS_FILE", None)
 
 
 @pytest.fixture(scope="module")

@@ -138,12 +138,20 @@ class Moto:
         self.stop()
 
     def client(self, profile="admin", service="s3", endpoint=None):
-        """A boto3 client as ``profile`` (admin or putonly)."""
+        """A boto3 client as ``profile`` (admin or putonly) of the credentials file."""
+        import configparser
+
         import boto3
 
-        session = boto3.Session(profile_name=profile, region_name="us-east-1")
-        os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", str(self.credentials))
-        return session.client(service, endpoint_url=endpoint or self.endpoint)
+        creds = configparser.ConfigParser()
+        creds.read(self.credentials)
+        return boto3.client(
+            service,
+            endpoint_url=endpoint or self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=creds[profile]["aws_access_key_id"],
+            aws_secret_access_key=creds[profile]["aws_secret_access_key"],
+        )
 
     def target(self, profile="putonly", endpoint=None, **extra) -> dict:
         """Off-site target settings for snap (credentials through the AWS chain: a profile)."""
