@@ -12,6 +12,7 @@ mod errors;
 mod offsite;
 mod pack;
 mod progress;
+mod restore;
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -22,5 +23,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pack::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;
+    restore::register(m)?;
     Ok(())
 }

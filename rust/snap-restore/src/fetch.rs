@@ -1,0 +1,444 @@
+//! Getting a trusted image: from off-site (retrieval, download with resume)
+//! or from a file on disk, decrypted with the secret key given at restore
+//! time, and checked before anything is extracted:
+//!
+//! 1. ciphertext size and SHA-256 against the manifest (which lives under
+//!    Object Lock next to the archive) — before decryption is attempted;
+//! 2. the OpenPGP integrity check (MDC) at the end of the message — the
+//!    decrypted image only appears once it passed (`snap_crypt::decrypt_file`);
+//! 3. plaintext size and SHA-256 against the manifest.
+//!
+//! All of it happens in a root-only work directory; the destination is not
+//! touched until the image passed every check.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use snap_archive::{MANIFEST_SUFFIX, Manifest};
+use snap_core::progress::ProgressSink;
+use snap_core::{Error, ErrorKind, Progress, Result};
+use snap_crypt::SecretKeySource;
+use snap_offsite::{ArchiveTarget, RetrievalStatus, RetrievalTier};
+
+/// How to get an archive out of an archival storage class.
+#[derive(Debug, Clone)]
+pub struct RetrievalOptions {
+    /// Ask for a retrieval if the archive is not readable (default true).
+    pub request: bool,
+    pub tier: RetrievalTier,
+    /// Days the restored copy stays readable.
+    pub days: u32,
+    /// Wait at most this long for the retrieval; None: do not wait.
+    pub wait: Option<Duration>,
+    /// Time between two status checks while waiting.
+    pub poll: Duration,
+}
+
+impl Default for RetrievalOptions {
+    fn default() -> Self {
+        RetrievalOptions {
+            request: true,
+            tier: RetrievalTier::Standard,
+            days: 3,
+            wait: None,
+            poll: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What retrieval found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalReport {
+    pub storage_class: Option<String>,
+    /// immediate | not-requested | in-progress | ready
+    pub status: String,
+    pub requested: bool,
+    pub tier: Option<String>,
+    pub waited_seconds: f64,
+}
+
+/// Which checks passed (None: could not be made, no manifest).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Checks {
+    pub manifest: Option<String>,
+    pub ciphertext_size: Option<bool>,
+    pub ciphertext_sha256: Option<bool>,
+    pub mdc: bool,
+    pub plaintext_size: Option<bool>,
+    pub plaintext_sha256: Option<bool>,
+    /// Fingerprint of the secret key that decrypted it.
+    pub key_fingerprint: String,
+    pub download: Option<DownloadReport>,
+    pub retrieval: Option<RetrievalReport>,
+    pub decrypt_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadReport {
+    pub resumed_from: u64,
+    pub fetched: u64,
+    pub seconds: f64,
+}
+
+/// A decrypted image that passed every check, in a work directory that is
+/// removed when this is dropped.
+pub struct VerifiedImage {
+    pub path: PathBuf,
+    pub manifest: Option<Manifest>,
+    pub checks: Checks,
+    work: WorkArea,
+}
+
+impl VerifiedImage {
+    pub fn work_dir(&self) -> &Path {
+        &self.work.dir
+    }
+}
+
+/// A root-only work directory. Removed on drop unless `keep` (a download
+/// that can be resumed).
+pub(crate) struct WorkArea {
+    pub dir: PathBuf,
+    pub keep: bool,
+}
+
+impl WorkArea {
+    /// `parent/name`, created 0700 or reused if it is ours and root-only.
+    pub fn open(parent: &Path, name: &str) -> Result<WorkArea> {
+        fs::create_dir_all(parent).map_err(|e| Error::io_path("creating", parent, e))?;
+        let dir = parent.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io_path("securing", &dir, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let m = fs::symlink_metadata(&dir).map_err(|e| Error::io_path("checking", &dir, e))?;
+                let me = rustix::process::geteuid().as_raw();
+                if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
+                    return Err(Error::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "work directory {} exists but is not a directory owned by uid {me} with mode 0700; not using it",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(Error::io_path("creating the work directory", &dir, e)),
+        }
+        Ok(WorkArea { dir, keep: false })
+    }
+}
+
+impl Drop for WorkArea {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn progress(name: &str, total: Option<u64>, sink: &Option<Arc<dyn ProgressSink>>) -> Progress {
+    Progress::new(name, total, sink.clone())
+}
+
+fn integrity(message: String) -> Error {
+    Error::new(ErrorKind::Integrity, message)
+}
+
+/// Decrypt `cipher` into `work/image.sqfs` and check it against `manifest`.
+fn decrypt_and_check(
+    cipher: &Path,
+    work: &WorkArea,
+    manifest: Option<&Manifest>,
+    key: &SecretKeySource,
+    sink: &Option<Arc<dyn ProgressSink>>,
+    checks: &mut Checks,
+) -> Result<PathBuf> {
+    let image = work.dir.join("image.sqfs");
+    let _ = fs::remove_file(&image);
+    let p = progress("decrypt", None, sink);
+    let start = Instant::now();
+    let sum = snap_crypt::decrypt_file(cipher, &image, key, &p)?;
+    p.finish();
+    checks.decrypt_seconds = start.elapsed().as_secs_f64();
+    checks.mdc = true;
+    checks.key_fingerprint = sum.key_fingerprint.clone();
+    let bad = |what: String| {
+        let _ = fs::remove_file(&image);
+        integrity(what)
+    };
+    if let Some(m) = manifest {
+        let size_ok = sum.ciphertext_bytes == m.archive.size;
+        let sha_ok = sum.ciphertext_sha256 == m.archive.sha256;
+        checks.ciphertext_size = Some(size_ok);
+        checks.ciphertext_sha256 = Some(sha_ok);
+        if !(size_ok && sha_ok) {
+            return Err(bad(format!(
+                "archive {}: the encrypted file is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; not restoring from it",
+                cipher.display(),
+                sum.ciphertext_bytes,
+                sum.ciphertext_sha256,
+                m.archive.size,
+                m.archive.sha256
+            )));
+        }
+        let psize = sum.plaintext_bytes == m.plaintext.size;
+        let psha = sum.plaintext_sha256 == m.plaintext.sha256;
+        checks.plaintext_size = Some(psize);
+        checks.plaintext_sha256 = Some(psha);
+        if !(psize && psha) {
+            return Err(bad(format!(
+                "archive {}: the decrypted image is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; not restoring from it",
+                cipher.display(),
+                sum.plaintext_bytes,
+                sum.plaintext_sha256,
+                m.plaintext.size,
+                m.plaintext.sha256
+            )));
+        }
+    }
+    Ok(image)
+}
+
+/// An archive file on disk (air-gapped restore). `manifest`: its manifest if
+/// known; otherwise `<archive>.manifest.json` next to it is used when
+/// present. Without a manifest only the OpenPGP integrity check applies
+/// (which proves the file is intact, not who made it).
+pub fn open_archive_file(
+    archive: &Path,
+    manifest: Option<Manifest>,
+    key: &SecretKeySource,
+    work_parent: &Path,
+    sink: Option<Arc<dyn ProgressSink>>,
+) -> Result<VerifiedImage> {
+    let meta = fs::metadata(archive).map_err(|e| Error::io_path("opening the archive", archive, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid_input(format!("archive {} is not a file", archive.display())));
+    }
+    let manifest = match manifest {
+        Some(m) => Some(m),
+        None => {
+            let mut side = archive.as_os_str().to_owned();
+            side.push(MANIFEST_SUFFIX);
+            let side = PathBuf::from(side);
+            if side.is_file() {
+                Some(crate::list::read_manifest_file(&side)?)
+            } else {
+                None
+            }
+        }
+    };
+    let mut checks = Checks {
+        manifest: manifest.as_ref().map(|m| m.archive.key.clone()),
+        ..Checks::default()
+    };
+    if let Some(m) = &manifest {
+        // A cheap first look: the size.
+        if meta.len() != m.archive.size {
+            checks.ciphertext_size = Some(false);
+            return Err(integrity(format!(
+                "archive {} is {} bytes, its manifest says {}: truncated or not this archive; nothing restored",
+                archive.display(),
+                meta.len(),
+                m.archive.size
+            )));
+        }
+    }
+    key_check(key)?;
+    let work = WorkArea::open(work_parent, &format!(".snap-restore-{}", snap_core::record::run_id()))?;
+    let path = decrypt_and_check(archive, &work, manifest.as_ref(), key, &sink, &mut checks)?;
+    Ok(VerifiedImage {
+        path,
+        manifest,
+        checks,
+        work,
+    })
+}
+
+/// Key problems are reported before anything is downloaded or written.
+fn key_check(key: &SecretKeySource) -> Result<()> {
+    // Decrypting an empty message parses the key first: a key error is
+    // InvalidKey, anything else means the key itself is usable.
+    let p = Progress::silent("key check");
+    match snap_crypt::decrypt(&b""[..], std::io::sink(), key, &p) {
+        Err(e) if e.kind() == ErrorKind::InvalidKey => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Make sure `key` of `target` can be read, requesting a retrieval and
+/// waiting if asked to.
+pub fn ensure_readable(
+    target: &dyn ArchiveTarget,
+    key: &str,
+    opts: &RetrievalOptions,
+    sink: &Option<Arc<dyn ProgressSink>>,
+) -> Result<RetrievalReport> {
+    let info = target.head(key)?;
+    let mut report = RetrievalReport {
+        storage_class: info.storage_class.clone(),
+        status: info.retrieval.name().to_string(),
+        requested: false,
+        tier: None,
+        waited_seconds: 0.0,
+    };
+    if info.retrieval.is_readable() {
+        return Ok(report);
+    }
+    let class = info.storage_class.clone().unwrap_or_else(|| "an archival class".into());
+    let mut status = info.retrieval.clone();
+    if status == RetrievalStatus::NotRequested {
+        if !opts.request {
+            return Err(Error::new(
+                ErrorKind::NotReady,
+                format!(
+                    "archive {key} is in {class} and no retrieval was requested: request one (tier {}) and run again",
+                    opts.tier.as_str()
+                ),
+            ));
+        }
+        status = target.request_retrieval(key, opts.days, opts.tier)?;
+        report.requested = true;
+        report.tier = Some(opts.tier.as_str().to_string());
+    }
+    let start = Instant::now();
+    while !status.is_readable() {
+        let waited = start.elapsed();
+        let Some(limit) = opts.wait.filter(|l| waited < *l) else {
+            report.status = status.name().to_string();
+            report.waited_seconds = waited.as_secs_f64();
+            return Err(Error::new(
+                ErrorKind::NotReady,
+                format!(
+                    "archive {key} is in {class}: retrieval {} (tier {}{}); run the same restore again later{}",
+                    status.name(),
+                    opts.tier.as_str(),
+                    if report.requested { ", requested now" } else { "" },
+                    if opts.wait.is_some() {
+                        format!(" (waited {:.0}s)", waited.as_secs_f64())
+                    } else {
+                        ", or let it wait".to_string()
+                    }
+                ),
+            ));
+        };
+        let p = progress(
+            &format!("retrieval of {key}: {} (tier {})", status.name(), opts.tier.as_str()),
+            None,
+            sink,
+        );
+        p.finish();
+        std::thread::sleep(opts.poll.min(limit - waited));
+        status = target.retrieval_status(key)?;
+    }
+    report.status = status.name().to_string();
+    report.waited_seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Options of an off-site fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Parent of the work directory (ciphertext and image: about twice the
+    /// archive's size).
+    pub work_parent: PathBuf,
+    pub retrieval: RetrievalOptions,
+    /// Resume a download a failed run left behind (default true).
+    pub resume: bool,
+}
+
+/// Fetch the archive of `manifest` from `target`, decrypt and check it.
+/// A download that fails on the network stays in the work directory and
+/// the next run resumes it; one that fails a check is removed.
+pub fn fetch_offsite(
+    target: &dyn ArchiveTarget,
+    manifest: &Manifest,
+    key: &SecretKeySource,
+    opts: &FetchOptions,
+    sink: Option<Arc<dyn ProgressSink>>,
+) -> Result<VerifiedImage> {
+    let akey = &manifest.archive.key;
+    key_check(key)?;
+    let retrieval = ensure_readable(target, akey, &opts.retrieval, &sink)?;
+    let stem: String = manifest.archive.sha256.chars().take(16).collect();
+    let mut work = WorkArea::open(&opts.work_parent, &format!(".snap-restore-{stem}"))?;
+    let part = work.dir.join("archive.sqfs.gpg.part");
+    let cipher = work.dir.join("archive.sqfs.gpg");
+    let mut checks = Checks {
+        manifest: Some(format!("{akey}{MANIFEST_SUFFIX}")),
+        retrieval: Some(retrieval),
+        ..Checks::default()
+    };
+    if !cipher.exists() {
+        if !opts.resume {
+            let _ = fs::remove_file(&part);
+        }
+        let p = progress("download", Some(manifest.archive.size), &sink);
+        let start = Instant::now();
+        let got = snap_offsite::download_to_file(
+            target,
+            akey,
+            manifest.archive.version_id.as_deref(),
+            &part,
+            opts.resume,
+            &p,
+        );
+        p.finish();
+        let got = match got {
+            Ok(d) => d,
+            Err(e) => {
+                // The bytes that arrived can be kept and resumed.
+                work.keep = e.kind().is_transient() || e.kind() == ErrorKind::Interrupted;
+                return Err(if work.keep {
+                    e.context(format!(
+                        "download of {akey} stopped; {} is kept and the next run resumes it",
+                        part.display()
+                    ))
+                } else {
+                    e
+                });
+            }
+        };
+        let size = fs::metadata(&part).map_err(|e| Error::io_path("reading", &part, e))?.len();
+        checks.download = Some(DownloadReport {
+            resumed_from: got.resumed_from,
+            fetched: got.fetched,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        let size_ok = size == manifest.archive.size;
+        let sha_ok = got.sha256 == manifest.archive.sha256;
+        checks.ciphertext_size = Some(size_ok);
+        checks.ciphertext_sha256 = Some(sha_ok);
+        if !(size_ok && sha_ok) {
+            let _ = fs::remove_file(&part);
+            return Err(integrity(format!(
+                "downloaded {akey}: {size} bytes with sha256 {}, the manifest says {} bytes with sha256 {}{}; nothing restored",
+                got.sha256,
+                manifest.archive.size,
+                manifest.archive.sha256,
+                if size < manifest.archive.size { " (truncated)" } else { "" }
+            )));
+        }
+        fs::rename(&part, &cipher).map_err(|e| Error::io_path("renaming", &part, e))?;
+    }
+    let path = match decrypt_and_check(&cipher, &work, Some(manifest), key, &sink, &mut checks) {
+        Ok(p) => p,
+        Err(e) => {
+            // A verified download stays for another try with the right key.
+            work.keep = e.kind() == ErrorKind::InvalidKey;
+            return Err(e);
+        }
+    };
+    Ok(VerifiedImage {
+        path,
+        manifest: Some(manifest.clone()),
+        checks,
+        work,
+    })
+}
