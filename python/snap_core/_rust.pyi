@@ -379,3 +379,88 @@ def glacier_tree_hash(data: bytes | str | PathLike[str]) -> str:
 def offsite_archive_key(prefix: str, suffix: str = "") -> str: ...
 def offsite_retain_until(days: int) -> float:
     """Unix time now + days + 1 day; raises InvalidInput below 90 days."""
+
+# --- restore ---
+# Restore and proof (snap-restore): archives from their manifests, off-site
+# fetch with retrieval/resume, three integrity checks before anything is
+# written, extraction with the servers' own metadata; local history; the
+# sealed channel back to a server; sealed credentials; drill and audit.
+from typing import Any, Callable, Optional, Sequence
+
+_RPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+_RProgress = Optional[Callable[[dict], None]]
+_Prompt = Optional[Callable[[str], Optional[bytes]]]
+
+class ArchiveStore:
+    """An off-site target for restore: settings (dict, as OffsiteTarget) and/or
+    a sealed credentials pack (bytes from seal_creds) with its passphrase;
+    the pack's settings are the base, `settings` override them. The pack is
+    opened in memory only (the SDK reads the keys from a memfd)."""
+
+    def __init__(self, settings: dict | None = None, creds: bytes | None = None,
+                 passphrase: bytes | str | None = None) -> None: ...
+    @property
+    def prefix(self) -> str | None:
+        """The key prefix the credentials pack carries."""
+    def describe(self) -> str: ...
+    def list(self, prefix: str = "snap/", head: bool = True) -> list[dict]:
+        """Archives (oldest first): key, manifest_key, created, backup_server, servers,
+        snapshots, size, plaintext_size, recipients, storage_class, lock_mode,
+        retain_until, retrieval, retrieval_expires, error (per row)."""
+    def manifest(self, key: str) -> dict: ...
+    def newest(self, prefix: str = "snap/") -> dict: ...
+    def retrieval(self, key: str, request: bool = False, tier: str = "Standard", days: int = 3) -> dict: ...
+    def restore(self, key: str | None, secret_key: bytes, dest: _RPath, select: Sequence[_RPath] | None = None,
+                snapshot: str | None = None, server: str | None = None, paths: Sequence[_RPath] | None = None,
+                passphrase: bytes | str | None = None, prompt: _Prompt = None, overwrite: bool = False,
+                work_dir: _RPath | None = None, prefix: str = "snap/", request: bool = True, tier: str = "Standard",
+                days: int = 3, wait: float | None = None, poll: float = 600.0, resume: bool = True,
+                progress: _RProgress = None) -> dict:
+        """Restore from off-site (key None: the newest under prefix). Raises NotReady
+        (retrieval pending), IntegrityError (size/sha256/MDC), InvalidKey, NotFound,
+        AlreadyExists (conflicts in dest; nothing moved). Returns {archive, created,
+        checks, extract, seconds}."""
+    def audit(self, prefix: str = "snap/", min_retain_days: int = 90, max_age_days: float = 16.0,
+              lock_mode: str = "COMPLIANCE") -> dict: ...
+    def verify(self, prefix: str = "snap/", sample: dict | None = None, secret_key: bytes | None = None,
+               passphrase: bytes | str | None = None, state_dir: _RPath | None = None,
+               work_dir: _RPath | None = None, min_retain_days: int = 90, max_age_days: float = 16.0,
+               lock_mode: str = "COMPLIANCE", request: bool = True, tier: str = "Bulk", days: int = 3,
+               wait: float | None = None, poll: float = 600.0, progress: _RProgress = None) -> dict:
+        """Audit and (with sample + drill key) the drill; record kept under state_dir.
+        result: ok | failed | pending."""
+
+def restore_from_file(archive: _RPath, secret_key: bytes, dest: _RPath, select: Sequence[_RPath] | None = None,
+                      snapshot: str | None = None, server: str | None = None, paths: Sequence[_RPath] | None = None,
+                      manifest: _RPath | None = None, passphrase: bytes | str | None = None, prompt: _Prompt = None,
+                      overwrite: bool = False, work_dir: _RPath | None = None, progress: _RProgress = None) -> dict:
+    """Air-gapped restore of an archive file (manifest: ARCHIVE.manifest.json by default if present)."""
+
+def restore_from_history(history: _RPath, snapshot: str, server: str, dest: _RPath, path: _RPath | None = None,
+                         overwrite: bool = False, work_dir: _RPath | None = None, progress: _RProgress = None) -> dict:
+    """One file, a directory or the whole server (path None or "/") from history into dest (the server's /)."""
+
+def pack_history_pick(history: _RPath, snapshot: str, server: str, image: _RPath, path: _RPath | None = None) -> dict:
+    """A pick of history packed into a new image; returns the PackedPick (what extract_history_pick needs)."""
+
+def extract_history_pick(image: _RPath, packed: dict, dest: _RPath, overwrite: bool = False,
+                         progress: _RProgress = None) -> dict: ...
+def seal_for_server(src: _RPath, dst: _RPath, recipient: str) -> dict:
+    """Seal src for the holder of an ssh-ed25519 key (age); returns {size, sha256}."""
+
+def open_sealed(src: _RPath, dst: _RPath, identity: _RPath, sha256: str | None = None) -> int:
+    """Open a sealed file with the SSH private key at identity; dst appears only if intact."""
+
+def seal_creds(access_key_id: str, secret_access_key: str, target: dict, passphrase: bytes | str,
+               session_token: str | None = None, prefix: str | None = None, note: str | None = None,
+               work_factor: int | None = None) -> bytes:
+    """An armored age file (scrypt passphrase) holding read-only credentials and target settings."""
+
+def inspect_creds(sealed: bytes, passphrase: bytes | str) -> dict:
+    """What a credentials pack holds, without its secret."""
+
+def drill_sample(history: _RPath, manifest: dict, random_files: int = 50, max_bytes: int = 268435456,
+                 seed: int | None = None) -> dict:
+    """A drill sample (paths + descriptions, no secrets) from the archive's snapshot still in history."""
+
+def describe_tree(root: _RPath, paths: list[str], fake_super: bool = False) -> dict: ...

@@ -44,7 +44,9 @@ fn secret_bytes(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<V
         Some(o) if o.is_instance_of::<PyString>() => Ok(Some(o.extract::<String>()?.into_bytes())),
         Some(o) => match o.cast::<PyBytes>() {
             Ok(b) => Ok(Some(b.as_bytes().to_vec())),
-            Err(_) => Err(PyTypeError::new_err(format!("{what} must be bytes, str or None"))),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "{what} must be bytes, str or None"
+            ))),
         },
     }
 }
@@ -53,7 +55,11 @@ fn secret_bytes(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<V
 fn json_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<serde_json::Value> {
     match obj {
         Some(o) if !o.is_none() => {
-            let text: String = o.py().import("json")?.call_method1("dumps", (o,))?.extract()?;
+            let text: String = o
+                .py()
+                .import("json")?
+                .call_method1("dumps", (o,))?
+                .extract()?;
             serde_json::from_str(&text)
                 .map_err(|e| snap_core::Error::invalid_input(format!("not JSON data: {e}")))
                 .py()
@@ -70,7 +76,11 @@ fn from_json<T: serde::de::DeserializeOwned>(obj: &Bound<'_, PyAny>, what: &str)
 
 /// The secret key, its passphrase or a prompt (a callable given the key's
 /// description, returning the passphrase or None).
-fn key_source(key: Vec<u8>, passphrase: Option<Vec<u8>>, prompt: Option<Py<PyAny>>) -> SecretKeySource {
+fn key_source(
+    key: Vec<u8>,
+    passphrase: Option<Vec<u8>>,
+    prompt: Option<Py<PyAny>>,
+) -> SecretKeySource {
     let mut s = SecretKeySource::new("the secret key given", key);
     if let Some(p) = passphrase {
         s = s.with_passphrase(p);
@@ -84,7 +94,9 @@ fn key_source(key: Vec<u8>, passphrase: Option<Vec<u8>>, prompt: Option<Py<PyAny
                 } else if let Ok(b) = got.cast::<PyBytes>() {
                     Some(Zeroizing::new(b.as_bytes().to_vec()))
                 } else {
-                    got.extract::<String>().ok().map(|s| Zeroizing::new(s.into_bytes()))
+                    got.extract::<String>()
+                        .ok()
+                        .map(|s| Zeroizing::new(s.into_bytes()))
                 }
             })
         });
@@ -106,17 +118,26 @@ fn selection(
     match (snapshot, server) {
         (Some(snap), Some(srv)) => {
             if select.as_ref().is_some_and(|s| !s.is_empty()) {
-                return Err(snap_core::Error::invalid_input("give either select or snapshot+server, not both")).py();
+                return Err(snap_core::Error::invalid_input(
+                    "give either select or snapshot+server, not both",
+                ))
+                .py();
             }
             rs::Selection::server(snap, srv, &raw(paths)?).py()
         }
         (None, None) => {
             if paths.as_ref().is_some_and(|p| !p.is_empty()) {
-                return Err(snap_core::Error::invalid_input("paths need snapshot and server")).py();
+                return Err(snap_core::Error::invalid_input(
+                    "paths need snapshot and server",
+                ))
+                .py();
             }
             Ok(rs::Selection::paths(raw(select)?))
         }
-        _ => Err(snap_core::Error::invalid_input("snapshot and server go together")).py(),
+        _ => Err(snap_core::Error::invalid_input(
+            "snapshot and server go together",
+        ))
+        .py(),
     }
 }
 
@@ -172,7 +193,9 @@ impl ArchiveStore {
                 let creds = match sealed {
                     Some(s) => {
                         let p = pass.ok_or_else(|| {
-                            snap_core::Error::invalid_input("a credentials pack needs its passphrase")
+                            snap_core::Error::invalid_input(
+                                "a credentials pack needs its passphrase",
+                            )
                         })?;
                         Some(rs::creds::open(&s, &p, "the credentials pack")?)
                     }
@@ -197,26 +220,39 @@ impl ArchiveStore {
     /// Every archive under `prefix` from its manifest, oldest first.
     #[pyo3(signature = (prefix="snap/", head=true))]
     fn list<'py>(&self, py: Python<'py>, prefix: &str, head: bool) -> PyResult<Bound<'py, PyAny>> {
-        let rows = py.detach(|| rs::list_archives(self.inner.target.as_ref(), prefix, head)).py()?;
+        let rows = py
+            .detach(|| rs::list_archives(self.inner.target.as_ref(), prefix, head))
+            .py()?;
         to_python(py, &rows)
     }
 
     /// The manifest of an archive (archive or manifest key).
     fn manifest<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        let m = py.detach(|| rs::load_manifest(self.inner.target.as_ref(), key)).py()?;
+        let m = py
+            .detach(|| rs::load_manifest(self.inner.target.as_ref(), key))
+            .py()?;
         to_python(py, &m)
     }
 
     /// The manifest of the newest archive under `prefix`.
     #[pyo3(signature = (prefix="snap/"))]
     fn newest<'py>(&self, py: Python<'py>, prefix: &str) -> PyResult<Bound<'py, PyAny>> {
-        let m = py.detach(|| rs::list::newest(self.inner.target.as_ref(), prefix)).py()?;
+        let m = py
+            .detach(|| rs::list::newest(self.inner.target.as_ref(), prefix))
+            .py()?;
         to_python(py, &m)
     }
 
     /// Retrieval state of an archive, asking for a retrieval if `request`.
     #[pyo3(signature = (key, request=false, tier="Standard", days=3))]
-    fn retrieval<'py>(&self, py: Python<'py>, key: &str, request: bool, tier: &str, days: u32) -> PyResult<Bound<'py, PyAny>> {
+    fn retrieval<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        request: bool,
+        tier: &str,
+        days: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let opts = rs::RetrievalOptions {
             request,
             tier: RetrievalTier::parse(tier).py()?,
@@ -269,7 +305,16 @@ impl ArchiveStore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let dest = path_arg(dest)?;
         let sel = selection(select, snapshot, server, paths)?;
-        let opts = fetch_options(opt_path(work_dir)?, Some(&dest), request, tier, days, wait, poll, resume)?;
+        let opts = fetch_options(
+            opt_path(work_dir)?,
+            Some(&dest),
+            request,
+            tier,
+            days,
+            wait,
+            poll,
+            resume,
+        )?;
         let secret = key_source(secret_key, secret_bytes(passphrase, "passphrase")?, prompt);
         let sink = sink(progress);
         let t = self.inner.target.as_ref();
@@ -301,7 +346,14 @@ impl ArchiveStore {
             max_age_days,
         };
         let r = py
-            .detach(|| rs::proof::audit(self.inner.target.as_ref(), prefix, &policy, SystemTime::now()))
+            .detach(|| {
+                rs::proof::audit(
+                    self.inner.target.as_ref(),
+                    prefix,
+                    &policy,
+                    SystemTime::now(),
+                )
+            })
             .py()?;
         to_python(py, &r)
     }
@@ -337,7 +389,10 @@ impl ArchiveStore {
             _ => None,
         };
         if sample.is_some() != secret_key.is_some() {
-            return Err(snap_core::Error::invalid_input("the drill needs both a sample and the drill key")).py();
+            return Err(snap_core::Error::invalid_input(
+                "the drill needs both a sample and the drill key",
+            ))
+            .py();
         }
         let policy = rs::proof::AuditPolicy {
             min_retain_days,
@@ -345,7 +400,16 @@ impl ArchiveStore {
             max_age_days,
         };
         let state_dir = opt_path(state_dir)?;
-        let opts = fetch_options(opt_path(work_dir)?, None, request, tier, days, wait, poll, true)?;
+        let opts = fetch_options(
+            opt_path(work_dir)?,
+            None,
+            request,
+            tier,
+            days,
+            wait,
+            poll,
+            true,
+        )?;
         let secret = secret_key.map(|k| key_source(k, None, None));
         let secret = match (secret, secret_bytes(passphrase, "passphrase")?) {
             (Some(s), Some(p)) => Some(s.with_passphrase(p)),
@@ -409,7 +473,10 @@ fn restore_from_file<'py>(
     let sink = sink(progress);
     let rep = py
         .detach(|| {
-            let m = manifest.as_deref().map(rs::list::read_manifest_file).transpose()?;
+            let m = manifest
+                .as_deref()
+                .map(rs::list::read_manifest_file)
+                .transpose()?;
             rs::restore_file(&archive, m, &secret, &sel, &dest, overwrite, &work, sink)
         })
         .py()?;
@@ -442,7 +509,9 @@ fn restore_from_history<'py>(
     let work = opt_path(work_dir)?;
     let sink = sink(progress);
     let rep = py
-        .detach(|| rs::restore_from_history(&history, &pick, &dest, overwrite, work.as_deref(), sink))
+        .detach(|| {
+            rs::restore_from_history(&history, &pick, &dest, overwrite, work.as_deref(), sink)
+        })
         .py()?;
     to_python(py, &rep)
 }
@@ -519,8 +588,16 @@ fn open_sealed(
     sha256: Option<String>,
 ) -> PyResult<u64> {
     let (src, dst, id) = (path_arg(src)?, path_arg(dst)?, path_arg(identity)?);
-    py.detach(|| rs::channel::open_file(&src, &dst, &id, sha256.as_deref(), &Progress::silent("open")))
-        .py()
+    py.detach(|| {
+        rs::channel::open_file(
+            &src,
+            &dst,
+            &id,
+            sha256.as_deref(),
+            &Progress::silent("open"),
+        )
+    })
+    .py()
 }
 
 /// Seal read-only off-site credentials under a passphrase (armored age).
@@ -543,7 +620,14 @@ fn seal_creds<'py>(
     let pass = Zeroizing::new(secret_bytes(Some(passphrase), "passphrase")?.unwrap_or_default());
     let sealed = py
         .detach(|| {
-            let c = rs::creds::Creds::new(access_key_id, secret_access_key, session_token, target, prefix, note)?;
+            let c = rs::creds::Creds::new(
+                access_key_id,
+                secret_access_key,
+                session_token,
+                target,
+                prefix,
+                note,
+            )?;
             rs::creds::seal(&c, &pass, work_factor)
         })
         .py()?;
@@ -552,9 +636,15 @@ fn seal_creds<'py>(
 
 /// What a credentials pack holds, without its secret.
 #[pyfunction]
-fn inspect_creds<'py>(py: Python<'py>, sealed: Vec<u8>, passphrase: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn inspect_creds<'py>(
+    py: Python<'py>,
+    sealed: Vec<u8>,
+    passphrase: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let pass = Zeroizing::new(secret_bytes(Some(passphrase), "passphrase")?.unwrap_or_default());
-    let c = py.detach(|| rs::creds::open(&sealed, &pass, "the credentials pack")).py()?;
+    let c = py
+        .detach(|| rs::creds::open(&sealed, &pass, "the credentials pack"))
+        .py()?;
     to_python(
         py,
         &serde_json::json!({
@@ -589,7 +679,9 @@ fn drill_sample<'py>(
         max_bytes,
         seed,
     };
-    let s = py.detach(|| rs::proof::sample(&history, &manifest, &opts)).py()?;
+    let s = py
+        .detach(|| rs::proof::sample(&history, &manifest, &opts))
+        .py()?;
     to_python(py, &s)
 }
 
@@ -597,9 +689,16 @@ fn drill_sample<'py>(
 /// `fake_super`: read rsync's xattrs (history).
 #[pyfunction]
 #[pyo3(signature = (root, paths, fake_super=false))]
-fn describe_tree<'py>(py: Python<'py>, root: &Bound<'py, PyAny>, paths: Vec<String>, fake_super: bool) -> PyResult<Bound<'py, PyAny>> {
+fn describe_tree<'py>(
+    py: Python<'py>,
+    root: &Bound<'py, PyAny>,
+    paths: Vec<String>,
+    fake_super: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let root = path_arg(root)?;
-    let d = py.detach(|| rs::proof::describe(&root, &paths, fake_super)).py()?;
+    let d = py
+        .detach(|| rs::proof::describe(&root, &paths, fake_super))
+        .py()?;
     to_python(py, &d)
 }
 

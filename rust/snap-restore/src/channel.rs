@@ -16,7 +16,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use snap_core::{Error, ErrorKind, Progress, ProgressReader, Result};
+use snap_core::progress::ProgressReader;
+use snap_core::{Error, ErrorKind, Progress, Result};
 
 /// What [`seal_file`] wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -29,8 +30,11 @@ pub struct Sealed {
 /// Seal `src` into a new file `dst` for the holder of the SSH key whose
 /// public half is `recipient` (`ssh-ed25519 AAAA...`).
 pub fn seal_file(src: &Path, dst: &Path, recipient: &str, progress: &Progress) -> Result<Sealed> {
-    let r = age::ssh::Recipient::from_str(recipient.trim())
-        .map_err(|e| Error::invalid_key(format!("restore recipient {recipient:?} is not an SSH public key age can use: {e:?}")))?;
+    let r = age::ssh::Recipient::from_str(recipient.trim()).map_err(|e| {
+        Error::invalid_key(format!(
+            "restore recipient {recipient:?} is not an SSH public key age can use: {e:?}"
+        ))
+    })?;
     let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
         .map_err(|e| Error::invalid_key(format!("restore recipient: {e}")))?;
     let input = File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
@@ -62,9 +66,12 @@ pub fn seal_file(src: &Path, dst: &Path, recipient: &str, progress: &Progress) -
             n: 0,
         })
         .map_err(|e| Error::io_path("writing", dst, e))?;
-    std::io::copy(&mut ProgressReader::new(input, progress), &mut w).map_err(|e| Error::io_path("sealing into", dst, e))?;
+    std::io::copy(&mut ProgressReader::new(input, progress), &mut w)
+        .map_err(|e| Error::io_path("sealing into", dst, e))?;
     let h = w.finish().map_err(|e| Error::io_path("writing", dst, e))?;
-    h.inner.sync_all().map_err(|e| Error::io_path("syncing", dst, e))?;
+    h.inner
+        .sync_all()
+        .map_err(|e| Error::io_path("syncing", dst, e))?;
     Ok(Sealed {
         size: h.n,
         sha256: hex::encode(h.h.finalize()),
@@ -74,7 +81,13 @@ pub fn seal_file(src: &Path, dst: &Path, recipient: &str, progress: &Progress) -
 /// Open `src` (sealed by [`seal_file`]) with the SSH private key at
 /// `identity` into a new file `dst`, which appears only if all of it
 /// decrypted and authenticated. `sha256`: what the sealer reported.
-pub fn open_file(src: &Path, dst: &Path, identity: &Path, sha256: Option<&str>, progress: &Progress) -> Result<u64> {
+pub fn open_file(
+    src: &Path,
+    dst: &Path,
+    identity: &Path,
+    sha256: Option<&str>,
+    progress: &Progress,
+) -> Result<u64> {
     if let Some(want) = sha256 {
         let mut h = Sha256::new();
         let mut f = File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
@@ -83,13 +96,22 @@ pub fn open_file(src: &Path, dst: &Path, identity: &Path, sha256: Option<&str>, 
         if got != want {
             return Err(Error::new(
                 ErrorKind::Integrity,
-                format!("{} has sha256 {got}, the backup server sent {want}: damaged in transit", src.display()),
+                format!(
+                    "{} has sha256 {got}, the backup server sent {want}: damaged in transit",
+                    src.display()
+                ),
             ));
         }
     }
     let key = File::open(identity).map_err(|e| Error::io_path("opening the key", identity, e))?;
-    let id = age::ssh::Identity::from_buffer(BufReader::new(key), Some(identity.display().to_string()))
-        .map_err(|e| Error::invalid_key(format!("{}: not an SSH private key: {e}", identity.display())))?;
+    let id =
+        age::ssh::Identity::from_buffer(BufReader::new(key), Some(identity.display().to_string()))
+            .map_err(|e| {
+                Error::invalid_key(format!(
+                    "{}: not an SSH private key: {e}",
+                    identity.display()
+                ))
+            })?;
     if !matches!(id, age::ssh::Identity::Unencrypted(_)) {
         return Err(Error::invalid_key(format!(
             "{}: an SSH key age cannot use here (passphrase-protected or unsupported type)",
@@ -98,10 +120,21 @@ pub fn open_file(src: &Path, dst: &Path, identity: &Path, sha256: Option<&str>, 
     }
     let input = File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
     let dec = age::Decryptor::new_buffered(BufReader::new(ProgressReader::new(input, progress)))
-        .map_err(|e| Error::new(ErrorKind::Integrity, format!("{}: not a sealed restore: {e}", src.display())))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!("{}: not a sealed restore: {e}", src.display()),
+            )
+        })?;
     let mut r = dec
         .decrypt(std::iter::once(&id as &dyn age::Identity))
-        .map_err(|e| Error::invalid_key(format!("{}: cannot be opened with {}: {e}", src.display(), identity.display())))?;
+        .map_err(|e| {
+            Error::invalid_key(format!(
+                "{}: cannot be opened with {}: {e}",
+                src.display(),
+                identity.display()
+            ))
+        })?;
     let dir = dst.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".snap-open.")
@@ -111,15 +144,22 @@ pub fn open_file(src: &Path, dst: &Path, identity: &Path, sha256: Option<&str>, 
     let mut total = 0u64;
     loop {
         let n = r.read(&mut buf).map_err(|e| {
-            Error::new(ErrorKind::Integrity, format!("{}: damaged or truncated: {e}", src.display()))
+            Error::new(
+                ErrorKind::Integrity,
+                format!("{}: damaged or truncated: {e}", src.display()),
+            )
         })?;
         if n == 0 {
             break;
         }
-        tmp.write_all(&buf[..n]).map_err(|e| Error::io_path("writing", tmp.path(), e))?;
+        tmp.write_all(&buf[..n])
+            .map_err(|e| Error::io_path("writing", tmp.path(), e))?;
         total += n as u64;
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io_path("syncing", tmp.path(), e))?;
-    tmp.persist_noclobber(dst).map_err(|e| Error::io_path("creating", dst, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io_path("syncing", tmp.path(), e))?;
+    tmp.persist_noclobber(dst)
+        .map_err(|e| Error::io_path("creating", dst, e.error))?;
     Ok(total)
 }

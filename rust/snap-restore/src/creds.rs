@@ -96,14 +96,24 @@ impl Creds {
             )));
         }
         if self.access_key_id.trim().is_empty() || self.secret_access_key.trim().is_empty() {
-            return Err(Error::invalid_input("credentials pack: access key id and secret are required"));
+            return Err(Error::invalid_input(
+                "credentials pack: access key id and secret are required",
+            ));
         }
         let bad = |s: &str| s.contains(['\n', '\r', '[', ']']);
-        if bad(&self.access_key_id) || bad(&self.secret_access_key) || self.session_token.as_deref().is_some_and(bad) {
-            return Err(Error::invalid_input("credentials pack: a credential contains a line break or bracket"));
+        if bad(&self.access_key_id)
+            || bad(&self.secret_access_key)
+            || self.session_token.as_deref().is_some_and(bad)
+        {
+            return Err(Error::invalid_input(
+                "credentials pack: a credential contains a line break or bracket",
+            ));
         }
         let settings = TargetSettings::from_value(self.target.clone())?;
-        if settings.profile.is_some() || settings.credentials_file.is_some() || settings.config_file.is_some() {
+        if settings.profile.is_some()
+            || settings.credentials_file.is_some()
+            || settings.config_file.is_some()
+        {
             return Err(Error::invalid_input(
                 "credentials pack: the target settings must not name a profile or credentials/config file",
             ));
@@ -113,7 +123,11 @@ impl Creds {
     }
 
     /// The target settings with the in-memory credentials as their profile.
-    fn settings_with(&self, mem: &MemFile, overrides: &serde_json::Value) -> Result<serde_json::Value> {
+    fn settings_with(
+        &self,
+        mem: &MemFile,
+        overrides: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
         let mut v = self.target.clone();
         if let (Some(map), Some(extra)) = (v.as_object_mut(), overrides.as_object()) {
             for (k, val) in extra {
@@ -122,7 +136,10 @@ impl Creds {
                 }
             }
             map.insert("profile".into(), PROFILE.into());
-            map.insert("credentials_file".into(), mem.path.display().to_string().into());
+            map.insert(
+                "credentials_file".into(),
+                mem.path.display().to_string().into(),
+            );
         }
         Ok(v)
     }
@@ -143,7 +160,8 @@ fn passphrase_of(p: &[u8]) -> Result<SecretString> {
 pub fn seal(creds: &Creds, passphrase: &[u8], work_factor: Option<u8>) -> Result<Vec<u8>> {
     creds.check()?;
     let json = Zeroizing::new(
-        serde_json::to_vec_pretty(creds).map_err(|e| Error::internal(format!("encoding credentials: {e}")))?,
+        serde_json::to_vec_pretty(creds)
+            .map_err(|e| Error::internal(format!("encoding credentials: {e}")))?,
     );
     let mut recipient = age::scrypt::Recipient::new(passphrase_of(passphrase)?);
     if let Some(wf) = work_factor {
@@ -154,8 +172,11 @@ pub fn seal(creds: &Creds, passphrase: &[u8], work_factor: Option<u8>) -> Result
     let mut out = Vec::new();
     let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
         .map_err(|e| Error::io("sealing credentials", e))?;
-    let mut w = enc.wrap_output(armor).map_err(|e| Error::io("sealing credentials", e))?;
-    w.write_all(&json).map_err(|e| Error::io("sealing credentials", e))?;
+    let mut w = enc
+        .wrap_output(armor)
+        .map_err(|e| Error::io("sealing credentials", e))?;
+    w.write_all(&json)
+        .map_err(|e| Error::io("sealing credentials", e))?;
     w.finish()
         .and_then(|a| a.finish())
         .map_err(|e| Error::io("sealing credentials", e))?;
@@ -165,8 +186,12 @@ pub fn seal(creds: &Creds, passphrase: &[u8], work_factor: Option<u8>) -> Result
 /// Open a sealed pack with its passphrase (in memory only).
 pub fn open(sealed: &[u8], passphrase: &[u8], label: &str) -> Result<Creds> {
     let reader = age::armor::ArmoredReader::new(sealed);
-    let dec = age::Decryptor::new(reader)
-        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("{label} is not a snap credentials pack (age file): {e}")))?;
+    let dec = age::Decryptor::new(reader).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{label} is not a snap credentials pack (age file): {e}"),
+        )
+    })?;
     if !dec.is_scrypt() {
         return Err(Error::invalid_input(format!(
             "{label} is an age file, but not sealed with a passphrase"
@@ -185,8 +210,12 @@ pub fn open(sealed: &[u8], passphrase: &[u8], label: &str) -> Result<Creds> {
             other => Error::new(ErrorKind::Integrity, format!("{label}: {other}")),
         })?;
     let mut json = Zeroizing::new(Vec::new());
-    r.read_to_end(&mut json)
-        .map_err(|e| Error::new(ErrorKind::Integrity, format!("{label}: damaged credentials pack: {e}")))?;
+    r.read_to_end(&mut json).map_err(|e| {
+        Error::new(
+            ErrorKind::Integrity,
+            format!("{label}: damaged credentials pack: {e}"),
+        )
+    })?;
     let creds: Creds = serde_json::from_slice(&json)
         .map_err(|e| Error::invalid_input(format!("{label}: not snap credentials: {e}")))?;
     creds.check()?;
@@ -233,7 +262,11 @@ pub fn open_offsite(settings: &serde_json::Value, creds: Option<&Creds>) -> Resu
                 ini.push_str(&format!("aws_session_token = {t}\n"));
             }
             let mem = MemFile::new("snap-restore-credentials", ini.as_bytes())?;
-            (c.settings_with(&mem, settings)?, Some(mem), c.prefix.clone())
+            (
+                c.settings_with(&mem, settings)?,
+                Some(mem),
+                c.prefix.clone(),
+            )
         }
         None => (settings.clone(), None, None),
     };
@@ -292,7 +325,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("profile"), "{e}");
-        assert!(Creds::new("a\n[x]".into(), "b".into(), None, serde_json::json!({"bucket": "b"}), None, None).is_err());
+        assert!(
+            Creds::new(
+                "a\n[x]".into(),
+                "b".into(),
+                None,
+                serde_json::json!({"bucket": "b"}),
+                None,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -303,8 +346,15 @@ mod tests {
             path = m.path.clone();
             assert_eq!(std::fs::read(&path).unwrap(), b"[p]\nx = 1\n");
             let target = std::fs::read_link(&path).unwrap();
-            assert!(target.to_string_lossy().starts_with("/memfd:"), "{target:?}");
+            assert!(
+                target.to_string_lossy().starts_with("/memfd:"),
+                "{target:?}"
+            );
         }
-        assert!(std::fs::read(&path).map(|b| b != b"[p]\nx = 1\n").unwrap_or(true));
+        assert!(
+            std::fs::read(&path)
+                .map(|b| b != b"[p]\nx = 1\n")
+                .unwrap_or(true)
+        );
     }
 }

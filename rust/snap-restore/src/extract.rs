@@ -195,20 +195,36 @@ mod tests {
 
     #[test]
     fn server_selection_is_below_its_base() {
-        let s = Selection::server("recent.0", "db1", &[b"/srv/data".to_vec(), b"etc/".to_vec()]).unwrap();
+        let s = Selection::server(
+            "recent.0",
+            "db1",
+            &[b"/srv/data".to_vec(), b"etc/".to_vec()],
+        )
+        .unwrap();
         assert_eq!(s.base.as_deref(), Some(&b"recent.0/db1"[..]));
         assert_eq!(
             s.unpack_paths().unwrap(),
-            vec![b"recent.0/db1/srv/data".to_vec(), b"recent.0/db1/etc".to_vec()]
+            vec![
+                b"recent.0/db1/srv/data".to_vec(),
+                b"recent.0/db1/etc".to_vec()
+            ]
         );
         let whole = Selection::server("recent.0", "db1", &[b"/".to_vec()]).unwrap();
-        assert_eq!(whole.unpack_paths().unwrap(), vec![b"recent.0/db1".to_vec()]);
+        assert_eq!(
+            whole.unpack_paths().unwrap(),
+            vec![b"recent.0/db1".to_vec()]
+        );
         assert!(Selection::server("../x", "db1", &[]).is_err());
         assert!(Selection::server("recent.0", "db1", &[b"/a/../etc".to_vec()]).is_err());
         let bad = Selection {
             paths: vec![b"recent.1/db1/x".to_vec()],
             base: Some(b"recent.0/db1".to_vec()),
         };
-        assert!(bad.unpack_paths().unwrap_err().to_string().contains("not below"));
+        assert!(
+            bad.unpack_paths()
+                .unwrap_err()
+                .to_string()
+                .contains("not below")
+        );
     }
 }

@@ -117,7 +117,8 @@ impl WorkArea {
                     .map_err(|e| Error::io_path("securing", &dir, e))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let m = fs::symlink_metadata(&dir).map_err(|e| Error::io_path("checking", &dir, e))?;
+                let m =
+                    fs::symlink_metadata(&dir).map_err(|e| Error::io_path("checking", &dir, e))?;
                 let me = rustix::process::geteuid().as_raw();
                 if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
                     return Err(Error::new(
@@ -217,9 +218,13 @@ pub fn open_archive_file(
     work_parent: &Path,
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<VerifiedImage> {
-    let meta = fs::metadata(archive).map_err(|e| Error::io_path("opening the archive", archive, e))?;
+    let meta =
+        fs::metadata(archive).map_err(|e| Error::io_path("opening the archive", archive, e))?;
     if !meta.is_file() {
-        return Err(Error::invalid_input(format!("archive {} is not a file", archive.display())));
+        return Err(Error::invalid_input(format!(
+            "archive {} is not a file",
+            archive.display()
+        )));
     }
     let manifest = match manifest {
         Some(m) => Some(m),
@@ -251,7 +256,14 @@ pub fn open_archive_file(
         }
     }
     key_check(key)?;
-    let work = WorkArea::open(work_parent, &format!(".snap-restore-{}", snap_core::record::run_id()))?;
+    let work = WorkArea::open(
+        work_parent,
+        &format!(
+            ".snap-restore-{}-{:08x}",
+            snap_core::record::run_id(),
+            rand::random::<u32>()
+        ),
+    )?;
     let path = decrypt_and_check(archive, &work, manifest.as_ref(), key, &sink, &mut checks)?;
     Ok(VerifiedImage {
         path,
@@ -291,7 +303,10 @@ pub fn ensure_readable(
     if info.retrieval.is_readable() {
         return Ok(report);
     }
-    let class = info.storage_class.clone().unwrap_or_else(|| "an archival class".into());
+    let class = info
+        .storage_class
+        .clone()
+        .unwrap_or_else(|| "an archival class".into());
     let mut status = info.retrieval.clone();
     if status == RetrievalStatus::NotRequested {
         if !opts.request {
@@ -319,7 +334,11 @@ pub fn ensure_readable(
                     "archive {key} is in {class}: retrieval {} (tier {}{}); run the same restore again later{}",
                     status.name(),
                     opts.tier.as_str(),
-                    if report.requested { ", requested now" } else { "" },
+                    if report.requested {
+                        ", requested now"
+                    } else {
+                        ""
+                    },
                     if opts.wait.is_some() {
                         format!(" (waited {:.0}s)", waited.as_secs_f64())
                     } else {
@@ -329,7 +348,11 @@ pub fn ensure_readable(
             ));
         };
         let p = progress(
-            &format!("retrieval of {key}: {} (tier {})", status.name(), opts.tier.as_str()),
+            &format!(
+                "retrieval of {key}: {} (tier {})",
+                status.name(),
+                opts.tier.as_str()
+            ),
             None,
             sink,
         );
@@ -405,7 +428,9 @@ pub fn fetch_offsite(
                 });
             }
         };
-        let size = fs::metadata(&part).map_err(|e| Error::io_path("reading", &part, e))?.len();
+        let size = fs::metadata(&part)
+            .map_err(|e| Error::io_path("reading", &part, e))?
+            .len();
         checks.download = Some(DownloadReport {
             resumed_from: got.resumed_from,
             fetched: got.fetched,
@@ -422,7 +447,11 @@ pub fn fetch_offsite(
                 got.sha256,
                 manifest.archive.size,
                 manifest.archive.sha256,
-                if size < manifest.archive.size { " (truncated)" } else { "" }
+                if size < manifest.archive.size {
+                    " (truncated)"
+                } else {
+                    ""
+                }
             )));
         }
         fs::rename(&part, &cipher).map_err(|e| Error::io_path("renaming", &part, e))?;

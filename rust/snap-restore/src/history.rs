@@ -41,7 +41,9 @@ pub struct Pick {
 impl Pick {
     pub fn new(snapshot: &str, server: &str, path: &[u8]) -> Result<Pick> {
         if snapshot.is_empty() || snapshot.contains('/') || snapshot == "." || snapshot == ".." {
-            return Err(Error::invalid_input(format!("snapshot {snapshot:?} is not a snapshot name")));
+            return Err(Error::invalid_input(format!(
+                "snapshot {snapshot:?} is not a snapshot name"
+            )));
         }
         snap_core::account::validate_minion_id(server)?;
         Ok(Pick {
@@ -100,23 +102,44 @@ fn server_meta(path: &Path) -> Result<(u32, u32, u32, i64)> {
 }
 
 /// Pack `pick` from `history` into a new image (must not exist).
-pub fn pack_pick(history: &Path, pick: &Pick, image: &Path, progress: &Progress) -> Result<PackedPick> {
+pub fn pack_pick(
+    history: &Path,
+    pick: &Pick,
+    image: &Path,
+    progress: &Progress,
+) -> Result<PackedPick> {
     let rel = pick.rel()?;
     let root = pick.server_root(history);
     if !root.is_dir() {
         return Err(Error::new(
             ErrorKind::NotFound,
-            format!("{} has no {} in snapshot {} ({} missing)", history.display(), pick.server, pick.snapshot, root.display()),
+            format!(
+                "{} has no {} in snapshot {} ({} missing)",
+                history.display(),
+                pick.server,
+                pick.snapshot,
+                root.display()
+            ),
         ));
     }
     let (src, name, parents, whole) = if rel.is_empty() {
-        (history.join(&pick.snapshot), OsString::from(&pick.server), Vec::new(), true)
+        (
+            history.join(&pick.snapshot),
+            OsString::from(&pick.server),
+            Vec::new(),
+            true,
+        )
     } else {
         let full = root.join(OsStr::from_bytes(&rel));
         if fs::symlink_metadata(&full).is_err() {
             return Err(Error::new(
                 ErrorKind::NotFound,
-                format!("/{} is not in snapshot {} of {}", show_bytes(&rel), pick.snapshot, pick.server),
+                format!(
+                    "/{} is not in snapshot {} of {}",
+                    show_bytes(&rel),
+                    pick.snapshot,
+                    pick.server
+                ),
             ));
         }
         let comps: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
@@ -170,7 +193,8 @@ fn set_dir_meta(path: &Path, m: &DirMeta) -> Result<()> {
         )
         .map_err(|e| Error::io_path("changing owner of", path, e.into()))?;
     }
-    rustix::fs::chmod(path, Mode::from_raw_mode(m.mode)).map_err(|e| Error::io_path("changing mode of", path, e.into()))?;
+    rustix::fs::chmod(path, Mode::from_raw_mode(m.mode))
+        .map_err(|e| Error::io_path("changing mode of", path, e.into()))?;
     let t = Timespec {
         tv_sec: m.mtime as _,
         tv_nsec: 0,
@@ -189,11 +213,20 @@ fn set_dir_meta(path: &Path, m: &DirMeta) -> Result<()> {
 
 /// Extract a packed pick into `dest`, which stands for the server's `/`
 /// (the pick lands at `dest/<its path on the server>`).
-pub fn extract_pick(image: &Path, packed: &PackedPick, dest: &Path, overwrite: bool, progress: &Progress) -> Result<ExtractSummary> {
+pub fn extract_pick(
+    image: &Path,
+    packed: &PackedPick,
+    dest: &Path,
+    overwrite: bool,
+    progress: &Progress,
+) -> Result<ExtractSummary> {
     let start = std::time::Instant::now();
     let root_name = unescape(&packed.root_name)?;
     if normalize(&root_name)? != root_name || root_name.contains(&b'/') || root_name.is_empty() {
-        return Err(Error::invalid_input(format!("packed pick names {:?}, not one entry", packed.root_name)));
+        return Err(Error::invalid_input(format!(
+            "packed pick names {:?}, not one entry",
+            packed.root_name
+        )));
     }
     let staging = Staging::for_dest(dest)?;
     let tree = staging.path().join("tree");
@@ -214,14 +247,18 @@ pub fn extract_pick(image: &Path, packed: &PackedPick, dest: &Path, overwrite: b
         for p in &packed.parents {
             let name = unescape(&p.name)?;
             if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-                return Err(Error::invalid_input(format!("packed pick has a bad parent name {:?}", p.name)));
+                return Err(Error::invalid_input(format!(
+                    "packed pick has a bad parent name {:?}",
+                    p.name
+                )));
             }
             cur.push(OsStr::from_bytes(&name));
             fs::create_dir(&cur).map_err(|e| Error::io_path("creating", &cur, e))?;
             made.push((cur.clone(), p));
         }
         let to = cur.join(OsStr::from_bytes(&root_name));
-        fs::rename(&unpacked, &to).map_err(|e| Error::io_path("moving into place in staging", &to, e))?;
+        fs::rename(&unpacked, &to)
+            .map_err(|e| Error::io_path("moving into place in staging", &to, e))?;
         for (path, meta) in made.iter().rev() {
             set_dir_meta(path, meta)?;
         }
@@ -275,7 +312,14 @@ pub fn restore_from_history(
             _ => PathBuf::from("."),
         },
     };
-    let work = crate::fetch::WorkArea::open(&parent, &format!(".snap-restore-{}", snap_core::record::run_id()))?;
+    let work = crate::fetch::WorkArea::open(
+        &parent,
+        &format!(
+            ".snap-restore-{}-{:08x}",
+            snap_core::record::run_id(),
+            rand::random::<u32>()
+        ),
+    )?;
     let image = work.dir.join("pick.sqfs");
     let p = Progress::new("pack", None, sink.clone());
     let packed = pack_pick(history, pick, &image, &p)?;

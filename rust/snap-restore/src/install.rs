@@ -38,7 +38,11 @@ impl Staging {
     /// A staging directory on the file system where `dest` is or will be:
     /// inside `dest` if it exists, else next to it.
     pub fn for_dest(dest: &Path) -> Result<Staging> {
-        let name = format!(".snap-restore-{}", snap_core::record::run_id());
+        let name = format!(
+            ".snap-restore-stage-{}-{:08x}",
+            snap_core::record::run_id(),
+            rand::random::<u32>()
+        );
         let parent = match fs::symlink_metadata(dest) {
             Ok(m) if m.is_dir() => dest.to_path_buf(),
             Ok(_) => {
@@ -66,7 +70,8 @@ impl Staging {
     /// A fresh root-only directory `name` in `parent`.
     pub fn create_in(parent: &Path, name: &str) -> Result<Staging> {
         let dir = parent.join(name);
-        fs::create_dir(&dir).map_err(|e| Error::io_path("creating the staging directory", &dir, e))?;
+        fs::create_dir(&dir)
+            .map_err(|e| Error::io_path("creating the staging directory", &dir, e))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io_path("securing", &dir, e))?;
         Ok(Staging { dir })
@@ -121,7 +126,9 @@ fn open_top(path: &Path) -> Result<OwnedFd> {
 
 fn entries(dir: &OwnedFd, shown: &Path) -> Result<Vec<CString>> {
     let mut out = Vec::new();
-    for ent in rustix::fs::Dir::read_from(dir).map_err(|e| Error::io_path("reading", shown, e.into()))? {
+    for ent in
+        rustix::fs::Dir::read_from(dir).map_err(|e| Error::io_path("reading", shown, e.into()))?
+    {
         let ent = ent.map_err(|e| Error::io_path("reading", shown, e.into()))?;
         let n = ent.file_name().to_bytes();
         if n != b"." && n != b".." {
@@ -192,8 +199,14 @@ fn merge(
             .map_err(|e| Error::io_path("checking", &sp, e.into()))?;
         match kind_at(dst, &name, &dp)? {
             None => {
-                rustix::fs::renameat_with(src, name.as_c_str(), dst, name.as_c_str(), RenameFlags::NOREPLACE)
-                    .map_err(|e| Error::io_path("moving the restored entry to", &dp, e.into()))?;
+                rustix::fs::renameat_with(
+                    src,
+                    name.as_c_str(),
+                    dst,
+                    name.as_c_str(),
+                    RenameFlags::NOREPLACE,
+                )
+                .map_err(|e| Error::io_path("moving the restored entry to", &dp, e.into()))?;
                 sum.moved += 1;
             }
             Some(d) if is_dir(&s) && is_dir(&d) => {
@@ -217,7 +230,10 @@ fn merge(
             Some(_) => {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
-                    format!("{} appeared in the destination while restoring; not replacing it", dp.display()),
+                    format!(
+                        "{} appeared in the destination while restoring; not replacing it",
+                        dp.display()
+                    ),
                 ));
             }
         }
@@ -227,8 +243,12 @@ fn merge(
 
 fn copy_dir_attrs(st: &rustix::fs::Stat, dst: &OwnedFd, shown: &Path) -> Result<()> {
     if rustix::process::geteuid().is_root() {
-        rustix::fs::fchown(dst, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)))
-            .map_err(|e| Error::io_path("changing owner of", shown, e.into()))?;
+        rustix::fs::fchown(
+            dst,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )
+        .map_err(|e| Error::io_path("changing owner of", shown, e.into()))?;
     }
     rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))
         .map_err(|e| Error::io_path("changing mode of", shown, e.into()))?;
@@ -268,7 +288,10 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
         Ok(d) if !d.is_dir() => {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("restore destination {} exists and is not a directory", dest.display()),
+                format!(
+                    "restore destination {} exists and is not a directory",
+                    dest.display()
+                ),
             ));
         }
         Ok(_) => {}
@@ -284,8 +307,14 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
         let dp = dest.join(name);
         match kind_at(&dst_dir, &n, &dp)? {
             None => {
-                rustix::fs::renameat_with(&src_dir, n.as_c_str(), &dst_dir, n.as_c_str(), RenameFlags::NOREPLACE)
-                    .map_err(|e| Error::io_path("moving the restored file to", &dp, e.into()))?;
+                rustix::fs::renameat_with(
+                    &src_dir,
+                    n.as_c_str(),
+                    &dst_dir,
+                    n.as_c_str(),
+                    RenameFlags::NOREPLACE,
+                )
+                .map_err(|e| Error::io_path("moving the restored file to", &dp, e.into()))?;
                 sum.moved = 1;
             }
             Some(d) if overwrite && !is_dir(&d) => {
@@ -296,7 +325,10 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
             Some(_) => {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
-                    format!("{} exists; nothing was restored (use overwrite to replace it)", dp.display()),
+                    format!(
+                        "{} exists; nothing was restored (use overwrite to replace it)",
+                        dp.display()
+                    ),
                 ));
             }
         }
@@ -321,7 +353,8 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
     }
     merge(&src, &dst, content, dest, overwrite, &mut sum)?;
     if overwrite {
-        let st = rustix::fs::fstat(&src).map_err(|e| Error::io_path("reading", content, e.into()))?;
+        let st =
+            rustix::fs::fstat(&src).map_err(|e| Error::io_path("reading", content, e.into()))?;
         let _ = meta.mode();
         copy_dir_attrs(&st, &dst, dest)?;
     }
@@ -359,7 +392,10 @@ mod tests {
         let e = install(&staged, &dest, false).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         assert!(e.to_string().contains("etc/passwd"), "{e}");
-        assert!(!dest.join("etc/new").exists(), "something moved before the conflict was found");
+        assert!(
+            !dest.join("etc/new").exists(),
+            "something moved before the conflict was found"
+        );
         let s = install(&staged, &dest, true).unwrap();
         assert_eq!((s.moved, s.replaced, s.merged_dirs), (1, 1, 1));
         assert_eq!(fs::read(dest.join("etc/passwd")).unwrap(), b"restored");
@@ -380,7 +416,10 @@ mod tests {
         assert!(install(&staged, &dest, false).is_err());
         install(&staged, &dest, true).unwrap();
         assert!(fs::symlink_metadata(dest.join("home")).unwrap().is_dir());
-        assert!(fs::read_dir(&outside).unwrap().next().is_none(), "wrote through the symlink");
+        assert!(
+            fs::read_dir(&outside).unwrap().next().is_none(),
+            "wrote through the symlink"
+        );
     }
 
     #[test]
@@ -405,7 +444,10 @@ mod tests {
             let s = Staging::for_dest(&dest).unwrap();
             path = s.path().to_path_buf();
             assert_eq!(path.parent().unwrap(), t.path());
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
         }
         assert!(!path.exists() && !dest.exists());
     }

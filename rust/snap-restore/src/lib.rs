@@ -43,7 +43,9 @@ use snap_crypt::SecretKeySource;
 use snap_offsite::ArchiveTarget;
 
 pub use extract::{ExtractSummary, Selection, extract_image};
-pub use fetch::{Checks, FetchOptions, RetrievalOptions, VerifiedImage, fetch_offsite, open_archive_file};
+pub use fetch::{
+    Checks, FetchOptions, RetrievalOptions, VerifiedImage, fetch_offsite, open_archive_file,
+};
 pub use history::{Pick, restore_from_history};
 pub use list::{ArchiveListing, list_archives, load_manifest};
 
@@ -57,7 +59,11 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-fn report(img: &VerifiedImage, extract: ExtractSummary, start: std::time::Instant) -> RestoreReport {
+fn report(
+    img: &VerifiedImage,
+    extract: ExtractSummary,
+    start: std::time::Instant,
+) -> RestoreReport {
     RestoreReport {
         archive: img.manifest.as_ref().map(|m| m.archive.key.clone()),
         created: img.manifest.as_ref().map(|m| m.created.clone()),

@@ -11,12 +11,20 @@ use snap_offsite::ArchiveTarget;
 
 /// Parse a manifest, naming where it came from.
 pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest> {
-    let m: Manifest = serde_json::from_slice(bytes)
-        .map_err(|e| Error::new(ErrorKind::Integrity, format!("manifest {what} is not a snap manifest: {e}")))?;
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Integrity,
+            format!("manifest {what} is not a snap manifest: {e}"),
+        )
+    })?;
     if m.format != snap_archive::MANIFEST_FORMAT {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("manifest {what} has format {:?}; this snap reads {:?}", m.format, snap_archive::MANIFEST_FORMAT),
+            format!(
+                "manifest {what} has format {:?}; this snap reads {:?}",
+                m.format,
+                snap_archive::MANIFEST_FORMAT
+            ),
         ));
     }
     Ok(m)
@@ -48,7 +56,10 @@ pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> 
     if m.archive.key != expected {
         return Err(Error::new(
             ErrorKind::Integrity,
-            format!("manifest {mkey} describes {}, not {expected}", m.archive.key),
+            format!(
+                "manifest {mkey} describes {}, not {expected}",
+                m.archive.key
+            ),
         ));
     }
     Ok(m)
@@ -78,12 +89,19 @@ pub struct ArchiveListing {
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    snap_core::record::format_unix(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))
+    snap_core::record::format_unix(
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
 }
 
 /// Every archive under `prefix` that has a manifest, oldest first. With
 /// `head`, each archive is also looked up (storage class, lock, retrieval).
-pub fn list_archives(target: &dyn ArchiveTarget, prefix: &str, head: bool) -> Result<Vec<ArchiveListing>> {
+pub fn list_archives(
+    target: &dyn ArchiveTarget,
+    prefix: &str,
+    head: bool,
+) -> Result<Vec<ArchiveListing>> {
     let objects = target.list(prefix)?;
     let mut out = Vec::new();
     for obj in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
@@ -123,11 +141,17 @@ pub fn list_archives(target: &dyn ArchiveTarget, prefix: &str, head: bool) -> Re
         if head {
             match target.head(&akey) {
                 Ok(info) => {
-                    row.storage_class = Some(info.storage_class.clone().unwrap_or_else(|| "STANDARD".into()));
+                    row.storage_class = Some(
+                        info.storage_class
+                            .clone()
+                            .unwrap_or_else(|| "STANDARD".into()),
+                    );
                     row.lock_mode = info.lock_mode.clone();
                     row.retain_until = info.retain_until.map(rfc3339);
                     row.retrieval = Some(info.retrieval.name().to_string());
-                    if let snap_offsite::RetrievalStatus::Ready { expires: Some(t) } = info.retrieval {
+                    if let snap_offsite::RetrievalStatus::Ready { expires: Some(t) } =
+                        info.retrieval
+                    {
                         row.retrieval_expires = Some(rfc3339(t));
                     }
                     if row.size.is_some_and(|s| s != info.size) && row.error.is_none() {
@@ -162,7 +186,12 @@ pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Manifest> {
         .iter()
         .rev()
         .find(|r| r.error.is_none())
-        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no archive with a readable manifest under {prefix:?}")))?;
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no archive with a readable manifest under {prefix:?}"),
+            )
+        })?;
     load_manifest(target, &row.manifest_key)
 }
 

@@ -51,7 +51,9 @@ pub fn unescape(text: &str) -> Result<Vec<u8>> {
                 .filter(|h| h[0] == b'x')
                 .and_then(|h| std::str::from_utf8(&h[1..]).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::invalid_input(format!("bad escape in path {text:?} (expected \\xNN)")))?;
+                .ok_or_else(|| {
+                    Error::invalid_input(format!("bad escape in path {text:?} (expected \\xNN)"))
+                })?;
             out.push(hex);
             i += 4;
         } else {
@@ -68,7 +70,14 @@ mod tests {
 
     #[test]
     fn round_trips_any_bytes() {
-        for case in [&b"plain/path"[..], b"caf\xe9.txt", "ünï".as_bytes(), b"new\nline", b"back\\slash", b"\xff\xfe"] {
+        for case in [
+            &b"plain/path"[..],
+            b"caf\xe9.txt",
+            "ünï".as_bytes(),
+            b"new\nline",
+            b"back\\slash",
+            b"\xff\xfe",
+        ] {
             let e = escape(case);
             assert!(e.is_ascii() || std::str::from_utf8(case).is_ok());
             assert_eq!(unescape(&e).unwrap(), case, "{e}");

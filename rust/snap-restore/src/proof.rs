@@ -76,7 +76,12 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 /// Describe one entry; `fake_super`: read the type, mode, owner and device
 /// from rsync's xattr (history), else from the inode (a restored tree).
-fn describe_one(path: &Path, fake_super: bool, links: &mut HashMap<(u64, u64), String>, rel: &str) -> Result<EntryDesc> {
+fn describe_one(
+    path: &Path,
+    fake_super: bool,
+    links: &mut HashMap<(u64, u64), String>,
+    rel: &str,
+) -> Result<EntryDesc> {
     let m = fs::symlink_metadata(path).map_err(|e| Error::io_path("reading", path, e))?;
     let (mut mode, mut uid, mut gid) = (m.mode(), m.uid(), m.gid());
     let mut rdev = {
@@ -119,7 +124,11 @@ fn describe_one(path: &Path, fake_super: bool, links: &mut HashMap<(u64, u64), S
     }
     if kind == "symlink" {
         let target = if m.file_type().is_symlink() {
-            fs::read_link(path).map_err(|e| Error::io_path("reading", path, e))?.as_os_str().as_bytes().to_vec()
+            fs::read_link(path)
+                .map_err(|e| Error::io_path("reading", path, e))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
         } else {
             let mut b = Vec::new();
             fs::File::open(path)
@@ -138,7 +147,9 @@ fn describe_one(path: &Path, fake_super: bool, links: &mut HashMap<(u64, u64), S
                 continue;
             }
             match n.strip_prefix("user.rsync.") {
-                Some(rest) if rest.starts_with("security.") || rest.starts_with("trusted.") => rest.to_string(),
+                Some(rest) if rest.starts_with("security.") || rest.starts_with("trusted.") => {
+                    rest.to_string()
+                }
                 Some(_) => continue,
                 None if n.starts_with("user.") => n.clone(),
                 None => continue,
@@ -148,7 +159,9 @@ fn describe_one(path: &Path, fake_super: bool, links: &mut HashMap<(u64, u64), S
                 d.acl = true;
                 continue;
             }
-            if !(n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted.")) || n.starts_with("user.rsync.") {
+            if !(n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted."))
+                || n.starts_with("user.rsync.")
+            {
                 continue;
             }
             n.clone()
@@ -160,13 +173,22 @@ fn describe_one(path: &Path, fake_super: bool, links: &mut HashMap<(u64, u64), S
     if kind == "file" {
         d.size = Some(m.len());
         d.sha256 = Some(sha256_file(path)?);
-        d.link = Some(links.entry((m.dev(), m.ino())).or_insert_with(|| rel.to_string()).clone());
+        d.link = Some(
+            links
+                .entry((m.dev(), m.ino()))
+                .or_insert_with(|| rel.to_string())
+                .clone(),
+        );
     }
     Ok(d)
 }
 
 /// Describe `rels` (escaped, relative to `root`; directories recursively).
-pub fn describe(root: &Path, rels: &[String], fake_super: bool) -> Result<BTreeMap<String, EntryDesc>> {
+pub fn describe(
+    root: &Path,
+    rels: &[String],
+    fake_super: bool,
+) -> Result<BTreeMap<String, EntryDesc>> {
     let mut todo: Vec<Vec<u8>> = Vec::new();
     for r in rels {
         let raw = unescape(r)?;
@@ -243,10 +265,17 @@ pub struct Sample {
 /// them). The newest match; `.sync` (still changing) never matches.
 pub fn match_snapshot(history: &Path, manifest: &Manifest) -> Result<(String, String)> {
     let inv = snap_archive::inventory(history, None)?;
-    let mut snaps: Vec<_> = manifest.snapshots.iter().filter(|s| s.name != ".sync").collect();
+    let mut snaps: Vec<_> = manifest
+        .snapshots
+        .iter()
+        .filter(|s| s.name != ".sync")
+        .collect();
     snaps.sort_by_key(|s| std::cmp::Reverse(s.mtime));
     for s in snaps {
-        if let Some(h) = inv.iter().find(|h| h.name != ".sync" && h.mtime == s.mtime && h.servers == s.servers) {
+        if let Some(h) = inv
+            .iter()
+            .find(|h| h.name != ".sync" && h.mtime == s.mtime && h.servers == s.servers)
+        {
             return Ok((s.name.clone(), h.name.clone()));
         }
     }
@@ -302,10 +331,12 @@ pub fn sample(history: &Path, manifest: &Manifest, opts: &SampleOptions) -> Resu
         .find(|s| s.name == history_snapshot)
         .map(|s| s.servers.clone())
         .unwrap_or_default();
-    let server = servers
-        .choose(&mut rng)
-        .cloned()
-        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("snapshot {history_snapshot} holds no server")))?;
+    let server = servers.choose(&mut rng).cloned().ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("snapshot {history_snapshot} holds no server"),
+        )
+    })?;
     let half = opts.max_bytes / 2;
     let mut files = Vec::new();
     regular_files(&snap_dir, server.as_bytes(), &mut files)?;
@@ -381,7 +412,11 @@ pub struct DrillReport {
 }
 
 /// Compare two descriptions; returns the differences, at most `limit`.
-pub fn compare(expected: &BTreeMap<String, EntryDesc>, got: &BTreeMap<String, EntryDesc>, limit: usize) -> Vec<String> {
+pub fn compare(
+    expected: &BTreeMap<String, EntryDesc>,
+    got: &BTreeMap<String, EntryDesc>,
+    limit: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (p, want) in expected {
         match got.get(p) {
@@ -391,9 +426,17 @@ pub fn compare(expected: &BTreeMap<String, EntryDesc>, got: &BTreeMap<String, En
                 let b = serde_json::to_value(have).unwrap_or_default();
                 let mut fields = Vec::new();
                 if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-                    for k in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+                    for k in a
+                        .keys()
+                        .chain(b.keys())
+                        .collect::<std::collections::BTreeSet<_>>()
+                    {
                         if a.get(k) != b.get(k) {
-                            fields.push(format!("{k} {} != {}", a.get(k).unwrap_or(&serde_json::Value::Null), b.get(k).unwrap_or(&serde_json::Value::Null)));
+                            fields.push(format!(
+                                "{k} {} != {}",
+                                a.get(k).unwrap_or(&serde_json::Value::Null),
+                                b.get(k).unwrap_or(&serde_json::Value::Null)
+                            ));
                         }
                     }
                 }
@@ -512,7 +555,12 @@ fn signed_days(a: SystemTime, b: SystemTime) -> f64 {
 }
 
 /// Audit every archive (and its manifest) under `prefix` with HEAD.
-pub fn audit(target: &dyn ArchiveTarget, prefix: &str, policy: &AuditPolicy, now: SystemTime) -> Result<AuditReport> {
+pub fn audit(
+    target: &dyn ArchiveTarget,
+    prefix: &str,
+    policy: &AuditPolicy,
+    now: SystemTime,
+) -> Result<AuditReport> {
     let listing = crate::list::list_archives(target, prefix, false)?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
@@ -536,7 +584,11 @@ pub fn audit(target: &dyn ArchiveTarget, prefix: &str, policy: &AuditPolicy, now
             }
             match target.head(key) {
                 Ok(info) => {
-                    row.storage_class = Some(info.storage_class.clone().unwrap_or_else(|| "STANDARD".into()));
+                    row.storage_class = Some(
+                        info.storage_class
+                            .clone()
+                            .unwrap_or_else(|| "STANDARD".into()),
+                    );
                     row.lock_mode = info.lock_mode.clone();
                     row.created = info.last_modified.map(rfc3339);
                     row.retain_until = info.retain_until.map(rfc3339);
@@ -553,7 +605,8 @@ pub fn audit(target: &dyn ArchiveTarget, prefix: &str, policy: &AuditPolicy, now
                             }
                         }
                     } else {
-                        row.problems.push("no retention (not under Object Lock)".into());
+                        row.problems
+                            .push("no retention (not under Object Lock)".into());
                     }
                     if info.lock_mode.as_deref() != Some(policy.lock_mode.as_str()) {
                         row.problems.push(format!(
@@ -631,7 +684,11 @@ impl VerifyRecord {
     }
 
     /// Decide the result and keep the record under `state_dir`.
-    pub fn finish(mut self, state_dir: Option<&Path>, error: Option<&Error>) -> Result<VerifyRecord> {
+    pub fn finish(
+        mut self,
+        state_dir: Option<&Path>,
+        error: Option<&Error>,
+    ) -> Result<VerifyRecord> {
         let started = self.started.clone();
         let _ = started;
         self.finished = snap_core::record::now();
@@ -658,7 +715,9 @@ impl VerifyRecord {
 
 /// Seconds since the epoch (for records).
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Where a drill keeps its temporary files.

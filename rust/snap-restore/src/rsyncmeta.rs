@@ -134,7 +134,13 @@ impl RsyncAcl {
     }
 }
 
-fn encode(user_obj: u32, group_obj: u32, mask: Option<u32>, other: u32, names: &[(bool, u32, u32)]) -> Vec<u8> {
+fn encode(
+    user_obj: u32,
+    group_obj: u32,
+    mask: Option<u32>,
+    other: u32,
+    names: &[(bool, u32, u32)],
+) -> Vec<u8> {
     let mut entries: Vec<(u16, u32, u32)> = vec![
         (ACL_USER_OBJ, ACL_UNDEFINED_ID, user_obj),
         (ACL_GROUP_OBJ, ACL_UNDEFINED_ID, group_obj),
@@ -197,39 +203,49 @@ fn get_value(path: &Path, name: &[u8]) -> rustix::io::Result<Vec<u8>> {
 
 /// Apply rsync's leftover metadata to one entry (a regular file or a
 /// directory that the caller created). `rel` names it in errors.
-pub fn apply_entry(path: &Path, mode: u32, is_dir: bool, shown: &Path, sum: &mut RsyncMetaSummary) -> Result<()> {
-    let names = list_names(path).map_err(|e| Error::io_path("listing xattrs of", shown, e.into()))?;
+pub fn apply_entry(
+    path: &Path,
+    mode: u32,
+    is_dir: bool,
+    shown: &Path,
+    sum: &mut RsyncMetaSummary,
+) -> Result<()> {
+    let names =
+        list_names(path).map_err(|e| Error::io_path("listing xattrs of", shown, e.into()))?;
     if !names.iter().any(|n| n.starts_with(RSYNC_PREFIX)) {
         return Ok(());
     }
     let root = rustix::process::geteuid().is_root();
     for name in names {
-        let (target, value): (Vec<u8>, Vec<u8>) = if name == ACCESS_ACL || (name == DEFAULT_ACL && is_dir) {
-            let raw = get_value(path, &name).map_err(|e| Error::io_path("reading an xattr of", shown, e.into()))?;
-            let Some(acl) = RsyncAcl::parse(&raw) else {
-                // Not rsync's packing: keep it as it is rather than guess.
-                continue;
-            };
-            if name == ACCESS_ACL {
-                (b"system.posix_acl_access".to_vec(), acl.access_xattr(mode))
-            } else {
-                match acl.default_xattr() {
-                    Some(v) => (b"system.posix_acl_default".to_vec(), v),
-                    None => {
-                        let _ = rustix::fs::lremovexattr(path, name.as_slice());
-                        continue;
+        let (target, value): (Vec<u8>, Vec<u8>) =
+            if name == ACCESS_ACL || (name == DEFAULT_ACL && is_dir) {
+                let raw = get_value(path, &name)
+                    .map_err(|e| Error::io_path("reading an xattr of", shown, e.into()))?;
+                let Some(acl) = RsyncAcl::parse(&raw) else {
+                    // Not rsync's packing: keep it as it is rather than guess.
+                    continue;
+                };
+                if name == ACCESS_ACL {
+                    (b"system.posix_acl_access".to_vec(), acl.access_xattr(mode))
+                } else {
+                    match acl.default_xattr() {
+                        Some(v) => (b"system.posix_acl_default".to_vec(), v),
+                        None => {
+                            let _ = rustix::fs::lremovexattr(path, name.as_slice());
+                            continue;
+                        }
                     }
                 }
-            }
-        } else if let Some(rest) = name.strip_prefix(RSYNC_PREFIX) {
-            if !(rest.starts_with(b"security.") || rest.starts_with(b"trusted.")) {
+            } else if let Some(rest) = name.strip_prefix(RSYNC_PREFIX) {
+                if !(rest.starts_with(b"security.") || rest.starts_with(b"trusted.")) {
+                    continue;
+                }
+                let raw = get_value(path, &name)
+                    .map_err(|e| Error::io_path("reading an xattr of", shown, e.into()))?;
+                (rest.to_vec(), raw)
+            } else {
                 continue;
-            }
-            let raw = get_value(path, &name).map_err(|e| Error::io_path("reading an xattr of", shown, e.into()))?;
-            (rest.to_vec(), raw)
-        } else {
-            continue;
-        };
+            };
         match rustix::fs::lsetxattr(path, target.as_slice(), &value, XattrFlags::empty()) {
             Ok(()) => {}
             Err(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS) if !root => {
@@ -275,13 +291,14 @@ pub fn apply_tree(root: &Path) -> Result<RsyncMetaSummary> {
     .map_err(|e| Error::io_path("opening", root, e.into()))?;
     {
         use std::os::unix::fs::MetadataExt;
-        let p = PathBuf::from(format!("/proc/self/fd/{}", top.as_raw_fd()));
-        apply_entry(&p, meta.mode(), true, root, &mut sum)?;
+        apply_entry(root, meta.mode(), true, root, &mut sum)?;
     }
     let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(top, root.to_path_buf())];
     while let Some((dir, shown)) = stack.pop() {
         let mut names = Vec::new();
-        for ent in rustix::fs::Dir::read_from(&dir).map_err(|e| Error::io_path("reading", &shown, e.into()))? {
+        for ent in rustix::fs::Dir::read_from(&dir)
+            .map_err(|e| Error::io_path("reading", &shown, e.into()))?
+        {
             let ent = ent.map_err(|e| Error::io_path("reading", &shown, e.into()))?;
             let n = ent.file_name().to_bytes();
             if n == b"." || n == b".." {
@@ -306,8 +323,9 @@ pub fn apply_tree(root: &Path) -> Result<RsyncMetaSummary> {
                         Mode::empty(),
                     )
                     .map_err(|e| Error::io_path("opening", &here, e.into()))?;
-                    let p = PathBuf::from(format!("/proc/self/fd/{}", sub.as_raw_fd()));
-                    apply_entry(&p, st.st_mode, true, &here, &mut sum)?;
+                    // By name in its parent: an l*xattr call on /proc/self/fd/N
+                    // would act on that magic link, not on the directory.
+                    apply_entry(&proc_path(&dir, &name), st.st_mode, true, &here, &mut sum)?;
                     stack.push((sub, here));
                 }
                 // Linux allows no user.* xattrs on symlinks and specials.
@@ -330,13 +348,17 @@ mod tests {
     // kernel xattrs rsync wrote back when sending from that tree.
     #[test]
     fn access_acl_matches_what_rsync_restores() {
-        let acl = RsyncAcl::parse(&hex("80000000040000000600000080000000d2040000040000803200000006000000")).unwrap();
+        let acl = RsyncAcl::parse(&hex(
+            "80000000040000000600000080000000d2040000040000803200000006000000",
+        ))
+        .unwrap();
         assert_eq!(acl.names, vec![(true, 1234, 4), (false, 50, 6)]);
         assert_eq!(
             hex::encode(acl.access_xattr(0o100664)),
             "0200000001000600ffffffff02000400d204000004000400ffffffff080006003200000010000600ffffffff20000400ffffffff"
         );
-        let dir = RsyncAcl::parse(&hex("800000008000000005000000800000000700000001000000")).unwrap();
+        let dir =
+            RsyncAcl::parse(&hex("800000008000000005000000800000000700000001000000")).unwrap();
         assert_eq!(
             hex::encode(dir.access_xattr(0o40755)),
             "0200000001000700ffffffff04000500ffffffff080001000700000010000500ffffffff20000500ffffffff"
@@ -345,7 +367,8 @@ mod tests {
 
     #[test]
     fn default_acl_matches_what_rsync_restores() {
-        let acl = RsyncAcl::parse(&hex("07000000050000000500000005000000d204000005000080")).unwrap();
+        let acl =
+            RsyncAcl::parse(&hex("07000000050000000500000005000000d204000005000080")).unwrap();
         assert_eq!(
             hex::encode(acl.default_xattr().unwrap()),
             "0200000001000700ffffffff02000500d204000004000500ffffffff10000500ffffffff20000500ffffffff"
