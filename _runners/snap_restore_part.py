@@ -16,7 +16,7 @@ def _one(client, tgt, fun, arg=(), kwarg=None, timeout=3600):
     return answer.get("ret")
 
 
-def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, chunk_size=4 << 20, timeout=3600):
+def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, chunk_size=512 << 10, timeout=3600):
     """
     Put a file, a directory or a whole server (``path=/``) from the backup
     server's history back onto the server ``tgt`` (or into the directory
@@ -24,7 +24,7 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
 
     1. the backup server packs the pick and seals it to ``tgt``'s own snap
        SSH key from the mine (so only ``tgt`` can open it);
-    2. this runner moves it in chunks: returns from the backup server,
+    2. this runner moves it in 512 KiB chunks (below the master event bus limit, max_event_size): returns from the backup server,
        publishes to ``tgt`` (size limit: pillar ``snap:restore:max_bytes``,
        256 MiB by default);
     3. ``tgt`` checks the sha256, opens it with its key and extracts it with
