@@ -257,6 +257,9 @@ def cmd_archive(args):
     }
 
 
+from snap_core import restore_cli  # noqa: E402,F401  (registers restore, pack-creds, verify, drill-sample)
+
+
 # -- entry point ---------------------------------------------------------------
 
 
