@@ -165,7 +165,28 @@ fn decrypt_and_check(
     let _ = fs::remove_file(&image);
     let p = progress("decrypt", None, sink);
     let start = Instant::now();
-    let sum = snap_crypt::decrypt_file(cipher, &image, key, &p)?;
+    // Like snap_crypt::decrypt_file (the image appears only after the MDC
+    // passed), without its fsync: the image is scratch, deleted after use,
+    // and a crash only means running the restore again.
+    let input = fs::File::open(cipher).map_err(|e| Error::io_path("opening", cipher, e))?;
+    if let Ok(m) = input.metadata() {
+        p.set_total(m.len());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".image.")
+        .suffix(".partial")
+        .tempfile_in(&work.dir)
+        .map_err(|e| Error::io_path("creating a temporary file in", &work.dir, e))?;
+    let sum = snap_crypt::decrypt_named(
+        &input,
+        &format!("reading {}", cipher.display()),
+        tmp.as_file(),
+        &format!("writing {}", image.display()),
+        key,
+        &p,
+    )?;
+    tmp.persist(&image)
+        .map_err(|e| Error::io_path("moving the decrypted image to", &image, e.error))?;
     p.finish();
     checks.decrypt_seconds = start.elapsed().as_secs_f64();
     checks.mdc = true;
