@@ -348,3 +348,96 @@ def test_audit_flags_an_object_under_policy(site, tmp_path):
     assert any("policy is at least 90" in p for p in flagged[0]["problems"]) and any("GOVERNANCE" in p for p in flagged[0]["problems"])
     ok_rows = [r for r in rec["audit"]["archives"] if r["key"].startswith(site["manifest"]["archive"]["key"])]
     assert ok_rows and all(not r["problems"] for r in ok_rows)
+
+
+# -- a download cut off half way is resumed by the next run ---------------------------------------
+
+
+class CuttingProxy:
+    """Loopback TCP proxy in front of moto that closes a connection once
+    ``cut`` response bytes went through it (None: never): a network that dies
+    in the middle of a download."""
+
+    def __init__(self, upstream_port, cut=None):
+        import socket
+        import threading
+
+        self.upstream_port, self.cut, self.cuts = upstream_port, cut, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._threading = threading
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self._stop.set()
+        self.sock.close()
+
+    def _accept(self):
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            self._threading.Thread(target=self._pipe, args=(upstream, client, self.cut), daemon=True).start()
+
+    def _pipe(self, src, dst, cut):
+        import socket
+
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if cut is not None and sent + len(data) > cut:
+                    dst.sendall(data[: cut - sent])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_dropped_download_is_resumed_by_the_next_run(site, ciphertext, tmp_path):
+    assert len(ciphertext) > 3 << 20, "the archive must be big enough to cut"
+    proxy = CuttingProxy(site["moto"].port, cut=2 << 20)
+    try:
+        target = dict(site["target"], endpoint_url=proxy.endpoint, part_retries=0, sdk_max_attempts=1)
+        dest, work = fresh(site, "resume"), tmp_path / "work"
+        args = ("restore", "--target", json.dumps(target), "--archive", site["manifest"]["archive"]["key"],
+                "--key", site["offline_key"], "--server", "db1", "--to", dest, "--work-dir", work, "--quiet")  # fmt: skip
+        first = restore_cli(*args, check=False)
+        assert first.returncode != 0 and "the next run resumes it" in first.stderr, first.stderr
+        assert proxy.cuts >= 1 and not dest.exists()
+        part = next(work.rglob("archive.sqfs.gpg.part"))
+        kept = part.stat().st_size
+        assert 0 < kept < len(ciphertext)
+        proxy.cut = None
+        rep = json.loads(restore_cli(*args).stdout)
+        assert rep["checks"]["download"]["resumed_from"] == kept
+        assert rep["checks"]["download"]["fetched"] == len(ciphertext) - kept
+        assert rep["checks"]["ciphertext_sha256"] and rep["checks"]["plaintext_sha256"]
+        data = str(site["fleet"].client_data("db1")).lstrip("/")
+        assert describe(dest / data) == site["originals"]["db1"]
+        assert list(work.iterdir()) == [], "the work directory was not cleaned up"
+    finally:
+        proxy.close()
+        shutil.rmtree(dest.parent, ignore_errors=True)
