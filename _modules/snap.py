@@ -138,7 +138,12 @@ def pubkey(path=None):
         salt '*' snap.pubkey
         salt '*' mine.get '*' snap.pubkey
     """
-    return _core(fleet.mine_entry, __opts__["id"], _key_path(path))
+    entry = _core(fleet.mine_entry, __opts__["id"], _key_path(path))
+    sched = settings().get("schedule") or {}
+    if "minute" in sched:
+        # For salt-run snap.status: when this server is expected to push.
+        entry["schedule"] = {k: sched[k] for k in ("minute", "second", "hours") if k in sched}
+    return entry
 
 
 def key_status(path=None):
@@ -600,3 +605,80 @@ def archive(config=None):
 
     rec = _core(snap_core.archive_run, config, progress=progress)
     return rec
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def last_push():
+    """
+    This server's record of its last push (``push-last.json``), or None if it
+    never ran. Only adds detail to ``salt-run snap.status``: the verdict rests
+    on what the backup server received.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' snap.last_push
+    """
+    path = os.path.join(settings()["client"]["state_dir"], "push-last.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+
+
+def backup_view():
+    """
+    The backup server's own view of every server: the last push it received
+    completely, the last that broke off, whether one is being received now,
+    what went into history; and the last archive run. From receipts that
+    snap-receive writes where clients cannot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.backup_view
+    """
+    s = settings()
+    srv = s["server"]
+    view = _core(snap_core.backup_server_view, srv["config"])
+    archive = None
+    path = os.path.join(srv["state_dir"], "archive-last.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            archive = json.load(handle)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+    return {
+        "servers": view,
+        "archive": archive,
+        "archive_expected": bool(s["archive"].get("target")),
+        "exclude": list(srv.get("exclude") or []),
+        "status": s.get("status") or {},
+    }
+
+
+def write_metrics(path=None):
+    """
+    Write Prometheus textfile-collector metrics of the backup server (last
+    complete push, bytes, duration per server; archive age and size; drill
+    result). Cron runs the same every few minutes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.write_metrics
+    """
+    srv = settings()["server"]
+    path = path or srv["metrics_file"]
+    _core(snap_core.write_metrics, srv["config"], path)
+    return path

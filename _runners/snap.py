@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "snap"
 
+# salt-run snap.status prints a table unless told otherwise (--out=json ...).
+__outputter__ = {"status": "table"}
+
 
 def __virtual__():
     if not HAS_CORE:
@@ -105,7 +108,112 @@ def archive(tgt=None, timeout=86400):
         raise salt.exceptions.CommandExecutionError(f"backup server {tgt} did not answer")
     answer = ret[tgt]
     if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
-        __context__["retcode"] = 1
-        return {"result": False, "error": answer.get("ret")}
+        return {"result": False, "error": answer.get("ret"), "retcode": 1}
     record = answer["ret"]
-    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"]}
+    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"], "retcode": 0}
+
+
+def _accepted_minions():
+    import salt.wheel
+
+    keys = salt.wheel.WheelClient(__opts__).cmd("key.list", ["accepted"], print_event=False)
+    return keys.get("minions", []) if isinstance(keys, dict) else []
+
+
+def _valid_schedule(value):
+    if not isinstance(value, dict):
+        return None
+    minute, second, hours = value.get("minute"), value.get("second", 0), value.get("hours")
+    if not (isinstance(minute, int) and isinstance(second, int) and isinstance(hours, list)
+            and all(isinstance(h, int) for h in hours)):  # fmt: skip
+        return None
+    return {"minute": minute, "second": second, "hours": hours}
+
+
+def status(now=None, tgt=None, timeout=15):
+    """
+    The fleet's backup status, from the backup server's own records: for
+    every server the master knows, its schedule, last complete push, age,
+    missed slots and state (OK / LATE / MISSING / FAILED / NEVER), and the
+    last archive with its retain-until. Servers that never pushed show up.
+    The return code is non-zero when anything is not OK, so cron or a monitor
+    can use it directly. Table output by default; ``--out=json`` or
+    ``--out=yaml`` for machines.
+
+    now
+        Judge as of this time (unix seconds); default: now.
+
+    tgt
+        The backup server's minion id (default: the minion that publishes
+        ``snap.hostkey`` in the mine).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.status
+        salt-run snap.status --out=json
+    """
+    import salt.client
+
+    from snap_core import fleetstatus
+
+    tgt = tgt or _backup_server()
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
+        minions = [m for m in _accepted_minions() if m != tgt]
+        records = client.cmd(minions, "snap.last_push", tgt_type="list", timeout=timeout) if minions else {}
+    if tgt not in view or not isinstance(view[tgt], dict):
+        return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
+    view = view[tgt]
+    excluded = set(view.get("exclude") or [])
+    minions = [m for m in minions if m not in excluded]
+    mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
+    schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
+    clients = {m: records[m] for m in minions if m in records and not isinstance(records[m], str)}
+    thresholds = {k: v for k, v in (view.get("status") or {}).items() if k in ("grace_seconds", "missing_after", "timezone")}
+    table = fleetstatus.build(
+        minions,
+        {m: s for m, s in schedules.items() if s},
+        view["servers"],
+        clients,
+        view.get("archive"),
+        now=float(now) if now is not None else None,
+        thresholds=thresholds or None,
+        archive_expected=view.get("archive_expected", False),
+    )
+    # salt-run exits with the "retcode" of the returned mapping.
+    table["retcode"] = 0 if table["ok"] else 1
+    return table
+
+
+def alert(tag, data=None):
+    """
+    Run the alert command (master option ``snap_alert_command``, a shell
+    command) with the event as JSON on its stdin and ``SNAP_EVENT_TAG`` in
+    its environment. Meant for the example reactor
+    ``salt://reactor/snap-alert.sls``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.alert snap/test '{"message": "hello"}'
+    """
+    import json
+    import os
+    import subprocess
+
+    command = __opts__.get("snap_alert_command")
+    if not command:
+        log.warning("snap alert %s: no snap_alert_command in the master config; event: %s", tag, data)
+        return {"sent": False, "reason": "no snap_alert_command configured"}
+    env = dict(os.environ, SNAP_EVENT_TAG=str(tag))
+    proc = subprocess.run(
+        command, shell=True, input=json.dumps({"tag": tag, "data": data}, default=str),
+        text=True, capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        __context__["retcode"] = 1
+        log.error("snap alert command failed (%s): %s", proc.returncode, proc.stderr)
+    return {"sent": proc.returncode == 0, "returncode": proc.returncode}

@@ -27,6 +27,13 @@ mine_functions:
   snap.pubkey: []
 {%- endif %}
 
+# Turn snap's run records (pushes, rotations, archives) into Salt events
+# (salt/beacon/<id>/snap/push/done, .../push/failed, ...), for reactors
+# such as salt://reactor/snap-alert.sls.
+beacons:
+  snap:
+    - interval: 60
+
 snap:
   core:
     # Where the wheel served from salt://snap/files/dist/ is cached.
@@ -146,3 +153,9 @@ snap:
       compressor: zstd
       level: 15
     schedule: {minute: 0, hour: 5, daymonth: "1,15"}   # twice a month
+
+  # salt-run snap.status: when a server counts as LATE or MISSING.
+  status:
+    grace_seconds: 7200   # a push gets 2 hours after its slot
+    missing_after: 2      # missed slots from which it is MISSING (below: LATE)
+    timezone: null        # the servers' cron time zone, e.g. Europe/Berlin; null: the master's

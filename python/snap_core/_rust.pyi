@@ -97,6 +97,19 @@ def archive_run(config: _Path, progress: object = None) -> dict:
 def history_inventory(history: _Path, servers: Sequence[str] | None = None) -> list[dict]:
     """[{name, servers, mtime}] for every snapshot directory of a history root."""
 
+# --- status ---
+
+def backup_server_view(config: _Path) -> dict[str, dict]:
+    """{minion id: {account, last_good, last_failed, running_since, transfers, in_history}}
+    from the backup server's own receipts and records (server.json)."""
+
+def write_metrics(config: _Path, path: _Path, now: float | None = None) -> str:
+    """Write Prometheus textfile-collector metrics (atomically); returns the text."""
+
+def assess_status(schedule: str, observed: str, now: float | None = None, thresholds: str | None = None) -> dict:
+    """Judge one server (JSON texts): {state: OK|LATE|MISSING|FAILED|NEVER, missed_slots,
+    age_seconds, last_due_slot, next_slot, note}. ``now`` is unix seconds (default: now)."""
+
 # --- pack ---
 import os
 from typing import Any, Callable, Iterable, Literal, TypedDict, Union

@@ -170,6 +170,17 @@ def cmd_rotate(args):
     return rec if args.json else None
 
 
+@command(
+    "metrics",
+    "backup server: write Prometheus textfile-collector metrics (what cron runs every 5 minutes)",
+    arg("--config", default=DEFAULT_SERVER_CONFIG, help=f"default {DEFAULT_SERVER_CONFIG}"),
+    arg("--out", required=True, help="the .prom file, e.g. /var/lib/prometheus/node-exporter/snap.prom"),
+)
+def cmd_metrics(args):
+    snap_core.write_metrics(args.config, args.out)
+    return None
+
+
 DEFAULT_ARCHIVE_CONFIG = "/etc/snap/archive.json"
 
 

@@ -11,9 +11,11 @@ pub mod proc;
 pub mod progress;
 pub mod push;
 pub mod record;
+pub mod report;
 pub mod rotate;
 pub mod schedule;
 pub mod sshkey;
+pub mod status;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};

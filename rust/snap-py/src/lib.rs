@@ -12,6 +12,7 @@ mod errors;
 mod offsite;
 mod pack;
 mod progress;
+mod status;
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,6 +20,7 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     core_api::register(m)?;
     backup::register(m)?;
     archive::register(m)?;
+    status::register(m)?;
     pack::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;
