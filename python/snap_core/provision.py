@@ -626,7 +626,11 @@ def lifecycle_configuration(spec: OffsiteSpec) -> dict:
         {
             "ID": "snap-archive-transition",
             "Status": "Enabled",
-            "Filter": {"And": {"Prefix": prefix, "ObjectSizeGreaterThan": spec.archive_min_size}},
+            "Filter": (
+                {"And": {"Prefix": prefix, "ObjectSizeGreaterThan": spec.archive_min_size}}
+                if spec.archive_min_size
+                else {"Prefix": prefix}
+            ),
             "Transitions": [{"Days": spec.transition_days, "StorageClass": spec.storage_class}],
         },
         {
