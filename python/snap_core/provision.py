@@ -25,7 +25,6 @@ from __future__ import annotations
 import configparser
 import copy
 import dataclasses
-import fnmatch
 import hashlib
 import io
 import json
@@ -690,7 +689,7 @@ def _as_list(value) -> list:
 
 
 def _glob(pattern: str, value: str, case: bool = True) -> bool:
-    # IAM wildcards: * and ?; fnmatch's [...] must not be special.
+    # IAM wildcards: * and ? only ([...] is literal).
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, 0 if case else re.IGNORECASE) is not None
 
@@ -1025,10 +1024,6 @@ class Step:
         if self.irreversible:
             out["irreversible"] = True
         return out
-
-
-class Refused(Exception):
-    """A step that would weaken the lock or the policy."""
 
 
 def _policy_text(doc: dict) -> str:

@@ -358,3 +358,36 @@ def test_vault_lock_is_initiated_then_completed_only_with_id_and_confirmation():
     # the access policy has no retention in it: same document for 90 and 180 days
     out = p.run(test=True)
     assert out["result"] is False and any("new vault" in x for x in out["problems"])
+
+
+# -- the CLI commands, registered as the coordinator will in snap_core.cli ----------------
+
+
+def _register():
+    from snap_core import cli
+
+    for name, help_text, args, func in (
+        ("verify-offsite", provision.VERIFY_HELP, provision.VERIFY_ARGS, provision.cmd_verify_offsite),
+        ("offsite-template", provision.TEMPLATE_HELP, provision.TEMPLATE_ARGS, provision.cmd_offsite_template),
+    ):
+        if name not in cli.COMMANDS:
+            cli.command(name, help_text, *[cli.arg(*n, **o) for n, o in args])(func)
+    return cli
+
+
+def test_offsite_template_command_writes_the_files(tmp_path, capsys):
+    cli = _register()
+    config = tmp_path / "server.json"
+    config.write_text(json.dumps({"offsite": base()}))
+    assert cli.main(["--json", "offsite-template", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    written = json.loads(capsys.readouterr().out)["written"]
+    assert str(tmp_path / "out" / "cloudformation.json") in written
+
+
+def test_verify_offsite_with_bad_settings_is_a_usage_error(tmp_path, capsys):
+    cli = _register()
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps(base(retain_days=30)))
+    assert cli.main(["verify-offsite", "--config", str(config)]) == cli.EXIT_USAGE
+    assert "at least 90 days" in capsys.readouterr().err
+    assert cli.main(["verify-offsite", "--config", str(tmp_path / "missing.json")]) == cli.EXIT_FAIL
