@@ -601,6 +601,8 @@ def lock_configuration(spec: OffsiteSpec) -> dict:
     }
 
 
+OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -668,6 +670,7 @@ def documents(spec: OffsiteSpec) -> dict[str, Any]:
             bucket_policy=bucket_policy(spec),
             object_lock=lock_configuration(spec),
             public_access_block=dict(PUBLIC_ACCESS_BLOCK),
+            ownership_controls=copy.deepcopy(OWNERSHIP),
             encryption=encryption_configuration(spec),
             lifecycle=lifecycle_configuration(spec),
             versioning={"Status": "Enabled"},
@@ -1138,7 +1141,7 @@ class Provisioner:
             if self.aws.region != "us-east-1":
                 create["CreateBucketConfiguration"] = {"LocationConstraint": self.aws.region}
             self._step("bucket", "CreateBucket with Object Lock (cannot be turned off)", None, create, True, lambda: s3.create_bucket(**create))
-            current = {"versioning": {}, "lock": {}, "pab": {}, "enc": {}, "lifecycle": [], "policy": None}
+            current = {"versioning": {}, "lock": {}, "pab": {}, "enc": {}, "lifecycle": [], "policy": None, "ownership": OWNERSHIP}
         else:
             current = read_s3(self.aws.s3, spec.bucket)
         desired = documents(spec)
@@ -1166,6 +1169,10 @@ class Provisioner:
         if not same(current["pab"], PUBLIC_ACCESS_BLOCK):
             self._step("public-access-block", "PutPublicAccessBlock", current["pab"] or None, PUBLIC_ACCESS_BLOCK, False,
                        lambda: s3.put_public_access_block(Bucket=spec.bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK))
+        # ACLs off: the bucket owner owns every object.
+        if not same(current["ownership"], OWNERSHIP):
+            self._step("ownership", "PutBucketOwnershipControls (BucketOwnerEnforced)", current["ownership"] or None, OWNERSHIP, False,
+                       lambda: s3.put_bucket_ownership_controls(Bucket=spec.bucket, OwnershipControls=OWNERSHIP))
         # Encryption at rest.
         enc = desired["encryption"]
         if not self._encryption_ok(current["enc"], enc):
@@ -1459,6 +1466,7 @@ def read_s3(s3, b: str) -> dict:
     enc = read(s3.get_bucket_encryption, "ServerSideEncryptionConfiguration", ("ServerSideEncryptionConfigurationNotFoundError",), {})
     lifecycle = read(s3.get_bucket_lifecycle_configuration, "Rules", ("NoSuchLifecycleConfiguration",), [])
     policy = read(s3.get_bucket_policy, "Policy", ("NoSuchBucketPolicy",), None)
+    ownership = read(s3.get_bucket_ownership_controls, "OwnershipControls", ("OwnershipControlsNotFoundError",), {})
     return {
         "versioning": versioning,
         "lock": lock,
@@ -1466,6 +1474,7 @@ def read_s3(s3, b: str) -> dict:
         "enc": enc,
         "lifecycle": lifecycle,
         "policy": _read_json_policy(policy),
+        "ownership": ownership,
     }
 
 
@@ -1552,6 +1561,7 @@ def verify(settings: dict[str, Any], session=None) -> dict:
         check("default retention COMPLIANCE", mode == "COMPLIANCE", f"mode {mode}")
         check(f"default retention >= {spec.retain_days} days", days >= spec.retain_days, f"{days} days")
         check("public access blocked", same(cur["pab"], PUBLIC_ACCESS_BLOCK), json.dumps(cur["pab"]))
+        check("ACLs disabled (BucketOwnerEnforced)", same(cur["ownership"], OWNERSHIP), json.dumps(cur["ownership"]))
         check("encryption at rest", Provisioner._encryption_ok(cur["enc"], docs["encryption"]), json.dumps(cur["enc"], default=str))
         check("lifecycle as configured", Provisioner._lifecycle_same(cur["lifecycle"], docs["lifecycle"]["Rules"]), json.dumps(cur["lifecycle"], default=str))
         for rule in cur["lifecycle"]:
@@ -1688,7 +1698,7 @@ def cloudformation(spec: OffsiteSpec) -> dict:
             ]
         },
         "LifecycleConfiguration": {"Rules": _cfn_lifecycle(docs["lifecycle"]["Rules"])},
-        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        "OwnershipControls": docs["ownership_controls"],
         "Tags": [{"Key": "snap", "Value": "offsite"}],
     }
     ident = spec.identity

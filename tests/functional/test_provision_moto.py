@@ -573,8 +573,8 @@ def test_offsite_present_state_test_mode_prints_the_json(state_loaders, moto, mo
 def test_cloudformation_stack_on_moto_is_checked_by_verify_and_completed_by_provision(moto):
     """The same documents as a CloudFormation stack. moto's CloudFormation
     creates the bucket (with its encryption) and the user but silently skips
-    the lock, versioning, public access block, lifecycle, bucket policy and
-    inline policy: exactly the kind of half-applied setup verify-offsite is
+    the lock, versioning, public access block, ownership controls, lifecycle,
+    bucket policy and inline policy: exactly the kind of half-applied setup verify-offsite is
     for. It reports each missing part; provision then completes them. (The
     template itself is validated by cfn-lint in the unit tests.)"""
     s = settings_for(moto, "snap-cfn", "snap-cfn")
@@ -590,7 +590,7 @@ def test_cloudformation_stack_on_moto_is_checked_by_verify_and_completed_by_prov
     print("\nverify-offsite on moto's CloudFormation stack, drift:", failed)
     assert not report["ok"]
     assert failed == sorted([
-        "versioning enabled", "object lock enabled", "default retention COMPLIANCE", "default retention >= 90 days",
+        "ACLs disabled (BucketOwnerEnforced)", "versioning enabled", "object lock enabled", "default retention COMPLIANCE", "default retention >= 90 days",
         "public access blocked", "lifecycle as configured", "bucket policy is snap's",
         "backup user snap-cfn has snap's put-only policy", "static check of the policies read back",
     ]), "moto's CloudFormation applies more now: update this list"

@@ -208,7 +208,7 @@ def test_template_files(tmp_path):
     written = provision.template(base(), tmp_path)
     names = sorted(p.rsplit("/", 1)[1] for p in written)
     assert names == ["README.txt", "bucket_policy.json", "cloudformation.json", "encryption.json", "identity_policy.json",
-                     "lifecycle.json", "object_lock.json", "public_access_block.json", "versioning.json"]
+                     "lifecycle.json", "object_lock.json", "ownership_controls.json", "public_access_block.json", "versioning.json"]
     assert json.loads((tmp_path / "bucket_policy.json").read_text()) == provision.bucket_policy(provision.load_spec(base()))
     vault = tmp_path / "vault"
     names = sorted(p.rsplit("/", 1)[1] for p in provision.template(VARIANTS["glacier vault with lock"], vault))
