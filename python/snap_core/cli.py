@@ -268,6 +268,20 @@ def cmd_archive(args):
     }
 
 
+def _register_provision_commands():
+    """verify-offsite and offsite-template live with the provisioning code."""
+    from snap_core import provision
+
+    for name, help_text, args, func in (
+        ("verify-offsite", provision.VERIFY_HELP, provision.VERIFY_ARGS, provision.cmd_verify_offsite),
+        ("offsite-template", provision.TEMPLATE_HELP, provision.TEMPLATE_ARGS, provision.cmd_offsite_template),
+    ):
+        command(name, help_text, *[arg(*names, **options) for names, options in args])(func)
+
+
+_register_provision_commands()
+
+
 # -- entry point ---------------------------------------------------------------
 
 

@@ -467,14 +467,14 @@ def test_runner_provisions_from_the_backup_servers_pillar(runners, moto, monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds.secret_key)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    dry = runners["snap_provision_part.provision"](minion="backup1", dry_run=True)
+    dry = runners["snap.provision"](minion="backup1", dry_run=True)
     assert dry["result"] is None and dry["target"] == "s3://snap-runner"
-    out = runners["snap_provision_part.provision"](minion="backup1")
+    out = runners["snap.provision"](minion="backup1")
     assert out["result"] is True, out["comment"]
-    again = runners["snap_provision_part.provision"](minion="backup1", test=True)
+    again = runners["snap.provision"](minion="backup1", test=True)
     assert again["result"] is True and again["changes"] == {}
-    assert runners["snap_provision_part.verify_offsite"](minion="backup1")["ok"]
-    written = runners["snap_provision_part.provision_template"](str(tmp_path / "tpl"), minion="backup1")["written"]
+    assert runners["snap.verify_offsite"](minion="backup1")["ok"]
+    written = runners["snap.provision_template"](str(tmp_path / "tpl"), minion="backup1")["written"]
     names = sorted(os.path.basename(p) for p in written)
     assert "cloudformation.json" in names and "bucket_policy.json" in names
     with open(tmp_path / "tpl" / "bucket_policy.json") as handle:
@@ -520,7 +520,7 @@ def test_credentials_state_resolves_sdb_writes_0600_and_the_pipeline_uses_it(sta
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     creds_file = tmp_path / "aws" / "credentials"
-    state = state_loaders.states.snap_provision_part.offsite_credentials
+    state = state_loaders.states.snap.offsite_credentials
     args = dict(
         name=str(creds_file),
         profile="snap",
@@ -558,7 +558,7 @@ def test_offsite_present_state_test_mode_prints_the_json(state_loaders, moto, mo
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds.secret_key)
     s = settings_for(moto, "snap-state-present", "snap-present")
-    state = state_loaders.states.snap_provision_part.offsite_present
+    state = state_loaders.states.snap.offsite_present
     dry = state(test=True, **s | {"name": "snap-state-present"})
     assert dry.result is None
     assert '"SnapDenyObjectDestruction"' in dry.comment and '"COMPLIANCE"' in dry.comment
