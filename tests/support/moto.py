@@ -1,6 +1,6 @@
 """A real S3 API on 127.0.0.1: moto's server, with IAM enforcement on.
 
-`Moto` starts ``python -m moto.server`` on a free loopback port and stops it.
+`Moto` starts moto's server (tests/support/moto_server.py) on a free loopback port and stops it.
 `setup()` creates an Object Lock bucket, a Glacier vault, an admin user and a
 put-only user (what the backup server needs and nothing more), writes a
 shared credentials file with profiles [admin] and [putonly], then switches
@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
-import subprocess
-import sys
+import shutil
 import tempfile
-import time
-import urllib.request
+
+from tests.support.moto_server import MotoServer, enable_auth
 
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
@@ -69,66 +67,38 @@ def setup(endpoint, bucket, vault, prefix, creds_path, auth=True) -> dict:
     os.chmod(creds_path, 0o600)
     if not auth:
         return {"auth": {"status": "ok", "enforced": False}, "users": sorted(keys)}
-    # Flask reads a form-encoded body as form fields, so say text/plain.
-    req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                 headers={"Content-Type": "text/plain"})  # fmt: skip
-    with urllib.request.urlopen(req) as answer:
-        return {"auth": json.loads(answer.read()), "users": sorted(keys)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return {"auth": enable_auth(endpoint), "users": sorted(keys)}
 
 
 class Moto:
-    """moto's server on 127.0.0.1:<free port>, for one test module or the demo."""
+    """moto's server with snap's bucket, vault and identities, for a test module or the demo."""
 
     BUCKET = "snap-archives"
     VAULT = "snap-vault"
 
-    def __init__(self, prefix="snap/backup1", python=sys.executable):
+    def __init__(self, prefix="snap/backup1"):
         self.prefix = prefix
-        self.python = python
-        self.port = free_port()
+        self.server = None
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="snap-moto-"))
         self.credentials = self.dir / "credentials"
-        self.proc = None
+
+    @property
+    def port(self):
+        return self.server.port
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.endpoint
 
     def start(self, auth=True):
-        log = open(self.dir / "moto.log", "wb")
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"moto did not start: {(self.dir / 'moto.log').read_text()}")
-                time.sleep(0.1)
+        self.server = MotoServer()
         setup(self.endpoint, self.BUCKET, self.VAULT, self.prefix, self.credentials, auth=auth)
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        import shutil
-
+        if self.server:
+            self.server.stop()
+            self.server = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):

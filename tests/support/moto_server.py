@@ -34,6 +34,21 @@ def _die_with_parent():  # runs in the child before exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def enable_auth(endpoint: str) -> dict:
+    """Switch moto's IAM enforcement on (every request must be allowed from now)."""
+    # Flask would read a form-encoded body as form fields: say text/plain.
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    assert answer.get("status") == "ok", answer
+    return answer
+
+
 class MotoServer:
     """``python -m moto.server`` on a free loopback port; :meth:`stop` ends it."""
 
@@ -67,17 +82,7 @@ class MotoServer:
             return handle.read()[-4000:]
 
     def enable_auth(self) -> dict:
-        # Flask would read a form-encoded body as form fields: say text/plain.
-        req = urllib.request.Request(
-            f"{self.endpoint}/moto-api/reset-auth",
-            data=b"0",
-            method="POST",
-            headers={"Content-Type": "text/plain"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer = json.loads(resp.read())
-        assert answer.get("status") == "ok", answer
-        return answer
+        return enable_auth(self.endpoint)
 
     def stop(self):
         if self.proc.poll() is None:
