@@ -376,7 +376,11 @@ def push(no_splay=True):
         salt web1 snap.push
     """
     config = settings()["client"]["config"]
-    rec = _core(snap_core.push_run, config, no_splay=no_splay)
+
+    def progress(event):
+        log.info("snap push: %s", event["text"])
+
+    rec = _core(snap_core.push_run, config, no_splay=no_splay, progress=progress)
     if rec["result"] not in ("ok", "partial"):
         __context__["retcode"] = 1
     return rec
