@@ -3,15 +3,20 @@
 Errors are raised as the classes in :mod:`snap_core.errors`.
 """
 
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Mapping, Sequence, TypedDict
+from typing import Any, Literal, Optional, TypedDict, Union, final, type_check_only
 
 __version__: str
 
-_Path = str | bytes | PathLike[str] | PathLike[bytes]
+_Path = Union[str, bytes, PathLike[str], PathLike[bytes]]
+_Progress = Optional[Callable[[dict[str, Any]], object]]
+_KeySources = list[tuple[str, bytes]]
 
 # --- core ---
 
+@type_check_only
 class PublicKey(TypedDict):
     type: str
     key: str
@@ -111,12 +116,8 @@ def assess_status(schedule: str, observed: str, now: float | None = None, thresh
     age_seconds, last_due_slot, next_slot, note}. ``now`` is unix seconds (default: now)."""
 
 # --- pack ---
-import os
-from typing import Any, Callable, Iterable, Literal, TypedDict, Union
 
-_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-_Progress = Callable[[dict[str, Any]], object]
-
+@type_check_only
 class PackSummary(TypedDict):
     dirs: int
     files: int
@@ -131,6 +132,7 @@ class PackSummary(TypedDict):
     image_size: int
     duration: float
 
+@type_check_only
 class UnpackSummary(TypedDict):
     dirs: int
     files: int
@@ -143,6 +145,7 @@ class UnpackSummary(TypedDict):
     bytes_out: int
     duration: float
 
+@type_check_only
 class ImageEntry(TypedDict):
     path: bytes
     kind: Literal["dir", "file", "symlink", "chardev", "blockdev", "fifo", "socket"]
@@ -165,7 +168,7 @@ def pack(
     threads: int | None = None,
     select_depth: int | None = None,
     select_names: Iterable[str | bytes] | None = None,
-    progress: _Progress | None = None,
+    progress: _Progress = None,
     skip_unsupported_xattrs: bool = False,
 ) -> PackSummary:
     """Pack the tree `src` into a new SquashFS image `image` (must not exist).
@@ -178,7 +181,7 @@ def unpack(
     dest: _Path,
     select: Iterable[str | bytes] | None = None,
     apply_fake_super: bool = False,
-    progress: _Progress | None = None,
+    progress: _Progress = None,
 ) -> UnpackSummary:
     """Extract `image` (or the relative paths in `select`) into `dest`, which
     must be empty or not exist."""
@@ -189,14 +192,9 @@ def list_image(image: _Path, prefix: str | bytes = b"", depth: int = 1) -> list[
 # --- crypt ---
 # OpenPGP (rPGP): encrypt archives to public keys (SEIPDv1, AES-256, no
 # compression, GnuPG 2.2 compatible); streaming decrypt for restore.
-from os import PathLike
-from typing import Callable, Optional, TypedDict, Union
-
-_Path = Union[str, "PathLike[str]"]
-_Progress = Optional[Callable[[dict], None]]
 # (label naming where the key came from, key bytes: armored or binary)
-_KeySources = list[tuple[str, bytes]]
 
+@type_check_only
 class Recipient(TypedDict):
     label: str
     fingerprint: str  # primary key, uppercase hex (gpg style)
@@ -207,6 +205,7 @@ class Recipient(TypedDict):
     created: int  # unix seconds
     expires: Optional[int]
 
+@type_check_only
 class EncryptSummary(TypedDict):
     plaintext_bytes: int
     ciphertext_bytes: int
@@ -215,6 +214,7 @@ class EncryptSummary(TypedDict):
     recipients: list[str]  # primary fingerprints
     duration: float  # seconds
 
+@type_check_only
 class DecryptSummary(TypedDict):
     plaintext_bytes: int
     plaintext_sha256: str
@@ -225,6 +225,7 @@ class DecryptSummary(TypedDict):
     compressed: bool  # the message had a compression layer (gpg default)
     duration: float
 
+@type_check_only
 class KeyComponent(TypedDict):
     fingerprint: str
     key_id: str
@@ -233,6 +234,7 @@ class KeyComponent(TypedDict):
     capabilities: list[str]  # of "certify", "sign", "encrypt", "authenticate"
     secret: str  # "public" | "unprotected" | "protected" | "stub"
 
+@type_check_only
 class KeyInfo(TypedDict):
     fingerprint: str
     key_id: str
@@ -291,10 +293,8 @@ def inspect_keys(data: bytes) -> list[KeyInfo]:
     """Describe public and secret keys (never returns secret material)."""
 
 # --- offsite ---
-from collections.abc import Callable
-from os import PathLike
-from typing import Any, TypedDict
 
+@type_check_only
 class UploadResult(TypedDict):
     key: str  # S3 key; for a Glacier vault the archive id
     size: int
@@ -307,11 +307,13 @@ class UploadResult(TypedDict):
     retain_until: float | None  # unix seconds (None for vaults)
     storage_class: str | None
 
+@type_check_only
 class RetrievalInfo(TypedDict):
     status: str  # "immediate" | "not-requested" | "in-progress" | "ready"
     readable: bool
     expires: float | None
 
+@type_check_only
 class ObjectInfo(TypedDict):
     key: str
     size: int
@@ -325,17 +327,20 @@ class ObjectInfo(TypedDict):
     last_modified: float | None
     retrieval: RetrievalInfo
 
+@type_check_only
 class ListEntry(TypedDict):
     key: str
     size: int
     storage_class: str | None
     last_modified: float | None
 
+@type_check_only
 class IncompleteUpload(TypedDict):
     key: str
     upload_id: str
     initiated: float | None
 
+@type_check_only
 class DownloadResult(TypedDict):
     resumed_from: int
     fetched: int
@@ -343,6 +348,7 @@ class DownloadResult(TypedDict):
 
 OFFSITE_MIN_RETAIN_DAYS: int
 
+@final
 class OffsiteTarget:
     """An S3 bucket with Object Lock (kind "s3", default) or a Glacier vault
     (kind "glacier"). Settings: kind, bucket (or vault), region, endpoint_url,
@@ -350,7 +356,7 @@ class OffsiteTarget:
     max_in_flight, sdk_max_attempts, part_retries, retry_backoff (seconds),
     account_id. No secrets: credentials come from the AWS chain."""
 
-    def __init__(self, config: dict[str, Any]) -> None: ...
+    def __new__(cls, config: dict[str, Any]) -> OffsiteTarget: ...
     def describe(self) -> str: ...
     def put_file(
         self,
@@ -373,8 +379,8 @@ class OffsiteTarget:
     ) -> UploadResult: ...
     def head(self, key: str) -> ObjectInfo: ...
     def list(self, prefix: str) -> list[ListEntry]: ...
-    def list_incomplete(self, prefix: str) -> list[IncompleteUpload]: ...
-    def abort_stale(self, prefix: str, min_age: float = 0.0) -> list[IncompleteUpload]: ...
+    def list_incomplete(self, prefix: str) -> builtins.list[IncompleteUpload]: ...
+    def abort_stale(self, prefix: str, min_age: float = 0.0) -> builtins.list[IncompleteUpload]: ...
     def get_file(
         self,
         key: str,

@@ -19,6 +19,8 @@ import tempfile
 import time
 import urllib.request
 
+from tests.support.helpers import stop_process
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
@@ -85,13 +87,7 @@ class MotoServer:
         return enable_auth(self.endpoint)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log.name)

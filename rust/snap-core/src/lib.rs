@@ -5,6 +5,7 @@
 //! `snap-offsite` (S3 with Object Lock, Glacier vaults).
 
 pub mod account;
+pub mod config;
 pub mod error;
 pub mod lock;
 pub mod proc;

@@ -91,7 +91,10 @@ pub fn read_receipts(jail_home: &Path) -> Vec<Receipt> {
 }
 
 /// Turn a server's receipts into pushes: `running` state, data, `done` state.
-pub fn summarize(receipts: &[Receipt], running_now: bool) -> (Option<GoodPush>, Option<FailedPush>, Option<f64>) {
+pub fn summarize(
+    receipts: &[Receipt],
+    running_now: bool,
+) -> (Option<GoodPush>, Option<FailedPush>, Option<f64>) {
     let mut good: Option<GoodPush> = None;
     let mut failed: Option<FailedPush> = None;
     let mut open: Option<(String, f64)> = None; // run id and start of a push in progress
@@ -101,7 +104,10 @@ pub fn summarize(receipts: &[Receipt], running_now: bool) -> (Option<GoodPush>, 
             if r.exit != 0 {
                 failed = Some(FailedPush {
                     at: r.started,
-                    reason: format!("a state transfer failed on the backup server (rsync exit {})", r.exit),
+                    reason: format!(
+                        "a state transfer failed on the backup server (rsync exit {})",
+                        r.exit
+                    ),
                 });
                 continue;
             }
@@ -131,7 +137,9 @@ pub fn summarize(receipts: &[Receipt], running_now: bool) -> (Option<GoodPush>, 
                         _ => {
                             failed = Some(FailedPush {
                                 at: r.started,
-                                reason: format!("push {run} said done without a complete data transfer"),
+                                reason: format!(
+                                    "push {run} said done without a complete data transfer"
+                                ),
                             });
                         }
                     }
@@ -205,7 +213,9 @@ fn labels(server: &str) -> String {
 }
 
 fn unix(text: &str) -> Option<f64> {
-    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second() as f64)
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second() as f64)
 }
 
 /// Prometheus textfile-collector metrics from the view and the latest
@@ -259,7 +269,9 @@ pub fn metrics_text(
         per(&|v| Some(if v.running_since.is_some() { 1.0 } else { 0.0 })),
     );
     let ok_archive = archive.filter(|a| a["result"] == "ok");
-    let finished = ok_archive.and_then(|a| a["finished"].as_str()).and_then(unix);
+    let finished = ok_archive
+        .and_then(|a| a["finished"].as_str())
+        .and_then(unix);
     metric(
         "snap_archive_last_success_timestamp_seconds",
         "End of the last successful off-site archive.",
@@ -268,33 +280,54 @@ pub fn metrics_text(
     metric(
         "snap_archive_age_seconds",
         "Seconds since the last successful off-site archive.",
-        finished.map(|t| (String::new(), now - t)).into_iter().collect(),
+        finished
+            .map(|t| (String::new(), now - t))
+            .into_iter()
+            .collect(),
     );
     let obj = ok_archive.map(|a| &a["manifest"]["archive"]);
     metric(
         "snap_archive_last_size_bytes",
         "Size of the last archive uploaded.",
-        obj.and_then(|o| o["size"].as_f64()).map(|v| (String::new(), v)).into_iter().collect(),
+        obj.and_then(|o| o["size"].as_f64())
+            .map(|v| (String::new(), v))
+            .into_iter()
+            .collect(),
     );
     metric(
         "snap_archive_retain_until_timestamp_seconds",
         "Object Lock retain-until of the last archive.",
-        obj.and_then(|o| o["retain_until"].as_str()).and_then(unix).map(|v| (String::new(), v)).into_iter().collect(),
+        obj.and_then(|o| o["retain_until"].as_str())
+            .and_then(unix)
+            .map(|v| (String::new(), v))
+            .into_iter()
+            .collect(),
     );
     metric(
         "snap_archive_last_failed",
         "1 if the latest archive run failed.",
-        archive.map(|a| (String::new(), if a["result"] == "ok" { 0.0 } else { 1.0 })).into_iter().collect(),
+        archive
+            .map(|a| (String::new(), if a["result"] == "ok" { 0.0 } else { 1.0 }))
+            .into_iter()
+            .collect(),
     );
     metric(
         "snap_drill_last_success",
         "1 if the latest restore drill matched history, 0 if it did not.",
-        drill.map(|d| (String::new(), if d["result"] == "ok" { 1.0 } else { 0.0 })).into_iter().collect(),
+        drill
+            .map(|d| (String::new(), if d["result"] == "ok" { 1.0 } else { 0.0 }))
+            .into_iter()
+            .collect(),
     );
     metric(
         "snap_drill_last_timestamp_seconds",
         "When the latest restore drill finished.",
-        drill.and_then(|d| d["finished"].as_str()).and_then(unix).map(|t| (String::new(), t)).into_iter().collect(),
+        drill
+            .and_then(|d| d["finished"].as_str())
+            .and_then(unix)
+            .map(|t| (String::new(), t))
+            .into_iter()
+            .collect(),
     );
     out
 }
@@ -317,9 +350,9 @@ pub fn write_metrics(cfg: &ServerConfig, path: &Path, now: f64) -> Result<String
 /// Read a JSON record if it exists.
 pub fn read_record(path: &Path) -> Result<Option<serde_json::Value>> {
     match fs::read(path) {
-        Ok(t) => serde_json::from_slice(&t)
-            .map(Some)
-            .map_err(|e| Error::invalid_input(format!("{} is not a snap record: {e}", path.display()))),
+        Ok(t) => serde_json::from_slice(&t).map(Some).map_err(|e| {
+            Error::invalid_input(format!("{} is not a snap record: {e}", path.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io_path("reading", path, e)),
     }
@@ -354,7 +387,10 @@ mod tests {
     fn complete_pushes_are_good() {
         let (g, f, run) = summarize(&push(100.0, "a"), false);
         let g = g.unwrap();
-        assert_eq!((g.run_id.as_str(), g.started, g.files, g.bytes), ("a", 100.0, 3, 100));
+        assert_eq!(
+            (g.run_id.as_str(), g.started, g.files, g.bytes),
+            ("a", 100.0, 3, 100)
+        );
         assert!(f.is_none() && run.is_none());
     }
 
@@ -376,14 +412,25 @@ mod tests {
         assert!(f.is_none());
         assert_eq!(run, Some(300.0));
         // A client claiming done without data is not believed.
-        let lie = vec![r(10.0, ".", 0, Some("running"), "x"), r(11.0, ".", 0, Some("done"), "x")];
+        let lie = vec![
+            r(10.0, ".", 0, Some("running"), "x"),
+            r(11.0, ".", 0, Some("done"), "x"),
+        ];
         let (g, f, _) = summarize(&lie, false);
-        assert!(g.is_none() && f.unwrap().reason.contains("without a complete data transfer"));
+        assert!(
+            g.is_none()
+                && f.unwrap()
+                    .reason
+                    .contains("without a complete data transfer")
+        );
     }
 
     #[test]
     fn an_old_failure_is_forgotten_after_success() {
-        let mut all = vec![r(50.0, ".", 0, Some("running"), "z"), r(51.0, "data", 12, None, "z")];
+        let mut all = vec![
+            r(50.0, ".", 0, Some("running"), "z"),
+            r(51.0, "data", 12, None, "z"),
+        ];
         all.extend(push(100.0, "a"));
         let (g, f, _) = summarize(&all, false);
         assert!(g.is_some() && f.is_none());
@@ -393,13 +440,26 @@ mod tests {
     fn metrics_are_textfile_format() {
         let mut view = BTreeMap::new();
         let (g, _, _) = summarize(&push(100.0, "a"), false);
-        view.insert("web1".to_string(), ServerView { account: "snap-web1".into(), last_good: g, ..Default::default() });
+        view.insert(
+            "web1".to_string(),
+            ServerView {
+                account: "snap-web1".into(),
+                last_good: g,
+                ..Default::default()
+            },
+        );
         let archive = serde_json::json!({"result": "ok", "finished": "2026-11-22T00:00:00Z",
             "manifest": {"archive": {"size": 42, "retain_until": "2027-03-01T00:00:00Z"}}});
         let text = metrics_text(&view, Some(&archive), None, 1_800_000_000.0);
-        assert!(text.contains("snap_push_last_success_timestamp_seconds{server=\"web1\"} 100\n"), "{text}");
+        assert!(
+            text.contains("snap_push_last_success_timestamp_seconds{server=\"web1\"} 100\n"),
+            "{text}"
+        );
         assert!(text.contains("snap_archive_last_size_bytes 42\n"));
         assert!(text.contains("# TYPE snap_archive_age_seconds gauge\n"));
-        assert!(!text.contains("\nsnap_drill_last_success "), "no drill, no sample");
+        assert!(
+            !text.contains("\nsnap_drill_last_success "),
+            "no drill, no sample"
+        );
     }
 }

@@ -111,12 +111,18 @@ fn timestamp(secs: f64) -> Result<Timestamp> {
 fn zone(name: Option<&str>) -> Result<TimeZone> {
     match name {
         None => Ok(TimeZone::system()),
-        Some(n) => TimeZone::get(n).map_err(|e| Error::invalid_input(format!("unknown time zone {n:?}: {e}"))),
+        Some(n) => TimeZone::get(n)
+            .map_err(|e| Error::invalid_input(format!("unknown time zone {n:?}: {e}"))),
     }
 }
 
 /// Every slot between `from` and `to` (unix seconds), in order.
-pub fn slots_between(schedule: &Schedule, from: f64, to: f64, tz: Option<&str>) -> Result<Vec<f64>> {
+pub fn slots_between(
+    schedule: &Schedule,
+    from: f64,
+    to: f64,
+    tz: Option<&str>,
+) -> Result<Vec<f64>> {
     if schedule.minute > 59 || schedule.second > 59 || schedule.hours.iter().any(|h| *h > 23) {
         return Err(Error::invalid_input(format!(
             "schedule {schedule:?} is not a time of day"
@@ -128,7 +134,9 @@ pub fn slots_between(schedule: &Schedule, from: f64, to: f64, tz: Option<&str>) 
     let mut hours = schedule.hours.clone();
     hours.sort_unstable();
     let mut out = Vec::new();
-    let mut day = start.checked_sub(1.day()).map_err(|e| Error::internal(e.to_string()))?;
+    let mut day = start
+        .checked_sub(1.day())
+        .map_err(|e| Error::internal(e.to_string()))?;
     while day <= end {
         for h in &hours {
             let t = Time::new(*h as i8, schedule.minute as i8, schedule.second as i8, 0)
@@ -143,23 +151,37 @@ pub fn slots_between(schedule: &Schedule, from: f64, to: f64, tz: Option<&str>) 
                 out.push(at);
             }
         }
-        day = day.checked_add(1.day()).map_err(|e| Error::internal(e.to_string()))?;
+        day = day
+            .checked_add(1.day())
+            .map_err(|e| Error::internal(e.to_string()))?;
     }
     Ok(out)
 }
 
 /// Judge one server at `now` (unix seconds).
-pub fn assess(schedule: &Schedule, seen: &Observed, now: f64, limits: &Thresholds) -> Result<Assessment> {
+pub fn assess(
+    schedule: &Schedule,
+    seen: &Observed,
+    now: f64,
+    limits: &Thresholds,
+) -> Result<Assessment> {
     let tz = limits.timezone.as_deref();
     let grace = Duration::from_secs(limits.grace_seconds).as_secs_f64();
     let due_until = now - grace;
     let week = 8.0 * 86400.0;
     let recent = slots_between(schedule, now - week, now + 86400.0 * 2.0, tz)?;
-    let last_due_slot = recent.iter().copied().filter(|s| *s <= due_until).next_back();
+    let last_due_slot = recent
+        .iter()
+        .copied()
+        .filter(|s| *s <= due_until)
+        .next_back();
     let next_slot = recent.iter().copied().find(|s| *s > now);
-    let running = seen
-        .running_since
-        .map(|t| format!("receiving a push since {}", crate::record::format_unix(t as i64)));
+    let running = seen.running_since.map(|t| {
+        format!(
+            "receiving a push since {}",
+            crate::record::format_unix(t as i64)
+        )
+    });
     let Some(good) = seen.last_good else {
         let (state, note) = match (seen.last_failed, &seen.failure) {
             (Some(_), reason) => (State::Failed, reason.clone().or(running)),
@@ -236,13 +258,29 @@ mod tests {
 
     #[test]
     fn slots_are_the_scheduled_times() {
-        let s = slots_between(&sched(), at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z"), Some("UTC")).unwrap();
+        let s = slots_between(
+            &sched(),
+            at("2026-11-20T00:00:00Z"),
+            at("2026-11-21T00:00:00Z"),
+            Some("UTC"),
+        )
+        .unwrap();
         assert_eq!(
             s,
-            vec![at("2026-11-20T02:17:00Z"), at("2026-11-20T10:17:00Z"), at("2026-11-20T18:17:00Z")]
+            vec![
+                at("2026-11-20T02:17:00Z"),
+                at("2026-11-20T10:17:00Z"),
+                at("2026-11-20T18:17:00Z")
+            ]
         );
         // In another zone the same wall-clock slots are other instants.
-        let b = slots_between(&sched(), at("2026-11-20T00:00:00Z"), at("2026-11-21T00:00:00Z"), Some("Europe/Berlin")).unwrap();
+        let b = slots_between(
+            &sched(),
+            at("2026-11-20T00:00:00Z"),
+            at("2026-11-21T00:00:00Z"),
+            Some("Europe/Berlin"),
+        )
+        .unwrap();
         assert_eq!(b[0], at("2026-11-20T01:17:00Z"));
     }
 
@@ -259,7 +297,10 @@ mod tests {
         // 18:17 + 2 h passed too: two missed slots.
         let missing = state("2026-11-20T20:30:00Z");
         assert_eq!((missing.state, missing.missed_slots), (State::Missing, 2));
-        assert_eq!(missing.age_seconds, Some(at("2026-11-20T20:30:00Z") - at("2026-11-20T02:17:05Z")));
+        assert_eq!(
+            missing.age_seconds,
+            Some(at("2026-11-20T20:30:00Z") - at("2026-11-20T02:17:05Z"))
+        );
         assert_eq!(missing.next_slot, Some(at("2026-11-21T02:17:00Z")));
     }
 
@@ -273,24 +314,47 @@ mod tests {
         assert_eq!(a.note.as_deref(), Some("cannot reach the backup server"));
         // A good push after the failure clears it.
         seen.last_good = Some(at("2026-11-20T18:17:01Z"));
-        assert_eq!(assess(&sched(), &seen, at("2026-11-20T19:00:00Z"), &utc()).unwrap().state, State::Ok);
+        assert_eq!(
+            assess(&sched(), &seen, at("2026-11-20T19:00:00Z"), &utc())
+                .unwrap()
+                .state,
+            State::Ok
+        );
         let none = Observed::default();
-        assert_eq!(assess(&sched(), &none, at("2026-11-20T19:00:00Z"), &utc()).unwrap().state, State::Never);
+        assert_eq!(
+            assess(&sched(), &none, at("2026-11-20T19:00:00Z"), &utc())
+                .unwrap()
+                .state,
+            State::Never
+        );
         let running = Observed {
             running_since: Some(at("2026-11-20T18:17:00Z")),
             ..Observed::default()
         };
         let a = assess(&sched(), &running, at("2026-11-20T18:20:00Z"), &utc()).unwrap();
         assert_eq!(a.state, State::Never);
-        assert!(a.note.unwrap().contains("receiving a push since 2026-11-20T18:17:00Z"));
+        assert!(
+            a.note
+                .unwrap()
+                .contains("receiving a push since 2026-11-20T18:17:00Z")
+        );
     }
 
     #[test]
     fn bad_input_is_named() {
-        let bad = Schedule { minute: 61, second: 0, hours: vec![2] };
+        let bad = Schedule {
+            minute: 61,
+            second: 0,
+            hours: vec![2],
+        };
         assert!(assess(&bad, &Observed::default(), 0.0, &utc()).is_err());
         let mut tz = utc();
         tz.timezone = Some("Mars/Olympus".into());
-        assert!(assess(&sched(), &Observed::default(), 0.0, &tz).unwrap_err().to_string().contains("Mars"));
+        assert!(
+            assess(&sched(), &Observed::default(), 0.0, &tz)
+                .unwrap_err()
+                .to_string()
+                .contains("Mars")
+        );
     }
 }

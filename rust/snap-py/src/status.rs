@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 use snap_core::Error;
+use snap_core::config::JsonConfig;
 use snap_core::report;
 use snap_core::rotate::ServerConfig;
 use snap_core::status::{self, Observed, Schedule, Thresholds};
@@ -13,7 +14,9 @@ use crate::conv::to_python;
 use crate::errors::{IntoPy, to_py};
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
@@ -30,7 +33,12 @@ fn backup_server_view<'py>(py: Python<'py>, config: PathBuf) -> PyResult<Bound<'
 /// Write the Prometheus textfile metrics of the backup server; returns the text.
 #[pyfunction]
 #[pyo3(signature = (config, path, now = None))]
-fn write_metrics(py: Python<'_>, config: PathBuf, path: PathBuf, now: Option<f64>) -> PyResult<String> {
+fn write_metrics(
+    py: Python<'_>,
+    config: PathBuf,
+    path: PathBuf,
+    now: Option<f64>,
+) -> PyResult<String> {
     let cfg = ServerConfig::load(&config).py()?;
     let at = now.unwrap_or_else(self::now);
     py.detach(|| report::write_metrics(&cfg, &path, at)).py()
