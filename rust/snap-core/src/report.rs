@@ -172,10 +172,10 @@ pub fn summarize(
         (None, _) => None,
     };
     // A failure before the last good push is history, not news.
-    if let (Some(g), Some(f)) = (&good, &failed) {
-        if f.at < g.started {
-            failed = None;
-        }
+    if let (Some(g), Some(f)) = (&good, &failed)
+        && f.at < g.started
+    {
+        failed = None;
     }
     (good, failed, running_since)
 }

@@ -170,11 +170,7 @@ pub fn assess(
     let due_until = now - grace;
     let week = 8.0 * 86400.0;
     let recent = slots_between(schedule, now - week, now + 86400.0 * 2.0, tz)?;
-    let last_due_slot = recent
-        .iter()
-        .copied()
-        .filter(|s| *s <= due_until)
-        .next_back();
+    let last_due_slot = recent.iter().copied().rfind(|s| *s <= due_until);
     let next_slot = recent.iter().copied().find(|s| *s > now);
     let running = seen.running_since.map(|t| {
         format!(
