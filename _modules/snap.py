@@ -18,10 +18,14 @@ Configuration (pillar):
       snap.pubkey: []
 """
 
+import base64
 import copy
 import json
 import logging
 import os
+import re
+import shutil
+import uuid
 
 import salt.utils.dictupdate
 import salt.utils.yaml
@@ -138,7 +142,12 @@ def pubkey(path=None):
         salt '*' snap.pubkey
         salt '*' mine.get '*' snap.pubkey
     """
-    return _core(fleet.mine_entry, __opts__["id"], _key_path(path))
+    entry = _core(fleet.mine_entry, __opts__["id"], _key_path(path))
+    sched = settings().get("schedule") or {}
+    if "minute" in sched:
+        # For salt-run snap.status: when this server is expected to push.
+        entry["schedule"] = {k: sched[k] for k in ("minute", "second", "hours") if k in sched}
+    return entry
 
 
 def key_status(path=None):
@@ -371,7 +380,11 @@ def push(no_splay=True):
         salt web1 snap.push
     """
     config = settings()["client"]["config"]
-    rec = _core(snap_core.push_run, config, no_splay=no_splay)
+
+    def progress(event):
+        log.info("snap push: %s", event["text"])
+
+    rec = _core(snap_core.push_run, config, no_splay=no_splay, progress=progress)
     if rec["result"] not in ("ok", "partial"):
         __context__["retcode"] = 1
     return rec
@@ -602,20 +615,87 @@ def archive(config=None):
     return rec
 
 
-# Part of the `snap` execution module (_modules/snap.py): restore and proof.
-# Written as if inside that module (it uses settings(), _core, _pillar, log,
-# snap_core, fleet, json, os, CommandExecutionError, SaltInvocationError);
-# the coordinator pastes these functions there.
+# -- reporting ---------------------------------------------------------------------------
+
+
+def last_push():
+    """
+    This server's record of its last push (``push-last.json``), or None if it
+    never ran. Only adds detail to ``salt-run snap.status``: the verdict rests
+    on what the backup server received.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' snap.last_push
+    """
+    path = os.path.join(settings()["client"]["state_dir"], "push-last.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+
+
+def backup_view():
+    """
+    The backup server's own view of every server: the last push it received
+    completely, the last that broke off, whether one is being received now,
+    what went into history; and the last archive run. From receipts that
+    snap-receive writes where clients cannot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.backup_view
+    """
+    s = settings()
+    srv = s["server"]
+    view = _core(snap_core.backup_server_view, srv["config"])
+    archive = None
+    path = os.path.join(srv["state_dir"], "archive-last.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            archive = json.load(handle)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+    return {
+        "servers": view,
+        "archive": archive,
+        "archive_expected": bool(s["archive"].get("target")),
+        "exclude": list(srv.get("exclude") or []),
+        "status": s.get("status") or {},
+    }
+
+
+def write_metrics(path=None):
+    """
+    Write Prometheus textfile-collector metrics of the backup server (last
+    complete push, bytes, duration per server; archive age and size; drill
+    result). Cron runs the same every few minutes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.write_metrics
+    """
+    srv = settings()["server"]
+    path = path or srv["metrics_file"]
+    _core(snap_core.write_metrics, srv["config"], path)
+    return path
+
 
 # -- restore and proof -------------------------------------------------------------------
 
-import base64 as _base64  # noqa: E402
-import hashlib as _hashlib  # noqa: E402
-import re as _re  # noqa: E402
-import shutil as _shutil  # noqa: E402
-import uuid as _uuid  # noqa: E402
 
-_TRANSFER_ID = _re.compile(r"^[0-9A-Za-z-]{8,64}$")
+_TRANSFER_ID = re.compile(r"^[0-9A-Za-z-]{8,64}$")
 
 
 def _restore_dir(create=True):
@@ -700,7 +780,7 @@ def restore_pack(server, path="/", snapshot=None, recipient=None, max_bytes=None
     key = checked["accepted"][recipient]
     line = key.get("line") or f"{key['type']} {key['key']}"
     snapshot = snapshot or _newest_snapshot_of(server)
-    transfer = _uuid.uuid4().hex
+    transfer = uuid.uuid4().hex
     work = _transfer_dir(transfer, create=True)
     try:
         image = os.path.join(work, "pick.sqfs")
@@ -716,7 +796,7 @@ def restore_pack(server, path="/", snapshot=None, recipient=None, max_bytes=None
         info = _core(snap_core.seal_for_server, image, sealed, line)
         os.unlink(image)
     except Exception:
-        _shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return {"transfer": transfer, "size": info["size"], "sha256": info["sha256"], "packed": packed,
             "snapshot": snapshot, "recipient": recipient, "fingerprint": key["fingerprint"]}  # fmt: skip
@@ -735,7 +815,7 @@ def restore_chunk(transfer, offset, size):
     path = os.path.join(_transfer_dir(transfer), "pick.sqfs.age")
     with open(path, "rb") as handle:
         handle.seek(int(offset))
-        return _base64.b64encode(handle.read(int(size))).decode()
+        return base64.b64encode(handle.read(int(size))).decode()
 
 
 def restore_discard(transfer):
@@ -748,7 +828,7 @@ def restore_discard(transfer):
 
         salt backup1 snap.restore_discard 0f3c...
     """
-    _shutil.rmtree(_transfer_dir(transfer), ignore_errors=True)
+    shutil.rmtree(_transfer_dir(transfer), ignore_errors=True)
     return True
 
 
@@ -771,7 +851,7 @@ def restore_receive(transfer, offset, data):
     with os.fdopen(fd, "ab") as handle:
         if handle.tell() != offset:
             raise CommandExecutionError(f"restore transfer {transfer}: have {handle.tell()} bytes, chunk is for {offset}")
-        handle.write(_base64.b64decode(data))
+        handle.write(base64.b64decode(data))
         return handle.tell()
 
 
@@ -794,7 +874,7 @@ def restore_apply(transfer, packed, sha256, to="/", overwrite=False):
         _core(snap_core.open_sealed, os.path.join(work, "pick.sqfs.age"), image, settings()["client"]["key"], sha256=sha256)
         return _core(snap_core.extract_history_pick, image, packed, to, overwrite=bool(overwrite))
     finally:
-        _shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def drill_sample(random_files=50, max_bytes=None, seed=None):

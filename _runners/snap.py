@@ -9,9 +9,11 @@ snap runners: the fleet as the master sees it.
 import logging
 
 import salt.exceptions
+from salt.exceptions import SaltInvocationError
 
 try:
     from snap_core import fleet as snap_fleet
+    from snap_core import provision as snap_provision
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -22,6 +24,9 @@ except ImportError as exc:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __virtualname__ = "snap"
+
+# salt-run snap.status prints a table unless told otherwise (--out=json ...).
+__outputter__ = {"status": "table"}
 
 
 def __virtual__():
@@ -105,15 +110,225 @@ def archive(tgt=None, timeout=86400):
         raise salt.exceptions.CommandExecutionError(f"backup server {tgt} did not answer")
     answer = ret[tgt]
     if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
-        __context__["retcode"] = 1
-        return {"result": False, "error": answer.get("ret")}
+        return {"result": False, "error": answer.get("ret"), "retcode": 1}
     record = answer["ret"]
-    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"]}
+    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"], "retcode": 0}
 
 
-# Part of the `snap` runner (_runners/snap.py): restore and proof. Written as
-# if inside that module (it uses _backup_server, log, salt.exceptions,
-# __opts__, __salt__, __context__); the coordinator pastes these functions there.
+def _accepted_minions():
+    import salt.wheel
+
+    keys = salt.wheel.WheelClient(__opts__).cmd("key.list", ["accepted"], print_event=False)
+    return keys.get("minions", []) if isinstance(keys, dict) else []
+
+
+def _valid_schedule(value):
+    if not isinstance(value, dict):
+        return None
+    minute, second, hours = value.get("minute"), value.get("second", 0), value.get("hours")
+    if not (isinstance(minute, int) and isinstance(second, int) and isinstance(hours, list)
+            and all(isinstance(h, int) for h in hours)):  # fmt: skip
+        return None
+    return {"minute": minute, "second": second, "hours": hours}
+
+
+def status(now=None, tgt=None, timeout=15):
+    """
+    The fleet's backup status, from the backup server's own records: for
+    every server the master knows, its schedule, last complete push, age,
+    missed slots and state (OK / LATE / MISSING / FAILED / NEVER), and the
+    last archive with its retain-until. Servers that never pushed show up.
+    The return code is non-zero when anything is not OK, so cron or a monitor
+    can use it directly. Table output by default; ``--out=json`` or
+    ``--out=yaml`` for machines.
+
+    now
+        Judge as of this time (unix seconds); default: now.
+
+    tgt
+        The backup server's minion id (default: the minion that publishes
+        ``snap.hostkey`` in the mine).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.status
+        salt-run snap.status --out=json
+    """
+    import salt.client
+
+    from snap_core import fleetstatus
+
+    tgt = tgt or _backup_server()
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
+        minions = [m for m in _accepted_minions() if m != tgt]
+        records = client.cmd(minions, "snap.last_push", tgt_type="list", timeout=timeout) if minions else {}
+    if tgt not in view or not isinstance(view[tgt], dict):
+        return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
+    view = view[tgt]
+    excluded = set(view.get("exclude") or [])
+    minions = [m for m in minions if m not in excluded]
+    mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
+    schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
+    clients = {m: records[m] for m in minions if m in records and not isinstance(records[m], str)}
+    thresholds = {k: v for k, v in (view.get("status") or {}).items() if k in ("grace_seconds", "missing_after", "timezone")}
+    table = fleetstatus.build(
+        minions,
+        {m: s for m, s in schedules.items() if s},
+        view["servers"],
+        clients,
+        view.get("archive"),
+        now=float(now) if now is not None else None,
+        thresholds=thresholds or None,
+        archive_expected=view.get("archive_expected", False),
+    )
+    # salt-run exits with the "retcode" of the returned mapping.
+    table["retcode"] = 0 if table["ok"] else 1
+    return table
+
+
+def alert(tag, data=None):
+    """
+    Run the alert command (master option ``snap_alert_command``, a shell
+    command) with the event as JSON on its stdin and ``SNAP_EVENT_TAG`` in
+    its environment. Meant for the example reactor
+    ``salt://reactor/snap-alert.sls``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.alert snap/test '{"message": "hello"}'
+    """
+    import json
+    import os
+    import subprocess
+
+    command = __opts__.get("snap_alert_command")
+    if not command:
+        log.warning("snap alert %s: no snap_alert_command in the master config; event: %s", tag, data)
+        return {"sent": False, "reason": "no snap_alert_command configured"}
+    env = dict(os.environ, SNAP_EVENT_TAG=str(tag))
+    proc = subprocess.run(
+        command, shell=True, input=json.dumps({"tag": tag, "data": data}, default=str),
+        text=True, capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        __context__["retcode"] = 1
+        log.error("snap alert command failed (%s): %s", proc.returncode, proc.stderr)
+    return {"sent": proc.returncode == 0, "returncode": proc.returncode}
+
+
+# -- off-site provisioning (administrator identity, on the master) ----------------
+
+
+def _offsite_settings(minion=None, pillar=None):
+    """``snap:offsite`` as ``minion`` (default: the master's own id) sees it,
+    with ``pillar`` (a dict, like ``pillar=`` on the CLI) merged over it."""
+    if not HAS_CORE:
+        raise SaltInvocationError(f"snap_core.provision is not importable on the master: {IMPORT_ERROR}")
+    settings = {}
+    if pillar is None or minion is not None:
+        compiled = __salt__["pillar.show_pillar"](minion=minion) if minion else __salt__["pillar.show_pillar"]()
+        settings = dict(((compiled or {}).get("snap") or {}).get("offsite") or {})
+    if pillar:
+        if not isinstance(pillar, dict):
+            raise SaltInvocationError("pillar= must be a dict")
+        override = (pillar.get("snap") or {}).get("offsite", pillar)
+        settings.update(override)
+    if not settings:
+        raise SaltInvocationError(
+            "no snap:offsite settings in pillar"
+            + (f" of minion {minion}" if minion else " of the master (pass minion=<backup server id>)")
+        )
+    return settings
+
+
+def provision(minion=None, test=False, dry_run=False, pillar=None):
+    """
+    Create or check the off-site storage that pillar ``snap:offsite``
+    describes: the bucket (versioning, Object Lock with a COMPLIANCE default
+    retention of ``retain_days`` >= 90, public access blocked, encryption at
+    rest, lifecycle to ``storage_class``, a bucket policy denying every
+    destructive or reconfiguring call to all but ``admins``) or, for kind
+    ``glacier``, an existing vault's access policy and optional vault lock;
+    and the backup server's put-only identity (IAM user or role).
+
+    Runs with the master's AWS credentials (``admin_profile`` picks a
+    profile); they must belong to one of ``admins``. Nothing irreversible
+    happens without ``snap:offsite:confirm_irreversible`` set to
+    ``I understand COMPLIANCE cannot be undone``. A lock or policy is never
+    weakened: such a step is refused with the reason, and then nothing at all
+    is applied. A second run changes nothing and says so.
+
+    minion
+        Whose pillar to read ``snap:offsite`` from: the backup server's id,
+        since the upload pipeline reads the same settings there. Default: the
+        master's own pillar.
+
+    test / dry_run
+        Show the plan, with the exact JSON of every document, and change nothing.
+
+    pillar
+        A dict merged over the pillar settings (``{"snap": {"offsite": {...}}}``
+        or the ``offsite`` mapping itself).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.provision minion=backup1 test=True
+        salt-run snap.provision minion=backup1
+        salt-run snap.provision pillar='{"bucket": "acme-snap", "retain_days": 120}' dry_run=True
+    """
+    settings = _offsite_settings(minion, pillar)
+    try:
+        return snap_provision.provision(settings, test=bool(test or dry_run), log=log.info)
+    except snap_provision.ProvisionError as exc:
+        return {"result": False, "comment": str(exc), "changes": {}}
+
+
+def verify_offsite(minion=None, pillar=None):
+    """
+    Read the off-site configuration back and report every drift from the
+    policy: versioning, Object Lock and its default retention, public access
+    block, encryption, lifecycle, the bucket (or vault) policy, and the
+    backup identity's policies, plus a static proof that the policies read
+    back still refuse every forbidden call. ``ok`` is False on any drift.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.verify_offsite minion=backup1
+    """
+    settings = _offsite_settings(minion, pillar)
+    try:
+        return snap_provision.verify(settings)
+    except snap_provision.ProvisionError as exc:
+        return {"ok": False, "drift": [str(exc)], "checks": []}
+
+
+def provision_template(path, minion=None, pillar=None):
+    """
+    Write the documents ``snap.provision`` applies as JSON files into the
+    directory ``path`` on the master: the bucket policy, the identity (and
+    trust) policy, the lock, encryption and lifecycle configurations, a
+    CloudFormation template with all of it (kind s3), or the vault access and
+    lock policies (kind glacier), for people who provision outside Salt.
+    ``snap:offsite:admins`` must be set (and ``account_id`` for vaults).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run snap.provision_template /srv/snap/offsite-template minion=backup1
+    """
+    settings = _offsite_settings(minion, pillar)
+    return {"written": snap_provision.template(settings, path)}
+
 
 # -- restore and proof -------------------------------------------------------------------
 
@@ -178,7 +393,6 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
             result = _one(client, tgt, "snap.restore_apply", [transfer, packed["packed"], packed["sha256"]],
                           {"to": to, "overwrite": overwrite}, timeout)  # fmt: skip
         except Exception:
-            __context__["retcode"] = 1
             try:
                 client.cmd(tgt, "snap.restore_discard", arg=[transfer], timeout=60)
             except Exception:  # pragma: no cover - best effort
@@ -197,6 +411,7 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
         "bytes_moved": packed["size"],
         "files": result["files"],
         "entries": result,
+        "retcode": 0,
     }
 
 
@@ -242,11 +457,10 @@ def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=
             sample = _one(client, backup, "snap.drill_sample", kwarg=kwarg, timeout=timeout)
         ret = client.cmd(tgt, "snap.verify", kwarg={"sample": sample}, timeout=timeout, full_return=True)
     if tgt not in ret or not isinstance(ret[tgt].get("ret"), dict):
-        __context__["retcode"] = 1
-        return {"result": "failed", "error": (ret.get(tgt) or {}).get("ret") or f"{tgt} did not answer"}
+        return {"result": "failed", "error": (ret.get(tgt) or {}).get("ret") or f"{tgt} did not answer", "retcode": 1}
     rec = ret[tgt]["ret"]
-    if rec["result"] == "failed":
-        __context__["retcode"] = 1
     from snap_core import restore_cli
 
-    return {"summary": restore_cli.verify_summary(rec), "record": rec, "drill_minion": tgt}
+    # salt-run exits with the "retcode" of the returned mapping.
+    return {"summary": restore_cli.verify_summary(rec), "record": rec, "drill_minion": tgt,
+            "retcode": 1 if rec["result"] == "failed" else 0}  # fmt: skip

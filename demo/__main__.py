@@ -1,34 +1,190 @@
-"""`make demo`: start a throwaway fleet on loopback (a salt-master and the
-minions web1, db1, backup1, each with its own root dir), highstate it, and
-report what the master reads back: every server's schedule and key.
-Everything started here is stopped before it exits.
+"""`make demo`: snap's main job on a throwaway fleet on loopback.
+
+A salt-master and the minions web1, db1 (servers) and backup1 (the backup
+server, with a real sshd on a loopback port), each with its own root dir:
+highstate them, push real files, rotate history, show an attack refused,
+archive the history off-site to a local S3 API under Object Lock and show a
+delete refused, restore db1 from off-site, and print the fleet's status.
+Everything started here is stopped, and the users, crontab lines and files
+it made are removed, before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import pathlib
 import shutil
+import subprocess
 import sys
 import time
 
+import yaml
 from pytestshellutils.utils.ports import get_unused_localhost_port
 from saltfactories.manager import FactoriesManager
 
 from tests.conftest import private_root
 from tests.support import loopback
 from tests.support.fleet import Fleet, state_changes, state_failures
+from tests.support.gpg import GnuPG
+from tests.support.moto import Moto
+from tests.support.restore import restore_server_and_compare
+from tests.support.treegen import describe
+
+PY = sys.executable
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
+def section(title: str) -> None:
+    say()
+    say(f"== {title}")
+
+
+def table(rows: list[list], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def human(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def deploy(fleet: Fleet) -> None:
+    section("highstate: snap.core installs the core, servers make their keys, backup1 their jails")
+    runs = fleet.deploy()
+    failures = state_failures(runs["first"]) + state_failures(runs["accounts"])
+    if failures:
+        raise SystemExit(f"highstate FAILED: {failures}")
+    changed = len(state_changes(runs["first"])) + len(state_changes(runs["accounts"]))
+    say(f"  {changed} states changed something; a second highstate changes "
+        f"{len(state_changes(fleet.highstate()))}")  # fmt: skip
+    fleet.salt("mine.update")
+    report = fleet.run("snap.fleet")
+    say()
+    say("What the master reads back (schedule from the ext_pillar, keys from the mine, re-validated):")
+    say(table([[m, f"{r['minute']:02d}", ",".join(map(str, r["hours"])), r.get("account", "-"),
+                 r.get("fingerprint", r["key"])] for m, r in sorted(report.items())],
+              ["server", "minute", "hours", "account", "key fingerprint"]))  # fmt: skip
+
+
+def push_and_rotate(fleet: Fleet) -> None:
+    section("web1 and db1 push their files (the command cron runs), backup1 rotates history")
+    for minion_id in fleet.clients:
+        config = fleet.root_of(minion_id) / "etc" / "snap" / "client.json"
+        proc = subprocess.run([PY, "-m", "snap_core", "--json", "push", "--quiet", "--no-splay",
+                               "--config", str(config)], capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            raise SystemExit(f"push from {minion_id} failed: {proc.stderr}")
+        rec = json.loads(proc.stdout)
+        t = rec["transfer"]
+        say(f"  {minion_id}: {rec['result']} in {rec['seconds']:.1f}s, {t['files']} entries, "
+            f"{human(t['total_size'])}, sent {human(t['bytes_sent'])}")  # fmt: skip
+    rot = fleet.salt("snap.rotate", "recent", tgt="backup1")
+    say(f"  rotate recent: {rot['result']}; " + ", ".join(f"{m} {s['action']}" for m, s in rot["servers"].items()))
+    say()
+    say("What backup1 holds per server (its own records, not the servers' word):")
+    view = fleet.salt("snap.backup_view", tgt="backup1")["servers"]
+    jails = fleet.salt("snap.jails", tgt="backup1")
+    history = fleet.root_of("backup1") / "srv" / "snap" / "history"
+    rows = []
+    for minion_id, v in sorted(view.items()):
+        good = v["last_good"] or {}
+        files = sum(1 for p in (history / "recent.0" / minion_id).rglob("*") if p.is_file())
+        rows.append([minion_id, v["account"], jails[minion_id]["last_push"]["state"],
+                     good.get("run_id", "-"), human(good.get("bytes")), f"{files} files in recent.0"])  # fmt: skip
+    say(table(rows, ["server", "account", "jail", "last complete push", "received", "history"]))
+    snapshots = sorted(p.name for p in history.iterdir())
+    say(f"  history: {', '.join(snapshots)} (0700 root, outside every jail)")
+
+
+def attack(fleet: Fleet) -> None:
+    section("an attack with web1's own key: read back what it pushed")
+    key = fleet.root_of("web1") / "etc" / "snap" / "id_ed25519"
+    known = fleet.root_of("web1") / "etc" / "snap" / "known_hosts"
+    rsh = f"ssh -F /dev/null -i {key} -p {fleet.port} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={known}"
+    proc = subprocess.run(["rsync", "-a", "-e", rsh, "snap-web1@127.0.0.1:data/", str(fleet.root / "stolen")],
+                          capture_output=True, text=True)  # fmt: skip
+    refusal = next((l for l in proc.stderr.splitlines() if "snap-receive" in l), proc.stderr.strip())
+    say(f"  rsync snap-web1@backup1:data/ ... -> exit {proc.returncode}: {refusal}")
+    if proc.returncode == 0:
+        raise SystemExit("the attack was NOT refused")
+
+
+def archive(fleet: Fleet, moto: Moto, gpg: GnuPG) -> dict:
+    section("archive: backup1 packs the history, encrypts it to the offline public key, uploads it under Object Lock")
+    public = gpg.gpg("--armor", "--export", gpg.fingerprint).stdout.decode()
+    fleet.set_pillar(yaml.safe_dump({"snap": {"archive": {
+        "recipients": [public], "target": moto.target(), "pack": {"compressor": "zstd", "level": 3}}}}))  # fmt: skip
+    failures = state_failures({"backup1": fleet.highstate(tgt="backup1")})
+    if failures:
+        raise SystemExit(f"highstate of backup1 FAILED: {failures}")
+    say(f"  local S3 API (moto) on {moto.endpoint}; backup1 uploads as a put-only identity")
+    say(f"  offline key {gpg.fingerprint} (its private half stays off the backup server)")
+    result = fleet.run("snap.archive")
+    if not result.get("result"):
+        raise SystemExit(f"salt-run snap.archive FAILED: {result}")
+    m = result["manifest"]
+    a = m["archive"]
+    say("  salt-run snap.archive ->")
+    for k, v in (("archive", a["key"]), ("size", human(a["size"])), ("sha256", a["sha256"]),
+                 ("lock", f"{a['lock_mode']} until {a['retain_until']}"), ("storage class", a["storage_class"]),
+                 ("servers", ", ".join(m["servers"])), ("snapshots", ", ".join(s["name"] for s in m["snapshots"])),
+                 ("image", f"squashfs, {human(m['plaintext']['size'])}, {m['plaintext']['files']} files"),
+                 ("manifest", result["manifest_key"])):  # fmt: skip
+        say(f"    {k:14} {v}")
+    from botocore.exceptions import ClientError
+
+    s3 = moto.client("putonly")
+    try:
+        s3.delete_object(Bucket=moto.BUCKET, Key=a["key"])
+        raise SystemExit("the delete was NOT refused")
+    except ClientError as exc:
+        say(f"  delete {a['key']} as backup1's identity -> {exc.response['Error']['Code']}")
+    return result
+
+
+def restore(fleet: Fleet, moto: Moto, gpg: GnuPG, workdir) -> bool:
+    section("restore: db1 loses its data; an operator brings it back from off-site with the offline key")
+    data = fleet.client_data("db1")
+    before = describe(data)
+    shutil.rmtree(data)
+    say(f"  wiped {data} on db1")
+    key = gpg.export_secret(workdir / "offline-secret.asc")
+    target = moto.add_read_only_identity()
+    dest = workdir / "restored-db1"
+    started = time.monotonic()
+    matches, diffs = restore_server_and_compare(target, key, "db1", data, dest, expected=before)
+    took = time.monotonic() - started
+    key.unlink()
+    say(f"  snap-backup restore --target <read-only identity> --key offline-secret.asc --server db1 --to {dest}")
+    if not matches:
+        for path, want, got in diffs[:10]:
+            say(f"    DIFFERS {path!r}: had {want}, restored {got}")
+        raise SystemExit("the restore of db1 does NOT match what db1 had")
+    say(f"  restored db1 from off-site in {took:.1f}s: {len(before)} entries, content, owners, modes, xattrs, ACLs,")
+    say("  hardlinks, devices, symlinks and odd names MATCH what db1 had")
+    return matches
+
+
+def status(fleet: Fleet) -> None:
+    section("salt-run snap.status")
+    ret = fleet.master.salt_run_cli(timeout=120).run("snap.status")
+    data = ret.data
+    say(table([[r["server"], r["state"], r["schedule"], r["last_good_push"], r["age"], r["missed_slots"],
+                r["note"] or ""] for r in data["servers"]],
+              ["server", "state", "schedule", "last good push", "age", "missed", "note"]))  # fmt: skip
+    arc = data["archive"]
+    say(f"  last archive: {arc['last_archive']} ({arc['archive_state']}), retained until {arc['retain_until']}")
+    say(f"  exit code {ret.returncode} ({'all OK' if data['ok'] else 'something needs attention'})")
 
 
 def run(keep: bool) -> int:
@@ -45,35 +201,18 @@ def run(keep: bool) -> int:
                 event_listener=events,
                 slow_stop=False,
             )
-            say("starting salt-master and minions web1, db1, backup1 ...")
-            with Fleet(manager, root) as fleet:
+            say("starting salt-master, minions web1, db1, backup1, and backup1's sshd ...")
+            with Fleet(manager, root / "fleet") as fleet, Moto() as moto, GnuPG() as gpg:
                 say(f"  up after {time.monotonic() - started:.0f}s; modules synced")
-                say("highstate (snap.core installs the core, snap.keypair makes each server's key) ...")
-                first = fleet.highstate()
-                failures = state_failures(first)
-                if failures:
-                    say(f"highstate FAILED: {failures}")
-                    return 1
-                say(f"  {len(state_changes(first))} states changed something")
-                second = fleet.highstate()
-                say(f"  second highstate: {len(state_changes(second))} changes (idempotent)")
-                fleet.salt("mine.update")
-                report = fleet.run("snap.fleet")
-                say()
-                say("What the master reads back (schedule from the ext_pillar, keys from the mine, re-validated):")
-                rows = [
-                    [
-                        minion_id,
-                        f"{row['minute']:02d}",
-                        ",".join(str(h) for h in row["hours"]),
-                        row.get("account", "-"),
-                        row.get("fingerprint", row["key"]),
-                    ]
-                    for minion_id, row in sorted(report.items())
-                ]
-                say(table(rows, ["server", "minute", "hours", "account", "key fingerprint"]))
+                deploy(fleet)
+                push_and_rotate(fleet)
+                attack(fleet)
+                archive(fleet, moto, gpg)
+                restored = restore(fleet, moto, gpg, root)
+                status(fleet)
             say()
-            say(f"stopped every daemon; demo took {time.monotonic() - started:.0f}s")
+            say(f"stopped every daemon and removed what the demo made; it took {time.monotonic() - started:.0f}s")
+            say("restore of db1 from off-site: " + ("it matches what db1 had" if restored else "MISMATCH"))
         return 0
     finally:
         if keep:

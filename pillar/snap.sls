@@ -27,6 +27,13 @@ mine_functions:
   snap.pubkey: []
 {%- endif %}
 
+# Turn snap's run records (pushes, rotations, archives) into Salt events
+# (salt/beacon/<id>/snap/push/done, .../push/failed, ...), for reactors
+# such as salt://reactor/snap-alert.sls.
+beacons:
+  snap:
+    - interval: 60
+
 snap:
   core:
     # Where the wheel served from salt://snap/files/dist/ is cached.
@@ -146,3 +153,33 @@ snap:
       compressor: zstd
       level: 15
     schedule: {minute: 0, hour: 5, daymonth: "1,15"}   # twice a month
+
+  # salt-run snap.status: when a server counts as LATE or MISSING.
+  status:
+    grace_seconds: 7200   # a push gets 2 hours after its slot
+    missing_after: 2      # missed slots from which it is MISSING (below: LATE)
+    timezone: null        # the servers' cron time zone, e.g. Europe/Berlin; null: the master's
+
+  # salt-run snap.restore: a pick from the backup server's history put back
+  # onto a server through Salt, sealed to that server's own snap key.
+  restore:
+    max_bytes: 268435456    # largest transfer through Salt (256 MiB); bigger: restore from off-site
+
+  # Proof on a schedule (docs/RESTORE.md): the off-site audit daily and the
+  # restore drill weekly, on a drill minion that is NOT the backup server.
+  # Add the drill key's PUBLIC half to snap:archive:recipients above.
+  verify: {}
+  #  minion: drill1              # holds the drill key and a read-only identity
+  #  master_minion: master       # the master's own minion runs the weekly drill
+  #  key: /etc/snap/drill.key    # path of the SECRET drill key on the drill minion, put there out of band
+  #  target:                     # a READ-ONLY off-site identity (get, restore, list)
+  #    bucket: example-snap-archives
+  #    region: eu-west-1
+  #    profile: snap-read
+  #  prefix: snap/backup1/
+  #  max_age_days: 16            # newest archive older than this: flagged
+  #  min_retain_days: 90         # an archive locked for less: flagged
+  #  max_bytes: 268435456        # drill sample size cap
+  #  tier: Bulk                  # Glacier retrieval tier for the drill
+  #  audit_schedule: {minute: 30, hour: 6}
+  #  drill_schedule: {minute: 0, hour: 7, dayweek: 0}

@@ -3,15 +3,20 @@
 Errors are raised as the classes in :mod:`snap_core.errors`.
 """
 
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Mapping, Sequence, TypedDict
+from typing import Any, Literal, Optional, TypedDict, Union, final, type_check_only
 
 __version__: str
 
-_Path = str | bytes | PathLike[str] | PathLike[bytes]
+_Path = Union[str, bytes, PathLike[str], PathLike[bytes]]
+_Progress = Optional[Callable[[dict[str, Any]], object]]
+_KeySources = list[tuple[str, bytes]]
 
 # --- core ---
 
+@type_check_only
 class PublicKey(TypedDict):
     type: str
     key: str
@@ -97,13 +102,22 @@ def archive_run(config: _Path, progress: object = None) -> dict:
 def history_inventory(history: _Path, servers: Sequence[str] | None = None) -> list[dict]:
     """[{name, servers, mtime}] for every snapshot directory of a history root."""
 
+# --- status ---
+
+def backup_server_view(config: _Path) -> dict[str, dict]:
+    """{minion id: {account, last_good, last_failed, running_since, transfers, in_history}}
+    from the backup server's own receipts and records (server.json)."""
+
+def write_metrics(config: _Path, path: _Path, now: float | None = None) -> str:
+    """Write Prometheus textfile-collector metrics (atomically); returns the text."""
+
+def assess_status(schedule: str, observed: str, now: float | None = None, thresholds: str | None = None) -> dict:
+    """Judge one server (JSON texts): {state: OK|LATE|MISSING|FAILED|NEVER, missed_slots,
+    age_seconds, last_due_slot, next_slot, note}. ``now`` is unix seconds (default: now)."""
+
 # --- pack ---
-import os
-from typing import Any, Callable, Iterable, Literal, TypedDict, Union
 
-_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-_Progress = Callable[[dict[str, Any]], object]
-
+@type_check_only
 class PackSummary(TypedDict):
     dirs: int
     files: int
@@ -118,6 +132,7 @@ class PackSummary(TypedDict):
     image_size: int
     duration: float
 
+@type_check_only
 class UnpackSummary(TypedDict):
     dirs: int
     files: int
@@ -130,6 +145,7 @@ class UnpackSummary(TypedDict):
     bytes_out: int
     duration: float
 
+@type_check_only
 class ImageEntry(TypedDict):
     path: bytes
     kind: Literal["dir", "file", "symlink", "chardev", "blockdev", "fifo", "socket"]
@@ -152,7 +168,7 @@ def pack(
     threads: int | None = None,
     select_depth: int | None = None,
     select_names: Iterable[str | bytes] | None = None,
-    progress: _Progress | None = None,
+    progress: _Progress = None,
     skip_unsupported_xattrs: bool = False,
 ) -> PackSummary:
     """Pack the tree `src` into a new SquashFS image `image` (must not exist).
@@ -165,7 +181,7 @@ def unpack(
     dest: _Path,
     select: Iterable[str | bytes] | None = None,
     apply_fake_super: bool = False,
-    progress: _Progress | None = None,
+    progress: _Progress = None,
 ) -> UnpackSummary:
     """Extract `image` (or the relative paths in `select`) into `dest`, which
     must be empty or not exist."""
@@ -176,14 +192,9 @@ def list_image(image: _Path, prefix: str | bytes = b"", depth: int = 1) -> list[
 # --- crypt ---
 # OpenPGP (rPGP): encrypt archives to public keys (SEIPDv1, AES-256, no
 # compression, GnuPG 2.2 compatible); streaming decrypt for restore.
-from os import PathLike
-from typing import Callable, Optional, TypedDict, Union
-
-_Path = Union[str, "PathLike[str]"]
-_Progress = Optional[Callable[[dict], None]]
 # (label naming where the key came from, key bytes: armored or binary)
-_KeySources = list[tuple[str, bytes]]
 
+@type_check_only
 class Recipient(TypedDict):
     label: str
     fingerprint: str  # primary key, uppercase hex (gpg style)
@@ -194,6 +205,7 @@ class Recipient(TypedDict):
     created: int  # unix seconds
     expires: Optional[int]
 
+@type_check_only
 class EncryptSummary(TypedDict):
     plaintext_bytes: int
     ciphertext_bytes: int
@@ -202,6 +214,7 @@ class EncryptSummary(TypedDict):
     recipients: list[str]  # primary fingerprints
     duration: float  # seconds
 
+@type_check_only
 class DecryptSummary(TypedDict):
     plaintext_bytes: int
     plaintext_sha256: str
@@ -212,6 +225,7 @@ class DecryptSummary(TypedDict):
     compressed: bool  # the message had a compression layer (gpg default)
     duration: float
 
+@type_check_only
 class KeyComponent(TypedDict):
     fingerprint: str
     key_id: str
@@ -220,6 +234,7 @@ class KeyComponent(TypedDict):
     capabilities: list[str]  # of "certify", "sign", "encrypt", "authenticate"
     secret: str  # "public" | "unprotected" | "protected" | "stub"
 
+@type_check_only
 class KeyInfo(TypedDict):
     fingerprint: str
     key_id: str
@@ -278,10 +293,8 @@ def inspect_keys(data: bytes) -> list[KeyInfo]:
     """Describe public and secret keys (never returns secret material)."""
 
 # --- offsite ---
-from collections.abc import Callable
-from os import PathLike
-from typing import Any, TypedDict
 
+@type_check_only
 class UploadResult(TypedDict):
     key: str  # S3 key; for a Glacier vault the archive id
     size: int
@@ -294,11 +307,13 @@ class UploadResult(TypedDict):
     retain_until: float | None  # unix seconds (None for vaults)
     storage_class: str | None
 
+@type_check_only
 class RetrievalInfo(TypedDict):
     status: str  # "immediate" | "not-requested" | "in-progress" | "ready"
     readable: bool
     expires: float | None
 
+@type_check_only
 class ObjectInfo(TypedDict):
     key: str
     size: int
@@ -312,17 +327,20 @@ class ObjectInfo(TypedDict):
     last_modified: float | None
     retrieval: RetrievalInfo
 
+@type_check_only
 class ListEntry(TypedDict):
     key: str
     size: int
     storage_class: str | None
     last_modified: float | None
 
+@type_check_only
 class IncompleteUpload(TypedDict):
     key: str
     upload_id: str
     initiated: float | None
 
+@type_check_only
 class DownloadResult(TypedDict):
     resumed_from: int
     fetched: int
@@ -330,6 +348,7 @@ class DownloadResult(TypedDict):
 
 OFFSITE_MIN_RETAIN_DAYS: int
 
+@final
 class OffsiteTarget:
     """An S3 bucket with Object Lock (kind "s3", default) or a Glacier vault
     (kind "glacier"). Settings: kind, bucket (or vault), region, endpoint_url,
@@ -337,7 +356,7 @@ class OffsiteTarget:
     max_in_flight, sdk_max_attempts, part_retries, retry_backoff (seconds),
     account_id. No secrets: credentials come from the AWS chain."""
 
-    def __init__(self, config: dict[str, Any]) -> None: ...
+    def __new__(cls, config: dict[str, Any]) -> OffsiteTarget: ...
     def describe(self) -> str: ...
     def put_file(
         self,
@@ -360,8 +379,8 @@ class OffsiteTarget:
     ) -> UploadResult: ...
     def head(self, key: str) -> ObjectInfo: ...
     def list(self, prefix: str) -> list[ListEntry]: ...
-    def list_incomplete(self, prefix: str) -> list[IncompleteUpload]: ...
-    def abort_stale(self, prefix: str, min_age: float = 0.0) -> list[IncompleteUpload]: ...
+    def list_incomplete(self, prefix: str) -> builtins.list[IncompleteUpload]: ...
+    def abort_stale(self, prefix: str, min_age: float = 0.0) -> builtins.list[IncompleteUpload]: ...
     def get_file(
         self,
         key: str,
@@ -385,20 +404,17 @@ def offsite_retain_until(days: int) -> float:
 # fetch with retrieval/resume, three integrity checks before anything is
 # written, extraction with the servers' own metadata; local history; the
 # sealed channel back to a server; sealed credentials; drill and audit.
-from typing import Any, Callable, Optional, Sequence
-
-_RPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-_RProgress = Optional[Callable[[dict], None]]
 _Prompt = Optional[Callable[[str], Optional[bytes]]]
 
+@final
 class ArchiveStore:
     """An off-site target for restore: settings (dict, as OffsiteTarget) and/or
     a sealed credentials pack (bytes from seal_creds) with its passphrase;
     the pack's settings are the base, `settings` override them. The pack is
     opened in memory only (the SDK reads the keys from a memfd)."""
 
-    def __init__(self, settings: dict | None = None, creds: bytes | None = None,
-                 passphrase: bytes | str | None = None) -> None: ...
+    def __new__(cls, settings: dict[str, Any] | None = None, creds: bytes | None = None,
+                passphrase: bytes | str | None = None) -> ArchiveStore: ...
     @property
     def prefix(self) -> str | None:
         """The key prefix the credentials pack carries."""
@@ -410,12 +426,12 @@ class ArchiveStore:
     def manifest(self, key: str) -> dict: ...
     def newest(self, prefix: str = "snap/") -> dict: ...
     def retrieval(self, key: str, request: bool = False, tier: str = "Standard", days: int = 3) -> dict: ...
-    def restore(self, key: str | None, secret_key: bytes, dest: _RPath, select: Sequence[_RPath] | None = None,
-                snapshot: str | None = None, server: str | None = None, paths: Sequence[_RPath] | None = None,
+    def restore(self, key: str | None, secret_key: bytes, dest: _Path, select: Sequence[_Path] | None = None,
+                snapshot: str | None = None, server: str | None = None, paths: Sequence[_Path] | None = None,
                 passphrase: bytes | str | None = None, prompt: _Prompt = None, overwrite: bool = False,
-                work_dir: _RPath | None = None, prefix: str = "snap/", request: bool = True, tier: str = "Standard",
+                work_dir: _Path | None = None, prefix: str = "snap/", request: bool = True, tier: str = "Standard",
                 days: int = 3, wait: float | None = None, poll: float = 600.0, resume: bool = True,
-                progress: _RProgress = None) -> dict:
+                progress: _Progress = None) -> dict:
         """Restore from off-site (key None: the newest under prefix). Raises NotReady
         (retrieval pending), IntegrityError (size/sha256/MDC), InvalidKey, NotFound,
         AlreadyExists (conflicts in dest; nothing moved). Returns {archive, created,
@@ -423,32 +439,32 @@ class ArchiveStore:
     def audit(self, prefix: str = "snap/", min_retain_days: int = 90, max_age_days: float = 16.0,
               lock_mode: str = "COMPLIANCE") -> dict: ...
     def verify(self, prefix: str = "snap/", sample: dict | None = None, secret_key: bytes | None = None,
-               passphrase: bytes | str | None = None, state_dir: _RPath | None = None,
-               work_dir: _RPath | None = None, min_retain_days: int = 90, max_age_days: float = 16.0,
+               passphrase: bytes | str | None = None, state_dir: _Path | None = None,
+               work_dir: _Path | None = None, min_retain_days: int = 90, max_age_days: float = 16.0,
                lock_mode: str = "COMPLIANCE", request: bool = True, tier: str = "Bulk", days: int = 3,
-               wait: float | None = None, poll: float = 600.0, progress: _RProgress = None) -> dict:
+               wait: float | None = None, poll: float = 600.0, progress: _Progress = None) -> dict:
         """Audit and (with sample + drill key) the drill; record kept under state_dir.
         result: ok | failed | pending."""
 
-def restore_from_file(archive: _RPath, secret_key: bytes, dest: _RPath, select: Sequence[_RPath] | None = None,
-                      snapshot: str | None = None, server: str | None = None, paths: Sequence[_RPath] | None = None,
-                      manifest: _RPath | None = None, passphrase: bytes | str | None = None, prompt: _Prompt = None,
-                      overwrite: bool = False, work_dir: _RPath | None = None, progress: _RProgress = None) -> dict:
+def restore_from_file(archive: _Path, secret_key: bytes, dest: _Path, select: Sequence[_Path] | None = None,
+                      snapshot: str | None = None, server: str | None = None, paths: Sequence[_Path] | None = None,
+                      manifest: _Path | None = None, passphrase: bytes | str | None = None, prompt: _Prompt = None,
+                      overwrite: bool = False, work_dir: _Path | None = None, progress: _Progress = None) -> dict:
     """Air-gapped restore of an archive file (manifest: ARCHIVE.manifest.json by default if present)."""
 
-def restore_from_history(history: _RPath, snapshot: str, server: str, dest: _RPath, path: _RPath | None = None,
-                         overwrite: bool = False, work_dir: _RPath | None = None, progress: _RProgress = None) -> dict:
+def restore_from_history(history: _Path, snapshot: str, server: str, dest: _Path, path: _Path | None = None,
+                         overwrite: bool = False, work_dir: _Path | None = None, progress: _Progress = None) -> dict:
     """One file, a directory or the whole server (path None or "/") from history into dest (the server's /)."""
 
-def pack_history_pick(history: _RPath, snapshot: str, server: str, image: _RPath, path: _RPath | None = None) -> dict:
+def pack_history_pick(history: _Path, snapshot: str, server: str, image: _Path, path: _Path | None = None) -> dict:
     """A pick of history packed into a new image; returns the PackedPick (what extract_history_pick needs)."""
 
-def extract_history_pick(image: _RPath, packed: dict, dest: _RPath, overwrite: bool = False,
-                         progress: _RProgress = None) -> dict: ...
-def seal_for_server(src: _RPath, dst: _RPath, recipient: str) -> dict:
+def extract_history_pick(image: _Path, packed: dict, dest: _Path, overwrite: bool = False,
+                         progress: _Progress = None) -> dict: ...
+def seal_for_server(src: _Path, dst: _Path, recipient: str) -> dict:
     """Seal src for the holder of an ssh-ed25519 key (age); returns {size, sha256}."""
 
-def open_sealed(src: _RPath, dst: _RPath, identity: _RPath, sha256: str | None = None) -> int:
+def open_sealed(src: _Path, dst: _Path, identity: _Path, sha256: str | None = None) -> int:
     """Open a sealed file with the SSH private key at identity; dst appears only if intact."""
 
 def seal_creds(access_key_id: str, secret_access_key: str, target: dict, passphrase: bytes | str,
@@ -459,8 +475,8 @@ def seal_creds(access_key_id: str, secret_access_key: str, target: dict, passphr
 def inspect_creds(sealed: bytes, passphrase: bytes | str) -> dict:
     """What a credentials pack holds, without its secret."""
 
-def drill_sample(history: _RPath, manifest: dict, random_files: int = 50, max_bytes: int = 268435456,
+def drill_sample(history: _Path, manifest: dict, random_files: int = 50, max_bytes: int = 268435456,
                  seed: int | None = None) -> dict:
     """A drill sample (paths + descriptions, no secrets) from the archive's snapshot still in history."""
 
-def describe_tree(root: _RPath, paths: list[str], fake_super: bool = False) -> dict: ...
+def describe_tree(root: _Path, paths: list[str], fake_super: bool = False) -> dict: ...

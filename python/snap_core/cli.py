@@ -170,6 +170,17 @@ def cmd_rotate(args):
     return rec if args.json else None
 
 
+@command(
+    "metrics",
+    "backup server: write Prometheus textfile-collector metrics (what cron runs every 5 minutes)",
+    arg("--config", default=DEFAULT_SERVER_CONFIG, help=f"default {DEFAULT_SERVER_CONFIG}"),
+    arg("--out", required=True, help="the .prom file, e.g. /var/lib/prometheus/node-exporter/snap.prom"),
+)
+def cmd_metrics(args):
+    snap_core.write_metrics(args.config, args.out)
+    return None
+
+
 DEFAULT_ARCHIVE_CONFIG = "/etc/snap/archive.json"
 
 
@@ -256,6 +267,19 @@ def cmd_archive(args):
         "time": f"{rec['seconds']:.1f}s ({stages})",
     }
 
+
+def _register_provision_commands():
+    """verify-offsite and offsite-template live with the provisioning code."""
+    from snap_core import provision
+
+    for name, help_text, args, func in (
+        ("verify-offsite", provision.VERIFY_HELP, provision.VERIFY_ARGS, provision.cmd_verify_offsite),
+        ("offsite-template", provision.TEMPLATE_HELP, provision.TEMPLATE_ARGS, provision.cmd_offsite_template),
+    ):
+        command(name, help_text, *[arg(*names, **options) for names, options in args])(func)
+
+
+_register_provision_commands()
 
 from snap_core import restore_cli  # noqa: E402,F401  (registers restore, pack-creds, verify, drill-sample)
 

@@ -119,6 +119,15 @@ snap-rotate-{{ level.name }}:
       - snap: snap-server-config
 {%- endfor %}
 
+snap-metrics-cron:
+  cron.present:
+    - name: {{ snap.core.python }} -m snap_core metrics --config {{ srv.config }} --out {{ srv.metrics_file }}
+    - identifier: snap-metrics-{{ grains["id"] }}
+    - user: root
+    - minute: "*/5"
+    - require:
+      - snap: snap-server-config
+
 {#- The archive pipeline: only once an off-site target is configured. #}
 {%- set arc = snap.archive %}
 {%- if arc.target %}

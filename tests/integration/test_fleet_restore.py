@@ -19,31 +19,12 @@ import yaml
 from tests.support.fleet import state_failures
 from tests.support.gpg import GnuPG
 from tests.support.moto import Moto
+from tests.support.proxy import Proxy
 from tests.support.restore import acl_text, restore_cli, restore_server_and_compare
 from tests.support.treegen import describe
 
 PY = sys.executable
 PREFIX = "snap/backup1"
-READ_ONLY_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject",
-                                       "s3:GetObjectRetention"], "Resource": "arn:aws:s3:::snap-archives/*"},
-        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::snap-archives"},
-    ],
-}  # fmt: skip
-
-
-def add_restore_identity(moto) -> pathlib.Path:
-    """A read-only identity (what a restore needs), in a credentials file of its own."""
-    iam = moto.client("admin", "iam")
-    iam.create_user(UserName="snap-restore")
-    iam.put_user_policy(UserName="snap-restore", PolicyName="read", PolicyDocument=json.dumps(READ_ONLY_POLICY))
-    key = iam.create_access_key(UserName="snap-restore")["AccessKey"]
-    path = moto.dir / "restore-credentials"
-    path.write_text(f"[restore]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +33,7 @@ def site(deployed):
     fleet, _ = deployed
     work = pathlib.Path(tempfile.mkdtemp(prefix="snap-restore-test-", dir="/var/lib"))
     with Moto(prefix=PREFIX) as moto, GnuPG() as offline, GnuPG(uid="snap drill key <drill@snap.invalid>") as drill:
-        creds = add_restore_identity(moto)
-        read_target = moto.target(profile="restore", credentials_file=str(creds))
+        read_target = moto.add_read_only_identity()
         offline_key = offline.export_secret(work / "offline-secret.asc")
         drill_key = drill.export_secret(work / "drill-secret.gpg", armor=False)
         pillar = {
@@ -275,7 +255,7 @@ def test_back_onto_the_server_through_salt(site):
     fleet = site["fleet"]
     data = fleet.client_data("db1")
     etc = data / "etc"
-    want = {k: v for k, v in site["originals"]["db1"].items() if k == b"etc" or k.startswith(b"etc/")}
+    want = {k: dict(v) for k, v in site["originals"]["db1"].items() if k == b"etc" or k.startswith(b"etc/")}
     shutil.rmtree(etc)
     ret = fleet.run("snap.restore", "db1", str(etc))
     assert ret["result"] is True and ret["onto"] == "db1", ret
@@ -353,85 +333,22 @@ def test_audit_flags_an_object_under_policy(site, tmp_path):
 # -- a download cut off half way is resumed by the next run ---------------------------------------
 
 
-class CuttingProxy:
-    """Loopback TCP proxy in front of moto that closes a connection once
-    ``cut`` response bytes went through it (None: never): a network that dies
-    in the middle of a download."""
-
-    def __init__(self, upstream_port, cut=None):
-        import socket
-        import threading
-
-        self.upstream_port, self.cut, self.cuts = upstream_port, cut, 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self._threading = threading
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self):
-        self._stop.set()
-        self.sock.close()
-
-    def _accept(self):
-        import socket
-
-        while not self._stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-            self._threading.Thread(target=self._pipe, args=(upstream, client, self.cut), daemon=True).start()
-
-    def _pipe(self, src, dst, cut):
-        import socket
-
-        sent = 0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if cut is not None and sent + len(data) > cut:
-                    dst.sendall(data[: cut - sent])
-                    self.cuts += 1
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 def test_a_dropped_download_is_resumed_by_the_next_run(site, ciphertext, tmp_path):
     assert len(ciphertext) > 3 << 20, "the archive must be big enough to cut"
-    proxy = CuttingProxy(site["moto"].port, cut=2 << 20)
+    dest, work = fresh(site, "resume"), tmp_path / "work"
+    args = ("restore", "--archive", site["manifest"]["archive"]["key"], "--key", site["offline_key"],
+            "--server", "db1", "--to", dest, "--work-dir", work, "--quiet")  # fmt: skip
     try:
-        target = dict(site["target"], endpoint_url=proxy.endpoint, part_retries=0, sdk_max_attempts=1)
-        dest, work = fresh(site, "resume"), tmp_path / "work"
-        args = ("restore", "--target", json.dumps(target), "--archive", site["manifest"]["archive"]["key"],
-                "--key", site["offline_key"], "--server", "db1", "--to", dest, "--work-dir", work, "--quiet")  # fmt: skip
-        first = restore_cli(*args, check=False)
-        assert first.returncode != 0 and "the next run resumes it" in first.stderr, first.stderr
-        assert proxy.cuts >= 1 and not dest.exists()
-        part = next(work.rglob("archive.sqfs.gpg.part"))
-        kept = part.stat().st_size
-        assert 0 < kept < len(ciphertext)
-        proxy.cut = None
-        rep = json.loads(restore_cli(*args).stdout)
+        with Proxy(site["moto"].port, cut_response_after=2 << 20) as proxy:
+            target = json.dumps(dict(site["target"], endpoint_url=proxy.endpoint, part_retries=0, sdk_max_attempts=1))
+            first = restore_cli(*args, "--target", target, check=False)
+            assert first.returncode != 0 and "the next run resumes it" in first.stderr, first.stderr
+            assert proxy.cuts >= 1 and not dest.exists()
+            part = next(work.rglob("archive.sqfs.gpg.part"))
+            kept = part.stat().st_size
+            assert 0 < kept < len(ciphertext)
+            proxy.cut_response_after = None
+            rep = json.loads(restore_cli(*args, "--target", target).stdout)
         assert rep["checks"]["download"]["resumed_from"] == kept
         assert rep["checks"]["download"]["fetched"] == len(ciphertext) - kept
         assert rep["checks"]["ciphertext_sha256"] and rep["checks"]["plaintext_sha256"]
@@ -439,5 +356,4 @@ def test_a_dropped_download_is_resumed_by_the_next_run(site, ciphertext, tmp_pat
         assert describe(dest / data) == site["originals"]["db1"]
         assert list(work.iterdir()) == [], "the work directory was not cleaned up"
     finally:
-        proxy.close()
         shutil.rmtree(dest.parent, ignore_errors=True)

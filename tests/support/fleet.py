@@ -39,6 +39,9 @@ snap:
   server:
     manage_sshd_service: false
     lock_wait: 2
+beacons:
+  snap:
+    - interval: 2
 """
 
 
@@ -53,13 +56,20 @@ def write_pillar_tree(dest: pathlib.Path, extra: str = "") -> pathlib.Path:
     return dest
 
 
-def master_overrides(pillar_root: pathlib.Path) -> dict:
+def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path) -> dict:
+    alert = "salt://reactor/snap-alert.sls"
     return {
         "file_roots": {"base": [str(REPO / "salt")]},
         "pillar_roots": {"base": [str(pillar_root)]},
         "ext_pillar": [{"snap": {}}],
         "pillar_mask_output": False,
         "fileserver_followsymlinks": True,
+        # The example reactor, with an alert command that files each alert.
+        "reactor": [
+            {f"salt/beacon/*/snap/{what}": [alert]}
+            for what in ("push/failed", "push/skipped", "rotate/failed", "archive/failed")
+        ],
+        "snap_alert_command": f'cat > "{alerts}/$(echo "$SNAP_EVENT_TAG" | tr / _)-$(date +%s%N).json"',
     }
 
 
@@ -79,6 +89,7 @@ class Fleet:
         self.clients = tuple(m for m in self.minion_ids if m != BACKUP_SERVER)
         self.port = get_unused_localhost_port()
         self.data = root / "data"
+        self.alerts = root / "alerts"  # what the example reactor's alert command files
         pillar = FLEET_PILLAR.replace("@PORT@", str(self.port)).replace("@DATA@", str(self.data))
         self.pillar_root = write_pillar_tree(root / "pillar", pillar)
         self.master = None
@@ -102,8 +113,9 @@ class Fleet:
                 os.chmod(path, os.stat(path).st_mode | 0o111)
             for seed, minion_id in enumerate(self.clients):
                 treegen.make_server_tree(self.client_data(minion_id), seed=seed)
+            self.alerts.mkdir(parents=True, exist_ok=True)
             self.master = self.manager.salt_master_daemon(
-                "snap-master", overrides=master_overrides(self.pillar_root)
+                "snap-master", overrides=master_overrides(self.pillar_root, self.alerts)
             )
             self._stack.enter_context(self.master.started())
             for minion_id in self.minion_ids:

@@ -1,6 +1,6 @@
 """A real S3 API on 127.0.0.1: moto's server, with IAM enforcement on.
 
-`Moto` starts ``python -m moto.server`` on a free loopback port and stops it.
+`Moto` starts moto's server (tests/support/moto_server.py) on a free loopback port and stops it.
 `setup()` creates an Object Lock bucket, a Glacier vault, an admin user and a
 put-only user (what the backup server needs and nothing more), writes a
 shared credentials file with profiles [admin] and [putonly], then switches
@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
-import subprocess
-import sys
+import shutil
 import tempfile
-import time
-import urllib.request
+
+from tests.support.moto_server import MotoServer, enable_auth
 
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
@@ -69,66 +67,38 @@ def setup(endpoint, bucket, vault, prefix, creds_path, auth=True) -> dict:
     os.chmod(creds_path, 0o600)
     if not auth:
         return {"auth": {"status": "ok", "enforced": False}, "users": sorted(keys)}
-    # Flask reads a form-encoded body as form fields, so say text/plain.
-    req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                 headers={"Content-Type": "text/plain"})  # fmt: skip
-    with urllib.request.urlopen(req) as answer:
-        return {"auth": json.loads(answer.read()), "users": sorted(keys)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return {"auth": enable_auth(endpoint), "users": sorted(keys)}
 
 
 class Moto:
-    """moto's server on 127.0.0.1:<free port>, for one test module or the demo."""
+    """moto's server with snap's bucket, vault and identities, for a test module or the demo."""
 
     BUCKET = "snap-archives"
     VAULT = "snap-vault"
 
-    def __init__(self, prefix="snap/backup1", python=sys.executable):
+    def __init__(self, prefix="snap/backup1"):
         self.prefix = prefix
-        self.python = python
-        self.port = free_port()
+        self.server = None
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="snap-moto-"))
         self.credentials = self.dir / "credentials"
-        self.proc = None
+
+    @property
+    def port(self):
+        return self.server.port
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.endpoint
 
     def start(self, auth=True):
-        log = open(self.dir / "moto.log", "wb")
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"moto did not start: {(self.dir / 'moto.log').read_text()}")
-                time.sleep(0.1)
+        self.server = MotoServer()
         setup(self.endpoint, self.BUCKET, self.VAULT, self.prefix, self.credentials, auth=auth)
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        import shutil
-
+        if self.server:
+            self.server.stop()
+            self.server = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
@@ -153,6 +123,28 @@ class Moto:
             aws_secret_access_key=creds[profile]["aws_secret_access_key"],
         )
 
+    def add_read_only_identity(self) -> dict:
+        """A read-only identity (all a restore needs: get, restore from a
+        Glacier class, list, read the retention) in a credentials file of its
+        own; returns the target settings that use it."""
+        bucket = f"arn:aws:s3:::{self.BUCKET}"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject",
+                                               "s3:GetObjectRetention"], "Resource": f"{bucket}/*"},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket},
+            ],
+        }  # fmt: skip
+        iam = self.client("admin", "iam")
+        iam.create_user(UserName="snap-restore")
+        iam.put_user_policy(UserName="snap-restore", PolicyName="read", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="snap-restore")["AccessKey"]
+        path = self.dir / "restore-credentials"
+        path.write_text(f"[restore]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
+        path.chmod(0o600)
+        return self.target(profile="restore", credentials_file=str(path))
+
     def target(self, profile="putonly", endpoint=None, **extra) -> dict:
         """Off-site target settings for snap (credentials through the AWS chain: a profile)."""
         return {
@@ -160,6 +152,5 @@ class Moto:
             "region": "us-east-1",
             "endpoint_url": endpoint or self.endpoint,
             "profile": profile,
-            "credentials_file": str(self.credentials),
-            **extra,
+            **{"credentials_file": str(self.credentials), **extra},
         }

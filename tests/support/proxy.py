@@ -9,13 +9,18 @@ import threading
 
 
 class Proxy:
-    def __init__(self, upstream_port: int, drop_after: int | None = None, stall: bool = False):
+    def __init__(self, upstream_port: int, drop_after: int | None = None, stall: bool = False,
+                 cut_response_after: int | None = None):  # fmt: skip
         """``drop_after``: close every connection once this many request bytes
         went upstream on it (None: never); with ``stall``, hold it open and
-        forward nothing more instead (a hung network)."""
+        forward nothing more instead (a hung network). ``cut_response_after``:
+        close a connection once this many response bytes came back on it (a
+        download that dies half way); can be changed while running."""
         self.upstream_port = upstream_port
         self.drop_after = drop_after
         self.stall = stall
+        self.cut_response_after = cut_response_after
+        self.cuts = 0
         self.requests: list[tuple[str, str, dict]] = []
         self.drops = 0
         self.sock = socket.socket()
@@ -50,7 +55,7 @@ class Proxy:
 
     def _serve(self, client):
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        threading.Thread(target=self._pipe_back, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=self._pipe_back, args=(upstream, client, self.cut_response_after), daemon=True).start()
         buf, sent, body_left = b"", 0, 0
         try:
             while True:
@@ -92,14 +97,25 @@ class Proxy:
                     pass
                 s.close()
 
-    @staticmethod
-    def _pipe_back(upstream, client):
+    def _pipe_back(self, upstream, client, cut):
+        sent = 0
         try:
             while True:
                 data = upstream.recv(65536)
                 if not data:
                     break
+                if cut is not None and sent + len(data) > cut:
+                    client.sendall(data[: cut - sent])
+                    with self._lock:
+                        self.cuts += 1
+                    for s in (client, upstream):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                    break
                 client.sendall(data)
+                sent += len(data)
         except OSError:
             pass
 

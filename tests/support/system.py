@@ -17,6 +17,8 @@ import time
 
 from pytestshellutils.utils.ports import get_unused_localhost_port
 
+from tests.support.helpers import stop_process
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -94,13 +96,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         raise RuntimeError("sshd did not come back after SIGHUP")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if self._made_privsep:
             with contextlib.suppress(OSError):

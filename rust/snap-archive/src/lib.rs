@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use snap_core::config::JsonConfig;
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result, lock, record};
 use snap_crypt::{KeySource, Recipient};
@@ -104,41 +105,11 @@ pub struct ArchiveConfig {
     pub pack: PackSettings,
 }
 
-fn d_storage_class() -> String {
-    "GLACIER".into()
-}
-fn d_manifest_class() -> String {
-    "STANDARD".into()
-}
-fn d_retain() -> u32 {
-    snap_offsite::MIN_RETAIN_DAYS
-}
-
-impl ArchiveConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| Error::io_path("reading", path, e))?;
-        Self::from_json(&text).map_err(|e| e.context(path.display()))
-    }
-
-    pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: ArchiveConfig = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_input(format!("not a valid archive configuration: {e}")))?;
-        cfg.check()?;
-        Ok(cfg)
-    }
-
-    pub fn prefix(&self) -> String {
-        self.prefix
-            .clone()
-            .unwrap_or_else(|| format!("snap/{}", self.minion_id))
-    }
-
-    fn compressor(&self) -> Result<Compressor> {
-        Compressor::from_str(&self.pack.compressor)
-    }
+impl JsonConfig for ArchiveConfig {
+    const WHAT: &'static str = "archive configuration";
 
     /// Everything that can be checked without reading history or keys.
-    pub fn check(&self) -> Result<()> {
+    fn check(&self) -> Result<()> {
         snap_core::account::validate_minion_id(&self.minion_id)?;
         for p in [&self.history_dir, &self.work_dir, &self.state_dir] {
             if !p.is_absolute() {
@@ -178,6 +149,28 @@ impl ArchiveConfig {
         self.compressor()?;
         TargetSettings::from_value(self.target.clone())?.to_config()?;
         Ok(())
+    }
+}
+
+fn d_storage_class() -> String {
+    "GLACIER".into()
+}
+fn d_manifest_class() -> String {
+    "STANDARD".into()
+}
+fn d_retain() -> u32 {
+    snap_offsite::MIN_RETAIN_DAYS
+}
+
+impl ArchiveConfig {
+    pub fn prefix(&self) -> String {
+        self.prefix
+            .clone()
+            .unwrap_or_else(|| format!("snap/{}", self.minion_id))
+    }
+
+    fn compressor(&self) -> Result<Compressor> {
+        Compressor::from_str(&self.pack.compressor)
     }
 
     /// Read and check the recipient keys (secret key material is refused).

@@ -149,10 +149,10 @@ impl Error {
 
 /// Classify an [`io::Error`].
 pub fn io_kind(err: &io::Error) -> ErrorKind {
-    if let Some(code) = err.raw_os_error() {
-        if code == libc::ENOSPC || code == libc::EDQUOT || code == libc::EFBIG {
-            return ErrorKind::DiskFull;
-        }
+    if let Some(code) = err.raw_os_error()
+        && (code == libc::ENOSPC || code == libc::EDQUOT || code == libc::EFBIG)
+    {
+        return ErrorKind::DiskFull;
     }
     match err.kind() {
         io::ErrorKind::NotFound => ErrorKind::NotFound,

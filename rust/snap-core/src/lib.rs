@@ -5,15 +5,18 @@
 //! `snap-offsite` (S3 with Object Lock, Glacier vaults).
 
 pub mod account;
+pub mod config;
 pub mod error;
 pub mod lock;
 pub mod proc;
 pub mod progress;
 pub mod push;
 pub mod record;
+pub mod report;
 pub mod rotate;
 pub mod schedule;
 pub mod sshkey;
+pub mod status;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};

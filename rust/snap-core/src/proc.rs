@@ -135,11 +135,12 @@ pub fn run(
                     return Err(Error::io(format_args!("waiting for {program}"), e));
                 }
             }
-            if let Some(limit) = timeout {
-                if start.elapsed() >= limit && !timed_out {
-                    timed_out = true;
-                    kill_group(&child);
-                }
+            if let Some(limit) = timeout
+                && start.elapsed() >= limit
+                && !timed_out
+            {
+                timed_out = true;
+                kill_group(&child);
             }
             thread::sleep(Duration::from_millis(20));
         };

@@ -128,12 +128,12 @@ impl Progress {
             return;
         }
         let now = Instant::now();
-        if let Ok(mut last) = self.last.try_lock() {
-            if now.duration_since(*last) >= self.interval {
-                *last = now;
-                drop(last);
-                self.emit(false);
-            }
+        if let Ok(mut last) = self.last.try_lock()
+            && now.duration_since(*last) >= self.interval
+        {
+            *last = now;
+            drop(last);
+            self.emit(false);
         }
     }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{validate_account_name, validate_minion_id};
+use crate::config::JsonConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock;
 use crate::proc::{self, Output};
@@ -134,23 +135,11 @@ fn no_quotes(field: &str, p: &Path) -> Result<()> {
     Ok(())
 }
 
-impl PushConfig {
-    /// Read and check a configuration file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| Error::io_path("reading", path, e))?;
-        Self::from_json(&text).map_err(|e| e.context(path.display()))
-    }
-
-    /// Parse and check a configuration given as JSON text.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: PushConfig = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_input(format!("not a valid push configuration: {e}")))?;
-        cfg.check()?;
-        Ok(cfg)
-    }
+impl JsonConfig for PushConfig {
+    const WHAT: &'static str = "push configuration";
 
     /// Everything that can be checked without touching the network.
-    pub fn check(&self) -> Result<()> {
+    fn check(&self) -> Result<()> {
         validate_minion_id(&self.minion_id)?;
         validate_account_name(&self.account)?;
         let host_ok = !self.server_host.is_empty()
@@ -211,7 +200,9 @@ impl PushConfig {
         }
         Ok(())
     }
+}
 
+impl PushConfig {
     /// Check what must exist on this server before anything is sent.
     fn check_local(&self) -> Result<()> {
         for (what, p) in [

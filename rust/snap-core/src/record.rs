@@ -44,8 +44,22 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, text.as_bytes(), 0o644)
 }
 
-/// Write bytes to `path` atomically with `mode`.
+/// Write bytes to `path` atomically with `mode`, replacing what was there.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_via_temp(path, bytes, mode, true)
+}
+
+/// Write bytes to `path` atomically with `mode`, never over an existing
+/// file: fails with `AlreadyExists` instead.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_via_temp(path, bytes, mode, false)
+}
+
+/// Write a temp file in the same directory (mode set explicitly, whatever the
+/// umask), fsync it, then rename it over `path` (`replace`) or hard-link it
+/// into place (never overwriting). The temp file never outlives the call.
+fn write_via_temp(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid_input(format!("{} is not a file path", path.display())))?;
@@ -61,14 +75,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)
             .map_err(|e| Error::io_path("creating", &tmp, e))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io_path("setting mode of", &tmp, e))?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io_path("writing", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io_path("replacing", path, e))
+        if replace {
+            fs::rename(&tmp, path).map_err(|e| Error::io_path("replacing", path, e))
+        } else {
+            fs::hard_link(&tmp, path).map_err(|e| Error::io_path("creating", path, e))
+        }
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let _ = fs::remove_file(&tmp);
     result
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::account::{validate_account_name, validate_minion_id};
+use crate::config::JsonConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock;
 use crate::proc;
@@ -59,6 +60,57 @@ pub struct Level {
     pub keep: u32,
 }
 
+impl JsonConfig for ServerConfig {
+    const WHAT: &'static str = "backup server configuration";
+
+    fn check(&self) -> Result<()> {
+        for (account, minion_id) in &self.accounts {
+            validate_account_name(account)?;
+            validate_minion_id(minion_id)?;
+        }
+        if self.levels.is_empty() {
+            return Err(Error::invalid_input(
+                "backup server configuration: levels is empty",
+            ));
+        }
+        for (i, level) in self.levels.iter().enumerate() {
+            let name = &level.name;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) || name == "sync"
+            {
+                return Err(Error::invalid_input(format!(
+                    "backup server configuration: level {name:?} must be letters and digits (not \"sync\")"
+                )));
+            }
+            if level.keep < 2 && i + 1 < self.levels.len() {
+                return Err(Error::invalid_input(format!(
+                    "backup server configuration: level {name} keeps {}; rsnapshot needs at least 2 \
+                     below a higher level",
+                    level.keep
+                )));
+            }
+            if self.levels[..i].iter().any(|l| &l.name == name) {
+                return Err(Error::invalid_input(format!(
+                    "backup server configuration: level {name} is listed twice"
+                )));
+            }
+        }
+        for p in [
+            &self.jails_dir,
+            &self.history_dir,
+            &self.log_file,
+            &self.lock_file,
+        ] {
+            let text = p.to_string_lossy();
+            if !p.is_absolute() || text.contains(['\t', '\n']) {
+                return Err(Error::invalid_input(format!(
+                    "backup server configuration: {text:?} must be an absolute path without tabs or newlines"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn d_rsnapshot() -> String {
     "rsnapshot".into()
 }
@@ -67,20 +119,6 @@ fn d_lock_wait() -> u64 {
 }
 
 impl ServerConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| Error::io_path("reading", path, e))?;
-        Self::from_json(&text).map_err(|e| e.context(path.display()))
-    }
-
-    /// Parse and check a configuration given as JSON text.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: ServerConfig = serde_json::from_str(text).map_err(|e| {
-            Error::invalid_input(format!("not a valid backup server configuration: {e}"))
-        })?;
-        cfg.check()?;
-        Ok(cfg)
-    }
-
     pub fn level_names(&self) -> Vec<&str> {
         self.levels.iter().map(|l| l.name.as_str()).collect()
     }
@@ -130,53 +168,6 @@ impl ServerConfig {
         }
         lines.push(String::new());
         lines.join("\n")
-    }
-
-    pub fn check(&self) -> Result<()> {
-        for (account, minion_id) in &self.accounts {
-            validate_account_name(account)?;
-            validate_minion_id(minion_id)?;
-        }
-        if self.levels.is_empty() {
-            return Err(Error::invalid_input(
-                "backup server configuration: levels is empty",
-            ));
-        }
-        for (i, level) in self.levels.iter().enumerate() {
-            let name = &level.name;
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) || name == "sync"
-            {
-                return Err(Error::invalid_input(format!(
-                    "backup server configuration: level {name:?} must be letters and digits (not \"sync\")"
-                )));
-            }
-            if level.keep < 2 && i + 1 < self.levels.len() {
-                return Err(Error::invalid_input(format!(
-                    "backup server configuration: level {name} keeps {}; rsnapshot needs at least 2 \
-                     below a higher level",
-                    level.keep
-                )));
-            }
-            if self.levels[..i].iter().any(|l| &l.name == name) {
-                return Err(Error::invalid_input(format!(
-                    "backup server configuration: level {name} is listed twice"
-                )));
-            }
-        }
-        for p in [
-            &self.jails_dir,
-            &self.history_dir,
-            &self.log_file,
-            &self.lock_file,
-        ] {
-            let text = p.to_string_lossy();
-            if !p.is_absolute() || text.contains(['\t', '\n']) {
-                return Err(Error::invalid_input(format!(
-                    "backup server configuration: {text:?} must be an absolute path without tabs or newlines"
-                )));
-            }
-        }
-        Ok(())
     }
 
     pub fn incoming(&self, account: &str) -> PathBuf {

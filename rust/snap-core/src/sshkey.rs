@@ -7,9 +7,7 @@
 //! options, no second line, no private key, no truncated blob, no unknown or
 //! weak algorithm. Callers rebuild the line from the parsed parts.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use ssh_key::public::KeyData;
@@ -17,6 +15,7 @@ use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::record::write_new;
 
 /// Key types snap accepts from servers.
 pub const ACCEPTED_TYPES: &[&str] = &[
@@ -181,36 +180,6 @@ pub fn public_path(private: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write `contents` to `path` with `mode`, atomically and never over an
-/// existing file (write a temp file, then hard-link it into place).
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid_input(format!("{} is not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| Error::io_path("creating", &tmp, e))?;
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io_path("setting mode of", &tmp, e))?;
-        f.write_all(contents)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io_path("writing", &tmp, e))?;
-        fs::hard_link(&tmp, path).map_err(|e| Error::io_path("creating", path, e))
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
-}
-
 /// Generate an Ed25519 key pair at `path` (private, 0600) and `path.pub`
 /// (public, 0644). Never overwrites: if either file exists, fails with
 /// [`ErrorKind::AlreadyExists`]. Returns the SHA256 fingerprint.
@@ -281,6 +250,7 @@ pub fn restore_public(path: &Path) -> Result<ParsedKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
     const ED: &str =

@@ -218,10 +218,10 @@ pub fn decrypt_file(
     progress: &Progress,
 ) -> Result<DecryptSummary> {
     let input = std::fs::File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
-    if let Ok(meta) = input.metadata() {
-        if meta.is_file() {
-            progress.set_total(meta.len());
-        }
+    if let Ok(meta) = input.metadata()
+        && meta.is_file()
+    {
+        progress.set_total(meta.len());
     }
     // Check the key before creating anything.
     load_secret_keys(secret)?;

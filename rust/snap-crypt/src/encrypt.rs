@@ -186,10 +186,10 @@ pub fn encrypt_file(
     progress: &Progress,
 ) -> Result<EncryptSummary> {
     let input = std::fs::File::open(src).map_err(|e| Error::io_path("opening", src, e))?;
-    if let Ok(meta) = input.metadata() {
-        if meta.is_file() {
-            progress.set_total(meta.len());
-        }
+    if let Ok(meta) = input.metadata()
+        && meta.is_file()
+    {
+        progress.set_total(meta.len());
     }
     crate::staged_output(dst, |file| {
         encrypt_named(

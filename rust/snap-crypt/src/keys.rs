@@ -242,13 +242,13 @@ fn recipient_from(label: &str, spk: SignedPublicKey) -> Result<Recipient> {
     if checked.revoked_at(now) {
         return Err(Error::invalid_key(format!("{name} is revoked")));
     }
-    if let Some(exp) = expires {
-        if exp < SystemTime::now() {
-            return Err(Error::invalid_key(format!(
-                "{name} expired on {}",
-                format_time(exp)
-            )));
-        }
+    if let Some(exp) = expires
+        && exp < SystemTime::now()
+    {
+        return Err(Error::invalid_key(format!(
+            "{name} expired on {}",
+            format_time(exp)
+        )));
     }
     if !checked.primary_valid_at(now).unwrap_or(false) {
         let alg = describe_algorithm(raw.primary_key.algorithm(), raw.primary_key.public_params());

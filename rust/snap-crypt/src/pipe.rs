@@ -62,10 +62,10 @@ impl Pool {
     }
 
     pub(crate) fn put(&self, chunk: Chunk) {
-        if let Ok(mut free) = self.free.lock() {
-            if free.len() < 2 * DEPTH + 4 {
-                free.push(chunk.buf);
-            }
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < 2 * DEPTH + 4
+        {
+            free.push(chunk.buf);
         }
     }
 }
@@ -219,10 +219,10 @@ impl fmt::Debug for ChanReader<'_> {
 impl BufRead for ChanReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         loop {
-            if let Some(chunk) = &self.cur {
-                if self.pos < chunk.len {
-                    break;
-                }
+            if let Some(chunk) = &self.cur
+                && self.pos < chunk.len
+            {
+                break;
             }
             if let Some(done) = self.cur.take() {
                 self.pool.put(done);

@@ -172,12 +172,12 @@ impl TargetConfig {
         if self.sdk_max_attempts == 0 {
             return Err(Error::invalid_input("sdk_max_attempts must be at least 1"));
         }
-        if let Some(url) = &self.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(Error::invalid_input(format!(
-                    "endpoint URL {url:?} must start with http:// or https://"
-                )));
-            }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::invalid_input(format!(
+                "endpoint URL {url:?} must start with http:// or https://"
+            )));
         }
         Ok(())
     }

@@ -129,10 +129,10 @@ pub(crate) fn to_io(err: Error) -> io::Error {
 /// any other io error is classified as usual.
 pub fn error_from_io(err: io::Error) -> Error {
     if err.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(inner) = err.into_inner() {
-            if let Ok(e) = inner.downcast::<Error>() {
-                return *e;
-            }
+        if let Some(inner) = err.into_inner()
+            && let Ok(e) = inner.downcast::<Error>()
+        {
+            return *e;
         }
         return Error::internal("io error lost its cause");
     }

@@ -327,13 +327,13 @@ impl PartBackend for VaultUpload<'_> {
                 async move { req.send().await.map_err(|e| sdk_error(what, e)) }
             })
             .await?;
-            if let Some(theirs) = out.checksum() {
-                if theirs != hash {
-                    return Err(Error::new(
-                        ErrorKind::Integrity,
-                        format!("{what}: Glacier computed tree hash {theirs}, snap {hash}"),
-                    ));
-                }
+            if let Some(theirs) = out.checksum()
+                && theirs != hash
+            {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("{what}: Glacier computed tree hash {theirs}, snap {hash}"),
+                ));
             }
             Ok(PartDone {
                 number,
@@ -389,13 +389,13 @@ impl PartBackend for VaultUpload<'_> {
             .archive_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("{what}: no archive id in the answer")))?;
-        if let Some(theirs) = out.checksum() {
-            if theirs != whole_hex {
-                return Err(Error::new(
-                    ErrorKind::Integrity,
-                    format!("{what}: Glacier computed tree hash {theirs}, snap {whole_hex}"),
-                ));
-            }
+        if let Some(theirs) = out.checksum()
+            && theirs != whole_hex
+        {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!("{what}: Glacier computed tree hash {theirs}, snap {whole_hex}"),
+            ));
         }
         Ok(UploadResult {
             key: archive_id,

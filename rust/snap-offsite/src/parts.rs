@@ -327,10 +327,10 @@ impl<B: PartBackend> Write for PartWriter<'_, B> {
             }
             self.total += n as u64;
             rest = later;
-            if self.buf.len() as u64 >= self.target {
-                if let Err(e) = self.send_part() {
-                    return Err(self.fail(e));
-                }
+            if self.buf.len() as u64 >= self.target
+                && let Err(e) = self.send_part()
+            {
+                return Err(self.fail(e));
             }
         }
         if let Err(e) = self.reap() {

@@ -872,10 +872,10 @@ impl<'a> Packer<'a> {
                         inum,
                         iref: self.write_inode(&inode)?,
                     };
-                    if let Some(key) = link_key {
-                        if let Some(link) = self.links.get_mut(key) {
-                            link.set(t);
-                        }
+                    if let Some(key) = link_key
+                        && let Some(link) = self.links.get_mut(key)
+                    {
+                        link.set(t);
                     }
                     t
                 }
@@ -1029,10 +1029,10 @@ pub fn pack(
             "block size {bs} is not a power of two between 4 KiB and 1 MiB"
         )));
     }
-    if let Some(sel) = &opts.selection {
-        if sel.depth == 0 {
-            return Err(Error::invalid_input("selection depth must be at least 1"));
-        }
+    if let Some(sel) = &opts.selection
+        && sel.depth == 0
+    {
+        return Err(Error::invalid_input("selection depth must be at least 1"));
     }
     let threads = match opts.threads {
         Some(0) => return Err(Error::invalid_input("threads must be at least 1")),
@@ -1077,14 +1077,14 @@ pub fn pack(
     }
 
     // An image written inside the tree would be packed into itself.
-    if let (Ok(d), Ok(s)) = (fs::canonicalize(&dir), fs::canonicalize(src)) {
-        if d.starts_with(&s) {
-            return Err(Error::invalid_input(format!(
-                "image {} would be inside the tree it packs ({})",
-                show(image),
-                show(src)
-            )));
-        }
+    if let (Ok(d), Ok(s)) = (fs::canonicalize(&dir), fs::canonicalize(src))
+        && d.starts_with(&s)
+    {
+        return Err(Error::invalid_input(format!(
+            "image {} would be inside the tree it packs ({})",
+            show(image),
+            show(src)
+        )));
     }
 
     let scan = prescan(src, opts)?;

@@ -438,25 +438,25 @@ impl Extractor<'_> {
             rdev: decode_dev(inode.devno()),
             xattrs: self.img.xattrs_of(inode)?,
         };
-        if self.opts.apply_fake_super {
-            if let Some(pos) = a.xattrs.iter().position(|(k, _)| k == FAKE_STAT) {
-                let fs = FakeStat::parse(&a.xattrs[pos].1);
-                if let Some(fs) = fs {
-                    self.sum.fake_super_applied += 1;
-                    a.mode = fs.mode & 0o7777;
-                    a.uid = fs.uid;
-                    a.gid = fs.gid;
-                    // rsync --fake-super keeps devices, fifos and sockets as
-                    // plain files: give them their type back.
-                    if kind == EntryKind::File {
-                        if let Some(k) = fs.special_kind() {
-                            a.kind = k;
-                            a.rdev = (fs.major, fs.minor);
-                        }
-                    }
-                    if !self.opts.keep_fake_super_xattr {
-                        a.xattrs.remove(pos);
-                    }
+        if self.opts.apply_fake_super
+            && let Some(pos) = a.xattrs.iter().position(|(k, _)| k == FAKE_STAT)
+        {
+            let fs = FakeStat::parse(&a.xattrs[pos].1);
+            if let Some(fs) = fs {
+                self.sum.fake_super_applied += 1;
+                a.mode = fs.mode & 0o7777;
+                a.uid = fs.uid;
+                a.gid = fs.gid;
+                // rsync --fake-super keeps devices, fifos and sockets as
+                // plain files: give them their type back.
+                if kind == EntryKind::File
+                    && let Some(k) = fs.special_kind()
+                {
+                    a.kind = k;
+                    a.rdev = (fs.major, fs.minor);
+                }
+                if !self.opts.keep_fake_super_xattr {
+                    a.xattrs.remove(pos);
                 }
             }
         }

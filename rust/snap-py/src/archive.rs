@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use snap_archive::ArchiveConfig;
+use snap_core::config::JsonConfig;
 
 use crate::conv::to_python;
 use crate::errors::IntoPy;

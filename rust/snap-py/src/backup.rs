@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use snap_core::Progress;
+use snap_core::config::JsonConfig;
 use snap_core::push::{self, PushConfig, PushOptions};
 use snap_core::rotate::{self, ServerConfig};
 

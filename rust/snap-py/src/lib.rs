@@ -13,6 +13,7 @@ mod offsite;
 mod pack;
 mod progress;
 mod restore;
+mod status;
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,9 +21,10 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     core_api::register(m)?;
     backup::register(m)?;
     archive::register(m)?;
+    status::register(m)?;
+    restore::register(m)?;
     pack::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;
-    restore::register(m)?;
     Ok(())
 }

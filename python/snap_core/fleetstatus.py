@@ -1,0 +1,133 @@
+"""The fleet's backup status table, from what the master gathered.
+
+Inputs (all plain data, so this is testable with an injected clock):
+
+* ``minions``: every server the master knows (accepted keys), minus the
+  backup server;
+* ``schedules``: ``{id: {minute, second, hours}}`` from the mine (a server
+  that never published one has no schedule yet);
+* ``view``: the backup server's own view (``snap_core.backup_server_view``):
+  receipts written on the receiving side, the jail's lock, history;
+* ``clients``: each server's own last push record when it answered (only
+  adds *why* something failed; the verdict does not depend on it answering);
+* ``archive``: the backup server's last archive record.
+
+The verdict for each server comes from the core (``assess_status``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+
+from snap_core import _rust
+
+NOT_OK = ("LATE", "MISSING", "FAILED", "NEVER")
+
+
+def _ts(value) -> str:
+    if value is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(value)) + "Z"
+
+
+def _age(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60}m"
+    return f"{seconds // 60}m"
+
+
+def _unix(text):
+    if not text:
+        return None
+    import datetime
+
+    return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def observed(server_view: Mapping | None, client_record: Mapping | None) -> dict:
+    """The core's Observed from the backup server's view, plus the server's
+    own record of a failure that never reached the backup server."""
+    seen = {"last_good": None, "last_failed": None, "failure": None, "running_since": None}
+    if server_view:
+        good = server_view.get("last_good") or {}
+        seen["last_good"] = good.get("started")
+        failed = server_view.get("last_failed") or {}
+        seen["last_failed"] = failed.get("at")
+        seen["failure"] = failed.get("reason")
+        seen["running_since"] = server_view.get("running_since")
+    if client_record and client_record.get("result") in ("failed",):
+        started = _unix(client_record.get("started"))
+        if started and (seen["last_failed"] is None or started > seen["last_failed"]):
+            seen["last_failed"] = started
+            seen["failure"] = f"the server reports: {client_record.get('error')}"
+    return seen
+
+
+def build(
+    minions,
+    schedules: Mapping[str, Any],
+    view: Mapping[str, Any],
+    clients: Mapping[str, Any],
+    archive: Mapping | None,
+    now: float | None = None,
+    thresholds: Mapping | None = None,
+    archive_expected: bool = False,
+    archive_max_age: float = 17 * 86400,
+) -> dict:
+    """{"servers": [rows], "archive": {...}, "ok": bool}.
+
+    ``archive_expected``: an off-site target is configured, so no archive (or
+    one older than ``archive_max_age`` seconds) is not OK."""
+    now = time.time() if now is None else now
+    limits = json.dumps(thresholds) if thresholds else None
+    rows = []
+    for minion_id in sorted(set(minions) | set(view)):
+        sched = schedules.get(minion_id)
+        server_view = view.get(minion_id)
+        client = clients.get(minion_id)
+        seen = observed(server_view, client if isinstance(client, Mapping) else None)
+        row = {"server": minion_id}
+        if not sched:
+            row.update(schedule="-", state="NEVER", last_good_push="-", age="-", missed_slots=0,
+                       note="no schedule in the mine: not highstated as a snap client")  # fmt: skip
+        else:
+            verdict = _rust.assess_status(json.dumps(sched), json.dumps(seen), now, limits)
+            hours = ",".join(str(h) for h in sched["hours"])
+            row.update(
+                schedule=f"{sched['minute']:02d} past {hours}",
+                state=verdict["state"],
+                last_good_push=_ts(seen["last_good"]),
+                age=_age(verdict["age_seconds"]),
+                missed_slots=verdict["missed_slots"],
+                note=verdict["note"] or ("no account on the backup server" if server_view is None else ""),
+            )
+            if server_view is None and verdict["state"] == "OK":
+                row["state"] = "NEVER"
+        if client is None:
+            row["note"] = (row["note"] + "; " if row["note"] else "") + "server did not answer"
+        rows.append(row)
+    arc = {"last_archive": "-", "retain_until": "-", "archive_state": "NEVER" if archive_expected else "NOT CONFIGURED"}
+    if archive:
+        manifest = archive.get("manifest") or {}
+        obj = manifest.get("archive") or {}
+        finished = _unix(archive.get("finished"))
+        state = "OK" if archive.get("result") == "ok" else "FAILED"
+        if state == "OK" and finished is not None and now - finished > archive_max_age:
+            state = "LATE"
+        arc = {
+            "last_archive": archive.get("finished", "-"),
+            "retain_until": obj.get("retain_until") or "-",
+            "archive_state": state,
+            "archive_key": obj.get("key") or "-",
+        }
+        if archive.get("result") != "ok":
+            arc["error"] = archive.get("error")
+    ok = all(r["state"] == "OK" for r in rows) and arc["archive_state"] in ("OK", "NOT CONFIGURED")
+    return {"servers": rows, "archive": arc, "ok": ok}
