@@ -324,7 +324,18 @@ impl ArchiveStore {
                     Some(k) => rs::load_manifest(t, k)?,
                     None => rs::list::newest(t, prefix)?,
                 };
-                rs::restore_offsite(t, &manifest, &secret, &sel, &dest, overwrite, &opts, sink)
+                rs::restore_offsite(
+                    t,
+                    &manifest,
+                    &secret,
+                    rs::Output {
+                        selection: &sel,
+                        dest: &dest,
+                        overwrite,
+                    },
+                    &opts,
+                    sink,
+                )
             })
             .py()?;
         to_python(py, &rep)
@@ -426,12 +437,12 @@ impl ArchiveStore {
                     Ok(a) => rec.audit = Some(a),
                     Err(e) => error = Some(e),
                 }
-                if error.is_none() {
-                    if let (Some(s), Some(k)) = (&sample, &secret) {
-                        match rs::drill_offsite(t, s, k, &opts, sink) {
-                            Ok(d) => rec.drill = Some(d),
-                            Err(e) => error = Some(e),
-                        }
+                if error.is_none()
+                    && let (Some(s), Some(k)) = (&sample, &secret)
+                {
+                    match rs::drill_offsite(t, s, k, &opts, sink) {
+                        Ok(d) => rec.drill = Some(d),
+                        Err(e) => error = Some(e),
                     }
                 }
                 rec.seconds = clock.elapsed().as_secs_f64();
@@ -477,7 +488,18 @@ fn restore_from_file<'py>(
                 .as_deref()
                 .map(rs::list::read_manifest_file)
                 .transpose()?;
-            rs::restore_file(&archive, m, &secret, &sel, &dest, overwrite, &work, sink)
+            rs::restore_file(
+                &archive,
+                m,
+                &secret,
+                rs::Output {
+                    selection: &sel,
+                    dest: &dest,
+                    overwrite,
+                },
+                &work,
+                sink,
+            )
         })
         .py()?;
     to_python(py, &rep)

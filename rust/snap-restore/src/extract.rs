@@ -70,23 +70,22 @@ impl Selection {
         let mut out = Vec::new();
         for p in &self.paths {
             let rel = normalize(p)?;
-            if let Some(b) = &base {
-                if !(rel == *b || rel.starts_with(b) && rel.get(b.len()) == Some(&b'/')) {
-                    return Err(Error::invalid_input(format!(
-                        "selected path {} is not below {}",
-                        show_bytes(&rel),
-                        show_bytes(b)
-                    )));
-                }
+            if let Some(b) = &base
+                && !(rel == *b || rel.starts_with(b) && rel.get(b.len()) == Some(&b'/'))
+            {
+                return Err(Error::invalid_input(format!(
+                    "selected path {} is not below {}",
+                    show_bytes(&rel),
+                    show_bytes(b)
+                )));
             }
             out.push(rel);
         }
-        if out.is_empty() {
-            if let Some(b) = base {
-                if !b.is_empty() {
-                    out.push(b);
-                }
-            }
+        if out.is_empty()
+            && let Some(b) = base
+            && !b.is_empty()
+        {
+            out.push(b);
         }
         Ok(out)
     }

@@ -91,12 +91,12 @@ pub struct PackedPick {
 fn server_meta(path: &Path) -> Result<(u32, u32, u32, i64)> {
     let m = fs::symlink_metadata(path).map_err(|e| Error::io_path("reading", path, e))?;
     let (mut mode, mut uid, mut gid) = (m.mode() & 0o7777, m.uid(), m.gid());
-    if let Ok(Some(v)) = xattr::get(path, "user.rsync.%stat") {
-        if let Some(fs) = FakeStat::parse(&v) {
-            mode = fs.mode & 0o7777;
-            uid = fs.uid;
-            gid = fs.gid;
-        }
+    if let Ok(Some(v)) = xattr::get(path, "user.rsync.%stat")
+        && let Some(fs) = FakeStat::parse(&v)
+    {
+        mode = fs.mode & 0o7777;
+        uid = fs.uid;
+        gid = fs.gid;
     }
     Ok((mode, uid, gid, m.mtime()))
 }

@@ -81,40 +81,45 @@ pub fn default_work_parent(dest: &Path) -> PathBuf {
     }
 }
 
-/// Restore `selection` of the archive `manifest` describes from `target`
-/// into `dest`.
+/// Where a restore puts what: the selection out of the image, the
+/// destination directory, and whether existing entries there may be replaced.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub selection: &'a Selection,
+    pub dest: &'a Path,
+    pub overwrite: bool,
+}
+
+/// Restore `out.selection` of the archive `manifest` describes from `target`
+/// into `out.dest`.
 pub fn restore_offsite(
     target: &dyn ArchiveTarget,
     manifest: &Manifest,
     key: &SecretKeySource,
-    selection: &Selection,
-    dest: &Path,
-    overwrite: bool,
+    out: Output<'_>,
     opts: &FetchOptions,
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<RestoreReport> {
     let start = std::time::Instant::now();
     let img = fetch_offsite(target, manifest, key, opts, sink.clone())?;
     let p = Progress::new("extract", None, sink);
-    let extract = extract_image(&img.path, selection, dest, overwrite, &p)?;
+    let extract = extract_image(&img.path, out.selection, out.dest, out.overwrite, &p)?;
     Ok(report(&img, extract, start))
 }
 
-/// Restore `selection` of an archive file on disk into `dest`.
+/// Restore `out.selection` of an archive file on disk into `out.dest`.
 pub fn restore_file(
     archive: &Path,
     manifest: Option<Manifest>,
     key: &SecretKeySource,
-    selection: &Selection,
-    dest: &Path,
-    overwrite: bool,
+    out: Output<'_>,
     work_parent: &Path,
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<RestoreReport> {
     let start = std::time::Instant::now();
     let img = open_archive_file(archive, manifest, key, work_parent, sink.clone())?;
     let p = Progress::new("extract", None, sink);
-    let extract = extract_image(&img.path, selection, dest, overwrite, &p)?;
+    let extract = extract_image(&img.path, out.selection, out.dest, out.overwrite, &p)?;
     Ok(report(&img, extract, start))
 }
 

@@ -89,20 +89,19 @@ fn describe_one(
         (libc::major(d), libc::minor(d))
     };
     let mut names: Vec<String> = Vec::new();
-    if !m.file_type().is_symlink() {
-        if let Ok(list) = xattr::list(path) {
-            names = list.map(|n| n.to_string_lossy().into_owned()).collect();
-        }
+    if !m.file_type().is_symlink()
+        && let Ok(list) = xattr::list(path)
+    {
+        names = list.map(|n| n.to_string_lossy().into_owned()).collect();
     }
-    if fake_super {
-        if let Ok(Some(v)) = xattr::get(path, "user.rsync.%stat") {
-            if let Some(fs) = FakeStat::parse(&v) {
-                mode = fs.mode;
-                uid = fs.uid;
-                gid = fs.gid;
-                rdev = (fs.major, fs.minor);
-            }
-        }
+    if fake_super
+        && let Ok(Some(v)) = xattr::get(path, "user.rsync.%stat")
+        && let Some(fs) = FakeStat::parse(&v)
+    {
+        mode = fs.mode;
+        uid = fs.uid;
+        gid = fs.gid;
+        rdev = (fs.major, fs.minor);
     }
     let kind = kind_name(mode);
     let mut d = EntryDesc {
@@ -577,10 +576,10 @@ pub fn audit(
                 days_left: None,
                 problems: Vec::new(),
             };
-            if key == &l.key {
-                if let Some(e) = &l.error {
-                    row.problems.push(format!("manifest: {e}"));
-                }
+            if key == &l.key
+                && let Some(e) = &l.error
+            {
+                row.problems.push(format!("manifest: {e}"));
             }
             match target.head(key) {
                 Ok(info) => {
@@ -615,12 +614,11 @@ pub fn audit(
                             policy.lock_mode
                         ));
                     }
-                    if key == &l.key {
-                        if let Some(made) = info.last_modified {
-                            if newest.as_ref().is_none_or(|(t, _)| made > *t) {
-                                newest = Some((made, key.clone()));
-                            }
-                        }
+                    if key == &l.key
+                        && let Some(made) = info.last_modified
+                        && newest.as_ref().is_none_or(|(t, _)| made > *t)
+                    {
+                        newest = Some((made, key.clone()));
                     }
                 }
                 Err(e) => row.problems.push(e.to_string()),

@@ -65,7 +65,7 @@ pub struct RsyncAcl {
 
 impl RsyncAcl {
     pub fn parse(buf: &[u8]) -> Option<RsyncAcl> {
-        if buf.len() < 16 || (buf.len() - 16) % 8 != 0 {
+        if buf.len() < 16 || !(buf.len() - 16).is_multiple_of(8) {
             return None;
         }
         let u = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().expect("4 bytes"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use snap_core::{ErrorKind, Progress};
-use snap_restore::{Pick, Selection, restore_file, restore_from_history};
+use snap_restore::{Output, Pick, Selection, restore_file, restore_from_history};
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("run");
@@ -284,7 +284,7 @@ fn from_file_restores_a_selection_and_a_tampered_archive_writes_nothing() {
     // Binary secret key, one server as the destination's root.
     let dest = s.root.join("from-file");
     let sel = Selection::server("recent.0", "db1", &[]).unwrap();
-    let rep = restore_file(&archive, None, &key, &sel, &dest, false, &work, None).unwrap();
+    let rep = restore_file(&archive, None, &key, out(&sel, &dest), &work, None).unwrap();
     assert!(
         rep.checks.mdc && rep.checks.ciphertext_sha256.is_none(),
         "no manifest: MDC only"
@@ -297,7 +297,7 @@ fn from_file_restores_a_selection_and_a_tampered_archive_writes_nothing() {
     let bent = s.root.join("bent.sqfs.gpg");
     fs::write(&bent, &bytes).unwrap();
     let dest2 = s.root.join("never");
-    let e = restore_file(&bent, None, &key, &sel, &dest2, false, &work, None).unwrap_err();
+    let e = restore_file(&bent, None, &key, out(&sel, &dest2), &work, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(!dest2.exists());
     assert!(
@@ -306,22 +306,20 @@ fn from_file_restores_a_selection_and_a_tampered_archive_writes_nothing() {
     );
     // Truncated: the same.
     fs::write(&bent, &fs::read(&archive).unwrap()[..n]).unwrap();
-    let e = restore_file(&bent, None, &key, &sel, &dest2, false, &work, None).unwrap_err();
+    let e = restore_file(&bent, None, &key, out(&sel, &dest2), &work, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(!dest2.exists());
     // A public key only: refused before anything is read.
     let only_public = snap_crypt::SecretKeySource::new("pub", gpg.run(&["--export"]));
-    let e = restore_file(
-        &archive,
-        None,
-        &only_public,
-        &sel,
-        &dest2,
-        false,
-        &work,
-        None,
-    )
-    .unwrap_err();
+    let e = restore_file(&archive, None, &only_public, out(&sel, &dest2), &work, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidKey);
     assert!(!dest2.exists());
+}
+
+fn out<'a>(selection: &'a Selection, dest: &'a Path) -> Output<'a> {
+    Output {
+        selection,
+        dest,
+        overwrite: false,
+    }
 }
