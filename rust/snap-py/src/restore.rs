@@ -523,11 +523,7 @@ fn restore_from_history<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let history = path_arg(history)?;
     let dest = path_arg(dest)?;
-    let path = match path {
-        Some(p) if !p.is_none() => os_bytes(p)?,
-        _ => Vec::new(),
-    };
-    let pick = rs::Pick::new(snapshot, server, &path).py()?;
+    let pick = pick_arg(snapshot, server, path)?;
     let work = opt_path(work_dir)?;
     let sink = sink(progress);
     let rep = py
@@ -551,15 +547,20 @@ fn pack_history_pick<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let history = path_arg(history)?;
     let image = path_arg(image)?;
-    let path = match path {
-        Some(p) if !p.is_none() => os_bytes(p)?,
-        _ => Vec::new(),
-    };
-    let pick = rs::Pick::new(snapshot, server, &path).py()?;
+    let pick = pick_arg(snapshot, server, path)?;
     let packed = py
         .detach(|| rs::history::pack_pick(&history, &pick, &image, &Progress::silent("pack")))
         .py()?;
     to_python(py, &packed)
+}
+
+/// A pick of history from Python arguments (`path`: str or bytes; none: all).
+fn pick_arg(snapshot: &str, server: &str, path: Option<&Bound<'_, PyAny>>) -> PyResult<rs::Pick> {
+    let path = match path {
+        Some(p) if !p.is_none() => os_bytes(p)?,
+        _ => Vec::new(),
+    };
+    rs::Pick::new(snapshot, server, &path).py()
 }
 
 /// Extract a packed pick (as `pack_history_pick` described it) into `dest`.

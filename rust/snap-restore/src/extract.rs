@@ -168,8 +168,22 @@ pub fn extract_image(
         }
         None => tree.clone(),
     };
-    let meta = apply_tree(&content)?;
-    let inst = install(&content, dest, overwrite)?;
+    finish(&content, dest, overwrite, staging, &un, start)
+}
+
+/// The last steps of every extraction, once the staged `content` holds what
+/// was asked for: ACLs and the rest rsync packed applied, then moved into
+/// `dest` (see [`crate::install`]); the staging directory goes.
+pub(crate) fn finish(
+    content: &Path,
+    dest: &Path,
+    overwrite: bool,
+    staging: Staging,
+    un: &snap_pack::UnpackSummary,
+    start: std::time::Instant,
+) -> Result<ExtractSummary> {
+    let meta = apply_tree(content)?;
+    let inst = install(content, dest, overwrite)?;
     drop(staging);
     Ok(ExtractSummary {
         dirs: un.dirs,

@@ -23,9 +23,8 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_pack::{Compressor, FakeStat, PackOptions, UnpackOptions, show_bytes};
 
 use crate::extract::{ExtractSummary, normalize};
-use crate::install::{Staging, install};
+use crate::install::Staging;
 use crate::paths::{escape, unescape};
-use crate::rsyncmeta::apply_tree;
 
 /// What to take from history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,24 +263,7 @@ pub fn extract_pick(
         }
         root
     };
-    let meta = apply_tree(&content)?;
-    let inst = install(&content, dest, overwrite)?;
-    drop(staging);
-    Ok(ExtractSummary {
-        dirs: un.dirs,
-        files: un.files,
-        hardlinks: un.hardlinks,
-        symlinks: un.symlinks,
-        specials: un.specials,
-        skipped_devices: un.skipped_devices,
-        fake_super_applied: un.fake_super_applied,
-        skipped_xattrs: un.skipped_xattrs,
-        bytes: un.bytes_out,
-        rsync_meta: meta,
-        install: inst,
-        seconds: start.elapsed().as_secs_f64(),
-        dest: dest.to_path_buf(),
-    })
+    crate::extract::finish(&content, dest, overwrite, staging, &un, start)
 }
 
 /// What a history restore did.
