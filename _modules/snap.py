@@ -900,6 +900,38 @@ def drill_sample(random_files=50, max_bytes=None, seed=None):
         raise CommandExecutionError(str(exc)) from exc
 
 
+def keep_verify_record(record):
+    """
+    Backup server: keep the latest drill/audit record (from the drill minion,
+    passed on by ``salt-run snap.verify``) as ``verify-last.json`` in the
+    state directory, where the Prometheus metrics read the drill result. The
+    record holds results, keys of archives and hashes; never a key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.keep_verify_record '{"result": "ok", ...}'
+    """
+    if not isinstance(record, dict) or record.get("result") not in ("ok", "failed", "pending"):
+        raise SaltInvocationError("record must be a verify record (a dict with result ok, failed or pending)")
+    state_dir = settings()["server"]["state_dir"]
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, "verify-last.json")
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    write_metrics()
+    return True
+
+
 def verify(sample=None, key=None, target=None, prefix=None, state_dir=None):
     """
     The off-site audit and, given a drill ``sample`` (from

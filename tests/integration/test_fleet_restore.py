@@ -284,6 +284,11 @@ def test_drill_and_audit_through_salt(site):
     assert rec["audit"]["ok"] and rec["audit"]["newest"] == site["manifest"]["archive"]["key"]
     kept = fleet.root_of("web1") / "var" / "lib" / "snap" / "verify-last.json"
     assert json.loads(kept.read_text())["run_id"] == rec["run_id"]
+    # The backup server keeps a copy, and its metrics carry the drill result.
+    on_backup = fleet.root_of("backup1") / "var" / "lib" / "snap" / "verify-last.json"
+    assert json.loads(on_backup.read_text())["run_id"] == rec["run_id"]
+    metrics = fleet.salt("snap.write_metrics", tgt="backup1")
+    assert "\nsnap_drill_last_success 1\n" in pathlib.Path(metrics).read_text()
     # The drill key's secret part never reached the backup server.
     tail = site["drill_key"].read_bytes()[-64:]
     for path in (fleet.root_of("backup1")).rglob("*"):
