@@ -742,9 +742,15 @@ class Bench:
             rows.append([f"pack wall ≤ {TARGETS['pack_wall']:.1f}× mksquashfs at equal size",
                          ", ".join(f"{s}: {r:.2f}× (image {sizes[s]:.3f}×)" for s, r in ratios.items()),
                          ok(all(r <= TARGETS["pack_wall"] for r in ratios.values()))])  # fmt: skip
+            base = R["startup"].rss if "startup" in R else 0
             rows.append([f"pack peak RSS ≤ {mib(TARGETS['pack_rss'])} at any size",
-                         ", ".join(f"{s}: {mib(v)} (mksquashfs {mib(pk[s][0].rss)})" for s, v in rss.items()),
-                         ok(all(v <= TARGETS["pack_rss"] for v in rss.values()))])  # fmt: skip
+                         ", ".join(f"{s}: {mib(v)} (mksquashfs {mib(pk[s][0].rss)})" for s, v in rss.items())
+                         + (f"; the CLI process idle (Python + the core loaded) is {mib(base)} of that, so the "
+                            "pack's own memory is " + ", ".join(f"{s}: {mib(v - base)}" for s, v in rss.items())
+                            if base else ""),
+                         ok(all(v <= TARGETS["pack_rss"] for v in rss.values()))
+                         + (" for the CLI process; " + ok(all(v - base <= TARGETS["pack_rss"] for v in rss.values()))
+                            + " for the pack itself" if base else "")])  # fmt: skip
         if "encrypt" in R:
             g0, sn, _, size, _, _ = R["encrypt"]
             r = g0.wall / sn.wall

@@ -50,6 +50,11 @@ def site(deployed):
             }
         }  # fmt: skip
         fleet.set_pillar(yaml.safe_dump(pillar))
+        # These tests wipe and restore the servers' data; later modules get it back as it was.
+        kept = work / "kept"
+        kept.mkdir()
+        for minion_id in fleet.clients:
+            subprocess.run(["cp", "-a", str(fleet.client_data(minion_id)), str(kept / minion_id)], check=True)
         try:
             assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
             originals = {}
@@ -68,6 +73,10 @@ def site(deployed):
                 "offline": offline, "drill": drill,
             }  # fmt: skip
         finally:
+            for minion_id in fleet.clients:
+                data = fleet.client_data(minion_id)
+                shutil.rmtree(data, ignore_errors=True)
+                subprocess.run(["cp", "-a", str(kept / minion_id), str(data)], check=True)
             fleet.set_pillar("")
             fleet.highstate(tgt="backup1")
             shutil.rmtree(work, ignore_errors=True)
