@@ -23,7 +23,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use crate::config::{Shared, load};
 use crate::error::sdk_error;
 use crate::parts::{
-    PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, with_retries,
+    PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
 };
 use crate::{
     ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
@@ -234,16 +234,17 @@ impl GlacierTarget {
         let mut marker: Option<String> = None;
         let mut jobs = Vec::new();
         loop {
-            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-                let req = self
-                    .client
-                    .list_jobs()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .set_marker(marker.clone());
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-            }))?;
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_jobs()
+                        .account_id(&self.config.account_id)
+                        .vault_name(&self.config.bucket)
+                        .set_marker(marker.clone())
+                        .send()
+                }))?;
             for j in out.job_list() {
                 if j.action() == Some(&ActionCode::ArchiveRetrieval)
                     && j.archive_id() == Some(archive_id)
@@ -285,17 +286,18 @@ impl PartBackend for VaultUpload<'_> {
         let t = self.t;
         let (retries, backoff) = t.retries();
         let what = format!("starting the multipart upload of {}", self.object());
-        let out = t.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = t
-                .client
-                .initiate_multipart_upload()
-                .account_id(&t.config.account_id)
-                .vault_name(&t.config.bucket)
-                .archive_description(&self.description)
-                .part_size(self.part_size.to_string());
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }))?;
+        let out = t
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                t.client
+                    .initiate_multipart_upload()
+                    .account_id(&t.config.account_id)
+                    .vault_name(&t.config.bucket)
+                    .archive_description(&self.description)
+                    .part_size(self.part_size.to_string())
+                    .send()
+            }))?;
         out.upload_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("{what}: no upload id in the answer")))
@@ -314,17 +316,16 @@ impl PartBackend for VaultUpload<'_> {
             let hash = hex::encode(tree_hash(&data));
             let range = format!("bytes {}-{}/*", offset, offset + len.max(1) - 1);
             let what = format!("uploading part {number} ({range}) of {object}");
-            let out = with_retries(retries, backoff, || {
-                let req = client
+            let out = sdk_retried(retries, backoff, &what, || {
+                client
                     .upload_multipart_part()
                     .account_id(&account)
                     .vault_name(&vault)
                     .upload_id(&upload_id)
                     .range(&range)
                     .checksum(&hash)
-                    .body(ByteStream::from(data.clone()));
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+                    .body(ByteStream::from(data.clone()))
+                    .send()
             })
             .await?;
             if let Some(theirs) = out.checksum()
@@ -373,18 +374,19 @@ impl PartBackend for VaultUpload<'_> {
         let whole_hex = hex::encode(whole);
         let (retries, backoff) = t.retries();
         let what = format!("completing the multipart upload of {}", self.object());
-        let out = t.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = t
-                .client
-                .complete_multipart_upload()
-                .account_id(&t.config.account_id)
-                .vault_name(&t.config.bucket)
-                .upload_id(upload_id)
-                .archive_size(summary.size.to_string())
-                .checksum(&whole_hex);
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }))?;
+        let out = t
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                t.client
+                    .complete_multipart_upload()
+                    .account_id(&t.config.account_id)
+                    .vault_name(&t.config.bucket)
+                    .upload_id(upload_id)
+                    .archive_size(summary.size.to_string())
+                    .checksum(&whole_hex)
+                    .send()
+            }))?;
         let archive_id = out
             .archive_id()
             .map(str::to_owned)
@@ -441,18 +443,19 @@ impl GlacierTarget {
         let whole_hex = hex::encode(whole);
         let (retries, backoff) = self.retries();
         let what = format!("uploading archive {description:?} to {}", self.vault());
-        let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = self
-                .client
-                .upload_archive()
-                .account_id(&self.config.account_id)
-                .vault_name(&self.config.bucket)
-                .archive_description(description)
-                .checksum(&whole_hex)
-                .body(ByteStream::from(data.clone()));
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }))?;
+        let out = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .upload_archive()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .archive_description(description)
+                    .checksum(&whole_hex)
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+            }))?;
         let archive_id = out
             .archive_id()
             .map(str::to_owned)
@@ -541,16 +544,17 @@ impl ArchiveTarget for GlacierTarget {
         let mut marker: Option<String> = None;
         let mut uploads = Vec::new();
         loop {
-            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-                let req = self
-                    .client
-                    .list_multipart_uploads()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .set_marker(marker.clone());
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-            }))?;
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_multipart_uploads()
+                        .account_id(&self.config.account_id)
+                        .vault_name(&self.config.bucket)
+                        .set_marker(marker.clone())
+                        .send()
+                }))?;
             for u in out.uploads_list() {
                 let description = u.archive_description().unwrap_or_default();
                 if description.starts_with(prefix) {
@@ -583,16 +587,17 @@ impl ArchiveTarget for GlacierTarget {
             upload.upload_id,
             self.vault()
         );
-        let res = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = self
-                .client
-                .abort_multipart_upload()
-                .account_id(&self.config.account_id)
-                .vault_name(&self.config.bucket)
-                .upload_id(&upload.upload_id);
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }));
+        let res = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .abort_multipart_upload()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .upload_id(&upload.upload_id)
+                    .send()
+            }));
         match res {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other.map(|_| ()),
@@ -693,16 +698,16 @@ impl ArchiveTarget for GlacierTarget {
             .tier(tier.as_str())
             .description(format!("snap restore of {key}"))
             .build();
-        self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = self
-                .client
-                .initiate_job()
-                .account_id(&self.config.account_id)
-                .vault_name(&self.config.bucket)
-                .job_parameters(params.clone());
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }))?;
+        self.shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .initiate_job()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .job_parameters(params.clone())
+                    .send()
+            }))?;
         Ok(RetrievalStatus::InProgress)
     }
 

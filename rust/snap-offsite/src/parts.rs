@@ -19,6 +19,9 @@ use snap_core::{Error, Progress, Result};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
 use crate::error::to_io;
 use crate::glacier::TreeHasher;
 use crate::{ArchiveWriter, MAX_PART_SIZE, MAX_PARTS, MIB, UploadResult};
@@ -88,6 +91,26 @@ pub(crate) fn round_up(n: u64, to: u64) -> u64 {
 
 /// Run `f` until it succeeds, retrying transient failures `retries` times with
 /// exponential backoff (capped at one minute).
+/// One SDK call with [`with_retries`]: `send` builds and sends the request
+/// afresh for every attempt; a failure becomes an [`Error`] naming `what`.
+pub(crate) async fn sdk_retried<T, E, F, Fut>(
+    retries: u32,
+    backoff: Duration,
+    what: &str,
+    mut send: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    with_retries(retries, backoff, || {
+        let sent = send();
+        async move { sent.await.map_err(|e| crate::error::sdk_error(what, e)) }
+    })
+    .await
+}
+
 pub(crate) async fn with_retries<T, F, Fut>(retries: u32, backoff: Duration, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,

@@ -55,7 +55,7 @@ use crate::config::{Shared, load};
 use crate::error::{sdk_error, service_code};
 use crate::parts::{
     PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, from_sdk_time,
-    growing_part_size, to_sdk_time, with_retries,
+    growing_part_size, sdk_retried, to_sdk_time, with_retries,
 };
 use crate::{
     ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, ObjectInfo, PutOptions,
@@ -236,10 +236,8 @@ impl PartBackend for S3Upload<'_> {
         let what = format!("starting the multipart upload of {}", self.object());
         let out = self
             .rt
-            .block_on(with_retries(self.retries, self.backoff, || {
-                let req = req.clone();
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+            .block_on(sdk_retried(self.retries, self.backoff, &what, || {
+                req.clone().send()
             }))?;
         out.upload_id()
             .map(str::to_owned)
@@ -256,8 +254,8 @@ impl PartBackend for S3Upload<'_> {
             let len = data.len() as u64;
             let checksum = B64.encode(Sha256::digest(&data));
             let what = format!("uploading part {number} ({len} bytes) of s3://{bucket}/{key}");
-            let out = with_retries(retries, backoff, || {
-                let req = client
+            let out = sdk_retried(retries, backoff, &what, || {
+                client
                     .upload_part()
                     .bucket(&bucket)
                     .key(&key)
@@ -266,9 +264,8 @@ impl PartBackend for S3Upload<'_> {
                     .content_length(len as i64)
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .checksum_sha256(&checksum)
-                    .body(ByteStream::from(data.clone()));
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+                    .body(ByteStream::from(data.clone()))
+                    .send()
             })
             .await?;
             Ok(PartDone {
@@ -314,10 +311,8 @@ impl PartBackend for S3Upload<'_> {
         let what = format!("completing the multipart upload of {}", self.object());
         let res = self
             .rt
-            .block_on(with_retries(self.retries, self.backoff, || {
-                let req = req.clone();
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
+            .block_on(sdk_retried(self.retries, self.backoff, &what, || {
+                req.clone().send()
             }));
         let (version_id, etag) = match res {
             Ok(out) => (
@@ -412,11 +407,10 @@ impl S3Target {
         };
         let what = format!("uploading {}", self.url(key));
         let (retries, backoff) = self.retries();
-        let res = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = build();
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }));
+        let res = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || build().send()));
         let (version_id, etag) = match res {
             Ok(out) => (
                 out.version_id().map(str::to_owned),
@@ -502,16 +496,17 @@ impl ArchiveTarget for S3Target {
     fn head(&self, key: &str) -> Result<ObjectInfo> {
         let what = format!("looking up {}", self.url(key));
         let (retries, backoff) = self.retries();
-        let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = self
-                .client
-                .head_object()
-                .bucket(&self.config.bucket)
-                .key(key)
-                .checksum_mode(ChecksumMode::Enabled);
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }))?;
+        let out = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .head_object()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .checksum_mode(ChecksumMode::Enabled)
+                    .send()
+            }))?;
         let class = out.storage_class().map(|c| c.as_str().to_owned());
         Ok(ObjectInfo {
             key: key.to_owned(),
@@ -536,16 +531,17 @@ impl ArchiveTarget for S3Target {
         let (retries, backoff) = self.retries();
         let what = format!("listing s3://{}/{prefix}", self.config.bucket);
         loop {
-            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-                let req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.config.bucket)
-                    .prefix(prefix)
-                    .set_continuation_token(token.clone());
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-            }))?;
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.config.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                }))?;
             for o in out.contents() {
                 entries.push(ListEntry {
                     key: o.key().unwrap_or_default().to_owned(),
@@ -573,17 +569,18 @@ impl ArchiveTarget for S3Target {
             self.config.bucket
         );
         loop {
-            let out = self.shared.rt.block_on(with_retries(retries, backoff, || {
-                let req = self
-                    .client
-                    .list_multipart_uploads()
-                    .bucket(&self.config.bucket)
-                    .prefix(prefix)
-                    .set_key_marker(key_marker.clone())
-                    .set_upload_id_marker(id_marker.clone());
-                let what = &what;
-                async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-            }))?;
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.config.bucket)
+                        .prefix(prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send()
+                }))?;
             for u in out.uploads() {
                 uploads.push(IncompleteUpload {
                     key: u.key().unwrap_or_default().to_owned(),
@@ -611,16 +608,17 @@ impl ArchiveTarget for S3Target {
             self.url(&upload.key)
         );
         let (retries, backoff) = self.retries();
-        let res = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let req = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.config.bucket)
-                .key(&upload.key)
-                .upload_id(&upload.upload_id);
-            let what = &what;
-            async move { req.send().await.map_err(|e| sdk_error(what, e)) }
-        }));
+        let res = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(&upload.key)
+                    .upload_id(&upload.upload_id)
+                    .send()
+            }));
         match res {
             Ok(_) => Ok(()),
             // Already gone (aborted by a retry or by someone else): fine.
