@@ -167,6 +167,15 @@ pub struct ObjectInfo {
     pub retrieval: RetrievalStatus,
 }
 
+impl ObjectInfo {
+    /// The storage class by name; S3 omits it for STANDARD.
+    pub fn storage_class_name(&self) -> String {
+        self.storage_class
+            .clone()
+            .unwrap_or_else(|| "STANDARD".into())
+    }
+}
+
 /// One listed object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListEntry {

@@ -141,11 +141,7 @@ pub fn list_archives(
         if head {
             match target.head(&akey) {
                 Ok(info) => {
-                    row.storage_class = Some(
-                        info.storage_class
-                            .clone()
-                            .unwrap_or_else(|| "STANDARD".into()),
-                    );
+                    row.storage_class = Some(info.storage_class_name());
                     row.lock_mode = info.lock_mode.clone();
                     row.retain_until = info.retain_until.map(rfc3339);
                     row.retrieval = Some(info.retrieval.name().to_string());

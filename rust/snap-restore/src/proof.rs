@@ -583,11 +583,7 @@ pub fn audit(
             }
             match target.head(key) {
                 Ok(info) => {
-                    row.storage_class = Some(
-                        info.storage_class
-                            .clone()
-                            .unwrap_or_else(|| "STANDARD".into()),
-                    );
+                    row.storage_class = Some(info.storage_class_name());
                     row.lock_mode = info.lock_mode.clone();
                     row.created = info.last_modified.map(rfc3339);
                     row.retain_until = info.retain_until.map(rfc3339);
