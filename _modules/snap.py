@@ -247,7 +247,7 @@ def schedule():
     return sched
 
 
-def fleet_keys(tgt="*", tgt_type="glob"):
+def fleet_keys(tgt="*", tgt_type="glob", bound=None):
     """
     Read every server's snap key from the mine and validate each again.
 
@@ -264,7 +264,7 @@ def fleet_keys(tgt="*", tgt_type="glob"):
     """
     mine = __salt__["mine.get"](tgt, fleet.MINE_FUNCTION, tgt_type=tgt_type)
     overrides = _pillar("snap:server:account_overrides", {})
-    result = _core(fleet.validate_mine, mine, overrides)
+    result = _core(fleet.validate_mine, mine, overrides, bound)
     for minion_id, reason in result["rejected"].items():
         log.error("snap: rejected mine key of %s: %s", minion_id, reason)
     return result
@@ -393,10 +393,20 @@ def push(no_splay=True):
 # -- the backup server ------------------------------------------------------------
 
 
+def _server_dirs(srv):
+    """(jails, history) of the backup server: pillar, or under ``base``."""
+    return (
+        srv.get("jails_dir") or os.path.join(srv["base"], "jails"),
+        srv.get("history_dir") or os.path.join(srv["base"], "history"),
+    )
+
+
 def server_config():
     """
     The backup server's configuration (what state ``snap.server_config``
-    writes to ``/etc/snap/server.json``): every accepted server's account.
+    writes to ``/etc/snap/server.json``, which ``snap-receive`` and rotation
+    read): every accepted server's account, the receiver's limits, the
+    history reserve.
 
     CLI Example:
 
@@ -406,19 +416,58 @@ def server_config():
     """
     s = settings()
     srv = s["server"]
+    jails, history = _server_dirs(srv)
     accounts = {key["account"]: minion_id for minion_id, key in server_fleet()["accepted"].items()}
     config = {
-        "jails_dir": os.path.join(srv["base"], "jails"),
-        "history_dir": os.path.join(srv["base"], "history"),
+        "jails_dir": jails,
+        "history_dir": history,
         "rsnapshot_conf": srv["rsnapshot_conf"],
+        "as_account": srv["as_account"],
         "accounts": accounts,
         "levels": srv["levels"],
         "lock_wait": int(srv["lock_wait"]),
+        "sync_timeout": int(srv["sync_timeout"]),
+        "limits": srv["limits"],
+        "reserve": srv["reserve"],
         "state_dir": srv["state_dir"],
         "log_file": os.path.join(srv["log_dir"], "rsnapshot.log"),
         "lock_file": os.path.join(srv["run_dir"], "rsnapshot.pid"),
     }
     return _core(snap_core.parse_server_config, json.dumps(config))
+
+
+def account_bindings():
+    """
+    The push accounts that exist on this backup server and the minion id
+    each was made for (``{account: minion id}``, from the account's comment
+    ``snap push account of <id>``, which only root can change). An account
+    stays with its server: it is never handed to another id, even after its
+    server left the fleet, until it is purged.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.account_bindings
+    """
+    if "snap.account_bindings" not in __context__:
+        import grp
+        import pwd
+
+        group = settings()["server"]["group"]
+        try:
+            gr = grp.getgrnam(group)
+            members, gid = set(gr.gr_mem), gr.gr_gid
+        except KeyError:
+            members, gid = set(), None
+        bound = {}
+        for pw in pwd.getpwall():
+            if pw.pw_name in members or pw.pw_gid == gid:
+                prefix = "snap push account of "
+                if pw.pw_gecos.startswith(prefix):
+                    bound[pw.pw_name] = pw.pw_gecos[len(prefix) :].split(",")[0]
+        __context__["snap.account_bindings"] = bound
+    return dict(__context__["snap.account_bindings"])
 
 
 def rsnapshot_conf():
@@ -452,8 +501,10 @@ def rotate(level):
 
 def jails():
     """
-    What the backup server holds for each server: account, jail, the state
-    of its last push as the jail records it, and what went into history.
+    What the backup server holds for each server, as it saw it itself: the
+    account and jail, the last complete push and the last failure (from the
+    receipts root writes), whether a push is running, and what went into
+    history. Nothing here is the server's own word.
 
     CLI Example:
 
@@ -461,28 +512,12 @@ def jails():
 
         salt backup1 snap.jails
     """
-    s = settings()
-    cfg = server_config()
-    received_path = os.path.join(s["server"]["state_dir"], "received.json")
-    try:
-        with open(received_path, encoding="utf-8") as handle:
-            received = json.load(handle)
-    except FileNotFoundError:
-        received = {}
-    out = {}
-    for account, minion_id in sorted(cfg["accounts"].items(), key=lambda kv: kv[1]):
-        incoming = os.path.join(cfg["jails_dir"], account, "incoming")
-        try:
-            state = snap_core.read_jail_state(os.path.join(incoming, ".snap-state"))
-        except snap_core.Error as exc:
-            state = {"state": "unreadable", "error": str(exc)}
-        out[minion_id] = {
-            "account": account,
-            "jail": incoming,
-            "last_push": state,
-            "in_history": received.get(minion_id),
-        }
-    return out
+    cfg = settings()["server"]["config"]
+    view = _core(snap_core.backup_server_view, cfg)
+    jails_dir = server_config()["jails_dir"]
+    for minion_id, entry in view.items():
+        entry["jail"] = os.path.join(jails_dir, entry["account"])
+    return view
 
 
 def server_fleet():
@@ -499,7 +534,7 @@ def server_fleet():
     """
     if "snap.server_fleet" not in __context__:
         excluded = set(settings()["server"].get("exclude") or []) | {__opts__["id"]}
-        result = fleet_keys()
+        result = fleet_keys(bound=account_bindings())
         for section in ("accepted", "rejected"):
             result[section] = {k: v for k, v in result[section].items() if k not in excluded}
         __context__["snap.server_fleet"] = result
@@ -563,7 +598,7 @@ def archive_config():
             )
     config = {
         "minion_id": __opts__["id"],
-        "history_dir": os.path.join(srv["base"], "history"),
+        "history_dir": _server_dirs(srv)[1],
         "servers": arc.get("servers"),
         "work_dir": arc["work_dir"],
         "state_dir": srv["state_dir"],
@@ -720,7 +755,7 @@ def _transfer_dir(transfer, create=False):
 
 
 def _history_dir():
-    return os.path.join(settings()["server"]["base"], "history")
+    return _server_dirs(settings()["server"])[1]
 
 
 def _newest_snapshot_of(server):
