@@ -520,6 +520,100 @@ def jails():
     return view
 
 
+def prepare_jail(account, minion_id=None):
+    """
+    Make or repair the jail of push account ``account``: its home owned by
+    root (0711), ``incoming`` (0700) the account's and the only place it can
+    write (a btrfs subvolume where quotas are kept with btrfs), nothing else
+    in the home but root's own files. Returns what changed; with
+    ``test=True``, what would.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.prepare_jail snap-web1
+    """
+    import pwd
+
+    from snap_core import quota
+
+    srv = settings()["server"]
+    jails = _server_dirs(srv)[0]
+    dry = bool(__opts__.get("test"))
+    try:
+        pw = pwd.getpwnam(account)
+    except KeyError:
+        if dry:
+            return [f"{os.path.join(jails, account)}: would be created with the account"]
+        raise CommandExecutionError(f"account {account} does not exist") from None
+    changes = []
+    limit, _ = _quota_limits(minion_id)
+    if limit is not None and _quota_method() == "btrfs":
+        incoming = os.path.join(jails, account, "incoming")
+        if os.path.isdir(os.path.join(jails, account)):
+            changes += _core(quota.make_subvolume, incoming, dry)
+    return changes + _core(snap_core.prepare_jail, jails, account, pw.pw_uid, pw.pw_gid, dry_run=dry)
+
+
+def _quota_limits(minion_id):
+    from snap_core import quota
+
+    srv = settings()["server"]
+    overrides = (srv.get("quota_overrides") or {}).get(minion_id) if minion_id else None
+    return _core(quota.wanted_limits, srv.get("quota"), overrides, minion_id or "?")
+
+
+def _quota_method():
+    from snap_core import quota
+
+    if "snap.quota_fs" not in __context__:
+        srv = settings()["server"]
+        fs = _core(quota.filesystem_of, _server_dirs(srv)[0])
+        wanted = (srv.get("quota") or {}).get("method", "auto")
+        __context__["snap.quota_fs"] = (fs, _core(quota.method_for, fs, wanted))
+    return __context__["snap.quota_fs"][1]
+
+
+def ensure_quota(account, minion_id):
+    """
+    Give push account ``account`` (of server ``minion_id``) the quota pillar
+    ``snap:server:quota`` (and ``quota_overrides``) asks for, enforced by the
+    kernel on the jails' filesystem: Linux user quotas (ext4/XFS) or a btrfs
+    qgroup on the jail's subvolume. Returns the changes; with ``test=True``,
+    what would change.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.ensure_quota snap-web1 web1.example.com
+    """
+    import pwd
+
+    from snap_core import quota
+
+    limit_bytes, limit_inodes = _quota_limits(minion_id)
+    if limit_bytes is None and limit_inodes is None:
+        return {}
+    dry = bool(__opts__.get("test"))
+    method = _quota_method()
+    fs = __context__["snap.quota_fs"][0]
+    jails = _server_dirs(settings()["server"])[0]
+    if method == "btrfs":
+        if limit_bytes is None:
+            raise CommandExecutionError("snap:server:quota: btrfs limits bytes only (set blocks)")
+        return _core(quota.ensure_btrfs, os.path.join(jails, account, "incoming"), account, limit_bytes, dry)
+    try:
+        uid = pwd.getpwnam(account).pw_uid
+    except KeyError:
+        return {"quota": {"old": None, "new": {"bytes": limit_bytes, "inodes": limit_inodes}}} if dry else {}
+    if "snap.quota_table" not in __context__:
+        __context__["snap.quota_table"] = _core(quota.usrquota_table, fs)
+    limit = (limit_bytes or 0, limit_inodes or 0)
+    return _core(quota.ensure_usrquota, fs, account, uid, limit, __context__["snap.quota_table"], dry)
+
+
 def server_fleet():
     """
     The servers the backup server keeps: :func:`fleet_keys` without the
@@ -543,9 +637,11 @@ def server_fleet():
 
 def fleet_account_names():
     """
-    The account name of every server in the mine that can have one, whether
-    or not its current key is acceptable (a server with a bad key keeps its
-    account). Accounts outside this set belong to retired servers.
+    The account name of every server in the mine that has or can have one,
+    whether or not its current key is acceptable (a server with a bad key
+    keeps its account). Accounts outside this set belong to retired servers;
+    an account made for a retired server stays outside it even when a new
+    server's name would be the same.
 
     CLI Example:
 
@@ -554,17 +650,52 @@ def fleet_account_names():
         salt backup1 snap.fleet_account_names
     """
     fleet = server_fleet()
+    bound = account_bindings()
+    held = {minion_id: account for account, minion_id in bound.items()}
     names = {key["account"] for key in fleet["accepted"].values()}
     overrides = settings()["server"].get("account_overrides") or {}
     for minion_id in fleet["rejected"]:
+        if minion_id in held:
+            names.add(held[minion_id])
+            continue
         if minion_id in overrides:
             names.add(overrides[minion_id])
             continue
         try:
-            names.add(snap_core.account_name(minion_id))
+            name = snap_core.account_name(minion_id)
         except snap_core.Error:
-            pass
+            continue
+        if bound.get(name, minion_id) == minion_id:
+            names.add(name)
     return sorted(names)
+
+
+def remove_jail(account):
+    """
+    Delete the jail of a purged push account (its btrfs subvolume too, if it
+    has one). Its history ages out with rotation. Returns the removed path,
+    or None if there was nothing. With ``test=True``, removes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.remove_jail snap-old1
+    """
+    from snap_core import quota
+
+    jail = os.path.join(_server_dirs(settings()["server"])[0], account)
+    if not os.path.lexists(jail):
+        return None
+    if __opts__.get("test"):
+        return jail
+    incoming = os.path.join(jail, "incoming")
+    if quota.is_subvolume(incoming):
+        res = __salt__["cmd.run_all"](["btrfs", "subvolume", "delete", incoming], python_shell=False)
+        if res["retcode"]:
+            raise CommandExecutionError(f"cannot delete subvolume {incoming}: {res['stderr']}")
+    shutil.rmtree(jail)
+    return jail
 
 
 # -- the archive pipeline (backup server) ------------------------------------------------

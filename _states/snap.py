@@ -268,14 +268,15 @@ def account(name):
     )
     if ok:
         try:
-            changed = __salt__["snap.prepare_jail"](acct)
+            changed = __salt__["snap.prepare_jail"](acct, name)
+            quota = __salt__["snap.ensure_quota"](acct, name)
         except CommandExecutionError as exc:
             return _fail(ret, f"Jail of {acct}: {exc}")
         if changed:
             ret["changes"]["jail"] = changed
-            if __opts__["test"]:
-                ret["result"] = None
-        _merge(ret, "quota", __salt__["snap.quota_state"](acct, name))
+        ret["changes"].update(quota)
+        if (changed or quota) and __opts__["test"]:
+            ret["result"] = None
     command = f"/usr/bin/sudo -n {srv['receive']} {srv['config']}"
     line = f'restrict,command="{command}" {key["line"]} snap:{name}\n'
     _merge(ret, "authorized_key", _file(os.path.join(srv["authorized_keys_dir"], acct), line, "0644"))
@@ -309,8 +310,16 @@ def retired(name):
         info = __salt__["user.info"](acct) or {}
         jail = info.get("home") or "?"
         if acct in purge:
-            _merge(ret, acct, __states__["user.absent"](name=acct, purge=True))
+            _merge(ret, acct, __states__["user.absent"](name=acct))
             _merge(ret, f"{acct} key", __states__["file.absent"](name=keyfile))
+            try:
+                removed = __salt__["snap.remove_jail"](acct)
+            except CommandExecutionError as exc:
+                ret["result"] = False
+                notes.append(f"{acct}: cannot remove its jail: {exc}")
+                continue
+            if removed:
+                ret["changes"].setdefault(acct, {})["jail"] = {"old": removed, "new": None}
             notes.append(f"{acct}: deleted with its jail {jail} (pillar snap:server:purge)")
             continue
         changes = {}
