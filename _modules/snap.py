@@ -19,6 +19,7 @@ Configuration (pillar):
 """
 
 import base64
+import contextlib
 import copy
 import json
 import logging
@@ -553,6 +554,10 @@ def prepare_jail(account, minion_id=None):
         incoming = os.path.join(jails, account, "incoming")
         if os.path.isdir(os.path.join(jails, account)):
             changes += _core(quota.make_subvolume, incoming, dry)
+            if changes and not dry:
+                # The trees are gone with the old incoming: no complete tree any more.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(jails, account, "jail.json"))
     return changes + _core(snap_core.prepare_jail, jails, account, pw.pw_uid, pw.pw_gid, dry_run=dry)
 
 

@@ -137,7 +137,10 @@ def is_subvolume(path: str) -> bool:
 
 
 def btrfs_limit(path: str) -> int:
-    """The qgroup's referenced-bytes limit of subvolume ``path`` (0: none)."""
+    """The qgroup's referenced-bytes limit of subvolume ``path`` (0: none, or quotas off)."""
+    proc = subprocess.run(["btrfs", "qgroup", "show", "-rf", "--raw", path], capture_output=True, text=True)
+    if proc.returncode != 0 and "quotas not enabled" in proc.stderr:
+        return 0
     out = _run(["btrfs", "qgroup", "show", "-rf", "--raw", path], f"quota of {path}")
     for line in out.splitlines():
         parts = line.split()

@@ -9,10 +9,8 @@ import os
 import pathlib
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
@@ -32,8 +30,6 @@ from tests.support.pushing import (
     push,
     rotate,
     srv,
-    ssh,
-    ssh_opts,
     tree_state,
 )
 from tests.support.treegen import describe

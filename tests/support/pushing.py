@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 import fcntl
 
 from tests.support.helpers import run
@@ -18,7 +19,8 @@ def config_path(fleet, minion_id):
 
 
 def push(fleet, minion_id, config=None, check=True):
-    """Run the push exactly as cron does; returns (exit code, record)."""
+    """Run the push exactly as cron does; returns (exit code, record, stderr),
+    once the backup server has finished recording it."""
     config = config or config_path(fleet, minion_id)
     proc = subprocess.run(
         [PY, "-m", "snap_core", "push", "--quiet", "--no-splay", "--config", str(config)],
@@ -27,6 +29,7 @@ def push(fleet, minion_id, config=None, check=True):
     )
     state_dir = json.loads(pathlib.Path(config).read_text())["state_dir"]
     record = json.loads((pathlib.Path(state_dir) / "push-last.json").read_text())
+    wait_idle(fleet, minion_id)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc.returncode, record, proc.stderr
@@ -63,9 +66,21 @@ def jail_record(fleet, minion_id):
     return json.loads((home(fleet, minion_id) / "jail.json").read_text())
 
 
+def wait_idle(fleet, minion_id, timeout=30):
+    """Until the receiver has let go of the jail (it writes its receipt after
+    the client has gone)."""
+    deadline = time.monotonic() + timeout
+    while jail_busy(fleet, minion_id):
+        assert time.monotonic() < deadline, f"the receiver never let go of {minion_id}'s jail"
+        time.sleep(0.1)
+
+
 def jail_busy(fleet, minion_id):
-    """Whether snap-receive holds the jail's lock right now."""
-    fd = os.open(home(fleet, minion_id) / "lock", os.O_RDONLY)
+    """Whether snap-receive (or rotation) holds the jail's lock right now."""
+    try:
+        fd = os.open(home(fleet, minion_id) / "lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -82,13 +97,13 @@ def history_copy(fleet, minion_id, snapshot="recent.0"):
 
 
 def tree_state(path):
-    """Every entry under path with what could change: to prove nothing did."""
+    """Every entry under path (by its path below it) with what could change: to prove nothing did."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
-            out[p] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_uid)
+            out[os.path.relpath(p, path)] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_uid)
     return out
 
 
