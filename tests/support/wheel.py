@@ -35,7 +35,14 @@ SALT_VENV = REPO / ".venv-salt"
 # What a build needs and a fleet must not: compilers and linkers' front ends,
 # Rust, the C headers, and libsquashfs itself (the wheel bundles its copy).
 COMPILERS = ("cc", "c++", "gcc", "g++", "cpp", "clang", "clang++", "rustc", "cargo", "rustup")
-TOOL_DIRS = ("/usr/lib/gcc", "/usr/libexec/gcc", "/usr/include", "/root/.cargo", "/root/.rustup", *glob.glob("/usr/lib/llvm-*"))
+TOOL_DIRS = (
+    "/usr/lib/gcc",
+    "/usr/libexec/gcc",
+    "/usr/include",
+    "/root/.cargo",
+    "/root/.rustup",
+    *glob.glob("/usr/lib/llvm-*"),
+)
 LIB_GLOBS = ("/usr/lib/*/libsquashfs.*", "/lib/*/libsquashfs.*")
 
 
@@ -48,19 +55,30 @@ def release() -> tuple[pathlib.Path, pathlib.Path]:
     return wheels[0], sums
 
 
+def _link_or_copy(src, dst):
+    """Hard links make a copy of the 230 MB template in a second; pip and Python
+    only ever add or replace files in it, never write into one in place."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def salt_venv(dest: pathlib.Path) -> pathlib.Path:
     """Copy the Salt-only virtualenv to ``dest``; returns its python. Console
     scripts get ``dest``'s python in their ``#!`` line."""
     if not (SALT_VENV / "bin" / "salt-master").exists():
         pytest.fail(f"{SALT_VENV} is missing: run `make install`")
-    shutil.copytree(SALT_VENV, dest, symlinks=True)
+    shutil.copytree(SALT_VENV, dest, symlinks=True, copy_function=_link_or_copy)
     old, new = f"#!{SALT_VENV}/bin/", f"#!{dest}/bin/"
     for script in (dest / "bin").iterdir():
         if script.is_symlink() or not script.is_file():
             continue
         data = script.read_bytes()
         if data.startswith(old.encode()):
+            script.unlink()  # a hard link to the template's: write a new file
             script.write_bytes(new.encode() + data[len(old) :])
+            script.chmod(0o755)
     return dest / "bin" / "python"
 
 

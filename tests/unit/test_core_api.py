@@ -25,7 +25,9 @@ def test_a_module_written_for_this_api_or_an_older_minor_loads(needs):
 
 
 def test_a_module_newer_than_the_core_says_upgrade_the_wheel():
-    why = api.incompatible((MAJOR, MINOR + 1), "/var/cache/salt/minion/extmods/modules/snap.py", "snap execution module")
+    why = api.incompatible(
+        (MAJOR, MINOR + 1), "/var/cache/salt/minion/extmods/modules/snap.py", "snap execution module"
+    )
     assert f"needs snap core API {MAJOR}.{MINOR + 1} or newer" in why
     assert "upgrade the snap wheel" in why and "extmods/modules/snap.py" in why
 
@@ -53,7 +55,9 @@ def test_a_synced_module_newer_than_the_core_does_not_load(kind, tmp_path):
     assert f"NEEDS_CORE_API = ({MAJOR}, {MINOR})" in source, "modules and core disagree on the API version"
     synced = tmp_path / "extmods" / kind / "snap.py"
     synced.parent.mkdir(parents=True)
-    synced.write_text(source.replace(f"NEEDS_CORE_API = ({MAJOR}, {MINOR})", f"NEEDS_CORE_API = ({MAJOR}, {MINOR + 1})"))
+    synced.write_text(
+        source.replace(f"NEEDS_CORE_API = ({MAJOR}, {MINOR})", f"NEEDS_CORE_API = ({MAJOR}, {MINOR + 1})")
+    )
     for path, loads in ((REPO / f"_{kind}" / "snap.py", True), (synced, False)):
         out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True)
         ret = json.loads(out.stdout)

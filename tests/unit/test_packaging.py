@@ -8,8 +8,9 @@ not trusted."""
 import os
 import re
 import subprocess
-import tomllib
 import zipfile
+
+import tomllib
 
 from tests.conftest import REPO
 from tests.support.wheel import release
@@ -64,5 +65,12 @@ def test_the_core_links_no_system_libsquashfs():
         os.unlink(path)
     needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
     system = {n for n in needed if not re.fullmatch(r"lib\w+-[0-9a-f]{8}\.so\.\d+", n)}
-    assert system <= {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2", "ld-linux-x86-64.so.2"}, system
+    assert system <= {
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "ld-linux-x86-64.so.2",
+    }, system
     assert "$ORIGIN/../snap_backup.libs" in dynamic
