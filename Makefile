@@ -130,4 +130,4 @@ bench: install
 	$(VPY) bench/run.py
 
 clean:
-	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack $(SALT_VENV)
+	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack $(SALT_VENV) python/snap_backup.libs python/snap_core/_rust.abi3.so
