@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 # A Python with only Salt in it, as a fleet's minions have before snap.core
-# runs: the wheel test and the demo copy it (tests/support/saltvenv.py).
+# runs: the wheel tests and the demo copy it (tests/support/wheel.py).
 SALT_VENV := .venv-salt
 STAMPS := .stamps
 DIST := dist
@@ -35,7 +35,7 @@ export SNAP_TEST_PYTHON := $(abspath $(VPY))
 
 help:
 	@echo "make demo     install, then run the main job on a throwaway fleet on loopback"
-	@echo "make test     install, then run every test (cargo test + pytest)"
+	@echo "make test     install, then lint and run every test (cargo test + pytest)"
 	@echo "make install  system packages, .venv (Salt 3008.3, pytest-salt-factories), the built core"
 	@echo "make dist     the release artifacts: dist/snap_backup-*.whl (manylinux, libsquashfs bundled) and dist/SHA256SUMS"
 	@echo "make lint     cargo fmt --check, clippy, ruff check, ruff format --check"
