@@ -121,6 +121,7 @@ def wheel_fleet(salt_factories, event_listener, salt_factories_root, tmp_path_fa
         yield {
             "master": master,
             "minion": minion,
+            "minion_py": minion_py,
             "seen": seen,
             "probe": probe,
             "wheel": wheel,
@@ -153,6 +154,10 @@ def test_snap_core_installs_the_wheel_on_the_minion_from_the_master(wheel_fleet)
     synced = subprocess.run(["find", extmods, "-name", "snap.py"], capture_output=True, text=True).stdout
     assert synced == "", f"snap modules were synced: {synced}"
     assert not minion.config.get("module_dirs") and not master.config.get("module_dirs")
+    # ... and it runs from its own Python, nothing of the test run's on its path.
+    grains = master.salt_cli(timeout=120).run("grains.item", "pythonexecutable", "pythonpath", minion_tgt=MINION).data
+    assert grains["pythonexecutable"] == str(wheel_fleet["minion_py"]), grains
+    assert not [p for p in grains["pythonpath"] if str(REPO) in p], grains["pythonpath"]
 
 
 def test_salt_call_snap_and_the_ext_pillar_work_from_the_wheel(wheel_fleet):
