@@ -33,7 +33,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (1, 0)
+NEEDS_CORE_API = (2, 0)
 
 try:
     import snap_core
@@ -523,7 +523,7 @@ def jails():
     cfg = settings()["server"]["config"]
     view = _core(snap_core.backup_server_view, cfg)
     jails_dir = server_config()["jails_dir"]
-    for minion_id, entry in view.items():
+    for entry in view.values():
         entry["jail"] = os.path.join(jails_dir, entry["account"])
     return view
 

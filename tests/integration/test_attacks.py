@@ -217,7 +217,9 @@ def test_a_quota_stops_one_server_filling_the_disk(pushed, ledger, scratch):
                 free = shutil.disk_usage(srv(fleet) / "jails").free
                 assert free > 512 << 20, free
                 assert rotate(fleet)["servers"]["web1"]["action"] in ("unchanged", "kept")
-                out["text"] = f"EDQUOT at 24 MiB (receiver exit {data['exit']}); the jails filesystem kept {free >> 20} MiB free"
+                out["text"] = (
+                    f"EDQUOT at 24 MiB (receiver exit {data['exit']}); the jails filesystem kept {free >> 20} MiB free"
+                )
             shutil.rmtree(hoard)
             many = fleet.client_data("web1") / "many"
             many.mkdir()
@@ -316,8 +318,12 @@ def test_a_flood_of_connections_gets_one_transfer(pushed, ledger):
     with attack(fleet, ledger, "30 simultaneous transfers into one jail") as out:
         cmd = "rsync --server -e.LsfxCIvu . ./"
         procs = [
-            subprocess.Popen(["ssh", *ssh_opts(fleet, "web1"), "snap-web1@127.0.0.1", cmd],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            subprocess.Popen(
+                ["ssh", *ssh_opts(fleet, "web1"), "snap-web1@127.0.0.1", cmd],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
             for _ in range(30)
         ]
         # Every session but the one holding the jail ends by itself, refused.

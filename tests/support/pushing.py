@@ -1,13 +1,13 @@
 """Driving a test fleet's pushes the way cron does, and looking into the
 backup server's jails and history (tests/integration)."""
 
+import fcntl
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import time
-import fcntl
 
 from tests.support.helpers import run
 
@@ -130,5 +130,3 @@ def rsync_as(fleet, minion_id, *args, account=None):
     rsh = " ".join(["ssh", *ssh_opts(fleet, minion_id)])
     argv = ["rsync", "-e", rsh, *[a.replace("@H:", f"{account}@127.0.0.1:") for a in args]]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
-
-
