@@ -592,7 +592,9 @@ def ensure_quota(account, minion_id):
     Give push account ``account`` (of server ``minion_id``) the quota pillar
     ``snap:server:quota`` (and ``quota_overrides``) asks for, enforced by the
     kernel on the jails' filesystem: Linux user quotas (ext4/XFS) or a btrfs
-    qgroup on the jail's subvolume. Returns the changes; with ``test=True``,
+    qgroup on the jail's subvolume. When the pillar leaves quotas alone
+    again (an override removed, the default null), a limit snap set is
+    lifted; one set by hand stays. Returns the changes; with ``test=True``,
     what would change.
 
     CLI Example:
@@ -606,24 +608,35 @@ def ensure_quota(account, minion_id):
     from snap_core import quota
 
     limit_bytes, limit_inodes = _quota_limits(minion_id)
-    if limit_bytes is None and limit_inodes is None:
-        return {}
+    jails = _server_dirs(settings()["server"])[0]
+    home = os.path.join(jails, account)
+    lifting = limit_bytes is None and limit_inodes is None
+    if lifting:
+        # Pillar leaves quotas alone: lift only a limit snap itself set.
+        if not quota.recorded(home):
+            return {}
+        limit_bytes, limit_inodes = 0, 0
     dry = bool(__opts__.get("test"))
     method = _quota_method()
     fs = __context__["snap.quota_fs"][0]
-    jails = _server_dirs(settings()["server"])[0]
     if method == "btrfs":
         if limit_bytes is None:
             raise CommandExecutionError("snap:server:quota: btrfs limits bytes only (set blocks)")
-        return _core(quota.ensure_btrfs, os.path.join(jails, account, "incoming"), account, limit_bytes, dry)
-    try:
-        uid = pwd.getpwnam(account).pw_uid
-    except KeyError:
-        return {"quota": {"old": None, "new": {"bytes": limit_bytes, "inodes": limit_inodes}}} if dry else {}
-    if "snap.quota_table" not in __context__:
-        __context__["snap.quota_table"] = _core(quota.usrquota_table, fs)
-    limit = (limit_bytes or 0, limit_inodes or 0)
-    return _core(quota.ensure_usrquota, fs, account, uid, limit, __context__["snap.quota_table"], dry)
+        changes = _core(quota.ensure_btrfs, os.path.join(home, "incoming"), account, limit_bytes, dry)
+    else:
+        try:
+            uid = pwd.getpwnam(account).pw_uid
+        except KeyError:
+            return {"quota": {"old": None, "new": {"bytes": limit_bytes, "inodes": limit_inodes}}} if dry else {}
+        if "snap.quota_table" not in __context__:
+            __context__["snap.quota_table"] = _core(quota.usrquota_table, fs)
+        limit = (limit_bytes or 0, limit_inodes or 0)
+        changes = _core(quota.ensure_usrquota, fs, account, uid, limit, __context__["snap.quota_table"], dry)
+    if lifting:
+        quota.forget(home, dry)
+    elif changes or not quota.recorded(home):
+        quota.remember(home, limit_bytes, limit_inodes, dry)
+    return changes
 
 
 def server_fleet():

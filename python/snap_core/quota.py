@@ -17,10 +17,14 @@ the real tools (``findmnt``, ``quotaon``, ``repquota``, ``setquota``,
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
+import json
 import os
 import re
+import stat
 import subprocess
 from dataclasses import dataclass
 
@@ -95,6 +99,49 @@ def wanted_limits(quota: dict | None, override: dict | None, minion_id: str) -> 
         parse_size(merged.get("blocks"), f"snap:server:quota:blocks for {minion_id}"),
         parse_count(merged.get("inodes"), f"snap:server:quota:inodes for {minion_id}"),
     )
+
+
+# -- what snap set ---------------------------------------------------------------
+# A limit snap applied is recorded in the jail's root-owned home, so that when
+# the pillar goes back to "leave quotas alone" (an override removed, the
+# default null) snap lifts the limit it set instead of leaving a stale one
+# that would fail every push. A limit set by hand (no record) stays.
+
+RECORD = "quota.json"
+
+
+def recorded(home: str) -> bool:
+    """Whether snap set a quota on the jail at ``home`` (root's record, never followed)."""
+    try:
+        fd = os.open(os.path.join(home, RECORD), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP):  # none, or a link: not snap's
+            return False
+        raise
+    try:
+        st = os.fstat(fd)
+        return stat.S_ISREG(st.st_mode) and st.st_uid == 0
+    finally:
+        os.close(fd)
+
+
+def remember(home: str, limit_bytes: int | None, limit_inodes: int | None, dry_run: bool) -> None:
+    if dry_run or not os.path.isdir(home):
+        return
+    path = os.path.join(home, RECORD)
+    tmp = path + ".new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"bytes": limit_bytes, "inodes": limit_inodes}, out)
+    os.replace(tmp, path)
+
+
+def forget(home: str, dry_run: bool) -> None:
+    if not dry_run:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(home, RECORD))
 
 
 # -- user quotas (ext4, XFS) --------------------------------------------------

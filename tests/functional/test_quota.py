@@ -100,3 +100,22 @@ def test_quotas_asked_where_the_filesystem_has_none_are_a_clear_error(tmp_path):
         fs = quota.filesystem_of(str(tmp_path / "jails"))
         with pytest.raises(Exception, match="no user quotas on|quotaon"):
             quota.usrquota_table(fs)
+
+
+def test_snap_lifts_only_a_limit_it_set(tmp_path):
+    home = tmp_path / "snap-web1"
+    home.mkdir()
+    assert not quota.recorded(str(home))
+    quota.remember(str(home), 24 << 20, None, dry_run=True)
+    assert not quota.recorded(str(home)), "test=True writes nothing"
+    quota.remember(str(home), 24 << 20, None, dry_run=False)
+    assert quota.recorded(str(home))
+    assert (home / "quota.json").stat().st_mode & 0o777 == 0o600
+    # A record planted as a link (or by anyone but root) is not snap's.
+    (home / "quota.json").unlink()
+    (home / "quota.json").symlink_to("/etc/hostname")
+    assert not quota.recorded(str(home))
+    (home / "quota.json").unlink()
+    quota.remember(str(home), 24 << 20, 0, dry_run=False)
+    quota.forget(str(home), dry_run=False)
+    assert not quota.recorded(str(home))

@@ -6,6 +6,7 @@
 //!     jail.json                 root 0600   the newest complete tree (snap-receive)
 //!     receipts.jsonl[.1]        root 0600   one line per transfer (snap-receive)
 //!     transfer.log              account     the receiving rsync's log (counts only)
+//!     quota.json                root 0600   the quota snap set (so it can lift it again)
 //!     incoming/                 account 0700 the only place the account can write
 //!         state/.snap-state     the client's word about its run (informational)
 //!         tree.<N>/             one tree per push; the newest complete one stays
@@ -257,8 +258,9 @@ impl Jail {
 
 /// What a jail's home may hold besides `incoming` (root's own files, and
 /// the log the account's rsync appends to).
-const HOME_ENTRIES: [&str; 5] = [
+const HOME_ENTRIES: [&str; 6] = [
     "lock",
+    "quota.json",
     "jail.json",
     "receipts.jsonl",
     "receipts.jsonl.1",
