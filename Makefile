@@ -128,6 +128,7 @@ demo: install
 
 bench: install
 	$(VPY) bench/run.py
+	$(VPY) bench/rotation.py
 
 clean:
 	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack $(SALT_VENV) python/snap_backup.libs python/snap_core/_rust.abi3.so

@@ -5,7 +5,7 @@ server, with a real sshd on a loopback port), each with its own root dir and
 its own Python with only Salt in it, set up as the README's "Setting up a real
 fleet" says: the release (make dist's wheel and SHA256SUMS) beside the formula
 on the master's file server, the wheel pip-installed on the master, snap.core
-installing it on every minion during highstate. Then push real files, rotate history, show an attack refused,
+installing it on every minion during highstate. Then push real files, rotate history, show two attacks refused (a read-back and a setuid bit planted in history),
 archive the history off-site to a local S3 API under Object Lock and show a
 delete refused, restore db1 from off-site, and print the fleet's status.
 Everything started here is stopped, and the users, crontab lines and files
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import shutil
 import subprocess
@@ -152,6 +153,47 @@ def attack(fleet: Fleet) -> None:
         raise SystemExit("the attack was NOT refused")
 
 
+def _push(fleet: Fleet, minion_id: str) -> dict:
+    config = fleet.root_of(minion_id) / "etc" / "snap" / "client.json"
+    proc = subprocess.run([fleet.python_of(minion_id), "-m", "snap_core", "--json", "push", "--quiet", "--no-splay",
+                           "--config", str(config)], capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"push from {minion_id} failed: {proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def _recorded_mode(path: pathlib.Path) -> str:
+    """The mode history recorded for a file (rsync --fake-super keeps it in an xattr)."""
+    try:
+        return os.getxattr(path, "user.rsync.%stat", follow_symlinks=False).decode().split()[0][-4:]
+    except OSError:
+        return oct(os.lstat(path).st_mode & 0o7777)[2:].zfill(4)
+
+
+def attack_history(fleet: Fleet) -> None:
+    section("an attack on history: web1 makes a file setuid root and pushes; older snapshots and db1 are untouched")
+    data = fleet.client_data("web1")
+    target = next(p for p in sorted(data.rglob("*")) if p.is_file() and not p.is_symlink())
+    rel = str(target).lstrip("/")
+    history = fleet.root_of("backup1") / "srv" / "snap" / "history"
+    before = _recorded_mode(history / "recent.0" / "web1" / rel)
+    mode = target.stat().st_mode & 0o7777
+    try:
+        os.chmod(target, 0o4755)
+        for minion_id in fleet.clients:
+            _push(fleet, minion_id)
+        rot = fleet.salt("snap.rotate", "recent", tgt="backup1")
+    finally:
+        os.chmod(target, mode)
+    now = _recorded_mode(history / "recent.0" / "web1" / rel)
+    older = _recorded_mode(history / "recent.1" / "web1" / rel)
+    say(f"  web1: chmod 4755 {target.relative_to(data)}, pushed; rotate recent: {rot['result']}; "
+        + ", ".join(f"{m} {s['action']}" for m, s in rot["servers"].items()))  # fmt: skip
+    say(f"  recent.0 records {now} (what web1 has now); recent.1 still records {older} (was {before})")
+    if older != before or rot["servers"].get("db1", {}).get("action") not in ("synced", "unchanged"):
+        raise SystemExit("the attack on history was NOT contained")
+
+
 def archive(fleet: Fleet, moto: Moto, gpg: GnuPG) -> dict:
     section("archive: backup1 packs the history, encrypts it to the offline public key, uploads it under Object Lock")
     public = gpg.gpg("--armor", "--export", gpg.fingerprint).stdout.decode()
@@ -243,6 +285,7 @@ def run(keep: bool) -> int:
                 deploy(fleet)
                 push_and_rotate(fleet)
                 attack(fleet)
+                attack_history(fleet)
                 archive(fleet, moto, gpg)
                 restored = restore(fleet, moto, gpg, root)
                 status(fleet)

@@ -16,7 +16,7 @@ import shutil
 from pytestshellutils.utils.ports import get_unused_localhost_port
 
 from tests.conftest import REPO
-from tests.support import system, treegen
+from tests.support import loopfs, system, treegen
 
 MINIONS = ("web1", "db1", "backup1")
 BACKUP_SERVER = "backup1"
@@ -39,6 +39,10 @@ snap:
   server:
     manage_sshd_service: false
     lock_wait: 2
+    # A 2 GiB history filesystem: keep the reserve in proportion.
+    reserve: {min_free_bytes: 16777216, min_free_percent: 1, min_free_inodes_percent: 1}
+    # sudo reads only /etc/sudoers.d: this fleet's rule goes there, and goes again.
+    sudoers: @SUDOERS@
 beacons:
   snap:
     - interval: 2
@@ -96,7 +100,12 @@ class Fleet:
         self.port = get_unused_localhost_port()
         self.data = root / "data"
         self.alerts = root / "alerts"  # what the example reactor's alert command files
-        pillar = FLEET_PILLAR.replace("@PORT@", str(self.port)).replace("@DATA@", str(self.data))
+        self.sudoers = pathlib.Path(f"/etc/sudoers.d/snap-test-{self.port}")
+        pillar = (
+            FLEET_PILLAR.replace("@PORT@", str(self.port))
+            .replace("@DATA@", str(self.data))
+            .replace("@SUDOERS@", str(self.sudoers))
+        )
         self.pillar_root = write_pillar_tree(root / "pillar", pillar)
         self.pythons = dict(pythons or {})
         self.file_root = file_root
@@ -114,6 +123,7 @@ class Fleet:
         try:
             self._stack.enter_context(system.restored_root_crontab())
             self._stack.enter_context(system.removed_new_users_and_groups())
+            self._stack.callback(self.sudoers.unlink, missing_ok=True)
             # Push accounts must be able to reach their jails under root_dir.
             for path in (self.root, *self.root.parents):
                 if path == pathlib.Path("/"):
@@ -135,6 +145,10 @@ class Fleet:
                 self._stack.enter_context(minion.started())
                 self.minions[minion_id] = minion
             if BACKUP_SERVER in self.minions:
+                # Jails on btrfs (per-jail quotas), history on a filesystem of its own.
+                backup = self.root_of(BACKUP_SERVER) / "srv" / "snap"
+                self._stack.enter_context(loopfs.mounted("btrfs", backup / "jails", "2G"))
+                self._stack.enter_context(loopfs.mounted("ext4", backup / "history", "2G"))
                 self.sshd = self._stack.enter_context(system.Sshd(self.root_of(BACKUP_SERVER), self.port))
             self.sync()
         except BaseException:
