@@ -635,3 +635,42 @@ def scp_opts(fleet):
     opts = ssh_opts(fleet, "web1")
     i = opts.index("-p")
     return opts[:i] + ["-P", opts[i + 1]] + opts[i + 2 :]
+
+
+# -- more: an estimate that lies ----------------------------------------------------------------
+
+
+def test_a_push_that_costs_more_than_its_receipts_say_never_eats_the_reserve(pushed, ledger):
+    # Only attributes change: the receiver copies each file locally in the jail
+    # (nothing "sent", receipts say ~0 bytes), but in history every such file is
+    # a new inode with all its data. Rotation's estimate says it fits; the copy
+    # would eat the reserve that every other server's new data needs.
+    fleet = pushed
+    ballast = fleet.client_data("web1") / "ballast"
+    ballast.mkdir()
+    for i in range(4):
+        (ballast / f"b{i}").write_bytes(os.urandom(8 << 20))
+    try:
+        push(fleet, "web1")
+        assert rotate(fleet)["servers"]["web1"]["action"] == "synced"
+        free = shutil.disk_usage(srv(fleet) / "history").free
+        room = 16 << 20  # free above the reserve: less than the 32 MiB the attack costs
+        reserve = f"snap:\n  server:\n    reserve: {{min_free_bytes: {free - room}, min_free_percent: 0}}\n"
+        with server_settings(fleet, reserve):
+            with attack(fleet, ledger, "chmod of 32 MiB of files (receipts: 0 bytes) against 16 MiB of room") as out:
+                for f in ballast.iterdir():
+                    os.chmod(f, 0o600)
+                push(fleet, "web1")
+                data = last_data_receipt(fleet, "web1")
+                assert data["bytes"] < 1 << 20, data
+                rec = rotate(fleet)
+                web1 = rec["servers"]["web1"]
+                left = shutil.disk_usage(srv(fleet) / "history").free
+                print("attack: attribute-only change;", web1, "free", left, "reserve", free - room)
+                assert web1["action"] == "refused" and "receipts said" in web1["reason"], web1
+                assert left >= free - room - (4 << 20), "the reserve is kept (the carried-over directories aside)"
+                out["text"] = f"receipts said {data['bytes']} bytes; the copy took 32 MiB: discarded, web1 refused"
+    finally:
+        shutil.rmtree(ballast)
+        push(fleet, "web1")
+        rotate(fleet)

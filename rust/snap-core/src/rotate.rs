@@ -445,6 +445,26 @@ impl Builder<'_> {
             &dest,
         ) {
             Ok(stats) => {
+                // The estimate is what the receipts say, and the receipts count
+                // only what the receiver logged as sent: a file whose attributes
+                // alone changed (copied locally in the jail, a new inode here),
+                // a new directory, a log the account rewrote. What decides is
+                // the room left after the copy: new data never eats the reserve.
+                let after = sync::measure(&self.cfg.history_dir)?;
+                if let Some(why) = self.cfg.reserve.refuse(&after, Need::default(), true) {
+                    sync::remove_tree(&dest)?;
+                    out.action = "refused".into();
+                    out.reason = Some(format!(
+                        "its new push was not taken into history: it took {} and {} inodes where \
+                         its receipts said {} and {} inodes, and {why}",
+                        sync::human(stats.new_bytes),
+                        stats.new_inodes,
+                        sync::human(need.bytes),
+                        need.inodes
+                    ));
+                    self.carry_over(minion_id, out);
+                    return Ok(());
+                }
                 out.action = "synced".into();
                 out.stats = Some(stats);
             }
