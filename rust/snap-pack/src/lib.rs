@@ -12,8 +12,10 @@
 //! - [`unpack`] / [`list`]: an image (or selected paths) → a directory, for
 //!   restore; optionally applying rsync `--fake-super` metadata.
 //!
-//! Layout of the code: `sys` (bindgen output), `ffi` (the only `unsafe`:
-//! RAII wrappers), `walk` (directory-relative stat/open), `pack`, `unpack`,
+//! Layout of the code: `sys` (bindgen output), `ffi/` (the only `unsafe`:
+//! RAII wrappers: files, compressors, inodes, writers, readers), `walk`
+//! (directory-relative stat/open), `pack/` (options, pre-pass, the data
+//! pass, hard links, xattrs), `unpack/` (the open image, extraction),
 //! `fakesuper`, `util`.
 //!
 //! No NFS export table is written (restore never needs it; the kernel mounts

@@ -1,0 +1,600 @@
+#![forbid(unsafe_code)]
+//! The data pass: the walk that writes data, inodes and directories.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use snap_core::{Error, ErrorKind, Progress, Result};
+
+use super::links::Links;
+use super::xattrs::{XSrc, read_xattrs, selected};
+use super::{PackOptions, PackSummary};
+use crate::ffi::{
+    self, BlockProcessor, Compressor as SqCompressor, DirWriter, FragTable, IdTable, Inode,
+    MetaWriter, SqFile, XattrWriter,
+};
+use crate::sys;
+use crate::util::{io_err, show, sq_err};
+use crate::walk::{self, St};
+
+// ------------------------------------------------------------------ data pass
+
+/// Where an entry's inode is: written (number and reference) or waiting in
+/// the pending queue (index into `Packer::slots`).
+#[derive(Clone, Copy)]
+pub(super) enum Target {
+    Known { inum: u32, iref: u64 },
+    Slot(u32),
+}
+
+pub(super) struct Entry {
+    pub(super) name: CString,
+    pub(super) mode: u16,
+    pub(super) target: Target,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Meta {
+    pub(super) mode: u16,
+    pub(super) uid_idx: u16,
+    pub(super) gid_idx: u16,
+    pub(super) mtime: u32,
+    pub(super) xattr: u32,
+}
+
+pub(super) enum Slot {
+    /// A file whose data is still being compressed (its inode is the next
+    /// one the block processor hands back).
+    File {
+        inum: u32,
+        meta: Meta,
+        nlink: u32,
+        link_key: Option<(u64, u64)>,
+    },
+    /// A finished directory with an entry that waits for a file.
+    Dir {
+        inum: u32,
+        parent: u32,
+        meta: Meta,
+        subdirs: u32,
+        entries: Vec<Entry>,
+    },
+}
+
+pub(super) struct Frame {
+    pub(super) dir: File,
+    pub(super) name: CString,
+    pub(super) names: std::vec::IntoIter<CString>,
+    pub(super) depth: usize,
+    pub(super) inum: u32,
+    pub(super) parent: u32,
+    pub(super) meta: Meta,
+    pub(super) subdirs: u32,
+    pub(super) entries: Vec<Entry>,
+}
+
+/// Data blocks in flight per compression thread (each up to one block in size).
+pub(super) const BACKLOG_PER_THREAD: u32 = 16;
+
+pub(super) struct Packer<'a> {
+    pub(super) opts: &'a PackOptions,
+    pub(super) progress: &'a Progress,
+    pub(super) image_path: &'a Path,
+    pub(super) image: Rc<SqFile>,
+    pub(super) itab: Rc<SqFile>,
+    pub(super) dtab: Rc<SqFile>,
+    pub(super) cmp: Rc<SqCompressor>,
+    // Drop order matters: the processor (and its worker threads) first.
+    pub(super) bp: BlockProcessor,
+    pub(super) im: MetaWriter,
+    pub(super) dw: DirWriter,
+    pub(super) ids: IdTable,
+    pub(super) xw: XattrWriter,
+    pub(super) frag: Rc<FragTable>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) pending_entries: usize,
+    pub(super) links: Links,
+    pub(super) next_inum: u32,
+    pub(super) buf: Vec<u8>,
+    pub(super) sum: PackSummary,
+}
+
+pub(super) fn clamp_mtime(st: &St, sum: &mut PackSummary) -> u32 {
+    let t = st.mtime;
+    if t < 0 || t > u32::MAX as i64 {
+        sum.clamped_mtimes += 1;
+        t.clamp(0, u32::MAX as i64) as u32
+    } else {
+        t as u32
+    }
+}
+
+/// Linux "new" device number encoding, as the kernel's squashfs expects.
+pub(super) fn encode_dev(rdev: u64) -> u32 {
+    let major = libc::major(rdev) as u32;
+    let minor = libc::minor(rdev) as u32;
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+impl<'a> Packer<'a> {
+    pub(super) fn sq(&self, e: ffi::SqfsError) -> Error {
+        sq_err(
+            e,
+            &[
+                (&self.image, self.image_path),
+                (&self.itab, self.image_path),
+                (&self.dtab, self.image_path),
+            ],
+        )
+    }
+
+    pub(super) fn changed(&self, path: &Path, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Io,
+            format!("{} changed during pack ({what}); try again", show(path)),
+        )
+    }
+
+    pub(super) fn meta_of(&mut self, xsrc: XSrc<'_>, path: &Path, meta: &St) -> Result<Meta> {
+        let uid_idx = self.ids.index(meta.uid).map_err(|e| self.sq(e))?;
+        let gid_idx = self.ids.index(meta.gid).map_err(|e| self.sq(e))?;
+        let (pairs, skipped) = read_xattrs(xsrc, self.opts.unsupported_xattrs)
+            .map_err(|m| Error::new(ErrorKind::Io, format!("{}: {m}", show(path))))?;
+        self.sum.skipped_xattrs += skipped;
+        let xattr = if pairs.is_empty() {
+            0xFFFF_FFFF
+        } else {
+            self.sum.xattr_entries += 1;
+            self.xw.add_set(&pairs).map_err(|e| self.sq(e))?
+        };
+        Ok(Meta {
+            mode: (meta.mode & 0o7777) as u16,
+            uid_idx,
+            gid_idx,
+            mtime: clamp_mtime(meta, &mut self.sum),
+            xattr,
+        })
+    }
+
+    pub(super) fn new_inum(&mut self) -> Result<u32> {
+        let n = self.next_inum;
+        self.next_inum = n
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid_input("more than 2^32 inodes"))?;
+        self.sum.inodes += 1;
+        Ok(n)
+    }
+
+    pub(super) fn apply(
+        &self,
+        inode: &mut Inode,
+        inum: u32,
+        meta: &Meta,
+        nlink: u32,
+    ) -> Result<()> {
+        let b = inode.base_mut();
+        b.mode = meta.mode;
+        b.uid_idx = meta.uid_idx;
+        b.gid_idx = meta.gid_idx;
+        b.mod_time = meta.mtime;
+        b.inode_number = inum;
+        inode.set_nlink(nlink).map_err(|e| self.sq(e))?;
+        inode.set_xattr_index(meta.xattr).map_err(|e| self.sq(e))
+    }
+
+    pub(super) fn write_inode(&mut self, inode: &Inode) -> Result<u64> {
+        match self.im.write_inode(inode) {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.sq(e)),
+        }
+    }
+
+    /// Handle one non-directory entry; returns its target.
+    pub(super) fn add_leaf(
+        &mut self,
+        dir: &File,
+        name: &CStr,
+        path: &Path,
+        meta: &St,
+    ) -> Result<Target> {
+        let key = (meta.dev, meta.ino);
+        let mut nlink = 1;
+        if meta.linked() {
+            match self.links.get_mut(key) {
+                None => return Err(self.changed(path, "new hard link")),
+                Some(link) if link.inum != 0 => {
+                    link.remaining -= 1;
+                    let t = link.target();
+                    if link.remaining == 0 {
+                        self.links.remove(key);
+                    }
+                    self.sum.hardlinks += 1;
+                    return Ok(t);
+                }
+                Some(link) => nlink = link.remaining,
+            }
+        }
+        let inum = self.new_inum()?;
+        let target = if meta.is_file() {
+            self.sum.files += 1;
+            let f = walk::open_file_at(dir, name).map_err(|e| io_err("opening", path, e))?;
+            let m = self.meta_of(XSrc::Fd(&f), path, meta)?;
+            match self.add_file(f, path, meta)? {
+                Some(mut inode) => {
+                    self.apply(&mut inode, inum, &m, nlink)?;
+                    Target::Known {
+                        inum,
+                        iref: self.write_inode(&inode)?,
+                    }
+                }
+                None => {
+                    self.slots.push(Slot::File {
+                        inum,
+                        meta: m,
+                        nlink,
+                        link_key: meta.linked().then_some(key),
+                    });
+                    Target::Slot(self.slots.len() as u32 - 1)
+                }
+            }
+        } else {
+            let m = self.meta_of(XSrc::Path(path), path, meta)?;
+            let mut inode = if meta.is_symlink() {
+                self.sum.symlinks += 1;
+                let t =
+                    walk::readlink_at(dir, name).map_err(|e| io_err("reading symlink", path, e))?;
+                let mut i = Inode::alloc(sys::SQFS_INODE_SLINK, &t).map_err(|e| self.sq(e))?;
+                i.data_mut().slink.target_size = t.len() as u32;
+                i
+            } else {
+                self.sum.specials += 1;
+                let (ty, dev) = match meta.fmt() {
+                    libc::S_IFCHR => (sys::SQFS_INODE_CDEV, true),
+                    libc::S_IFBLK => (sys::SQFS_INODE_BDEV, true),
+                    libc::S_IFIFO => (sys::SQFS_INODE_FIFO, false),
+                    libc::S_IFSOCK => (sys::SQFS_INODE_SOCKET, false),
+                    _ => {
+                        return Err(Error::invalid_input(format!(
+                            "{}: unsupported file type",
+                            show(path)
+                        )));
+                    }
+                };
+                let mut i = Inode::alloc(ty, &[]).map_err(|e| self.sq(e))?;
+                if dev {
+                    i.data_mut().dev.devno = encode_dev(meta.rdev);
+                }
+                i
+            };
+            self.apply(&mut inode, inum, &m, nlink)?;
+            Target::Known {
+                inum,
+                iref: self.write_inode(&inode)?,
+            }
+        };
+        if meta.linked() {
+            let link = self.links.get_mut(key).expect("link entry");
+            link.inum = inum;
+            link.set(target);
+            link.remaining -= 1;
+            if link.remaining == 0 {
+                self.links.remove(key);
+            }
+        }
+        Ok(target)
+    }
+
+    /// Feed a regular file to the block processor. Returns the inode at
+    /// once for an empty file, `None` if it waits for compression.
+    pub(super) fn add_file(
+        &mut self,
+        mut f: File,
+        path: &Path,
+        meta: &St,
+    ) -> Result<Option<Inode>> {
+        let expect = meta.size;
+        self.bp.begin_file().map_err(|e| self.sq(e))?;
+        let mut total = 0u64;
+        loop {
+            let n = match f.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = self.bp.end_file();
+                    return Err(io_err("reading", path, e));
+                }
+            };
+            total += n as u64;
+            if total > expect {
+                let _ = self.bp.end_file();
+                return Err(self.changed(path, "file grew"));
+            }
+            if let Err(e) = self.bp.append(&self.buf[..n]) {
+                return Err(self.sq(e));
+            }
+            self.progress.add(n as u64);
+        }
+        self.sum.bytes_in += total;
+        let done = self.bp.end_file().map_err(|e| self.sq(e))?;
+        if total != expect {
+            return Err(self.changed(path, "file shrank"));
+        }
+        Ok(done)
+    }
+
+    /// Write a finished directory whose entries are all known.
+    pub(super) fn write_dir(
+        &mut self,
+        inum: u32,
+        parent: u32,
+        meta: &Meta,
+        subdirs: u32,
+        entries: &[Entry],
+    ) -> Result<Target> {
+        let mut it = entries.iter().map(|e| match e.target {
+            Target::Known { inum, iref } => (e.name.as_c_str(), inum, iref, e.mode),
+            Target::Slot(_) => unreachable!("unresolved entry"),
+        });
+        let mut inode = self
+            .dw
+            .write_dir(&mut it, meta.xattr, parent)
+            .map_err(|e| self.sq(e))?;
+        drop(it);
+        self.apply(&mut inode, inum, meta, 2 + subdirs)?;
+        let iref = self.write_inode(&inode)?;
+        Ok(Target::Known { inum, iref })
+    }
+
+    /// Finish a directory: write it now if every entry is known, else queue it.
+    pub(super) fn close_dir(&mut self, f: Frame) -> Result<Target> {
+        let pending = f
+            .entries
+            .iter()
+            .any(|e| matches!(e.target, Target::Slot(_)));
+        if !pending {
+            return self.write_dir(f.inum, f.parent, &f.meta, f.subdirs, &f.entries);
+        }
+        self.pending_entries += f.entries.len();
+        self.slots.push(Slot::Dir {
+            inum: f.inum,
+            parent: f.parent,
+            meta: f.meta,
+            subdirs: f.subdirs,
+            entries: f.entries,
+        });
+        Ok(Target::Slot(self.slots.len() as u32 - 1))
+    }
+
+    pub(super) fn should_flush(&self) -> bool {
+        let max = self.opts.max_pending.max(1);
+        self.slots.len() >= max || self.pending_entries >= max.saturating_mul(8)
+    }
+
+    /// Wait for the data of all queued files, then write every queued inode
+    /// and directory, and resolve the entries of the open directories.
+    pub(super) fn flush(&mut self, stack: &mut [Frame], finish: bool) -> Result<Vec<Target>> {
+        let inodes = if finish {
+            self.bp.finish()
+        } else {
+            self.bp.sync()
+        }
+        .map_err(|e| self.sq(e))?;
+        let mut inodes = inodes.into_iter();
+        let slots = std::mem::take(&mut self.slots);
+        let mut resolved: Vec<Target> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let t = match slot {
+                Slot::File {
+                    inum,
+                    meta,
+                    nlink,
+                    link_key,
+                } => {
+                    let mut inode = inodes
+                        .next()
+                        .ok_or_else(|| Error::internal("pack: fewer file inodes than slots"))?;
+                    self.apply(&mut inode, inum, &meta, nlink)?;
+                    let t = Target::Known {
+                        inum,
+                        iref: self.write_inode(&inode)?,
+                    };
+                    if let Some(key) = link_key
+                        && let Some(link) = self.links.get_mut(key)
+                    {
+                        link.set(t);
+                    }
+                    t
+                }
+                Slot::Dir {
+                    inum,
+                    parent,
+                    meta,
+                    subdirs,
+                    mut entries,
+                } => {
+                    for e in &mut entries {
+                        if let Target::Slot(j) = e.target {
+                            e.target = resolved[j as usize];
+                        }
+                    }
+                    self.write_dir(inum, parent, &meta, subdirs, &entries)?
+                }
+            };
+            resolved.push(t);
+        }
+        if inodes.next().is_some() {
+            return Err(Error::internal("pack: more file inodes than slots"));
+        }
+        for f in stack.iter_mut() {
+            for e in &mut f.entries {
+                if let Target::Slot(j) = e.target {
+                    e.target = resolved[j as usize];
+                }
+            }
+        }
+        self.pending_entries = 0;
+        Ok(resolved)
+    }
+
+    pub(super) fn open_frame(
+        &mut self,
+        dir: File,
+        path: &Path,
+        name: CString,
+        meta: &St,
+        depth: usize,
+        parent: Option<u32>,
+    ) -> Result<Frame> {
+        let inum = self.new_inum()?;
+        self.sum.dirs += 1;
+        let m = self.meta_of(XSrc::Fd(&dir), path, meta)?;
+        let names = walk::list(&dir).map_err(|e| io_err("listing", path, e))?;
+        Ok(Frame {
+            dir,
+            name,
+            names: names.into_iter(),
+            depth,
+            inum,
+            parent: parent.unwrap_or(0),
+            meta: m,
+            subdirs: 0,
+            entries: Vec::new(),
+        })
+    }
+
+    /// The walk. Returns the root's reference.
+    pub(super) fn run(&mut self, src: &Path) -> Result<u64> {
+        let sel = self.opts.selection.clone();
+        let mut path = src.to_path_buf();
+        let meta = walk::stat_path(&path).map_err(|e| io_err("reading", &path, e))?;
+        let dir = walk::open_dir_path(&path).map_err(|e| io_err("opening", &path, e))?;
+        let root = self.open_frame(dir, &path, CString::default(), &meta, 1, None)?;
+        let mut stack = vec![root];
+        let root_target = loop {
+            let top = stack.last_mut().expect("stack");
+            let Some(name) = top.names.next() else {
+                let mut f = stack.pop().expect("frame");
+                if stack.is_empty() {
+                    // Like mksquashfs: the root's parent is one past the last inode.
+                    f.parent = self.next_inum;
+                }
+                let name = f.name.clone();
+                let target = self.close_dir(f)?;
+                match stack.last_mut() {
+                    None => break target,
+                    Some(parent) => {
+                        parent.subdirs += 1;
+                        parent.entries.push(Entry {
+                            name,
+                            mode: libc::S_IFDIR as u16,
+                            target,
+                        });
+                        path.pop();
+                    }
+                }
+                if self.should_flush() {
+                    self.flush(&mut stack, false)?;
+                }
+                continue;
+            };
+            let depth = top.depth;
+            let parent_inum = top.inum;
+            if !selected(sel.as_ref(), depth, &name) {
+                continue;
+            }
+            path.push(OsStr::from_bytes(name.to_bytes()));
+            let meta = walk::stat_at(&top.dir, &name).map_err(|e| io_err("reading", &path, e))?;
+            if meta.is_dir() {
+                let dir =
+                    walk::open_dir_at(&top.dir, &name).map_err(|e| io_err("opening", &path, e))?;
+                let f = self.open_frame(dir, &path, name, &meta, depth + 1, Some(parent_inum))?;
+                stack.push(f);
+                continue;
+            }
+            let target = self.add_leaf(&top.dir, &name, &path, &meta)?;
+            let mode = meta.fmt() as u16;
+            stack
+                .last_mut()
+                .expect("frame")
+                .entries
+                .push(Entry { name, mode, target });
+            path.pop();
+            if self.should_flush() {
+                self.flush(&mut stack, false)?;
+            }
+        };
+        // Everything is walked: write what is still queued, root last.
+        let mut none: [Frame; 0] = [];
+        let resolved = self.flush(&mut none, true)?;
+        let root_target = match root_target {
+            Target::Slot(j) => resolved[j as usize],
+            t => t,
+        };
+        match root_target {
+            Target::Known { iref, .. } => Ok(iref),
+            Target::Slot(_) => Err(Error::internal("pack: root not written")),
+        }
+    }
+}
+
+impl Packer<'_> {
+    /// After the walk: append the inode and directory tables, then the
+    /// fragment, id and xattr tables, and write the final super block.
+    pub(super) fn finish_tables(
+        &mut self,
+        sup: &mut ffi::Super,
+        dm: &Rc<RefCell<MetaWriter>>,
+        root_ref: u64,
+    ) -> Result<()> {
+        self.im.flush().map_err(|e| self.sq(e))?;
+        dm.borrow_mut().flush().map_err(|e| self.sq(e))?;
+        sup.inode_table_start = self.image.size();
+        self.append_table(&self.itab.clone())?;
+        sup.directory_table_start = self.image.size();
+        self.append_table(&self.dtab.clone())?;
+        self.frag
+            .write(&self.image, sup, &self.cmp)
+            .map_err(|e| self.sq(e))?;
+        self.ids
+            .write(&self.image, sup, &self.cmp)
+            .map_err(|e| self.sq(e))?;
+        self.xw
+            .flush(&self.image, sup, &self.cmp)
+            .map_err(|e| self.sq(e))?;
+        sup.inode_count = self.next_inum - 1;
+        sup.root_inode_ref = root_ref;
+        sup.flags &= !(sys::SQFS_FLAG_NO_DUPLICATES as u16);
+        sup.bytes_used = self.image.size();
+        ffi::super_write(sup, &self.image).map_err(|e| self.sq(e))?;
+        // Pad to 4 KiB like mksquashfs, so the image suits loop devices.
+        let pad = (4096 - self.image.size() % 4096) % 4096;
+        if pad > 0 {
+            self.image
+                .append(&vec![0u8; pad as usize])
+                .map_err(|e| io_err("writing", self.image_path, e))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn append_table(&self, table: &SqFile) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        let len = table.size();
+        while off < len {
+            let n = ((len - off) as usize).min(buf.len());
+            std::os::unix::fs::FileExt::read_exact_at(table.file(), &mut buf[..n], off)
+                .map_err(|e| io_err("reading back a temporary table for", self.image_path, e))?;
+            self.image
+                .append(&buf[..n])
+                .map_err(|e| io_err("writing", self.image_path, e))?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+}
