@@ -23,6 +23,7 @@
 
 mod fakesuper;
 mod ffi;
+mod layout;
 mod pack;
 #[allow(clippy::all)]
 mod sys;

@@ -8,9 +8,9 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
 
-/// The parts of `struct stat` the packer uses.
+/// The parts of `struct statx` the packer uses.
 #[derive(Debug, Clone, Copy)]
 pub struct St {
     pub mode: u32,
@@ -20,22 +20,29 @@ pub struct St {
     pub size: u64,
     pub rdev: u64,
     pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Birth time, where the file system records it.
+    pub btime: Option<(i64, u32)>,
     pub dev: u64,
     pub ino: u64,
 }
 
 impl St {
-    fn from(s: rustix::fs::Stat) -> St {
+    fn from(s: rustix::fs::Statx) -> St {
+        let btime = (s.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then_some((s.stx_btime.tv_sec, s.stx_btime.tv_nsec));
         St {
-            mode: s.st_mode,
-            nlink: s.st_nlink,
-            uid: s.st_uid,
-            gid: s.st_gid,
-            size: s.st_size as u64,
-            rdev: s.st_rdev,
-            mtime: s.st_mtime,
-            dev: s.st_dev,
-            ino: s.st_ino,
+            mode: s.stx_mode as u32,
+            nlink: s.stx_nlink as u64,
+            uid: s.stx_uid,
+            gid: s.stx_gid,
+            size: s.stx_size,
+            rdev: rustix::fs::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+            mtime: s.stx_mtime.tv_sec,
+            mtime_nsec: s.stx_mtime.tv_nsec,
+            btime,
+            dev: rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
         }
     }
 
@@ -61,19 +68,33 @@ impl St {
     }
 }
 
+const WANT: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::BTIME);
+
 pub fn stat_path(path: &Path) -> io::Result<St> {
-    Ok(St::from(rustix::fs::statat(
+    Ok(St::from(rustix::fs::statx(
         CWD,
         path,
         AtFlags::SYMLINK_NOFOLLOW,
+        WANT,
     )?))
 }
 
 pub fn stat_at(dir: &File, name: &CStr) -> io::Result<St> {
-    Ok(St::from(rustix::fs::statat(
+    Ok(St::from(rustix::fs::statx(
         dir,
         name,
         AtFlags::SYMLINK_NOFOLLOW,
+        WANT,
+    )?))
+}
+
+/// The status of an open file.
+pub fn stat_fd(f: &File) -> io::Result<St> {
+    Ok(St::from(rustix::fs::statx(
+        f,
+        c"",
+        AtFlags::EMPTY_PATH,
+        WANT,
     )?))
 }
 

@@ -62,6 +62,24 @@ impl Compressor {
         check(unsafe { f(cmp, file.raw()) }, "reading compressor options")
     }
 
+    /// Run the (de)compressor on one block: returns the output size, or 0
+    /// when a compressor found the block incompressible.
+    pub fn do_block(&self, input: &[u8], output: &mut [u8]) -> SqResult<usize> {
+        let cmp = self.ptr.as_ptr();
+        let f = unsafe { (*cmp).do_block.expect("do_block") };
+        let ret = unsafe {
+            f(
+                cmp,
+                input.as_ptr(),
+                input.len() as u32,
+                output.as_mut_ptr(),
+                output.len() as u32,
+            )
+        };
+        check(ret, "(de)compressing a block")?;
+        Ok(ret as usize)
+    }
+
     pub(super) fn raw(&self) -> *mut sys::sqfs_compressor_t {
         self.ptr.as_ptr()
     }

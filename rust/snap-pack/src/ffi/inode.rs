@@ -98,6 +98,23 @@ impl Inode {
         Ok(out)
     }
 
+    /// `(blocks_start, fragment index, fragment offset)` of a file inode.
+    pub fn file_location(&self) -> (u64, u32, u32) {
+        let mut start = 0;
+        let (mut idx, mut off) = (0, 0);
+        unsafe {
+            sys::sqfs_inode_get_file_block_start(self.ptr.as_ptr(), &mut start);
+            sys::sqfs_inode_get_frag_location(self.ptr.as_ptr(), &mut idx, &mut off);
+        }
+        (start, idx, off)
+    }
+
+    /// The block size words of a file inode.
+    pub fn block_sizes(&self) -> &[u32] {
+        let g = self.generic();
+        unsafe { std::slice::from_raw_parts(g.extra.as_ptr(), g.payload_bytes_used as usize / 4) }
+    }
+
     /// The payload bytes (symlink target).
     pub fn payload(&self) -> &[u8] {
         let g = self.generic();

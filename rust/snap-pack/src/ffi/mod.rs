@@ -18,9 +18,9 @@ use std::ptr::{self, NonNull};
 use crate::sys;
 
 pub use compressor::Compressor;
-pub use file::SqFile;
+pub use file::{HEAD, SqFile};
 pub use inode::Inode;
-pub use readers::{DataReader, DirEnt, MetaTables, XattrReader};
+pub use readers::{DirEnt, MetaTables, XattrReader};
 pub use writers::{
     BlockProcessor, BlockWriter, DirWriter, FragTable, IdTable, MetaWriter, XattrWriter,
 };
@@ -125,4 +125,15 @@ pub fn super_read(file: &SqFile) -> SqResult<Super> {
         "reading the super block",
     )?;
     Ok(s)
+}
+
+/// The inode generation (`FS_IOC_GETVERSION`) of an open file, where the
+/// file system keeps one (ext4, XFS, btrfs; not tmpfs).
+pub fn inode_generation(f: &std::fs::File) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    // The kernel writes an int; the ioctl is declared with a long.
+    let mut out: libc::c_long = 0;
+    let ret = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETVERSION, &mut out) };
+    (ret == 0).then_some(out as u32)
 }

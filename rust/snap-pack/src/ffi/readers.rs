@@ -80,6 +80,34 @@ impl MetaTables {
         Inode::from_raw(out, "inode")
     }
 
+    /// Position the inode reader at reference `iref`, for [`MetaTables::read_inode_bytes`].
+    pub fn seek_inode(&mut self, iref: u64) -> SqResult<()> {
+        check(
+            unsafe {
+                sys::sqfs_meta_reader_seek(
+                    self.inodes.as_ptr(),
+                    self.sup.inode_table_start + (iref >> 16),
+                    (iref & 0xFFFF) as usize,
+                )
+            },
+            "seeking to an inode",
+        )
+    }
+
+    /// Read the next raw bytes of the inode table (an inode parsed by the caller).
+    pub fn read_inode_bytes(&mut self, buf: &mut [u8]) -> SqResult<()> {
+        check(
+            unsafe {
+                sys::sqfs_meta_reader_read(
+                    self.inodes.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len(),
+                )
+            },
+            "reading an inode",
+        )
+    }
+
     pub fn root_inode(&mut self) -> SqResult<Inode> {
         let r = self.sup.root_inode_ref;
         self.inode(r)
@@ -133,49 +161,6 @@ impl Drop for MetaTables {
             destroy(self.inodes.as_ptr());
             destroy(self.dirs.as_ptr());
         }
-    }
-}
-
-pub struct DataReader {
-    pub(super) ptr: NonNull<sys::sqfs_data_reader_t>,
-    _deps: (Rc<Compressor>, Rc<SqFile>),
-}
-
-impl DataReader {
-    pub fn new(sup: &Super, cmp: Rc<Compressor>, file: Rc<SqFile>) -> SqResult<Self> {
-        let p = unsafe {
-            sys::sqfs_data_reader_create(file.raw(), sup.block_size as usize, cmp.raw(), 0)
-        };
-        let r = DataReader {
-            ptr: nonnull(p, "creating the data reader")?,
-            _deps: (cmp, file),
-        };
-        check(
-            unsafe { sys::sqfs_data_reader_load_fragment_table(r.ptr.as_ptr(), sup) },
-            "loading the fragment table",
-        )?;
-        Ok(r)
-    }
-
-    /// Read up to `buf.len()` bytes of a file at `offset`; returns the count.
-    pub fn read(&mut self, inode: &Inode, offset: u64, buf: &mut [u8]) -> SqResult<usize> {
-        let ret = unsafe {
-            sys::sqfs_data_reader_read(
-                self.ptr.as_ptr(),
-                inode.ptr.as_ptr(),
-                offset,
-                buf.as_mut_ptr() as *mut c_void,
-                buf.len().min(u32::MAX as usize) as u32,
-            )
-        };
-        check(ret, "reading file data")?;
-        Ok(ret as usize)
-    }
-}
-
-impl Drop for DataReader {
-    fn drop(&mut self) {
-        unsafe { destroy(self.ptr.as_ptr()) }
     }
 }
 

@@ -47,6 +47,40 @@ impl FragTable {
             "writing the fragment table",
         )
     }
+
+    /// The fragment table of an image.
+    pub fn read(file: &SqFile, sup: &Super, cmp: &Compressor) -> SqResult<Self> {
+        let t = FragTable::new()?;
+        check(
+            unsafe { sys::sqfs_frag_table_read(t.ptr.as_ptr(), file.raw(), sup, cmp.raw()) },
+            "reading the fragment table",
+        )?;
+        Ok(t)
+    }
+
+    /// Add a fragment block (image offset, on-disk size word); returns its index.
+    pub fn append(&self, location: u64, size: u32) -> SqResult<u32> {
+        let mut index = 0;
+        check(
+            unsafe { sys::sqfs_frag_table_append(self.ptr.as_ptr(), location, size, &mut index) },
+            "adding a fragment block",
+        )?;
+        Ok(index)
+    }
+
+    /// `(image offset, on-disk size word)` of fragment block `index`.
+    pub fn lookup(&self, index: u32) -> SqResult<(u64, u32)> {
+        let mut ent = sys::sqfs_fragment_t::default();
+        check(
+            unsafe { sys::sqfs_frag_table_lookup(self.ptr.as_ptr(), index, &mut ent) },
+            "looking up a fragment block",
+        )?;
+        Ok((ent.start_offset, ent.size))
+    }
+
+    pub fn len(&self) -> u32 {
+        unsafe { sys::sqfs_frag_table_get_size(self.ptr.as_ptr()) as u32 }
+    }
 }
 
 impl Drop for FragTable {
@@ -119,7 +153,8 @@ impl BlockProcessor {
         })
     }
 
-    pub fn begin_file(&mut self) -> SqResult<()> {
+    /// Start a file; `flags`: `SQFS_BLK_*` user flags (0 for the defaults).
+    pub fn begin_file(&mut self, flags: u32) -> SqResult<()> {
         let mut cell: Box<*mut sys::sqfs_inode_generic_t> = Box::new(ptr::null_mut());
         let cell_ptr: *mut *mut sys::sqfs_inode_generic_t = &mut *cell;
         check(
@@ -128,7 +163,7 @@ impl BlockProcessor {
                     self.ptr.as_ptr(),
                     cell_ptr,
                     ptr::null_mut(),
-                    0,
+                    flags,
                 )
             },
             "starting a file",
@@ -355,6 +390,20 @@ impl MetaWriter {
             "writing an inode",
         )?;
         Ok(r)
+    }
+
+    /// Append raw bytes (an inode serialised by the caller).
+    pub fn append(&mut self, data: &[u8]) -> SqResult<()> {
+        check(
+            unsafe {
+                sys::sqfs_meta_writer_append(
+                    self.ptr.as_ptr(),
+                    data.as_ptr() as *const c_void,
+                    data.len(),
+                )
+            },
+            "writing metadata",
+        )
     }
 
     pub fn flush(&mut self) -> SqResult<()> {

@@ -21,12 +21,14 @@
 //! The image is written to a temporary file in the target directory and
 //! renamed into place only when complete; on any error it is removed.
 
+mod engine;
+mod files;
 mod links;
 mod packer;
 mod prescan;
+mod source;
 mod xattrs;
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -37,16 +39,13 @@ use std::time::{Duration, Instant};
 
 use snap_core::{Error, ErrorKind, Progress, Result};
 
-use crate::ffi::{
-    self, BlockProcessor, BlockWriter, Compressor as SqCompressor, DirWriter, FragTable, IdTable,
-    MetaWriter, SqFile, XattrWriter,
-};
+use crate::ffi::SqFile;
 use crate::sys;
-use crate::util::{io_err, show, sq_err};
-use crate::walk;
+use crate::util::{io_err, show};
 
-use packer::{BACKLOG_PER_THREAD, Packer};
-use prescan::prescan;
+pub(crate) use engine::{Packed, Sink, check_options, pack_into};
+pub(crate) use files::{FileKey, Reuse};
+pub(crate) use source::Source;
 
 /// Compressors this libsquashfs can write. (LZO is not in libsquashfs
 /// itself — squashfs-tools-ng keeps it in its tools for licensing reasons —
@@ -181,8 +180,20 @@ pub struct PackSummary {
     /// Entries whose mtime did not fit SquashFS's unsigned 32-bit seconds
     /// (before 1970 or after 2106) and was clamped.
     pub clamped_mtimes: u64,
-    /// Unique file data read (hardlinked data counted once).
+    /// Unique file data read (hardlinked data counted once; holes of
+    /// sparse files are not read).
     pub bytes_in: u64,
+    /// Files with holes, and the bytes of holes skipped (not read, listed
+    /// as sparse blocks).
+    pub sparse_files: u64,
+    pub hole_bytes: u64,
+    /// Chain links: files referenced in the image without being read, and
+    /// their apparent size.
+    pub reused_files: u64,
+    pub reused_bytes: u64,
+    /// Chain links: files on a file system with neither inode generations
+    /// nor birth times, read every time (their identity cannot be trusted).
+    pub unkeyed_files: u64,
     pub image_size: u64,
     pub duration: Duration,
 }
@@ -199,38 +210,7 @@ pub fn pack(
     progress: &Progress,
 ) -> Result<PackSummary> {
     let start = Instant::now();
-    let bs = opts.block_size;
-    if !(4096..=1 << 20).contains(&bs) || !bs.is_power_of_two() {
-        return Err(Error::invalid_input(format!(
-            "block size {bs} is not a power of two between 4 KiB and 1 MiB"
-        )));
-    }
-    if let Some(sel) = &opts.selection
-        && sel.depth == 0
-    {
-        return Err(Error::invalid_input("selection depth must be at least 1"));
-    }
-    let threads = match opts.threads {
-        Some(0) => return Err(Error::invalid_input("threads must be at least 1")),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    }
-    .min(256) as u32;
-    let level = opts.level.unwrap_or(opts.compressor.default_level());
-    // Check the compressor settings before scanning a large tree.
-    let cmp = Rc::new(
-        SqCompressor::new(opts.compressor.id(), bs, Some(level), false).map_err(|e| {
-            Error::invalid_input(format!(
-                "compressor {} level {level}: {}",
-                opts.compressor.name(),
-                e.describe()
-            ))
-        })?,
-    );
-    let uncmp = Rc::new(
-        SqCompressor::new(opts.compressor.id(), bs, Some(level), true)
-            .map_err(|e| sq_err(e, &[]))?,
-    );
+    check_options(opts)?;
     match fs::symlink_metadata(image) {
         Ok(_) => {
             return Err(Error::new(
@@ -251,7 +231,6 @@ pub fn pack(
             format!("directory {} for the image does not exist", show(&dir)),
         ));
     }
-
     // An image written inside the tree would be packed into itself.
     if let (Ok(d), Ok(s)) = (fs::canonicalize(&dir), fs::canonicalize(src))
         && d.starts_with(&s)
@@ -262,10 +241,6 @@ pub fn pack(
             show(src)
         )));
     }
-
-    let scan = prescan(src, opts)?;
-    progress.set_total(scan.data_bytes);
-
     // The image is built in a hidden temporary file beside its final name.
     let tmp = tempfile::Builder::new()
         .prefix(".snap-pack-")
@@ -276,82 +251,16 @@ pub fn pack(
         .as_file()
         .try_clone()
         .map_err(|e| io_err("opening", tmp.path(), e))?;
-    let itab_file =
-        tempfile::tempfile_in(&dir).map_err(|e| io_err("creating a temporary file in", &dir, e))?;
-    let dtab_file =
-        tempfile::tempfile_in(&dir).map_err(|e| io_err("creating a temporary file in", &dir, e))?;
     let image_sq = Rc::new(SqFile::new(image_file, 0));
-    let itab = Rc::new(SqFile::new(itab_file, 0));
-    let dtab = Rc::new(SqFile::new(dtab_file, 0));
-    let files =
-        |e: ffi::SqfsError| sq_err(e, &[(&image_sq, image), (&itab, image), (&dtab, image)]);
-
-    let root_meta = walk::stat_path(src).map_err(|e| io_err("reading", src, e))?;
-    let mut sup = ffi::super_init(
-        bs,
-        root_meta.mtime.clamp(0, u32::MAX as i64) as u32,
-        opts.compressor.id(),
-    )
-    .map_err(files)?;
-    ffi::super_write(&sup, &image_sq).map_err(files)?;
-    if cmp.write_options(&image_sq).map_err(files)? {
-        sup.flags |= sys::SQFS_FLAG_COMPRESSOR_OPTIONS as u16;
-    }
-    let bw = Rc::new(BlockWriter::new(image_sq.clone()).map_err(files)?);
-    let frag = Rc::new(FragTable::new().map_err(files)?);
-    let bp = BlockProcessor::new(
-        bs,
-        threads,
-        threads * BACKLOG_PER_THREAD,
-        cmp.clone(),
-        uncmp,
-        bw,
-        frag.clone(),
-        image_sq.clone(),
-    )
-    .map_err(files)?;
-    let im = MetaWriter::new(itab.clone(), cmp.clone()).map_err(files)?;
-    let dm = Rc::new(RefCell::new(
-        MetaWriter::new(dtab.clone(), cmp.clone()).map_err(files)?,
-    ));
-    let dw = DirWriter::new(dm.clone()).map_err(files)?;
-
-    let mut p = Packer {
-        opts,
-        progress,
-        image_path: image,
+    let sink = Sink {
         image: image_sq.clone(),
-        itab: itab.clone(),
-        dtab: dtab.clone(),
-        cmp: cmp.clone(),
-        bp,
-        im,
-        dw,
-        ids: IdTable::new().map_err(files)?,
-        xw: XattrWriter::new().map_err(files)?,
-        frag,
-        slots: Vec::new(),
-        pending_entries: 0,
-        links: scan.links,
-        next_inum: 1,
-        buf: vec![0u8; bs as usize],
-        sum: PackSummary::default(),
+        path: image,
+        tmp_dir: &dir,
+        fragments: &[],
+        options_written: None,
     };
-    let root_ref = p.run(src)?;
-    if !p.links.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "{}: {} hard-linked file(s) lost links during pack; try again",
-                show(src),
-                p.links.len()
-            ),
-        ));
-    }
-    p.finish_tables(&mut sup, &dm, root_ref)?;
-    let mut sum = std::mem::take(&mut p.sum);
-    drop(p);
-    drop(dm);
+    let packed = pack_into(&Source::dir(src), sink, opts, progress, None)?;
+    let mut sum = packed.sum;
 
     // Make it durable, then give it its name (refusing to replace anything).
     tmp.as_file()

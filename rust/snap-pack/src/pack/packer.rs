@@ -1,18 +1,18 @@
 #![forbid(unsafe_code)]
 //! The data pass: the walk that writes data, inodes and directories.
 
-use std::cell::RefCell;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
 use snap_core::{Error, ErrorKind, Progress, Result};
 
+use super::files::{FileKey, Live, Reuse};
 use super::links::Links;
-use super::xattrs::{XSrc, read_xattrs, selected};
+use super::source::Source;
+use super::xattrs::{XSrc, read_xattrs};
 use super::{PackOptions, PackSummary};
 use crate::ffi::{
     self, BlockProcessor, Compressor as SqCompressor, DirWriter, FragTable, IdTable, Inode,
@@ -55,6 +55,8 @@ pub(super) enum Slot {
         meta: Meta,
         nlink: u32,
         link_key: Option<(u64, u64)>,
+        /// Identity for the chain index, when the pack keeps one.
+        key: Option<Box<FileKey>>,
     },
     /// A finished directory with an entry that waits for a file.
     Dir {
@@ -102,6 +104,16 @@ pub(super) struct Packer<'a> {
     pub(super) next_inum: u32,
     pub(super) buf: Vec<u8>,
     pub(super) sum: PackSummary,
+    pub(super) block_size: u32,
+    /// File inodes the block processor completed before their slots were
+    /// written (a sparse file waits for all data before its own).
+    pub(super) synced: Vec<Inode>,
+    /// Chain links: the index of files already in the image, and the new one.
+    pub(super) reuse: Option<&'a mut dyn Reuse>,
+    /// Index of the server (depth-2 name) being walked, for file keys.
+    pub(super) owner: u32,
+    /// Chain links: which data the image still uses.
+    pub(super) live: Option<Live>,
 }
 
 pub(super) fn clamp_mtime(st: &St, sum: &mut PackSummary) -> u32 {
@@ -221,27 +233,7 @@ impl<'a> Packer<'a> {
         }
         let inum = self.new_inum()?;
         let target = if meta.is_file() {
-            self.sum.files += 1;
-            let f = walk::open_file_at(dir, name).map_err(|e| io_err("opening", path, e))?;
-            let m = self.meta_of(XSrc::Fd(&f), path, meta)?;
-            match self.add_file(f, path, meta)? {
-                Some(mut inode) => {
-                    self.apply(&mut inode, inum, &m, nlink)?;
-                    Target::Known {
-                        inum,
-                        iref: self.write_inode(&inode)?,
-                    }
-                }
-                None => {
-                    self.slots.push(Slot::File {
-                        inum,
-                        meta: m,
-                        nlink,
-                        link_key: meta.linked().then_some(key),
-                    });
-                    Target::Slot(self.slots.len() as u32 - 1)
-                }
-            }
+            self.add_regular(dir, name, path, meta, inum, nlink)?
         } else {
             let m = self.meta_of(XSrc::Path(path), path, meta)?;
             let mut inode = if meta.is_symlink() {
@@ -287,45 +279,6 @@ impl<'a> Packer<'a> {
             }
         }
         Ok(target)
-    }
-
-    /// Feed a regular file to the block processor. Returns the inode at
-    /// once for an empty file, `None` if it waits for compression.
-    pub(super) fn add_file(
-        &mut self,
-        mut f: File,
-        path: &Path,
-        meta: &St,
-    ) -> Result<Option<Inode>> {
-        let expect = meta.size;
-        self.bp.begin_file().map_err(|e| self.sq(e))?;
-        let mut total = 0u64;
-        loop {
-            let n = match f.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = self.bp.end_file();
-                    return Err(io_err("reading", path, e));
-                }
-            };
-            total += n as u64;
-            if total > expect {
-                let _ = self.bp.end_file();
-                return Err(self.changed(path, "file grew"));
-            }
-            if let Err(e) = self.bp.append(&self.buf[..n]) {
-                return Err(self.sq(e));
-            }
-            self.progress.add(n as u64);
-        }
-        self.sum.bytes_in += total;
-        let done = self.bp.end_file().map_err(|e| self.sq(e))?;
-        if total != expect {
-            return Err(self.changed(path, "file shrank"));
-        }
-        Ok(done)
     }
 
     /// Write a finished directory whose entries are all known.
@@ -385,7 +338,7 @@ impl<'a> Packer<'a> {
             self.bp.sync()
         }
         .map_err(|e| self.sq(e))?;
-        let mut inodes = inodes.into_iter();
+        let mut inodes = std::mem::take(&mut self.synced).into_iter().chain(inodes);
         let slots = std::mem::take(&mut self.slots);
         let mut resolved: Vec<Target> = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -395,14 +348,19 @@ impl<'a> Packer<'a> {
                     meta,
                     nlink,
                     link_key,
+                    key,
                 } => {
-                    let mut inode = inodes
+                    let inode = inodes
                         .next()
                         .ok_or_else(|| Error::internal("pack: fewer file inodes than slots"))?;
-                    self.apply(&mut inode, inum, &meta, nlink)?;
+                    let layout =
+                        crate::layout::FileLayout::from_inode(&inode).map_err(|e| self.sq(e))?;
+                    if let (Some(key), Some(reuse)) = (key, self.reuse.as_mut()) {
+                        reuse.record(&key, &layout, false)?;
+                    }
                     let t = Target::Known {
                         inum,
-                        iref: self.write_inode(&inode)?,
+                        iref: self.write_file(&layout, inum, &meta, nlink)?,
                     };
                     if let Some(key) = link_key
                         && let Some(link) = self.links.get_mut(key)
@@ -442,8 +400,10 @@ impl<'a> Packer<'a> {
         Ok(resolved)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_frame(
         &mut self,
+        source: &Source<'_>,
         dir: File,
         path: &Path,
         name: CString,
@@ -453,8 +413,16 @@ impl<'a> Packer<'a> {
     ) -> Result<Frame> {
         let inum = self.new_inum()?;
         self.sum.dirs += 1;
-        let m = self.meta_of(XSrc::Fd(&dir), path, meta)?;
-        let names = walk::list(&dir).map_err(|e| io_err("listing", path, e))?;
+        let mut m = self.meta_of(XSrc::Fd(&dir), path, meta)?;
+        let names = if parent.is_none() {
+            if let Some(t) = source.root_mtime {
+                m.mtime = t.clamp(0, u32::MAX as i64) as u32;
+            }
+            source.root_names(&dir)
+        } else {
+            walk::list(&dir)
+        }
+        .map_err(|e| io_err("listing", path, e))?;
         Ok(Frame {
             dir,
             name,
@@ -469,12 +437,12 @@ impl<'a> Packer<'a> {
     }
 
     /// The walk. Returns the root's reference.
-    pub(super) fn run(&mut self, src: &Path) -> Result<u64> {
+    pub(super) fn run(&mut self, source: &Source<'_>) -> Result<u64> {
         let sel = self.opts.selection.clone();
-        let mut path = src.to_path_buf();
+        let mut path = source.root.to_path_buf();
         let meta = walk::stat_path(&path).map_err(|e| io_err("reading", &path, e))?;
         let dir = walk::open_dir_path(&path).map_err(|e| io_err("opening", &path, e))?;
-        let root = self.open_frame(dir, &path, CString::default(), &meta, 1, None)?;
+        let root = self.open_frame(source, dir, &path, CString::default(), &meta, 1, None)?;
         let mut stack = vec![root];
         let root_target = loop {
             let top = stack.last_mut().expect("stack");
@@ -505,19 +473,36 @@ impl<'a> Packer<'a> {
             };
             let depth = top.depth;
             let parent_inum = top.inum;
-            if !selected(sel.as_ref(), depth, &name) {
+            if source.skip(sel.as_ref(), depth, &name) {
                 continue;
             }
-            path.push(OsStr::from_bytes(name.to_bytes()));
-            let meta = walk::stat_at(&top.dir, &name).map_err(|e| io_err("reading", &path, e))?;
+            let real = source.real(depth, &name);
+            path.push(OsStr::from_bytes(real.to_bytes()));
+            let meta = walk::stat_at(&top.dir, real).map_err(|e| io_err("reading", &path, e))?;
             if meta.is_dir() {
                 let dir =
-                    walk::open_dir_at(&top.dir, &name).map_err(|e| io_err("opening", &path, e))?;
-                let f = self.open_frame(dir, &path, name, &meta, depth + 1, Some(parent_inum))?;
+                    walk::open_dir_at(&top.dir, real).map_err(|e| io_err("opening", &path, e))?;
+                if depth == 2
+                    && let Some(r) = self.reuse.as_mut()
+                {
+                    self.owner = r.owner(name.to_bytes());
+                }
+                let f = self.open_frame(
+                    source,
+                    dir,
+                    &path,
+                    name,
+                    &meta,
+                    depth + 1,
+                    Some(parent_inum),
+                )?;
                 stack.push(f);
                 continue;
             }
-            let target = self.add_leaf(&top.dir, &name, &path, &meta)?;
+            if depth == 1 && source.snapshots.is_some() {
+                return Err(self.changed(&path, "a snapshot is no longer a directory"));
+            }
+            let target = self.add_leaf(&top.dir, real, &path, &meta)?;
             let mode = meta.fmt() as u16;
             stack
                 .last_mut()
@@ -540,61 +525,5 @@ impl<'a> Packer<'a> {
             Target::Known { iref, .. } => Ok(iref),
             Target::Slot(_) => Err(Error::internal("pack: root not written")),
         }
-    }
-}
-
-impl Packer<'_> {
-    /// After the walk: append the inode and directory tables, then the
-    /// fragment, id and xattr tables, and write the final super block.
-    pub(super) fn finish_tables(
-        &mut self,
-        sup: &mut ffi::Super,
-        dm: &Rc<RefCell<MetaWriter>>,
-        root_ref: u64,
-    ) -> Result<()> {
-        self.im.flush().map_err(|e| self.sq(e))?;
-        dm.borrow_mut().flush().map_err(|e| self.sq(e))?;
-        sup.inode_table_start = self.image.size();
-        self.append_table(&self.itab.clone())?;
-        sup.directory_table_start = self.image.size();
-        self.append_table(&self.dtab.clone())?;
-        self.frag
-            .write(&self.image, sup, &self.cmp)
-            .map_err(|e| self.sq(e))?;
-        self.ids
-            .write(&self.image, sup, &self.cmp)
-            .map_err(|e| self.sq(e))?;
-        self.xw
-            .flush(&self.image, sup, &self.cmp)
-            .map_err(|e| self.sq(e))?;
-        sup.inode_count = self.next_inum - 1;
-        sup.root_inode_ref = root_ref;
-        sup.flags &= !(sys::SQFS_FLAG_NO_DUPLICATES as u16);
-        sup.bytes_used = self.image.size();
-        ffi::super_write(sup, &self.image).map_err(|e| self.sq(e))?;
-        // Pad to 4 KiB like mksquashfs, so the image suits loop devices.
-        let pad = (4096 - self.image.size() % 4096) % 4096;
-        if pad > 0 {
-            self.image
-                .append(&vec![0u8; pad as usize])
-                .map_err(|e| io_err("writing", self.image_path, e))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn append_table(&self, table: &SqFile) -> Result<()> {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        let len = table.size();
-        while off < len {
-            let n = ((len - off) as usize).min(buf.len());
-            std::os::unix::fs::FileExt::read_exact_at(table.file(), &mut buf[..n], off)
-                .map_err(|e| io_err("reading back a temporary table for", self.image_path, e))?;
-            self.image
-                .append(&buf[..n])
-                .map_err(|e| io_err("writing", self.image_path, e))?;
-            off += n as u64;
-        }
-        Ok(())
     }
 }

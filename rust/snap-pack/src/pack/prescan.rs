@@ -12,7 +12,8 @@ use snap_core::{Error, Result};
 
 use super::PackOptions;
 use super::links::Links;
-use super::xattrs::{XSrc, known_type, read_xattrs, selected};
+use super::source::Source;
+use super::xattrs::{XSrc, known_type, read_xattrs};
 use crate::util::{io_err, show};
 use crate::walk;
 
@@ -36,7 +37,8 @@ impl Problems {
     }
 }
 
-pub(super) fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
+pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
+    let src = source.root;
     let mut scan = Scan {
         links: Links::new(0),
         data_bytes: 0,
@@ -61,7 +63,9 @@ pub(super) fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
     if let Err(msg) = read_xattrs(XSrc::Fd(&root), policy) {
         full = problems.add(src, msg);
     }
-    let names = walk::list(&root).map_err(|e| io_err("listing", src, e))?;
+    let names = source
+        .root_names(&root)
+        .map_err(|e| io_err("listing", src, e))?;
     // Open directories: descriptor, remaining names, depth of the names.
     let mut stack: Vec<(File, std::vec::IntoIter<CString>, usize)> =
         vec![(root, names.into_iter(), 1)];
@@ -78,11 +82,12 @@ pub(super) fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
             }
             continue;
         };
-        if !selected(sel, depth, &name) {
+        if source.skip(sel, depth, &name) {
             continue;
         }
+        let name = source.real(depth, &name);
         path.push(OsStr::from_bytes(name.to_bytes()));
-        let st = match walk::stat_at(dir, &name) {
+        let st = match walk::stat_at(dir, name) {
             Ok(st) => st,
             Err(e) => {
                 full = problems.add(&path, format_args!("cannot stat: {e}"));
@@ -92,6 +97,11 @@ pub(super) fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
         };
         ids.insert(st.uid);
         ids.insert(st.gid);
+        if depth == 1 && source.snapshots.is_some() && !st.is_dir() {
+            full = problems.add(&path, "snapshot is not a directory");
+            path.pop();
+            continue;
+        }
         if st.linked() {
             let link = scan.links.entry((st.dev, st.ino));
             link.remaining += 1;
@@ -101,12 +111,12 @@ pub(super) fn prescan(src: &Path, opts: &PackOptions) -> Result<Scan> {
             }
         }
         let opened = if st.is_dir() {
-            walk::open_dir_at(dir, &name).map_err(|e| format!("cannot list directory: {e}"))
+            walk::open_dir_at(dir, name).map_err(|e| format!("cannot list directory: {e}"))
         } else if st.is_file() {
             scan.data_bytes += st.size;
-            walk::open_file_at(dir, &name).map_err(|e| format!("cannot read: {e}"))
+            walk::open_file_at(dir, name).map_err(|e| format!("cannot read: {e}"))
         } else if st.is_symlink() {
-            match walk::readlink_at(dir, &name) {
+            match walk::readlink_at(dir, name) {
                 Ok(_) => Err(String::new()),
                 Err(e) => Err(format!("cannot read symlink: {e}")),
             }

@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::process::{Gid, Uid};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
-use super::image::Image;
+use super::data::is_zero;
+use super::image::{Image, Node};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
 use crate::ffi::{DirEnt, Inode};
@@ -52,6 +54,9 @@ pub(super) struct Attrs {
 
 const FAKE_STAT: &[u8] = b"user.rsync.%stat";
 
+/// Zero pages of restored files are left as holes.
+const PAGE: usize = 4096;
+
 impl Extractor<'_> {
     pub(super) fn target(&self, rel: &[u8]) -> PathBuf {
         self.dest.join(OsStr::from_bytes(rel))
@@ -61,18 +66,18 @@ impl Extractor<'_> {
         io_err(verb, &self.target(rel), e.into())
     }
 
-    pub(super) fn attrs(&mut self, inode: &Inode) -> Result<Attrs> {
-        let kind = EntryKind::from_inode(inode)?;
-        let (uid, gid) = self.img.owner(inode)?;
-        let b = inode.base();
+    pub(super) fn attrs(&mut self, node: &Node) -> Result<Attrs> {
+        let kind = node.kind()?;
+        let (uid, gid) = self.img.owner(node)?;
+        let (mode, _, _, mtime, _) = node.head();
         let mut a = Attrs {
             kind,
-            mode: b.mode as u32 & 0o7777,
+            mode,
             uid,
             gid,
-            mtime: b.mod_time,
-            rdev: decode_dev(inode.devno()),
-            xattrs: self.img.xattrs_of(inode)?,
+            mtime,
+            rdev: decode_dev(node.devno()),
+            xattrs: self.img.xattrs_of(node)?,
         };
         if self.opts.apply_fake_super
             && let Some(pos) = a.xattrs.iter().position(|(k, _)| k == FAKE_STAT)
@@ -167,10 +172,9 @@ impl Extractor<'_> {
             .map_err(|e| self.fail("setting times of", rel, e))
     }
 
-    /// The whole content of a small file inode (a symlink target kept as a
-    /// file by rsync --fake-super): at most PATH_MAX bytes.
-    pub(super) fn small_file(&mut self, inode: &Inode, rel: &[u8]) -> Result<Vec<u8>> {
-        let size = inode.file_size().map_err(|e| self.img.err(e))?;
+    /// The whole content of a small file (a symlink target kept as a file
+    /// by rsync --fake-super): at most PATH_MAX bytes.
+    pub(super) fn small_file(&mut self, iref: u64, size: u64, rel: &[u8]) -> Result<Vec<u8>> {
         if size == 0 || size >= libc::PATH_MAX as u64 {
             return Err(Error::new(
                 ErrorKind::Integrity,
@@ -181,26 +185,45 @@ impl Extractor<'_> {
                 ),
             ));
         }
-        let mut out = Vec::with_capacity(size as usize);
-        while (out.len() as u64) < size {
-            let n = self
-                .img
-                .data
-                .read(inode, out.len() as u64, &mut self.buf)
-                .map_err(|e| self.img.err(e))?;
-            if n == 0 {
-                return Err(Error::new(
-                    ErrorKind::Integrity,
-                    format!(
-                        "image {}: data of {} ends early",
-                        show(&self.img.path),
-                        show_bytes(rel)
-                    ),
-                ));
-            }
-            out.extend_from_slice(&self.buf[..n.min(size as usize - out.len())]);
-        }
+        let mut out = vec![0u8; size as usize];
+        self.img.file_data(iref, rel, &mut |off, data| {
+            out[off as usize..off as usize + data.len()].copy_from_slice(data);
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Write the data of the file at `iref` into `f`, keeping holes: holes
+    /// and all-zero blocks are skipped, then the size is set.
+    fn write_data(&mut self, f: &File, iref: u64, size: u64, rel: &[u8]) -> Result<()> {
+        let dest = self.target(rel);
+        let progress = self.progress;
+        let mut written = 0u64;
+        self.img.file_data(iref, rel, &mut |off, data| {
+            progress.add(data.len() as u64);
+            written += data.len() as u64;
+            // Write the non-zero pages only: zeros stay holes.
+            let mut start = None;
+            for (i, page) in data.chunks(PAGE).enumerate() {
+                match (is_zero(page), start) {
+                    (false, None) => start = Some(i * PAGE),
+                    (true, Some(s)) => {
+                        f.write_all_at(&data[s..i * PAGE], off + s as u64)
+                            .map_err(|e| io_err("writing", &dest, e))?;
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                f.write_all_at(&data[s..], off + s as u64)
+                    .map_err(|e| io_err("writing", &dest, e))?;
+            }
+            Ok(())
+        })?;
+        f.set_len(size).map_err(|e| self.fail("writing", rel, e))?;
+        self.progress.add(size - written.min(size));
+        Ok(())
     }
 
     pub(super) fn mkdir(&self, parent: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<OwnedFd> {
@@ -226,8 +249,8 @@ impl Extractor<'_> {
             self.sum.hardlinks += 1;
             return Ok(());
         }
-        let inode = &self.img.inode(ent.iref)?;
-        let a = self.attrs(inode)?;
+        let node = &self.img.node(ent.iref)?;
+        let a = self.attrs(node)?;
         match a.kind {
             EntryKind::File => {
                 let fd = rustix::fs::openat(
@@ -241,30 +264,12 @@ impl Extractor<'_> {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| self.fail("creating", rel, e))?;
-                let mut f = File::from(fd);
-                let size = inode.file_size().map_err(|e| self.img.err(e))?;
-                let mut off = 0u64;
-                while off < size {
-                    let n = self
-                        .img
-                        .data
-                        .read(inode, off, &mut self.buf)
-                        .map_err(|e| self.img.err(e))?;
-                    if n == 0 {
-                        return Err(Error::new(
-                            ErrorKind::Integrity,
-                            format!(
-                                "image {}: data of {} ends early",
-                                show(&self.img.path),
-                                show_bytes(rel)
-                            ),
-                        ));
-                    }
-                    f.write_all(&self.buf[..n])
-                        .map_err(|e| self.fail("writing", rel, e))?;
-                    off += n as u64;
-                    self.progress.add(n as u64);
-                }
+                let f = File::from(fd);
+                let Node::File(head) = node else {
+                    return Err(Error::internal("unpack: a file without a file inode"));
+                };
+                let size = head.size;
+                self.write_data(&f, ent.iref, size, rel)?;
                 self.sum.bytes_out += size;
                 self.sum.files += 1;
                 let fd = OwnedFd::from(f);
@@ -272,12 +277,13 @@ impl Extractor<'_> {
             }
             EntryKind::Symlink => {
                 let stored;
-                let target = if EntryKind::from_inode(inode)? == EntryKind::Symlink {
-                    inode.payload()
-                } else {
-                    // rsync --fake-super kept it as a file holding the target.
-                    stored = self.small_file(inode, rel)?;
-                    &stored[..]
+                let target = match node {
+                    Node::Other(inode) => inode.payload(),
+                    Node::File(head) => {
+                        // rsync --fake-super kept it as a file holding the target.
+                        stored = self.small_file(ent.iref, head.size, rel)?;
+                        &stored[..]
+                    }
                 };
                 rustix::fs::symlinkat(OsStr::from_bytes(target), dir, cname.as_c_str())
                     .map_err(|e| self.fail("creating symlink", rel, e))?;
@@ -318,7 +324,7 @@ impl Extractor<'_> {
                 ));
             }
         }
-        if inode.nlink() > 1 {
+        if node.nlink() > 1 {
             self.links.insert(inum, rel.to_vec());
         }
         Ok(())
@@ -371,10 +377,14 @@ impl Extractor<'_> {
             attrs: Option<Attrs>,
             children: std::vec::IntoIter<DirEnt>,
         }
+        let node = Node::Other(inode);
         let attrs = if set_attrs {
-            Some(self.attrs(&inode)?)
+            Some(self.attrs(&node)?)
         } else {
             None
+        };
+        let Node::Other(inode) = node else {
+            unreachable!("built above")
         };
         let children = self.img.read_dir(&inode)?.into_iter();
         let mut stack = vec![Open {
@@ -397,8 +407,8 @@ impl Extractor<'_> {
             }
             rel.extend_from_slice(&ent.name);
             if ent.type_ == sys::SQFS_INODE_DIR {
-                let child = self.img.inode(ent.iref)?;
-                if EntryKind::from_inode(&child)? != EntryKind::Dir {
+                let child = Node::Other(self.img.inode(ent.iref)?);
+                if child.dir().is_none() {
                     return Err(Error::new(
                         ErrorKind::Integrity,
                         format!(
@@ -412,7 +422,10 @@ impl Extractor<'_> {
                 let fd = self.mkdir(&top.fd, &cname, &rel)?;
                 self.sum.dirs += 1;
                 let attrs = Some(self.attrs(&child)?);
-                let children = self.img.read_dir(&child)?.into_iter();
+                let children = self
+                    .img
+                    .read_dir(child.dir().expect("checked"))?
+                    .into_iter();
                 stack.push(Open {
                     fd,
                     rel,
@@ -465,14 +478,14 @@ impl Extractor<'_> {
                 .into_iter()
                 .find(|e| e.name == *c)
                 .ok_or_else(|| not_found(&comps[..=i]))?;
-            let inode = self.img.inode(ent.iref)?;
+            let node = self.img.node(ent.iref)?;
             if !rel.is_empty() {
                 rel.push(b'/');
             }
             rel.extend_from_slice(c);
             let last = i + 1 == comps.len();
             let cname = CString::new(*c).expect("checked name");
-            if EntryKind::from_inode(&inode)? != EntryKind::Dir {
+            if node.dir().is_none() {
                 if !last {
                     return Err(not_found(&comps[..=i + 1]));
                 }
@@ -499,7 +512,7 @@ impl Extractor<'_> {
                     let sub = self.mkdir(&fd, &cname, &rel)?;
                     self.sum.dirs += 1;
                     if !last {
-                        let a = self.attrs(&inode)?;
+                        let a = self.attrs(&node)?;
                         self.parents.push((
                             sub.try_clone()
                                 .map_err(|e| self.fail("duplicating", &rel, e))?,
@@ -510,6 +523,9 @@ impl Extractor<'_> {
                     sub
                 }
                 Err(e) => return Err(self.fail("opening", &rel, e)),
+            };
+            let Node::Other(inode) = node else {
+                unreachable!("a directory")
             };
             if last {
                 self.tree(sub, rel.clone(), inode, true)?;

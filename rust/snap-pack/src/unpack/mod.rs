@@ -6,8 +6,11 @@
 //! directory descriptor of a directory this run created (`*at` calls with
 //! `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, new files with `O_EXCL`), so nothing is
 //! ever written outside `dest` or through a symlink.
+mod data;
 mod extract;
 mod image;
+
+pub(crate) use image::{Image, Node};
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +25,6 @@ use crate::sys;
 use crate::util::{io_err, show, show_bytes};
 
 use extract::Extractor;
-use image::Image;
 
 #[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
@@ -186,15 +188,15 @@ pub fn list(image: &Path, prefix: &[u8], depth: usize) -> Result<Vec<Entry>> {
         return Ok(out);
     }
     // Depth-first, in stored (name) order.
-    let mut stack: Vec<(Vec<u8>, Inode, usize)> = vec![(base, start, 0)];
-    while let Some((path, inode, level)) = stack.pop() {
-        if EntryKind::from_inode(&inode)? != EntryKind::Dir {
+    let mut stack: Vec<(Vec<u8>, Node, usize)> = vec![(base, start, 0)];
+    while let Some((path, node, level)) = stack.pop() {
+        let Some(dir) = node.dir() else {
             continue;
-        }
-        let children = img.read_dir(&inode)?;
+        };
+        let children = img.read_dir(dir)?;
         let mut sub = Vec::new();
         for ent in children {
-            let child = img.inode(ent.iref)?;
+            let child = img.node(ent.iref)?;
             let mut p = path.clone();
             if !p.is_empty() {
                 p.push(b'/');
