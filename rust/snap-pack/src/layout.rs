@@ -68,7 +68,7 @@ impl FileLayout {
                 && *last & HOLES != 0
                 && *last != u32::MAX
             {
-                let room = (u32::MAX & !HOLES) - (*last & !HOLES);
+                let room = !HOLES - (*last & !HOLES);
                 let take = n.min(room as u64) as u32;
                 *last += take;
                 n -= take as u64;
@@ -148,29 +148,10 @@ impl FileLayout {
         }) {
             return Err(format!("bad block size word {w:#x}"));
         }
-        if self.frag.is_some() && self.size % block_size as u64 == 0 {
+        if self.frag.is_some() && self.size.is_multiple_of(block_size as u64) {
             return Err("a fragment for a file without a tail".into());
         }
         Ok(())
-    }
-
-    /// Serialise for the chain index: size, start, fragment, word count, words.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
-        for w in &self.words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-    }
-
-    /// The block words written by [`FileLayout::encode`].
-    pub fn decode_words(bytes: &[u8]) -> Option<Vec<u32>> {
-        let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        let body = bytes.get(4..4 + 4 * n)?;
-        Some(
-            body.chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-        )
     }
 }
 
@@ -400,9 +381,6 @@ mod tests {
         assert_eq!(l.data_len(), 100);
         assert_eq!(l.sparse_bytes(131072), (16u64 << 40) - 131072);
         l.check(131072).unwrap();
-        let mut enc = Vec::new();
-        l.encode(&mut enc);
-        assert_eq!(FileLayout::decode_words(&enc).unwrap(), l.words);
         l.frag = Some((1, 2));
         assert!(l.check(131072).is_err());
     }

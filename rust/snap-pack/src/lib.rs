@@ -21,6 +21,7 @@
 //! No NFS export table is written (restore never needs it; the kernel mounts
 //! the image without one).
 
+pub mod chain;
 mod fakesuper;
 mod ffi;
 mod layout;

@@ -43,7 +43,7 @@ use crate::ffi::SqFile;
 use crate::sys;
 use crate::util::{io_err, show};
 
-pub(crate) use engine::{Packed, Sink, check_options, pack_into};
+pub(crate) use engine::{Sink, check_options, pack_into};
 pub(crate) use files::{FileKey, Reuse};
 pub(crate) use source::Source;
 

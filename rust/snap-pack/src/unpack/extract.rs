@@ -37,7 +37,6 @@ pub(super) struct Extractor<'a> {
     pub(super) link_dir: Option<(Vec<u8>, OwnedFd)>,
     /// Parent directories created for selected paths (metadata applied last).
     pub(super) parents: Vec<(OwnedFd, Vec<u8>, Attrs)>,
-    pub(super) buf: Vec<u8>,
     pub(super) sum: UnpackSummary,
 }
 

@@ -90,7 +90,7 @@ impl Node {
 pub(crate) struct Image {
     pub(super) path: PathBuf,
     pub(super) file: Rc<SqFile>,
-    pub(super) sup: Rc<ffi::Super>,
+    pub(crate) sup: Rc<ffi::Super>,
     pub(super) meta: MetaTables,
     pub(super) cmp: Rc<Compressor>,
     pub(super) frags: FragTable,
@@ -136,7 +136,21 @@ impl Image {
                 },
             )?,
         );
-        if sup.flags & sys::SQFS_FLAG_COMPRESSOR_OPTIONS as u16 != 0 {
+        if sup.bytes_used > file.size() {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "image {} is truncated: {} bytes, its super block says {} \
+                     (a piece missing or cut short?)",
+                    show(path),
+                    file.size(),
+                    sup.bytes_used
+                ),
+            ));
+        }
+        // A tail lacks the options block after the super block; reading
+        // needs no options (they tune compression).
+        if sup.flags & sys::SQFS_FLAG_COMPRESSOR_OPTIONS as u16 != 0 && file.base() == 0 {
             cmp.read_options(&file).map_err(err)?;
         }
         let meta = MetaTables::new(sup.clone(), cmp.clone(), file.clone()).map_err(err)?;
@@ -173,7 +187,7 @@ impl Image {
     }
 
     /// Entries of a directory inode, in stored order (inodes not read).
-    pub(super) fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEnt>> {
+    pub(crate) fn read_dir(&mut self, dir: &Inode) -> Result<Vec<DirEnt>> {
         let entries = match self.meta.read_dir(dir) {
             Ok(e) => e,
             Err(e) => return Err(self.err(e)),
@@ -210,6 +224,29 @@ impl Image {
         } else {
             self.inode(iref).map(Node::Other)
         }
+    }
+
+    pub(crate) fn root_node(&mut self) -> Result<Node> {
+        self.root().map(Node::Other)
+    }
+
+    /// The layout of the file at `iref` (its block list read, holes compacted).
+    pub(crate) fn file_layout(&mut self, iref: u64) -> Result<crate::layout::FileLayout> {
+        let head = match FileHead::read(&mut self.meta, iref, self.sup.block_size) {
+            Ok(h) => h,
+            Err(e) => return Err(self.err(e)),
+        };
+        match head.layout(&mut self.meta) {
+            Ok(l) => Ok(l),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Every fragment block: `(image offset, size word)`.
+    pub(crate) fn fragments(&self) -> Result<Vec<(u64, u32)>> {
+        (0..self.frags.len())
+            .map(|i| self.frags.lookup(i).map_err(|e| self.err(e)))
+            .collect()
     }
 
     pub(super) fn root(&mut self) -> Result<Inode> {

@@ -259,7 +259,6 @@ pub fn unpack(
         Mode::empty(),
     )
     .map_err(|e| io_err("opening", dest, e.into()))?;
-    let block = img.sup.block_size as usize;
     let mut x = Extractor {
         img,
         opts,
@@ -270,7 +269,6 @@ pub fn unpack(
         links: HashMap::new(),
         link_dir: None,
         parents: Vec::new(),
-        buf: vec![0u8; block],
         sum: UnpackSummary::default(),
     };
     if selects.is_empty() {
