@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod archive;
 mod backup;
+mod chain;
 mod conv;
 mod core_api;
 mod crypt;
@@ -24,6 +25,7 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     status::register(m)?;
     restore::register(m)?;
     pack::register(m)?;
+    chain::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;
     Ok(())

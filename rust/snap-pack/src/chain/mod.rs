@@ -79,7 +79,12 @@ pub struct LinkSummary {
     pub dead_ratio: f64,
     #[serde(skip)]
     pub pack: PackSummary,
+    #[serde(serialize_with = "seconds")]
     pub duration: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// A link written but not committed.
