@@ -142,14 +142,73 @@ pub fn readlink_at(dir: &File, name: &CStr) -> io::Result<Vec<u8>> {
 
 /// The names in a directory, sorted by their bytes (SquashFS's order).
 pub fn list(dir: &File) -> io::Result<Vec<CString>> {
-    let mut names = Vec::new();
-    for e in rustix::fs::Dir::read_from(dir)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(e.file_name().to_owned());
+    Ok(entries(dir)?.into_iter().map(|e| e.name).collect())
+}
+
+/// What a directory listing says an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    /// Anything but a directory.
+    Other,
+    /// The file system did not say.
+    Unknown,
+}
+
+/// A directory entry: name, inode number and kind as the listing gives
+/// them (no stat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ent {
+    pub name: CString,
+    pub ino: u64,
+    pub kind: Kind,
+}
+
+impl Ent {
+    /// An entry known only by its name.
+    pub fn named(name: CString) -> Ent {
+        Ent {
+            name,
+            ino: 0,
+            kind: Kind::Unknown,
         }
     }
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
+}
+
+/// The entries of a directory, sorted by name bytes (SquashFS's order).
+/// Reads from the descriptor's current position: a freshly opened one.
+pub fn entries(dir: &File) -> io::Result<Vec<Ent>> {
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    let mut raw = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
+    while let Some(e) = raw.next() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        let kind = match e.file_type() {
+            rustix::fs::FileType::Directory => Kind::Dir,
+            rustix::fs::FileType::Unknown => Kind::Unknown,
+            _ => Kind::Other,
+        };
+        out.push(Ent {
+            name: e.file_name().to_owned(),
+            ino: e.ino(),
+            kind,
+        });
+    }
+    out.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(out)
+}
+
+/// Whether directory listings on this file system give the inode number
+/// `stat` gives (and the entry's type), so that hard links can be counted
+/// and recognised from listings alone: ext2/3/4, XFS, btrfs, tmpfs.
+pub fn listing_has_inodes(f: &File) -> bool {
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    const TMPFS: i64 = 0x0102_1994;
+    rustix::fs::fstatfs(f).is_ok_and(|s| matches!(i64::from(s.f_type), EXT4 | XFS | BTRFS | TMPFS))
 }

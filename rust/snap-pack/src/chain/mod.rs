@@ -135,6 +135,20 @@ fn parent(p: &Path) -> PathBuf {
     }
 }
 
+/// zstd level for the metadata tables of chain images (unless the options
+/// set one): every link carries the whole history's tables, and at level 6
+/// they cost a third of the CPU of level 15 for 2 % more bytes.
+pub const CHAIN_METADATA_LEVEL: u32 = 6;
+
+fn chain_options(opts: &PackOptions) -> PackOptions {
+    let mut o = opts.clone();
+    if o.metadata_level.is_none() && o.compressor == crate::Compressor::Zstd {
+        let level = o.level.unwrap_or(o.compressor.default_level());
+        o.metadata_level = Some(level.min(CHAIN_METADATA_LEVEL));
+    }
+    o
+}
+
 /// Start a chain (`start`: write its base; `index` must not exist) or add a
 /// link to the chain whose index is `index`, writing the tail to the new
 /// file `tail`. Nothing of the chain changes until [`Link::commit`].
@@ -151,6 +165,7 @@ pub fn link(
 ) -> Result<Link> {
     let began = Instant::now();
     check_options(opts)?;
+    let opts = &chain_options(opts);
     let snaps = snapshots(history)?;
     let old = match (start, fs::symlink_metadata(index)) {
         (true, Ok(_)) => {

@@ -100,7 +100,9 @@ pub(crate) fn pack_into<'a>(
             .map_err(|e| sq_err(e, &[]))?,
     );
     let scan = prescan(source, opts)?;
-    progress.set_total(scan.data_bytes);
+    if !scan.listing_inodes {
+        progress.set_total(scan.data_bytes);
+    }
 
     let dir = sink.tmp_dir;
     let image = sink.path;
@@ -153,9 +155,15 @@ pub(crate) fn pack_into<'a>(
         image_sq.clone(),
     )
     .map_err(files)?;
-    let im = MetaWriter::new(itab.clone(), cmp.clone()).map_err(files)?;
+    let mcmp = match opts.metadata_level.filter(|l| Some(*l) != opts.level) {
+        Some(l) => {
+            Rc::new(SqCompressor::new(opts.compressor.id(), bs, Some(l), false).map_err(files)?)
+        }
+        None => cmp.clone(),
+    };
+    let im = MetaWriter::new(itab.clone(), mcmp.clone()).map_err(files)?;
     let dm = Rc::new(RefCell::new(
-        MetaWriter::new(dtab.clone(), cmp.clone()).map_err(files)?,
+        MetaWriter::new(dtab.clone(), mcmp.clone()).map_err(files)?,
     ));
     let dw = DirWriter::new(dm.clone()).map_err(files)?;
 
@@ -177,6 +185,7 @@ pub(crate) fn pack_into<'a>(
         slots: Vec::new(),
         pending_entries: 0,
         links: scan.links,
+        listing_inodes: scan.listing_inodes,
         next_inum: 1,
         buf: vec![0u8; bs as usize],
         sum: PackSummary::default(),

@@ -40,7 +40,7 @@ impl FileKey {
     /// neither a generation nor a birth time: then an inode number alone
     /// could be a reused one, and the file is always read.
     pub fn of(meta: &St, f: &File, owner: u32) -> Option<FileKey> {
-        let generation = ffi::inode_generation(f);
+        let generation = generation_of(meta.dev, f);
         if generation.is_none() && meta.btime.is_none() {
             return None;
         }
@@ -54,6 +54,23 @@ impl FileKey {
             owner,
         })
     }
+}
+
+thread_local! {
+    /// The last device found to keep no inode generations.
+    static NO_GENERATION: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The inode generation, asking each device once whether it keeps them.
+fn generation_of(dev: u64, f: &File) -> Option<u32> {
+    if NO_GENERATION.get() == Some(dev) {
+        return None;
+    }
+    let g = ffi::inode_generation(f);
+    if g.is_none() {
+        NO_GENERATION.set(Some(dev));
+    }
+    g
 }
 
 /// What a chain link knows about files already in its image.

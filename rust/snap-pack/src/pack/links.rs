@@ -19,24 +19,38 @@ pub(super) struct Link {
 }
 
 pub(super) const SLOT: u64 = 1 << 63;
+/// Bits of `loc` holding the file type (`S_IFMT >> 12`); inode references
+/// use 48 bits at most.
+const FMT: u64 = 0xF << 56;
 
 impl Link {
     pub(super) fn target(&self) -> Target {
-        if self.loc & SLOT != 0 {
-            Target::Slot(self.loc as u32)
+        let loc = self.loc & !FMT;
+        if loc & SLOT != 0 {
+            Target::Slot(loc as u32)
         } else {
             Target::Known {
                 inum: self.inum,
-                iref: self.loc,
+                iref: loc,
             }
         }
     }
 
     pub(super) fn set(&mut self, t: Target) {
-        self.loc = match t {
-            Target::Slot(j) => SLOT | j as u64,
-            Target::Known { iref, .. } => iref,
-        };
+        self.loc = (self.loc & FMT)
+            | match t {
+                Target::Slot(j) => SLOT | j as u64,
+                Target::Known { iref, .. } => iref,
+            };
+    }
+
+    /// Remember the inode's file type (`st_mode & S_IFMT`).
+    pub(super) fn set_fmt(&mut self, fmt: u32) {
+        self.loc = (self.loc & !FMT) | (((fmt >> 12) as u64 & 0xF) << 56);
+    }
+
+    pub(super) fn fmt(&self) -> u16 {
+        (((self.loc & FMT) >> 56) << 12) as u16
     }
 }
 

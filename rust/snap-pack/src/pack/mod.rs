@@ -144,6 +144,9 @@ pub struct PackOptions {
     /// compressors and writes the queued inodes. Default 8192; lower values
     /// use less memory and stall the pipeline more often.
     pub max_pending: usize,
+    /// Compression level of the metadata tables (inodes, directories);
+    /// `None`: the data's. Readers need no level: any level reads back.
+    pub metadata_level: Option<u32>,
 }
 
 impl Default for PackOptions {
@@ -156,6 +159,7 @@ impl Default for PackOptions {
             selection: None,
             unsupported_xattrs: UnsupportedXattrs::Refuse,
             max_pending: 8192,
+            metadata_level: None,
         }
     }
 }

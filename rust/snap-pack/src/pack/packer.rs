@@ -71,7 +71,9 @@ pub(super) enum Slot {
 pub(super) struct Frame {
     pub(super) dir: File,
     pub(super) name: CString,
-    pub(super) names: std::vec::IntoIter<CString>,
+    pub(super) names: std::vec::IntoIter<walk::Ent>,
+    /// Device of this directory (for hard links recognised by listing).
+    pub(super) dev: u64,
     pub(super) depth: usize,
     pub(super) inum: u32,
     pub(super) parent: u32,
@@ -114,6 +116,9 @@ pub(super) struct Packer<'a> {
     pub(super) owner: u32,
     /// Chain links: which data the image still uses.
     pub(super) live: Option<Live>,
+    /// Directory listings give inode numbers (the pre-pass counted links
+    /// from them, and the walk recognises further links by them).
+    pub(super) listing_inodes: bool,
 }
 
 pub(super) fn clamp_mtime(st: &St, sum: &mut PackSummary) -> u32 {
@@ -206,6 +211,22 @@ impl<'a> Packer<'a> {
         }
     }
 
+    /// A further link of an inode already written or queued: its target and
+    /// file type (the link is counted as seen).
+    pub(super) fn seen_link(&mut self, key: (u64, u64)) -> Option<(Target, u16)> {
+        let link = self.links.get_mut(key)?;
+        if link.inum == 0 {
+            return None;
+        }
+        link.remaining -= 1;
+        let t = (link.target(), link.fmt());
+        if link.remaining == 0 {
+            self.links.remove(key);
+        }
+        self.sum.hardlinks += 1;
+        Some(t)
+    }
+
     /// Handle one non-directory entry; returns its target.
     pub(super) fn add_leaf(
         &mut self,
@@ -216,6 +237,10 @@ impl<'a> Packer<'a> {
     ) -> Result<Target> {
         let key = (meta.dev, meta.ino);
         let mut nlink = 1;
+        if !meta.linked() && self.listing_inodes {
+            // Counted from listings like every other inode: seen now.
+            self.links.remove(key);
+        }
         if meta.linked() {
             match self.links.get_mut(key) {
                 None => return Err(self.changed(path, "new hard link")),
@@ -273,6 +298,7 @@ impl<'a> Packer<'a> {
             let link = self.links.get_mut(key).expect("link entry");
             link.inum = inum;
             link.set(target);
+            link.set_fmt(meta.fmt());
             link.remaining -= 1;
             if link.remaining == 0 {
                 self.links.remove(key);
@@ -420,13 +446,14 @@ impl<'a> Packer<'a> {
             }
             source.root_names(&dir)
         } else {
-            walk::list(&dir)
+            walk::entries(&dir)
         }
         .map_err(|e| io_err("listing", path, e))?;
         Ok(Frame {
             dir,
             name,
             names: names.into_iter(),
+            dev: meta.dev,
             depth,
             inum,
             parent: parent.unwrap_or(0),
@@ -446,7 +473,7 @@ impl<'a> Packer<'a> {
         let mut stack = vec![root];
         let root_target = loop {
             let top = stack.last_mut().expect("stack");
-            let Some(name) = top.names.next() else {
+            let Some(ent) = top.names.next() else {
                 let mut f = stack.pop().expect("frame");
                 if stack.is_empty() {
                     // Like mksquashfs: the root's parent is one past the last inode.
@@ -473,7 +500,24 @@ impl<'a> Packer<'a> {
             };
             let depth = top.depth;
             let parent_inum = top.inum;
+            let name = ent.name;
             if source.skip(sel.as_ref(), depth, &name) {
+                continue;
+            }
+            // A further link of an inode already written, known from the
+            // listing alone: no stat, no open.
+            if self.listing_inodes
+                && ent.kind == walk::Kind::Other
+                && let Some((target, fmt)) = self.seen_link((top.dev, ent.ino))
+            {
+                top.entries.push(Entry {
+                    name,
+                    mode: fmt,
+                    target,
+                });
+                if self.should_flush() {
+                    self.flush(&mut stack, false)?;
+                }
                 continue;
             }
             let real = source.real(depth, &name);

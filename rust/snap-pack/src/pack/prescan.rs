@@ -3,7 +3,7 @@
 //! anything is written.
 
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -24,6 +24,9 @@ pub(super) struct Scan {
     /// number of links inside the packed tree.
     pub(super) links: Links,
     pub(super) data_bytes: u64,
+    /// Links were counted from directory listings (every non-directory
+    /// inode has an entry, whatever its st_nlink): see [`count_by_listing`].
+    pub(super) listing_inodes: bool,
 }
 
 pub(super) struct Problems {
@@ -39,9 +42,11 @@ impl Problems {
 
 pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
     let src = source.root;
+    let light = source.snapshots.is_some();
     let mut scan = Scan {
         links: Links::new(0),
         data_bytes: 0,
+        listing_inodes: false,
     };
     let mut problems = Problems { list: Vec::new() };
     let mut ids: HashSet<u32> = HashSet::new();
@@ -56,6 +61,9 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
         )));
     }
     let root = walk::open_dir_path(src).map_err(|e| io_err("opening", src, e))?;
+    if light && walk::listing_has_inodes(&root) {
+        return count_by_listing(source, opts, root, st.dev);
+    }
     scan.links.dev = st.dev;
     ids.insert(st.uid);
     ids.insert(st.gid);
@@ -67,7 +75,7 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
         .root_names(&root)
         .map_err(|e| io_err("listing", src, e))?;
     // Open directories: descriptor, remaining names, depth of the names.
-    let mut stack: Vec<(File, std::vec::IntoIter<CString>, usize)> =
+    let mut stack: Vec<(File, std::vec::IntoIter<walk::Ent>, usize)> =
         vec![(root, names.into_iter(), 1)];
     let mut path = src.to_path_buf();
     while !full {
@@ -75,7 +83,7 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
             break;
         };
         let depth = *depth;
-        let Some(name) = names.next() else {
+        let Some(walk::Ent { name, .. }) = names.next() else {
             stack.pop();
             if !stack.is_empty() {
                 path.pop();
@@ -110,6 +118,18 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
                 continue;
             }
         }
+        // A chain link only counts links and checks types here: it reads and
+        // checks each entry once, in the data pass (a link that fails there
+        // leaves nothing behind: its tail is removed, its index never used).
+        if light && !st.is_dir() {
+            if st.is_file() {
+                scan.data_bytes += st.size;
+            } else if !known_type(&st) {
+                full = problems.add(&path, "unsupported file type");
+            }
+            path.pop();
+            continue;
+        }
         let opened = if st.is_dir() {
             walk::open_dir_at(dir, name).map_err(|e| format!("cannot list directory: {e}"))
         } else if st.is_file() {
@@ -134,12 +154,12 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
                 continue;
             }
         };
-        if let Err(msg) = read_xattrs(xsrc, policy) {
+        if !light && let Err(msg) = read_xattrs(xsrc, policy) {
             full = problems.add(&path, msg);
         }
         if st.is_dir() {
             let dirf = opened.expect("opened directory");
-            match walk::list(&dirf) {
+            match walk::entries(&dirf) {
                 Ok(names) => {
                     stack.push((dirf, names.into_iter(), depth + 1));
                     continue; // path stays pushed until the directory is done
@@ -167,6 +187,64 @@ pub(super) fn prescan(source: &Source<'_>, opts: &PackOptions) -> Result<Scan> {
             problems.list.len(),
             problems.list.join("; ")
         )));
+    }
+    Ok(scan)
+}
+
+/// The pre-pass of a chain link on a file system whose listings give inode
+/// numbers: count every non-directory inode's links in the tree from
+/// directory listings alone (no stat, no open, except directories). Entries
+/// are checked once, in the data pass: a link that fails there leaves
+/// nothing behind (its tail is removed, its index never committed).
+fn count_by_listing(source: &Source<'_>, opts: &PackOptions, root: File, dev: u64) -> Result<Scan> {
+    let mut scan = Scan {
+        links: Links::new(dev),
+        data_bytes: 0,
+        listing_inodes: true,
+    };
+    let sel = opts.selection.as_ref();
+    let src = source.root;
+    let names = source
+        .root_names(&root)
+        .map_err(|e| io_err("listing", src, e))?;
+    // Open directories: descriptor, its device, remaining entries, depth.
+    let mut stack: Vec<(File, u64, std::vec::IntoIter<walk::Ent>, usize)> =
+        vec![(root, dev, names.into_iter(), 1)];
+    let mut path = src.to_path_buf();
+    while let Some((dir, dev, names, depth)) = stack.last_mut() {
+        let (dev, depth) = (*dev, *depth);
+        let Some(ent) = names.next() else {
+            stack.pop();
+            if !stack.is_empty() {
+                path.pop();
+            }
+            continue;
+        };
+        if source.skip(sel, depth, &ent.name) {
+            continue;
+        }
+        let name = source.real(depth, &ent.name);
+        let (is_dir, key) = match ent.kind {
+            walk::Kind::Dir => (true, (dev, ent.ino)),
+            walk::Kind::Other if depth > 1 => (false, (dev, ent.ino)),
+            _ => {
+                let st = walk::stat_at(dir, name).map_err(|e| {
+                    io_err("reading", &path.join(OsStr::from_bytes(name.to_bytes())), e)
+                })?;
+                (st.is_dir(), (st.dev, st.ino))
+            }
+        };
+        if !is_dir {
+            scan.links.entry(key).remaining += 1;
+            continue;
+        }
+        path.push(OsStr::from_bytes(name.to_bytes()));
+        let sub = walk::open_dir_at(dir, name).map_err(|e| io_err("opening", &path, e))?;
+        let sub_dev = walk::stat_fd(&sub)
+            .map_err(|e| io_err("reading", &path, e))?
+            .dev;
+        let entries = walk::entries(&sub).map_err(|e| io_err("listing", &path, e))?;
+        stack.push((sub, sub_dev, entries.into_iter(), depth + 1));
     }
     Ok(scan)
 }

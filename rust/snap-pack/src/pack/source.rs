@@ -31,11 +31,11 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// The names the root lists, sorted by their bytes.
-    pub fn root_names(&self, root: &File) -> io::Result<Vec<CString>> {
+    /// The entries the root lists, sorted by their names' bytes.
+    pub fn root_names(&self, root: &File) -> io::Result<Vec<walk::Ent>> {
         match self.snapshots {
-            Some(map) => Ok(map.keys().cloned().collect()),
-            None => walk::list(root),
+            Some(map) => Ok(map.keys().cloned().map(walk::Ent::named).collect()),
+            None => walk::entries(root),
         }
     }
 

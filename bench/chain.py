@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Chains against the reference tools, side by side in one run.
+
+    bench/chain.py                       # default tree: next link after one rotation
+    bench/chain.py --year                # also a simulated year of 26 links
+    bench/chain.py --size small --repeat 1
+
+On a generated history (bench/gen_history.py, tmpfs by default), each
+command in a process of its own (bench/measure.py: wall, CPU, peak RSS):
+
+- next link after one rotation: snap's link (the Rust engine, through
+  ``examples/snap_pack_cli link``; and the ``snap_core.chain_link`` binding
+  in a Python process) against snap's own full pack of the same history
+  (``snap-backup pack``), ``mksquashfs`` appending the new snapshot to an
+  image of the history before the rotation, and restic (local repository)
+  backing up the history before and after the same rotation;
+- a simulated year (``--year``): 26 links, 14 daily rotations between them,
+  snapshots aging out through daily/weekly/monthly levels as rsnapshot ages
+  them; bytes written per link against a full archive every time, dead
+  bytes, and the link's peak RSS at the start and at the end of the chain.
+
+Rounds of the link commands start from the same saved chain state (index
+copied back). Prints Markdown; ``--output FILE`` writes it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from gen_history import History, tree_stats  # noqa: E402
+from measure import measure  # noqa: E402
+
+PY = sys.executable
+SNAP = [PY, "-m", "snap_core"]
+CLI = REPO / "target" / "release" / "examples" / "snap_pack_cli"
+MIB = 1 << 20
+TARGETS = {
+    "bytes": 0.05,  # link bytes / full image, at most
+    "vs_pack": 0.1,  # link wall / snap full pack wall, at most
+    "vs_append": 0.3,  # link wall / mksquashfs append wall, at most
+    "rss": 32 * MIB,  # link peak RSS, at most
+    "vs_restic_time": 0.2,  # link wall / restic second run, at most
+    "vs_restic_bytes": 1.5,  # link bytes / restic added bytes, at most
+    "year": 0.2,  # bytes written by the chain / a full archive every time
+}
+YEAR_LEVELS = [("daily", 7), ("weekly", 4), ("monthly", 6)]
+
+
+def log(msg: str):
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", file=sys.stderr, flush=True)
+
+
+def med(samples, attr="wall"):
+    return statistics.median(getattr(s, attr) for s in samples)
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def table(head, rows) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+class ChainBench:
+    def __init__(self, args):
+        self.args = args
+        base = args.workdir or ("/dev/shm" if shutil.disk_usage("/dev/shm").free > 8 << 30 else tempfile.gettempdir())
+        self.work = pathlib.Path(tempfile.mkdtemp(prefix="snap-chain-bench-", dir=base))
+        self.work.chmod(0o700)
+        self.level = str(args.level)
+        self.restic_env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(self.work / "rcache")}
+        self.lines: list[str] = []
+        self.targets: list[list[str]] = []
+
+    def quiet(self):
+        if self.args.max_load is None:
+            return
+        deadline = time.monotonic() + self.args.wait
+        while os.getloadavg()[0] > self.args.max_load and time.monotonic() < deadline:
+            time.sleep(5)
+
+    def rounds(self, variants, repeat):
+        """variants: (name, fn returning a Sample); alternate who goes first."""
+        got = {name: [] for name, _ in variants}
+        for i in range(repeat):
+            self.quiet()
+            for name, fn in variants if i % 2 == 0 else variants[::-1]:
+                got[name].append(fn())
+        return got
+
+    # -- commands -----------------------------------------------------------------------------
+    def link_cmd(self, history, index, tail, sb, start=False):
+        return [str(CLI), "link", str(history), str(index), str(tail), str(sb), "start" if start else "no",
+                self.level]  # fmt: skip
+
+    def run_link(self, history, state_from, n, start=False):
+        """A link from a saved chain state (its index), in a fresh directory."""
+        d = self.work / f"link-{n}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        if state_from is not None:
+            shutil.copy(state_from, d / "index")
+        tail = d / "tail"
+        s = measure(self.link_cmd(history, d / "index", tail, d / "sb", start), stdout=d / "out.json")
+        s.extra = json.loads((d / "out.json").read_text())
+        return s, d
+
+    def restic(self, *args, json_out=False):
+        cmd = ["restic", "-r", str(self.work / "restic"), "--quiet", *args] + (["--json"] if json_out else [])
+        return subprocess.run(cmd, env=self.restic_env, check=True, capture_output=True, text=True).stdout
+
+    # -- next link after one rotation ---------------------------------------------------------
+    def next_link(self):
+        a = self.args
+        root = self.work / "history"
+        log(f"generating the {a.size} history")
+        h = History(str(root), a.size, seed=a.seed)
+        for _ in range(h.cfg["snapshots"]):
+            h.rotate()
+        stats = tree_stats(str(root))
+        log(f"  {stats}")
+        # Before the rotation: the chain's base, mksquashfs's image, restic's first backup.
+        log("base link, mksquashfs image and restic's first backup (history before the rotation)")
+        base, bdir = self.run_link(root, None, "base", start=True)
+        state0 = self.work / "state0"
+        shutil.copy(bdir / "index", state0)
+        mk0 = self.work / "mk0.sqfs"
+        measure(["mksquashfs", str(root), str(mk0), "-comp", "zstd", "-Xcompression-level", self.level, "-b",
+                 "131072", "-noappend", "-no-progress", "-quiet"])  # fmt: skip
+        subprocess.run(["restic", "-r", str(self.work / "restic"), "init", "--quiet"], env=self.restic_env,
+                       check=True, capture_output=True)  # fmt: skip
+        r1 = measure(["restic", "-r", str(self.work / "restic"), "backup", "--quiet", str(root)], env=self.restic_env)
+        repo1 = self.work / "restic-after-first"
+        shutil.copytree(self.work / "restic", repo1, symlinks=True)
+        log("one rotation")
+        h.rotate()
+        h.close()
+        newest = root / "daily.0"
+
+        def snap_link():
+            s, d = self.run_link(root, state0, "next")
+            s.extra["tail"] = (d / "tail").stat().st_size
+            return s
+
+        def snap_link_py():
+            d = self.work / "link-py"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            shutil.copy(state0, d / "index")
+            code = ("import sys, snap_core; snap_core.chain_link(sys.argv[1], sys.argv[2], sys.argv[3], "
+                    f"level={self.level})")  # fmt: skip
+            return measure([PY, "-c", code, str(root), str(d / "index"), str(d / "tail")])
+
+        def full_pack():
+            img = self.work / "full.sqfs"
+            img.unlink(missing_ok=True)
+            s = measure([*SNAP, "pack", "--quiet", "--compressor", "zstd", "--level", self.level, str(root), str(img)])
+            s.extra = {"image": img.stat().st_size}
+            return s
+
+        def mk_append():
+            img = self.work / "app.sqfs"
+            shutil.copy(mk0, img)
+            before = img.stat().st_size
+            s = measure(["mksquashfs", str(newest), str(img), "-keep-as-directory", "-comp", "zstd",
+                         "-Xcompression-level", self.level, "-b", "131072", "-no-progress", "-quiet"])  # fmt: skip
+            s.extra = {"added": img.stat().st_size - before}
+            return s
+
+        def restic_second():
+            shutil.rmtree(self.work / "restic")
+            shutil.copytree(repo1, self.work / "restic", symlinks=True)
+            out = self.work / "restic.json"
+            s = measure(["restic", "-r", str(self.work / "restic"), "backup", "--json", str(root)],
+                        env=self.restic_env, stdout=out)  # fmt: skip
+            summary = [json.loads(x) for x in out.read_text().splitlines() if '"summary"' in x][-1]
+            s.extra = {"added": summary.get("data_added_packed", summary["data_added"]), "raw": summary["data_added"]}
+            return s
+
+        log("measuring: snap link, snap full pack, mksquashfs append, restic second run")
+        got = self.rounds([("link", snap_link), ("link (Python)", snap_link_py), ("full pack", full_pack),
+                           ("mksquashfs append", mk_append), ("restic second run", restic_second)],
+                          a.repeat)  # fmt: skip
+        link = got["link"]
+        tail = link[0].extra["tail"] + 96
+        ls = link[0].extra["summary"]
+        full = got["full pack"]
+        image = full[0].extra["image"]
+        app = got["mksquashfs append"]
+        rs = got["restic second run"]
+        lw, fw, aw, rw = med(link), med(full), med(app), med(rs)
+        rss = max(s.rss_peak for s in link)
+        restic_added = rs[0].extra["added"]
+        self.lines += [
+            f"## Next link after one rotation ({a.size} history: {h.cfg['snapshots']} snapshots, "
+            f"{stats['entries']:,} entries, {stats['inodes']:,} inodes, {mb(stats['unique_bytes'])} unique)", "",
+            table(["command", "wall (median)", "CPU", "peak RSS", "bytes written", "link/ref"], [
+                ["snap link (Rust engine)", f"{lw:.2f} s", f"{med(link, 'cpu'):.2f} s", f"{rss / MIB:.1f} MiB",
+                 f"{mb(tail)} (tail + super block)", ""],
+                ["snap link (Python binding)", f"{med(got['link (Python)']):.2f} s",
+                 f"{med(got['link (Python)'], 'cpu'):.2f} s",
+                 f"{max(s.rss_peak for s in got['link (Python)']) / MIB:.1f} MiB", "", ""],
+                ["snap-backup pack (full)", f"{fw:.2f} s", f"{med(full, 'cpu'):.2f} s",
+                 f"{max(s.rss_peak for s in full) / MIB:.1f} MiB", mb(image), f"{lw / fw:.2f}×"],
+                ["mksquashfs append of daily.0", f"{aw:.2f} s", f"{med(app, 'cpu'):.2f} s",
+                 f"{max(s.rss_peak for s in app) / MIB:.1f} MiB", mb(app[0].extra["added"]), f"{lw / aw:.2f}×"],
+                ["restic backup, second run", f"{rw:.2f} s", f"{med(rs, 'cpu'):.2f} s",
+                 f"{max(s.rss_peak for s in rs) / MIB:.1f} MiB",
+                 f"{mb(restic_added)} added ({mb(rs[0].extra['raw'])} before compression)", f"{lw / rw:.2f}×"],
+                ["(restic backup, first run)", f"{r1.wall:.2f} s", f"{r1.cpu:.2f} s", f"{r1.rss_peak / MIB:.1f} MiB",
+                 "", ""],
+                ["(base link, before the rotation)", f"{base.wall:.2f} s", f"{base.cpu:.2f} s",
+                 f"{base.rss_peak / MIB:.1f} MiB", mb((bdir / "tail").stat().st_size), ""],
+            ]),
+            "",
+            f"The link read {ls['new_files']:,} new files ({mb(ls['bytes_read'])}) and referenced "
+            f"{ls['reused_files']:,} ({mb(ls['reused_bytes'])}) already in the image; the image is now "
+            f"{mb(ls['image_bytes'])}, of which {mb(ls['dead_bytes'])} ({100 * ls['dead_ratio']:.1f} %) dead "
+            "(data of the snapshot the rotation dropped).",
+            "",
+        ]  # fmt: skip
+        ok = lambda c: "yes" if c else "**no**"  # noqa: E731
+        self.targets += [
+            ["link bytes ≤ 5 % of a full image", f"{tail / image * 100:.1f} % ({mb(tail)} of {mb(image)})",
+             ok(tail / image <= TARGETS["bytes"])],
+            ["link wall ≤ 0.1× snap's full pack", f"{lw / fw:.2f}× ({lw:.2f} vs {fw:.2f} s)",
+             ok(lw / fw <= TARGETS["vs_pack"])],
+            ["link wall ≤ 0.3× mksquashfs append", f"{lw / aw:.2f}× ({lw:.2f} vs {aw:.2f} s)",
+             ok(lw / aw <= TARGETS["vs_append"])],
+            ["link peak RSS ≤ 32 MiB", f"{rss / MIB:.1f} MiB", ok(rss <= TARGETS["rss"])],
+            ["link wall ≤ 0.2× restic's second run", f"{lw / rw:.2f}× ({lw:.2f} vs {rw:.2f} s)",
+             ok(lw / rw <= TARGETS["vs_restic_time"])],
+            ["link bytes ≤ 1.5× restic's added bytes", f"{tail / restic_added:.2f}× ({mb(tail)} vs {mb(restic_added)})",
+             ok(tail / restic_added <= TARGETS["vs_restic_bytes"])],
+        ]  # fmt: skip
+        shutil.rmtree(root)
+        shutil.rmtree(self.work / "restic", ignore_errors=True)
+        shutil.rmtree(repo1, ignore_errors=True)
+
+    # -- a simulated year ---------------------------------------------------------------------
+    def year(self):
+        a = self.args
+        root = self.work / "year"
+        log(f"a simulated year: {a.size} file set, levels {YEAR_LEVELS}, {a.links} links, {a.every} rotations apart")
+        h = History(str(root), a.size, seed=a.seed, levels=YEAR_LEVELS)
+        state = self.work / "year-index"
+        rows, chain_total, full_total, full = [], 0, 0, 0
+        for n in range(a.links):
+            for _ in range(a.every if n else 1):
+                h.rotate()
+            self.quiet()
+            s, d = self.run_link(root, state if n else None, f"year-{n}", start=n == 0)
+            shutil.copy(d / "index", state)
+            info = s.extra["summary"]
+            tail = (d / "tail").stat().st_size + (96 if n else 0)
+            img = self.work / "year-full.sqfs"
+            img.unlink(missing_ok=True)
+            if n % a.full_every == 0 or n == a.links - 1:
+                subprocess.run([*SNAP, "pack", "--quiet", "--compressor", "zstd", "--level", self.level, str(root),
+                                str(img)], check=True)  # fmt: skip
+                full = img.stat().st_size
+                img.unlink()
+            chain_total += tail
+            full_total += full
+            rows.append([n, info["snapshots"], mb(tail), mb(full), f"{s.wall:.2f} s", f"{s.rss_peak / MIB:.1f} MiB",
+                         f"{mb(info['dead_bytes'])} ({100 * info['dead_ratio']:.1f} %)"])  # fmt: skip
+            shutil.rmtree(d)
+            log(f"  link {n}: {mb(tail)}, full {mb(full)}, {s.wall:.2f} s, {s.rss_peak / MIB:.1f} MiB")
+        h.close()
+        ratio = chain_total / full_total
+        self.lines += [f"## A simulated year: {a.links} links, {a.every} daily rotations apart", "",
+                       table(["link", "snapshots", "bytes written", "full archive", "link wall", "link RSS", "dead"],
+                             rows), "",
+                       f"Total written: chain {mb(chain_total)}, a full archive every time {mb(full_total)}: "
+                       f"{ratio:.3f}×.", ""]  # fmt: skip
+        self.targets.append(["a year: chain bytes ≤ 0.2× a full archive every time", f"{ratio:.3f}×",
+                             "yes" if ratio <= TARGETS["year"] else "**no**"])  # fmt: skip
+        shutil.rmtree(root)
+
+    def report(self) -> str:
+        head = ["# Chains: next link and a simulated year", "",
+                f"`bench/chain.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d %H:%M')}, zstd level "
+                f"{self.level}, work directory {self.work.parent}, load average now "
+                f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
+                table(["target", "measured", "met?"], self.targets), ""]  # fmt: skip
+        return "\n".join(head + self.lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="default")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--level", type=int, default=15)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--year", action="store_true", help="also simulate a year of links")
+    ap.add_argument("--only-year", action="store_true")
+    ap.add_argument("--links", type=int, default=26)
+    ap.add_argument("--every", type=int, default=14, help="rotations between links (default 14)")
+    ap.add_argument("--full-every", type=int, default=1, help="measure the full archive every N links")
+    ap.add_argument("--workdir")
+    ap.add_argument("--max-load", type=float, default=None)
+    ap.add_argument("--wait", type=float, default=300)
+    ap.add_argument("--output", default="-")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench/chain.py runs as root (the history has owners and device nodes)")
+    for tool in ("mksquashfs", "restic", "rsync"):
+        if shutil.which(tool) is None:
+            sys.exit(f"missing {tool} (restic: apt-get install restic, for the benchmark only)")
+    if not CLI.exists():
+        subprocess.run(["cargo", "build", "--release", "-p", "snap-pack", "--example", "snap_pack_cli"], cwd=REPO,
+                       check=True)  # fmt: skip
+    b = ChainBench(args)
+    try:
+        if not args.only_year:
+            b.next_link()
+        if args.year or args.only_year:
+            b.year()
+        text = b.report()
+    finally:
+        if not args.keep:
+            shutil.rmtree(b.work, ignore_errors=True)
+    print(text)
+    if args.output != "-":
+        pathlib.Path(args.output).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
