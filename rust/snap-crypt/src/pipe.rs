@@ -9,8 +9,9 @@
 //! slowest part; the two SHA-256 digests and the system calls run beside it
 //! on the other core instead of adding to its time. (Encryption has its own
 //! stages in `seipd.rs`.) Chunks are 32 KiB: they stay in cache from one
-//! stage to the next (measured against 64 and 256 KiB: least system time). Chunks go through bounded
-//! channels and come back through a small free list, so memory stays at
+//! stage to the next (measured against 64 and 256 KiB: least system time).
+//! Chunks go through bounded channels and come back through a small free
+//! list, so memory stays at
 //! `(DEPTH + 3) * CHUNK` per channel whatever the size of the stream.
 //!
 //! End of stream is an explicit [`Msg::End`]: a channel that closes without it
