@@ -72,6 +72,21 @@ pub fn encrypt_named(
     recipients: &[Recipient],
     progress: &Progress,
 ) -> Result<EncryptSummary> {
+    encrypt_with(input, reading, output, writing, recipients, true, progress)
+}
+
+/// [`encrypt_named`]; `plaintext_sha256: false` leaves out the SHA-256 of the
+/// plaintext (the summary's is then empty) for callers that hashed it
+/// already (a chain link hashes its tail).
+pub fn encrypt_with(
+    input: impl Read + Send,
+    reading: &str,
+    output: impl Write + Send,
+    writing: &str,
+    recipients: &[Recipient],
+    plaintext_sha256: bool,
+    progress: &Progress,
+) -> Result<EncryptSummary> {
     if recipients.is_empty() {
         return Err(Error::invalid_key(
             "no recipients: refusing to encrypt to nobody",
@@ -89,7 +104,8 @@ pub fn encrypt_named(
         let (ctx, crx) = sync_channel(DEPTH);
         let pool = &pool;
         let head = &head;
-        let reader = s.spawn(move || seal_stage(input, reading, ptx, pool, progress));
+        let reader =
+            s.spawn(move || seal_stage(input, reading, ptx, pool, plaintext_sha256, progress));
         let writer = s.spawn(move || frame_stage(output, writing, head, crx, pool));
         // Dropping the channel ends (inside cfb_stage) unblocks both stages.
         let enc = cfb_stage(prx, ctx, &session_key);
@@ -116,7 +132,11 @@ pub fn encrypt_named(
             "encryption pipeline: a stage stopped without an error",
         ));
     };
-    Ok(summary(plain, cipher, recipients, start.elapsed()))
+    let mut sum = summary(plain, cipher, recipients, start.elapsed());
+    if !plaintext_sha256 {
+        sum.plaintext_sha256.clear();
+    }
+    Ok(sum)
 }
 
 /// One PKESK v3 packet per recipient for `session_key` (AES-256).

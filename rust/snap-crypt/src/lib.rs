@@ -26,7 +26,7 @@ use std::path::Path;
 pub use decrypt::{
     DecryptSummary, SecretKeySource, decrypt, decrypt_file, decrypt_named, decrypt_with,
 };
-pub use encrypt::{EncryptSummary, encrypt, encrypt_file, encrypt_named};
+pub use encrypt::{EncryptSummary, encrypt, encrypt_file, encrypt_named, encrypt_with};
 pub use keys::{
     ComponentInfo, KeyInfo, KeySource, MIN_RSA_BITS, Recipient, SecretState, inspect_keys,
     load_recipients,

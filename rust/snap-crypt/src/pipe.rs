@@ -28,7 +28,7 @@ use snap_core::{Error, Progress};
 /// Size of one chunk handed between stages.
 pub(crate) const CHUNK: usize = 32 * 1024;
 /// Chunks that may wait in one channel.
-pub(crate) const DEPTH: usize = 4;
+pub(crate) const DEPTH: usize = 16;
 
 pub(crate) enum Msg {
     Data(Chunk),

@@ -78,6 +78,7 @@ pub(crate) fn seal_stage<R: Read>(
     what: &str,
     tx: SyncSender<Msg>,
     pool: &Pool,
+    hash: bool,
     progress: &Progress,
 ) -> Result<Digested, StageError> {
     let mut sink = ChunkSink {
@@ -100,7 +101,9 @@ pub(crate) fn seal_stage<R: Read>(
     let mut bytes = 0u64;
     loop {
         let n = fill(&mut input, &mut body[have..]).map_err(|e| io_error(what, e))?;
-        hasher.update(&body[have..have + n]);
+        if hash {
+            hasher.update(&body[have..have + n]);
+        }
         bytes += n as u64;
         progress.add(n as u64);
         have += n;
@@ -116,7 +119,9 @@ pub(crate) fn seal_stage<R: Read>(
         if more == 0 {
             break;
         }
-        hasher.update(peek);
+        if hash {
+            hasher.update(peek);
+        }
         bytes += 1;
         progress.add(1);
         body[0] = peek[0];
