@@ -46,6 +46,8 @@ from measure import measure  # noqa: E402
 PY = sys.executable
 SNAP = [PY, "-m", "snap_core"]
 CLI = REPO / "target" / "release" / "examples" / "snap_pack_cli"
+CRYPT = REPO / "target" / "release" / "examples" / "crypt"
+RESTORE = REPO / "target" / "release" / "examples" / "chain_restore"
 MIB = 1 << 20
 TARGETS = {
     "bytes": 0.05,  # link bytes / full image, at most
@@ -182,14 +184,18 @@ class ChainBench:
             s.extra = {"added": img.stat().st_size - before}
             return s
 
+        def repo_bytes(path):
+            return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+
         def restic_second():
             shutil.rmtree(self.work / "restic")
             shutil.copytree(repo1, self.work / "restic", symlinks=True)
+            before = repo_bytes(self.work / "restic")
             out = self.work / "restic.json"
             s = measure(["restic", "-r", str(self.work / "restic"), "backup", "--json", str(root)],
                         env=self.restic_env, stdout=out)  # fmt: skip
             summary = [json.loads(x) for x in out.read_text().splitlines() if '"summary"' in x][-1]
-            s.extra = {"added": summary.get("data_added_packed", summary["data_added"]), "raw": summary["data_added"]}
+            s.extra = {"added": repo_bytes(self.work / "restic") - before, "raw": summary["data_added"]}
             return s
 
         log("measuring: snap link, snap full pack, mksquashfs append, restic second run")
@@ -221,7 +227,8 @@ class ChainBench:
                  f"{max(s.rss_peak for s in app) / MIB:.1f} MiB", mb(app[0].extra["added"]), f"{lw / aw:.2f}×"],
                 ["restic backup, second run", f"{rw:.2f} s", f"{med(rs, 'cpu'):.2f} s",
                  f"{max(s.rss_peak for s in rs) / MIB:.1f} MiB",
-                 f"{mb(restic_added)} added ({mb(rs[0].extra['raw'])} before compression)", f"{lw / rw:.2f}×"],
+                 f"{mb(restic_added)} added to the repository ({mb(rs[0].extra['raw'])} of new data)",
+                 f"{lw / rw:.2f}×"],
                 ["(restic backup, first run)", f"{r1.wall:.2f} s", f"{r1.cpu:.2f} s", f"{r1.rss_peak / MIB:.1f} MiB",
                  "", ""],
                 ["(base link, before the rotation)", f"{base.wall:.2f} s", f"{base.cpu:.2f} s",
@@ -266,6 +273,11 @@ class ChainBench:
             self.quiet()
             s, d = self.run_link(root, state if n else None, f"year-{n}", start=n == 0)
             shutil.copy(d / "index", state)
+            pieces = self.work / "year-pieces"
+            pieces.mkdir(exist_ok=True)
+            shutil.copy(d / "tail", pieces / f"tail-{n}")
+            shutil.copy(d / "sb", pieces / "sb")
+            self.year_last = s.extra
             info = s.extra["summary"]
             tail = (d / "tail").stat().st_size + (96 if n else 0)
             img = self.work / "year-full.sqfs"
@@ -282,6 +294,7 @@ class ChainBench:
             shutil.rmtree(d)
             log(f"  link {n}: {mb(tail)}, full {mb(full)}, {s.wall:.2f} s, {s.rss_peak / MIB:.1f} MiB")
         h.close()
+        self.year_pieces = self.work / "year-pieces"
         ratio = chain_total / full_total
         self.lines += [f"## A simulated year: {a.links} links, {a.every} daily rotations apart", "",
                        table(["link", "snapshots", "bytes written", "full archive", "link wall", "link RSS", "dead"],
@@ -290,7 +303,122 @@ class ChainBench:
                        f"{ratio:.3f}×.", ""]  # fmt: skip
         self.targets.append(["a year: chain bytes ≤ 0.2× a full archive every time", f"{ratio:.3f}×",
                              "yes" if ratio <= TARGETS["year"] else "**no**"])  # fmt: skip
+        self.year_rss = [(r[0], r[5]) for r in rows]
         shutil.rmtree(root)
+
+    # -- encryption and the restore of a chain ------------------------------------------------
+    def crypto(self):
+        """snap's encrypt/decrypt (the Rust engine: examples/crypt) against gpg on the same
+        input and key; with a year's chain: its pieces decrypted and assembled against gpg -d
+        of the equivalent full image."""
+        sys.path.insert(0, str(REPO))
+        from tests.support.gpg import GnuPG
+
+        a = self.args
+        out = self.work / "crypto"
+        out.mkdir()
+        with GnuPG() as g:
+            pub = g.export_public(out / "pub.asc")
+            sec = g.export_secret(out / "sec.asc")
+            genv = {**os.environ, "GNUPGHOME": str(g.home)}
+            gpg = ["gpg", "--batch", "--yes", "--trust-model", "always", "--pinentry-mode", "loopback",
+                   "--passphrase", ""]  # fmt: skip
+            plain = out / "plain.bin"
+            with open("/dev/urandom", "rb") as src, open(plain, "wb") as dst:
+                for _ in range(a.crypt_mib):
+                    dst.write(src.read(MIB))
+            size = plain.stat().st_size
+            rounds = self.rounds([
+                ("gpg -z 0 -e", lambda: measure([*gpg, "-r", g.fingerprint, "-z", "0", "-o", str(out / "g.gpg"),
+                                                 "-e", str(plain)], env=genv)),
+                ("snap encrypt", lambda: measure([str(CRYPT), "encrypt", str(pub)], stdin=plain,
+                                                 stdout=out / "s.gpg")),
+                ("snap encrypt (no plaintext SHA-256)",
+                 lambda: measure([str(CRYPT), "encrypt", str(pub)], stdin=plain, stdout=out / "s1.gpg",
+                                 env={**os.environ, "NO_PLAINTEXT_SHA256": "1"})),
+            ], a.repeat)  # fmt: skip
+            drounds = self.rounds([
+                ("gpg -d", lambda: measure([*gpg, "-o", str(out / "gd.bin"), "-d", str(out / "s.gpg")], env=genv)),
+                ("snap decrypt", lambda: measure([str(CRYPT), "decrypt", str(sec)], stdin=out / "s.gpg",
+                                                 stdout=out / "sd.bin")),
+                ("snap decrypt (no plaintext SHA-256)",
+                 lambda: measure([str(CRYPT), "decrypt", str(sec)], stdin=out / "s.gpg", stdout=out / "sd1.bin",
+                                 env={**os.environ, "NO_PLAINTEXT_SHA256": "1"})),
+            ], a.repeat)  # fmt: skip
+            rows = []
+            for name, ss in list(rounds.items()) + list(drounds.items()):
+                w = med(ss)
+                rss = max(x.rss_peak for x in ss) / MIB
+                rows.append([name, f"{w:.2f} s", f"{med(ss, 'cpu'):.2f} s", f"{rss:.1f} MiB",
+                             f"{size / w / 1e6:.0f} MB/s"])  # fmt: skip
+            ge, se = med(rounds["gpg -z 0 -e"]), med(rounds["snap encrypt"])
+            gd, sd = med(drounds["gpg -d"]), med(drounds["snap decrypt"])
+            self.lines += [
+                f"## Encrypt and decrypt: {size / 1e6:.0f} MB of random bytes, RSA 3072 key",
+                "",
+                table(["command", "wall", "CPU", "peak RSS", "throughput"], rows),
+                "",
+            ]
+            self.targets += [
+                ["encrypt ≥ 1.0× `gpg -z 0 -e`", f"{ge / se:.2f}× (CPU {med(rounds['snap encrypt'], 'cpu'):.2f} "
+                 f"vs {med(rounds['gpg -z 0 -e'], 'cpu'):.2f} s)", "yes" if ge / se >= 1.0 else "**no**"],
+                ["decrypt ≥ 1.0× `gpg -d`", f"{gd / sd:.2f}× (CPU {med(drounds['snap decrypt'], 'cpu'):.2f} "
+                 f"vs {med(drounds['gpg -d'], 'cpu'):.2f} s)", "yes" if gd / sd >= 1.0 else "**no**"],
+            ]  # fmt: skip
+            for f in ("g.gpg", "s1.gpg", "gd.bin", "sd.bin", "sd1.bin", "plain.bin"):
+                (out / f).unlink(missing_ok=True)
+            if getattr(self, "year_pieces", None):
+                self.chain_restore(out, g, genv, gpg, pub, sec)
+
+    def chain_restore(self, out, g, genv, gpg, pub, sec):
+        """The newest link of the year's chain, restored: every piece decrypted (snap), the
+        image assembled with every range checked; against gpg -d of the same image encrypted
+        whole."""
+        last = self.year_last
+        n = len(last["links"])
+        enc = out / "pieces"
+        enc.mkdir()
+        for i in range(n):
+            with open(self.year_pieces / f"tail-{i}", "rb") as src, open(enc / f"tail-{i}.gpg", "wb") as dst:
+                subprocess.run([str(CRYPT), "encrypt", str(pub)], stdin=src, stdout=dst, check=True,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+        image = out / "image.sqfs"
+        import snap_core
+
+        tails = {i: str(self.year_pieces / f"tail-{i}") for i in range(n)}
+        sbytes = (self.year_pieces / "sb").read_bytes()
+        snap_core.chain_assemble(last["ranges"], sbytes, tails, str(image))
+        with open(image, "rb") as src, open(out / "image.gpg", "wb") as dst:
+            subprocess.run([str(CRYPT), "encrypt", str(pub)], stdin=src, stdout=dst, check=True,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+        size = image.stat().st_size
+        image.unlink()
+        (out / "last.json").write_text(json.dumps({"ranges": last["ranges"]}))
+
+        def snap_restore():
+            (out / "restored.sqfs").unlink(missing_ok=True)
+            return measure([str(RESTORE), str(sec), str(out / "last.json"), str(self.year_pieces / "sb"), str(enc),
+                            str(out / "restored.sqfs")])  # fmt: skip
+
+        def gpg_restore():
+            return measure([*gpg, "-o", str(out / "gpg.sqfs"), "-d", str(out / "image.gpg")], env=genv)
+
+        got = self.rounds([("snap: every piece decrypted into the image (ranges checked)", snap_restore),
+                           ("gpg -d of the equivalent full image", gpg_restore)], self.args.repeat)  # fmt: skip
+        s, gr = (
+            got["snap: every piece decrypted into the image (ranges checked)"],
+            got["gpg -d of the equivalent full image"],
+        )
+        pieces_bytes = sum((enc / f"tail-{i}.gpg").stat().st_size for i in range(n))
+        self.lines += [f"## Restore of the newest link of the {n}-link chain ({mb(size)} image, "
+                       f"{mb(pieces_bytes)} of pieces)", "",
+                       table(["command", "wall", "CPU", "peak RSS", "image throughput"],
+                             [[k, f"{med(v):.2f} s", f"{med(v, 'cpu'):.2f} s",
+                               f"{max(x.rss_peak for x in v) / MIB:.1f} MiB", f"{size / med(v) / 1e6:.0f} MB/s"]
+                              for k, v in got.items()]), ""]  # fmt: skip
+        r = med(gr) / med(s)
+        self.targets.append([f"restore of link {n - 1} ≥ 1.0× gpg -d of the full image", f"{r:.2f}×",
+                             "yes" if r >= 1.0 else "**no**"])  # fmt: skip
 
     def report(self) -> str:
         head = ["# Chains: next link and a simulated year", "",
@@ -309,6 +437,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--year", action="store_true", help="also simulate a year of links")
     ap.add_argument("--only-year", action="store_true")
+    ap.add_argument("--crypto", action="store_true", help="also encryption, decryption, a chain's restore")
+    ap.add_argument("--crypt-mib", type=int, default=1000)
     ap.add_argument("--links", type=int, default=26)
     ap.add_argument("--every", type=int, default=14, help="rotations between links (default 14)")
     ap.add_argument("--full-every", type=int, default=1, help="measure the full archive every N links")
@@ -323,15 +453,17 @@ def main(argv=None):
     for tool in ("mksquashfs", "restic", "rsync"):
         if shutil.which(tool) is None:
             sys.exit(f"missing {tool} (restic: apt-get install restic, for the benchmark only)")
-    if not CLI.exists():
-        subprocess.run(["cargo", "build", "--release", "-p", "snap-pack", "--example", "snap_pack_cli"], cwd=REPO,
-                       check=True)  # fmt: skip
+    for crate, example in (("snap-pack", "snap_pack_cli"), ("snap-crypt", "crypt"), ("snap-pack", "chain_restore")):
+        subprocess.run(["cargo", "build", "--release", "-p", crate, "--example", example], cwd=REPO,
+                       check=True, capture_output=True)  # fmt: skip
     b = ChainBench(args)
     try:
         if not args.only_year:
             b.next_link()
         if args.year or args.only_year:
             b.year()
+        if args.crypto:
+            b.crypto()
         text = b.report()
     finally:
         if not args.keep:

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,182 @@ pub(crate) fn hash_tail(f: &File, link: &LinkRecord) -> io::Result<(String, Stri
     Ok((kept, hex(h.finalize().into())))
 }
 
+/// An image being put together from its pieces, in any order: each piece's
+/// plaintext is streamed through a [`PieceWriter`] (from a file, or straight
+/// out of decryption: no second copy), which keeps the bytes the image needs
+/// at their place and checks their SHA-256. The image appears at its name
+/// only when every range has been written and checked.
+pub struct ImageWriter {
+    out: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    ranges: Vec<Range>,
+    done: Vec<bool>,
+}
+
+impl ImageWriter {
+    /// Start the image of `ranges` at `out` (which must not exist), with
+    /// `superblock` (checked now).
+    pub fn create(out: &Path, ranges: &[Range], superblock: &[u8; HEAD]) -> Result<ImageWriter> {
+        let mut at = 0u64;
+        for r in ranges {
+            if r.offset != at {
+                return Err(Error::invalid_input(format!(
+                    "image ranges leave a gap at {at} (next range at {})",
+                    r.offset
+                )));
+            }
+            at += r.len;
+        }
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".snap-image-")
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(|e| io_err("creating a temporary file in", &dir, e))?;
+        let mut w = ImageWriter {
+            out: out.to_path_buf(),
+            tmp,
+            ranges: ranges.to_vec(),
+            done: vec![false; ranges.len()],
+        };
+        let Some(i) = w.ranges.iter().position(|r| r.piece == Piece::Superblock) else {
+            return Err(Error::invalid_input("image ranges without the super block"));
+        };
+        let r = &w.ranges[i];
+        if r.len != HEAD as u64 || r.piece_offset != 0 {
+            return Err(Error::invalid_input(
+                "the super block range must be its 96 bytes",
+            ));
+        }
+        if hex(Sha256::digest(superblock).into()) != r.sha256 {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                "the super block is not the one the chain recorded for this link",
+            ));
+        }
+        w.tmp
+            .as_file()
+            .write_all_at(superblock, r.offset)
+            .map_err(|e| io_err("writing", out, e))?;
+        w.done[i] = true;
+        Ok(w)
+    }
+
+    /// A writer for the whole plaintext of tail `n`; `name` names the piece
+    /// in messages.
+    pub fn piece(&mut self, n: u32, name: &str) -> Result<PieceWriter<'_>> {
+        let Some(i) = self.ranges.iter().position(|r| r.piece == Piece::Tail(n)) else {
+            return Err(Error::invalid_input(format!(
+                "{name}: link {n}'s tail is not part of this image"
+            )));
+        };
+        if self.done[i] {
+            return Err(Error::invalid_input(format!("{name}: given twice")));
+        }
+        Ok(PieceWriter {
+            image: self,
+            index: i,
+            name: name.to_string(),
+            pos: 0,
+            sha: Sha256::new(),
+        })
+    }
+
+    /// Check that every range is there, then give the image its name.
+    pub fn finish(self) -> Result<u64> {
+        if let Some(i) = self.done.iter().position(|d| !d) {
+            let what = match self.ranges[i].piece {
+                Piece::Tail(n) => format!("link {n}'s tail"),
+                Piece::Superblock => "the super block".into(),
+            };
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!("{what} is missing: the image cannot be put together"),
+            ));
+        }
+        let size = self.ranges.iter().map(|r| r.len).sum();
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_err("syncing", &self.out, e))?;
+        self.tmp
+            .persist_noclobber(&self.out)
+            .map_err(|e| io_err("renaming the assembled image to", &self.out, e.error))?;
+        Ok(size)
+    }
+}
+
+/// The plaintext of one piece, written in order; call [`PieceWriter::finish`].
+pub struct PieceWriter<'a> {
+    image: &'a mut ImageWriter,
+    index: usize,
+    name: String,
+    /// Bytes of the piece seen so far.
+    pos: u64,
+    sha: Sha256,
+}
+
+impl Write for PieceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let r = &self.image.ranges[self.index];
+        let (from, to) = (r.piece_offset, r.piece_offset + r.len);
+        let (start, end) = (self.pos, self.pos + data.len() as u64);
+        let a = start.max(from);
+        let b = end.min(to);
+        if a < b {
+            let part = &data[(a - start) as usize..(b - start) as usize];
+            self.sha.update(part);
+            self.image
+                .tmp
+                .as_file()
+                .write_all_at(part, r.offset + (a - from))?;
+        }
+        self.pos = end;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PieceWriter<'_> {
+    /// Check the piece: long enough, and its range's SHA-256 the recorded one.
+    pub fn finish(self) -> Result<()> {
+        let r = &self.image.ranges[self.index];
+        if self.pos < r.piece_offset + r.len {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "piece {} is too short: {} bytes, the image needs {} from it",
+                    self.name,
+                    self.pos,
+                    r.piece_offset + r.len
+                ),
+            ));
+        }
+        let got = hex(self.sha.finalize().into());
+        if got != r.sha256 {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "piece {}: bytes {}..{} have SHA-256 {got}, the chain recorded {}: a wrong, \
+                     reordered or changed piece",
+                    self.name,
+                    r.piece_offset,
+                    r.piece_offset + r.len,
+                    r.sha256
+                ),
+            ));
+        }
+        self.image.done[self.index] = true;
+        Ok(())
+    }
+}
+
 /// Put the image of `ranges` together at `out` (a new file) from the tails
 /// `tail(n)` and `superblock`, checking every range's SHA-256 first: a
 /// missing, short, reordered or changed piece is refused, naming it, and
@@ -113,91 +290,19 @@ pub fn assemble(
     tail: &dyn Fn(u32) -> PathBuf,
     out: &Path,
 ) -> Result<u64> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".snap-image-")
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(|e| io_err("creating a temporary file in", &dir, e))?;
-    let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
+    let mut image = ImageWriter::create(out, ranges, superblock)?;
     for r in ranges {
-        if r.offset != at {
-            return Err(Error::invalid_input(format!(
-                "image ranges leave a gap at {at} (next range at {})",
-                r.offset
-            )));
-        }
-        let mut h = Sha256::new();
-        match r.piece {
-            Piece::Superblock => {
-                if r.len != HEAD as u64 || r.piece_offset != 0 {
-                    return Err(Error::invalid_input(
-                        "the super block range must be its 96 bytes",
-                    ));
-                }
-                h.update(superblock);
-                w.write_all(superblock)
-                    .map_err(|e| io_err("writing", out, e))?;
-            }
-            Piece::Tail(n) => {
-                let path = tail(n);
-                let mut f = File::open(&path).map_err(|e| io_err("opening piece", &path, e))?;
-                f.seek(SeekFrom::Start(r.piece_offset))
-                    .map_err(|e| io_err("reading piece", &path, e))?;
-                let mut left = r.len;
-                while left > 0 {
-                    let want = (left as usize).min(buf.len());
-                    let got = f
-                        .read(&mut buf[..want])
-                        .map_err(|e| io_err("reading piece", &path, e))?;
-                    if got == 0 {
-                        return Err(Error::new(
-                            ErrorKind::Integrity,
-                            format!(
-                                "piece {} (tail of link {n}) is too short: it ends {left} bytes \
-                                 before the {} bytes the image needs from it",
-                                show(&path),
-                                r.len
-                            ),
-                        ));
-                    }
-                    h.update(&buf[..got]);
-                    w.write_all(&buf[..got])
-                        .map_err(|e| io_err("writing", out, e))?;
-                    left -= got as u64;
-                }
-            }
-        }
-        let got = hex(h.finalize().into());
-        if got != r.sha256 {
-            let what = match r.piece {
-                Piece::Superblock => "the super block".to_string(),
-                Piece::Tail(n) => format!("{} (tail of link {n})", show(&tail(n))),
-            };
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "{what}: bytes {}..{} have SHA-256 {got}, the chain recorded {}: a wrong, \
-                     reordered or changed piece",
-                    r.piece_offset,
-                    r.piece_offset + r.len,
-                    r.sha256
-                ),
-            ));
-        }
-        at += r.len;
+        let Piece::Tail(n) = r.piece else { continue };
+        let path = tail(n);
+        let name = format!("{} (tail of link {n})", show(&path));
+        let mut f = File::open(&path).map_err(|e| io_err("opening piece", &path, e))?;
+        let mut w = image.piece(n, &name)?;
+        // Only what the image needs is read.
+        f.seek(SeekFrom::Start(r.piece_offset))
+            .map_err(|e| io_err("reading piece", &path, e))?;
+        w.pos = r.piece_offset;
+        io::copy(&mut (&mut f).take(r.len), &mut w).map_err(|e| io_err("copying", &path, e))?;
+        w.finish()?;
     }
-    w.flush().map_err(|e| io_err("writing", out, e))?;
-    drop(w);
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| io_err("syncing", out, e))?;
-    tmp.persist_noclobber(out)
-        .map_err(|e| io_err("renaming the assembled image to", out, e.error))?;
-    Ok(at)
+    image.finish()
 }

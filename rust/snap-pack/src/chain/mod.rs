@@ -47,7 +47,7 @@ use crate::ffi::{HEAD, SqFile};
 use crate::pack::{PackOptions, PackSummary, Sink, Source, check_options, pack_into};
 use crate::util::{io_err, show};
 
-pub use assemble::{Piece, Range, assemble, ranges};
+pub use assemble::{ImageWriter, Piece, PieceWriter, Range, assemble, ranges};
 pub use index::LinkRecord;
 pub use rebuild::{ImageSource, RebuildSummary, rebuild_index};
 pub use snapshots::{STAMP, Snapshot, TimeSource, snapshots, time_name};
