@@ -128,6 +128,22 @@ impl Link {
     }
 }
 
+/// New indexes of links that were never committed (a killed run): they
+/// would only take space. Links of one chain run one at a time (the caller
+/// holds the chain's lock).
+fn remove_stale_pending(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let n = name.as_encoded_bytes();
+        if n.starts_with(b".chain-index-") && n.ends_with(b".pending") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 fn parent(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -209,6 +225,7 @@ pub fn link(
         ));
     }
     let tail_dir = parent(tail);
+    remove_stale_pending(&parent(index));
     let number = old.as_ref().map_or(0, |o| o.header.links.len() as u32);
     let base = old
         .as_ref()

@@ -192,7 +192,7 @@ pub(crate) fn pack_into<'a>(
         block_size: bs,
         synced: Vec::new(),
         reuse,
-        owner: 0,
+        owner: super::packer::NO_OWNER,
         live: chain.then(Live::default),
     };
     let root_ref = p.run(source)?;

@@ -168,6 +168,8 @@ impl Packer<'_> {
         let f = walk::open_file_at(dir, name).map_err(|e| io_err("opening", path, e))?;
         let m = self.meta_of(XSrc::Fd(&f), path, meta)?;
         let key = match self.reuse {
+            // A file beside the servers belongs to none: never keyed.
+            Some(_) if self.owner == super::packer::NO_OWNER => None,
             Some(_) => {
                 let k = FileKey::of(meta, &f, self.owner);
                 if k.is_none() {

@@ -82,6 +82,9 @@ pub(super) struct Frame {
     pub(super) entries: Vec<Entry>,
 }
 
+/// The owner of files outside every server's directory.
+pub(super) const NO_OWNER: u32 = u32::MAX;
+
 /// Data blocks in flight per compression thread (each up to one block in size).
 pub(super) const BACKLOG_PER_THREAD: u32 = 16;
 
@@ -545,6 +548,10 @@ impl<'a> Packer<'a> {
             }
             if depth == 1 && source.snapshots.is_some() {
                 return Err(self.changed(&path, "a snapshot is no longer a directory"));
+            }
+            if depth == 2 {
+                // A file beside the servers belongs to none: never reused.
+                self.owner = NO_OWNER;
             }
             let target = self.add_leaf(&top.dir, real, &path, &meta)?;
             let mode = meta.fmt() as u16;
