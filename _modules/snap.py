@@ -573,6 +573,8 @@ def archive_config():
         "storage_class": arc["storage_class"],
         "retain_days": int(arc["retain_days"]),
         "pack": arc["pack"],
+        "chain": arc.get("chain") or {},
+        "prices": arc.get("prices") or {},
     }
     return _core(snap_core.parse_archive_config, json.dumps(config))
 
