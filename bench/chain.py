@@ -267,19 +267,32 @@ class ChainBench:
         h = History(str(root), a.size, seed=a.seed, levels=YEAR_LEVELS)
         state = self.work / "year-index"
         rows, chain_total, full_total, full = [], 0, 0, 0
+        held = []  # (kind, bytes, day uploaded, chain's base day) of every piece; full archives apart
+        base_day, number, prev_data = 0, 0, 0
         for n in range(a.links):
             for _ in range(a.every if n else 1):
                 h.rotate()
+            day = n * a.every
+            # A new base when the chain reaches its maximum age, as the archive run does.
+            start = n == 0 or day - base_day >= a.max_age_days
+            if start:
+                base_day, number, prev_data = day, 0, 0
+                shutil.rmtree(self.work / "year-pieces", ignore_errors=True)
             self.quiet()
-            s, d = self.run_link(root, state if n else None, f"year-{n}", start=n == 0)
+            s, d = self.run_link(root, None if start else state, f"year-{n}", start=start)
             shutil.copy(d / "index", state)
             pieces = self.work / "year-pieces"
             pieces.mkdir(exist_ok=True)
-            shutil.copy(d / "tail", pieces / f"tail-{n}")
+            shutil.copy(d / "tail", pieces / f"tail-{number}")
             shutil.copy(d / "sb", pieces / "sb")
             self.year_last = s.extra
             info = s.extra["summary"]
-            tail = (d / "tail").stat().st_size + (96 if n else 0)
+            tail = (d / "tail").stat().st_size + (0 if start else 96)
+            data = info["data_bytes"] - prev_data
+            prev_data = info["data_bytes"]
+            held.append(("data", data, day, base_day))
+            held.append(("meta", tail - data, day, base_day))
+            number += 1
             img = self.work / "year-full.sqfs"
             img.unlink(missing_ok=True)
             if n % a.full_every == 0 or n == a.links - 1:
@@ -289,6 +302,7 @@ class ChainBench:
                 img.unlink()
             chain_total += tail
             full_total += full
+            held.append(("full", full, day, day))
             rows.append([n, info["snapshots"], mb(tail), mb(full), f"{s.wall:.2f} s", f"{s.rss_peak / MIB:.1f} MiB",
                          f"{mb(info['dead_bytes'])} ({100 * info['dead_ratio']:.1f} %)"])  # fmt: skip
             shutil.rmtree(d)
@@ -303,8 +317,37 @@ class ChainBench:
                        f"{ratio:.3f}×.", ""]  # fmt: skip
         self.targets.append(["a year: chain bytes ≤ 0.2× a full archive every time", f"{ratio:.3f}×",
                              "yes" if ratio <= TARGETS["year"] else "**no**"])  # fmt: skip
+        self.year_cost(held)
         self.year_rss = [(r[0], r[5]) for r in rows]
         shutil.rmtree(root)
+
+    def year_cost(self, held):
+        """GiB-months held under lock and their cost at list prices, chain against a full archive
+        every time. Locks as the archive run plans them: a full archive and a link's meta piece
+        for retain_days, a data piece until its chain's base + max_age_days + retain_days. Billed
+        at least the class's minimum storage duration (GLACIER 90 days, DEEP_ARCHIVE 180)."""
+        a = self.args
+        gib = float(1 << 30)
+        rows = []
+        for cls, price, minimum in (("GLACIER", 0.0036, 90), ("DEEP_ARCHIVE", 0.00099, 180)):
+            retain = max(a.retain_days, minimum)
+            months = {"chain": 0.0, "full": 0.0}
+            for kind, size, day, base in held:
+                if kind == "data":
+                    days = base + a.max_age_days + retain - day
+                else:
+                    days = retain
+                months["full" if kind == "full" else "chain"] += size / gib * max(days, minimum) / 30
+            rows.append([cls, f"{retain} d", f"{months['chain']:.3f}", f"{months['full']:.3f}",
+                         f"{months['chain'] / months['full']:.3f}×", f"{months['chain'] * price:.4f} USD",
+                         f"{months['full'] * price:.4f} USD"])  # fmt: skip
+            if cls == "GLACIER":
+                r = months["chain"] / months["full"]
+                self.targets.append(["a year: GiB-months under lock ≤ 0.2× a full archive every time (GLACIER)",
+                                     f"{r:.3f}×", "yes" if r <= TARGETS["year"] else "**no**"])  # fmt: skip
+        self.lines += [f"### Held under lock over the year (new base every {a.max_age_days} days, list prices)", "",
+                       table(["class", "retention", "chain GiB-months", "full GiB-months", "ratio", "chain cost",
+                              "full cost"], rows), ""]  # fmt: skip
 
     # -- encryption and the restore of a chain ------------------------------------------------
     def crypto(self):
@@ -442,6 +485,8 @@ def main(argv=None):
     ap.add_argument("--links", type=int, default=26)
     ap.add_argument("--every", type=int, default=14, help="rotations between links (default 14)")
     ap.add_argument("--full-every", type=int, default=1, help="measure the full archive every N links")
+    ap.add_argument("--max-age-days", type=int, default=90, help="a new base when the chain is this old")
+    ap.add_argument("--retain-days", type=int, default=90)
     ap.add_argument("--workdir")
     ap.add_argument("--max-load", type=float, default=None)
     ap.add_argument("--wait", type=float, default=300)
