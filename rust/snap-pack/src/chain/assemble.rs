@@ -89,7 +89,8 @@ pub(crate) fn hash_tail(f: &File, link: &LinkRecord) -> io::Result<(String, Stri
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = from;
-    let mut kept = None;
+    // A link that added no data keeps nothing: the hash of no bytes.
+    let mut kept = (pos >= keep).then(|| hex(Sha256::new().finalize().into()));
     while pos < total {
         let stop = if pos < keep { keep } else { total };
         let n = ((stop - pos) as usize).min(buf.len());
