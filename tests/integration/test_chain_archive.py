@@ -242,3 +242,70 @@ def test_the_good_pieces_restore_from_a_directory(chain, newest_pieces, tmp_path
     expected = links[-1][1]
     for name, (_, as_server) in expected.items():
         assert describe(dest / name) == as_server
+
+
+# -- killed mid-link, rebase (these run last: they extend the chain) ------------------------------
+
+
+def no_manifest_identity(moto, root: pathlib.Path) -> dict:
+    """May upload pieces (and read locks back) but is refused the manifest: a run that dies
+    between its pieces and its manifest, as a run killed there would."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{moto.BUCKET}/*.chain.json"},
+        ],
+    }
+    iam = moto.client("admin", "iam")
+    iam.create_user(UserName="snap-dies")
+    iam.put_user_policy(UserName="snap-dies", PolicyName="dies", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="snap-dies")["AccessKey"]
+    path = root / "dies-credentials"
+    path.write_text(f"[dies]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
+    return moto.target(profile="dies", credentials_file=str(path))
+
+
+def test_a_run_that_dies_before_its_manifest_publishes_nothing_and_the_next_makes_the_link_afresh(chain):
+    moto, _, root, cfg, _, links = chain
+    s3 = moto.client("admin")
+    history = pathlib.Path(json.loads(cfg.read_text())["history_dir"])
+    rotate(history, 4)
+    state = json.loads((root / "state" / "chain" / "state.json").read_text())
+    dying = cfg.with_name("dying.json")
+    dying.write_text(json.dumps({**json.loads(cfg.read_text()), "target": no_manifest_identity(moto, root)}))
+    proc = archive(dying, check=False)
+    assert proc.returncode != 0 and "chain.json" in proc.stderr, proc.stderr
+    # The chain did not move, and no manifest names the pieces that went up.
+    assert json.loads((root / "state" / "chain" / "state.json").read_text()) == state
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=moto.BUCKET).get("Contents", [])]
+    assert not [k for k in keys if k.endswith(".link-0004.chain.json")]
+    orphans = [k for k in keys if ".link-0004." in k]
+    assert orphans, keys  # the dead run's pieces: locked, unused
+    rec, _ = archive(cfg)
+    m = rec["chain"]
+    assert m["chain"]["link"] == 4 and m["chain"]["id"] == links[0][0]["chain"]["chain"]["id"]
+    assert not set(p["key"] for p in m["pieces"]) & set(orphans)
+    for p in m["pieces"]:  # every piece a manifest names exists
+        s3.head_object(Bucket=moto.BUCKET, Key=p["key"], VersionId=p["version_id"])
+    # The dead run's uploads are counted in what is held under lock.
+    assert rec["storage"]["objects"] >= sum(len(r["chain"]["pieces"]) for r, _, _ in links[-1:]) + len(orphans)
+
+
+def test_a_new_base_when_too_much_of_the_image_is_dead(chain):
+    moto, _, _, cfg, _, links = chain
+    history = pathlib.Path(json.loads(cfg.read_text())["history_dir"])
+    strict = cfg.with_name("strict.json")
+    strict.write_text(json.dumps({**json.loads(cfg.read_text()), "chain": {"enabled": True, "max_dead_ratio": 0.1}}))
+    doomed = history / "recent.0" / "web1" / "data" / "doomed.bin"
+    doomed.write_bytes(os.urandom(600_000))
+    rec, _ = archive(strict)
+    assert rec["chain"]["chain"]["link"] == 5, rec["chain"]["chain"]
+    doomed.unlink()  # as when the last snapshot that held it expires
+    rec, _ = archive(strict)  # still a link: the ratio is judged on the previous link
+    assert rec["chain"]["chain"]["link"] == 6 and rec["chain"]["image"]["dead_ratio"] > 0.1, rec["chain"]["image"]
+    rec, _ = archive(strict)
+    c = rec["chain"]["chain"]
+    assert c["link"] == 0 and c["id"] != links[0][0]["chain"]["chain"]["id"]
+    assert "dead" in c["rebase_reason"], c
+    assert rec["chain"]["pieces"][0]["link"] == 0 and len(rec["chain"]["pieces"]) == 2
