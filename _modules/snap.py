@@ -19,6 +19,7 @@ Configuration (pillar):
 """
 
 import base64
+import contextlib
 import copy
 import json
 import logging
@@ -31,9 +32,13 @@ import salt.utils.dictupdate
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (2, 0)
+
 try:
     import snap_core
     from snap_core import fleet
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -51,8 +56,11 @@ def __virtual__():
         return (
             False,
             "snap: the snap_core package is not importable by the Python that runs Salt "
-            f"({IMPORT_ERROR}); apply state snap.core to install the snap wheel",
+            f"({IMPORT_ERROR}); apply state snap.core to install or upgrade the snap wheel",
         )
+    stale = incompatible(NEEDS_CORE_API, __file__, "snap execution module")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 
@@ -247,7 +255,7 @@ def schedule():
     return sched
 
 
-def fleet_keys(tgt="*", tgt_type="glob"):
+def fleet_keys(tgt="*", tgt_type="glob", bound=None):
     """
     Read every server's snap key from the mine and validate each again.
 
@@ -264,7 +272,7 @@ def fleet_keys(tgt="*", tgt_type="glob"):
     """
     mine = __salt__["mine.get"](tgt, fleet.MINE_FUNCTION, tgt_type=tgt_type)
     overrides = _pillar("snap:server:account_overrides", {})
-    result = _core(fleet.validate_mine, mine, overrides)
+    result = _core(fleet.validate_mine, mine, overrides, bound)
     for minion_id, reason in result["rejected"].items():
         log.error("snap: rejected mine key of %s: %s", minion_id, reason)
     return result
@@ -393,10 +401,20 @@ def push(no_splay=True):
 # -- the backup server ------------------------------------------------------------
 
 
+def _server_dirs(srv):
+    """(jails, history) of the backup server: pillar, or under ``base``."""
+    return (
+        srv.get("jails_dir") or os.path.join(srv["base"], "jails"),
+        srv.get("history_dir") or os.path.join(srv["base"], "history"),
+    )
+
+
 def server_config():
     """
     The backup server's configuration (what state ``snap.server_config``
-    writes to ``/etc/snap/server.json``): every accepted server's account.
+    writes to ``/etc/snap/server.json``, which ``snap-receive`` and rotation
+    read): every accepted server's account, the receiver's limits, the
+    history reserve.
 
     CLI Example:
 
@@ -406,19 +424,58 @@ def server_config():
     """
     s = settings()
     srv = s["server"]
+    jails, history = _server_dirs(srv)
     accounts = {key["account"]: minion_id for minion_id, key in server_fleet()["accepted"].items()}
     config = {
-        "jails_dir": os.path.join(srv["base"], "jails"),
-        "history_dir": os.path.join(srv["base"], "history"),
+        "jails_dir": jails,
+        "history_dir": history,
         "rsnapshot_conf": srv["rsnapshot_conf"],
+        "as_account": srv["as_account"],
         "accounts": accounts,
         "levels": srv["levels"],
         "lock_wait": int(srv["lock_wait"]),
+        "sync_timeout": int(srv["sync_timeout"]),
+        "limits": srv["limits"],
+        "reserve": srv["reserve"],
         "state_dir": srv["state_dir"],
         "log_file": os.path.join(srv["log_dir"], "rsnapshot.log"),
         "lock_file": os.path.join(srv["run_dir"], "rsnapshot.pid"),
     }
     return _core(snap_core.parse_server_config, json.dumps(config))
+
+
+def account_bindings():
+    """
+    The push accounts that exist on this backup server and the minion id
+    each was made for (``{account: minion id}``, from the account's comment
+    ``snap push account of <id>``, which only root can change). An account
+    stays with its server: it is never handed to another id, even after its
+    server left the fleet, until it is purged.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.account_bindings
+    """
+    if "snap.account_bindings" not in __context__:
+        import grp
+        import pwd
+
+        group = settings()["server"]["group"]
+        try:
+            gr = grp.getgrnam(group)
+            members, gid = set(gr.gr_mem), gr.gr_gid
+        except KeyError:
+            members, gid = set(), None
+        bound = {}
+        for pw in pwd.getpwall():
+            if pw.pw_name in members or pw.pw_gid == gid:
+                prefix = "snap push account of "
+                if pw.pw_gecos.startswith(prefix):
+                    bound[pw.pw_name] = pw.pw_gecos[len(prefix) :].split(",")[0]
+        __context__["snap.account_bindings"] = bound
+    return dict(__context__["snap.account_bindings"])
 
 
 def rsnapshot_conf():
@@ -452,8 +509,10 @@ def rotate(level):
 
 def jails():
     """
-    What the backup server holds for each server: account, jail, the state
-    of its last push as the jail records it, and what went into history.
+    What the backup server holds for each server, as it saw it itself: the
+    account and jail, the last complete push and the last failure (from the
+    receipts root writes), whether a push is running, and what went into
+    history. Nothing here is the server's own word.
 
     CLI Example:
 
@@ -461,28 +520,123 @@ def jails():
 
         salt backup1 snap.jails
     """
-    s = settings()
-    cfg = server_config()
-    received_path = os.path.join(s["server"]["state_dir"], "received.json")
+    cfg = settings()["server"]["config"]
+    view = _core(snap_core.backup_server_view, cfg)
+    jails_dir = server_config()["jails_dir"]
+    for entry in view.values():
+        entry["jail"] = os.path.join(jails_dir, entry["account"])
+    return view
+
+
+def prepare_jail(account, minion_id=None):
+    """
+    Make or repair the jail of push account ``account``: its home owned by
+    root (0711), ``incoming`` (0700) the account's and the only place it can
+    write (a btrfs subvolume where quotas are kept with btrfs), nothing else
+    in the home but root's own files. Returns what changed; with
+    ``test=True``, what would.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.prepare_jail snap-web1
+    """
+    import pwd
+
+    from snap_core import quota
+
+    srv = settings()["server"]
+    jails = _server_dirs(srv)[0]
+    dry = bool(__opts__.get("test"))
     try:
-        with open(received_path, encoding="utf-8") as handle:
-            received = json.load(handle)
-    except FileNotFoundError:
-        received = {}
-    out = {}
-    for account, minion_id in sorted(cfg["accounts"].items(), key=lambda kv: kv[1]):
-        incoming = os.path.join(cfg["jails_dir"], account, "incoming")
+        pw = pwd.getpwnam(account)
+    except KeyError:
+        if dry:
+            return [f"{os.path.join(jails, account)}: would be created with the account"]
+        raise CommandExecutionError(f"account {account} does not exist") from None
+    changes = []
+    limit, _ = _quota_limits(minion_id)
+    if limit is not None and _quota_method() == "btrfs":
+        incoming = os.path.join(jails, account, "incoming")
+        if os.path.isdir(os.path.join(jails, account)):
+            changes += _core(quota.make_subvolume, incoming, dry)
+            if changes and not dry:
+                # The trees are gone with the old incoming: no complete tree any more.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(jails, account, "jail.json"))
+    return changes + _core(snap_core.prepare_jail, jails, account, pw.pw_uid, pw.pw_gid, dry_run=dry)
+
+
+def _quota_limits(minion_id):
+    from snap_core import quota
+
+    srv = settings()["server"]
+    overrides = (srv.get("quota_overrides") or {}).get(minion_id) if minion_id else None
+    return _core(quota.wanted_limits, srv.get("quota"), overrides, minion_id or "?")
+
+
+def _quota_method():
+    from snap_core import quota
+
+    if "snap.quota_fs" not in __context__:
+        srv = settings()["server"]
+        fs = _core(quota.filesystem_of, _server_dirs(srv)[0])
+        wanted = (srv.get("quota") or {}).get("method", "auto")
+        __context__["snap.quota_fs"] = (fs, _core(quota.method_for, fs, wanted))
+    return __context__["snap.quota_fs"][1]
+
+
+def ensure_quota(account, minion_id):
+    """
+    Give push account ``account`` (of server ``minion_id``) the quota pillar
+    ``snap:server:quota`` (and ``quota_overrides``) asks for, enforced by the
+    kernel on the jails' filesystem: Linux user quotas (ext4/XFS) or a btrfs
+    qgroup on the jail's subvolume. When the pillar leaves quotas alone
+    again (an override removed, the default null), a limit snap set is
+    lifted; one set by hand stays. Returns the changes; with ``test=True``,
+    what would change.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.ensure_quota snap-web1 web1.example.com
+    """
+    import pwd
+
+    from snap_core import quota
+
+    limit_bytes, limit_inodes = _quota_limits(minion_id)
+    jails = _server_dirs(settings()["server"])[0]
+    home = os.path.join(jails, account)
+    lifting = limit_bytes is None and limit_inodes is None
+    if lifting:
+        # Pillar leaves quotas alone: lift only a limit snap itself set.
+        if not quota.recorded(home):
+            return {}
+        limit_bytes, limit_inodes = 0, 0
+    dry = bool(__opts__.get("test"))
+    method = _quota_method()
+    fs = __context__["snap.quota_fs"][0]
+    if method == "btrfs":
+        if limit_bytes is None:
+            raise CommandExecutionError("snap:server:quota: btrfs limits bytes only (set blocks)")
+        changes = _core(quota.ensure_btrfs, os.path.join(home, "incoming"), account, limit_bytes, dry)
+    else:
         try:
-            state = snap_core.read_jail_state(os.path.join(incoming, ".snap-state"))
-        except snap_core.Error as exc:
-            state = {"state": "unreadable", "error": str(exc)}
-        out[minion_id] = {
-            "account": account,
-            "jail": incoming,
-            "last_push": state,
-            "in_history": received.get(minion_id),
-        }
-    return out
+            uid = pwd.getpwnam(account).pw_uid
+        except KeyError:
+            return {"quota": {"old": None, "new": {"bytes": limit_bytes, "inodes": limit_inodes}}} if dry else {}
+        if "snap.quota_table" not in __context__:
+            __context__["snap.quota_table"] = _core(quota.usrquota_table, fs)
+        limit = (limit_bytes or 0, limit_inodes or 0)
+        changes = _core(quota.ensure_usrquota, fs, account, uid, limit, __context__["snap.quota_table"], dry)
+    if lifting:
+        quota.forget(home, dry)
+    elif changes or not quota.recorded(home):
+        quota.remember(home, limit_bytes, limit_inodes, dry)
+    return changes
 
 
 def server_fleet():
@@ -499,7 +653,7 @@ def server_fleet():
     """
     if "snap.server_fleet" not in __context__:
         excluded = set(settings()["server"].get("exclude") or []) | {__opts__["id"]}
-        result = fleet_keys()
+        result = fleet_keys(bound=account_bindings())
         for section in ("accepted", "rejected"):
             result[section] = {k: v for k, v in result[section].items() if k not in excluded}
         __context__["snap.server_fleet"] = result
@@ -508,9 +662,11 @@ def server_fleet():
 
 def fleet_account_names():
     """
-    The account name of every server in the mine that can have one, whether
-    or not its current key is acceptable (a server with a bad key keeps its
-    account). Accounts outside this set belong to retired servers.
+    The account name of every server in the mine that has or can have one,
+    whether or not its current key is acceptable (a server with a bad key
+    keeps its account). Accounts outside this set belong to retired servers;
+    an account made for a retired server stays outside it even when a new
+    server's name would be the same.
 
     CLI Example:
 
@@ -519,17 +675,52 @@ def fleet_account_names():
         salt backup1 snap.fleet_account_names
     """
     fleet = server_fleet()
+    bound = account_bindings()
+    held = {minion_id: account for account, minion_id in bound.items()}
     names = {key["account"] for key in fleet["accepted"].values()}
     overrides = settings()["server"].get("account_overrides") or {}
     for minion_id in fleet["rejected"]:
+        if minion_id in held:
+            names.add(held[minion_id])
+            continue
         if minion_id in overrides:
             names.add(overrides[minion_id])
             continue
         try:
-            names.add(snap_core.account_name(minion_id))
+            name = snap_core.account_name(minion_id)
         except snap_core.Error:
-            pass
+            continue
+        if bound.get(name, minion_id) == minion_id:
+            names.add(name)
     return sorted(names)
+
+
+def remove_jail(account):
+    """
+    Delete the jail of a purged push account (its btrfs subvolume too, if it
+    has one). Its history ages out with rotation. Returns the removed path,
+    or None if there was nothing. With ``test=True``, removes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.remove_jail snap-old1
+    """
+    from snap_core import quota
+
+    jail = os.path.join(_server_dirs(settings()["server"])[0], account)
+    if not os.path.lexists(jail):
+        return None
+    if __opts__.get("test"):
+        return jail
+    incoming = os.path.join(jail, "incoming")
+    if quota.is_subvolume(incoming):
+        res = __salt__["cmd.run_all"](["btrfs", "subvolume", "delete", incoming], python_shell=False)
+        if res["retcode"]:
+            raise CommandExecutionError(f"cannot delete subvolume {incoming}: {res['stderr']}")
+    shutil.rmtree(jail)
+    return jail
 
 
 # -- the archive pipeline (backup server) ------------------------------------------------
@@ -563,7 +754,7 @@ def archive_config():
             )
     config = {
         "minion_id": __opts__["id"],
-        "history_dir": os.path.join(srv["base"], "history"),
+        "history_dir": _server_dirs(srv)[1],
         "servers": arc.get("servers"),
         "work_dir": arc["work_dir"],
         "state_dir": srv["state_dir"],
@@ -722,7 +913,7 @@ def _transfer_dir(transfer, create=False):
 
 
 def _history_dir():
-    return os.path.join(settings()["server"]["base"], "history")
+    return _server_dirs(settings()["server"])[1]
 
 
 def _newest_snapshot_of(server):

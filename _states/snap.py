@@ -16,8 +16,12 @@ import os
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (2, 0)
+
 try:
     from snap_core import provision as snap_provision
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -35,6 +39,9 @@ def __virtual__():
             "snap: the snap execution module is not loaded (the snap_core package is missing; "
             "apply state snap.core first)",
         )
+    stale = HAS_CORE and incompatible(NEEDS_CORE_API, __file__, "snap state module")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 
@@ -215,16 +222,19 @@ def client_config(name):
 def account(name):
     """
     Ensure the jailed push account of server ``name`` (a minion id) on the
-    backup server: a system user ``snap-<id>`` in the snap group, password
-    ``*`` (no password login), shell ``/bin/sh`` (sshd runs the forced command
-    through it), jail ``<base>/jails/<account>`` mode 0700, and one
-    authorized key (root-owned, outside the jail) pinned to
-    ``restrict,command="snap-receive <jail>/incoming"``: a write-only rsync
-    receiver confined to the jail.
+    backup server: a system user ``snap-<id>`` in the snap group (its comment
+    ``snap push account of <id>`` binds it to that server for good), password
+    ``*`` (no password login), shell ``/bin/sh`` (sshd runs the forced
+    command through it), home ``<jails>/<account>`` owned by root (0711) with
+    ``incoming`` (0700) the only place the account can write, an optional
+    quota, and one authorized key (root-owned, outside the jail) pinned to
+    ``restrict,command="sudo -n snap-receive <server.json>"``: a write-only
+    rsync receiver run as root that receives as the account.
 
     The key comes from the mine and is validated again; a server whose key is
     rejected keeps its account exactly as it was, and the state fails with
-    the reason.
+    the reason. An account made for another server (in the fleet or retired)
+    is never handed over: the state fails naming the holder.
 
     .. code-block:: yaml
 
@@ -236,18 +246,17 @@ def account(name):
     try:
         fleet = __salt__["snap.server_fleet"]()
         srv = __salt__["snap.settings"]()["server"]
+        jails = __salt__["snap.server_config"]()["jails_dir"]
     except CommandExecutionError as exc:
         return _fail(ret, str(exc))
     if name in fleet["rejected"]:
-        return _fail(ret, f"Key of {name} rejected, its account is left as it was: {fleet['rejected'][name]}")
+        return _fail(ret, f"{name} gets no push account, its existing one (if any) is left as it was: "
+                          f"{fleet['rejected'][name]}")  # fmt: skip
     if name not in fleet["accepted"]:
         return _fail(ret, f"{name} has published no snap key in the mine (snap.pubkey)")
     key = fleet["accepted"][name]
     acct = key["account"]
-    jail = os.path.join(srv["base"], "jails", acct)
-    incoming = os.path.join(jail, "incoming")
-    exists = bool(__salt__["user.info"](acct))
-
+    jail = os.path.join(jails, acct)
     ok = _merge(
         ret,
         "user",
@@ -264,16 +273,19 @@ def account(name):
             expire=-1,
         ),
     )
-    if ok and (exists or not __opts__["test"]):
-        for label, path in (("jail", jail), ("incoming", incoming)):
-            _merge(
-                ret,
-                label,
-                __states__["file.directory"](name=path, user=acct, group=acct, mode="0700", makedirs=True),
-            )
-    elif __opts__["test"]:
-        ret["changes"]["jail"] = {"new": incoming}
-    line = f'restrict,command="{srv["receive"]} {incoming}" {key["line"]} snap:{name}\n'
+    if ok:
+        try:
+            changed = __salt__["snap.prepare_jail"](acct, name)
+            quota = __salt__["snap.ensure_quota"](acct, name)
+        except CommandExecutionError as exc:
+            return _fail(ret, f"Jail of {acct}: {exc}")
+        if changed:
+            ret["changes"]["jail"] = changed
+        ret["changes"].update(quota)
+        if (changed or quota) and __opts__["test"]:
+            ret["result"] = None
+    command = f"/usr/bin/sudo -n {srv['receive']} {srv['config']}"
+    line = f'restrict,command="{command}" {key["line"]} snap:{name}\n'
     _merge(ret, "authorized_key", _file(os.path.join(srv["authorized_keys_dir"], acct), line, "0644"))
     return _finish(ret, f"Push account {acct} of {name} ({key['fingerprint']}), jail {jail}")
 
@@ -305,8 +317,16 @@ def retired(name):
         info = __salt__["user.info"](acct) or {}
         jail = info.get("home") or "?"
         if acct in purge:
-            _merge(ret, acct, __states__["user.absent"](name=acct, purge=True))
+            _merge(ret, acct, __states__["user.absent"](name=acct))
             _merge(ret, f"{acct} key", __states__["file.absent"](name=keyfile))
+            try:
+                removed = __salt__["snap.remove_jail"](acct)
+            except CommandExecutionError as exc:
+                ret["result"] = False
+                notes.append(f"{acct}: cannot remove its jail: {exc}")
+                continue
+            if removed:
+                ret["changes"].setdefault(acct, {})["jail"] = {"old": removed, "new": None}
             notes.append(f"{acct}: deleted with its jail {jail} (pillar snap:server:purge)")
             continue
         changes = {}

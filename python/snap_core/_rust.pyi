@@ -9,6 +9,7 @@ from os import PathLike
 from typing import Any, Literal, Optional, TypedDict, Union, final, type_check_only
 
 __version__: str
+API_VERSION: tuple[int, int]
 
 _Path = Union[str, bytes, PathLike[str], PathLike[bytes]]
 _Progress = Optional[Callable[[dict[str, Any]], object]]
@@ -46,9 +47,10 @@ def account_names(minion_ids: Sequence[str], overrides: Mapping[str, str] | None
     """Names for a fleet; AccountCollision naming both ids if two share a name."""
 
 def assign_accounts(
-    minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None
+    minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None, bound: Mapping[str, str] | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """(names, rejected): a name for every id that can have one; the reason for each that cannot."""
+    """(names, rejected): a name for every id that can have one; the reason for each that cannot.
+    ``bound``: {account: minion id it was made for} of the accounts that exist (they stay theirs)."""
 
 def parse_public_key(text: str) -> PublicKey:
     """Exactly one bare OpenSSH public key, else InvalidKey (SecretKeyMaterial for a private key)."""
@@ -84,10 +86,11 @@ def load_server_config(path: _Path) -> dict:
     """Read and check a backup server configuration (server.json)."""
 
 def rotate_run(config: _Path, level: str) -> dict:
-    """Sync complete pushes into history (lowest level) and run rsnapshot LEVEL; returns the record."""
+    """Build the next snapshot of every server from its newest complete push (lowest level) and run rsnapshot LEVEL; returns the record."""
 
-def read_jail_state(path: _Path) -> dict | None:
-    """A jail's .snap-state (untrusted client input), None if missing."""
+def prepare_jail(jails_dir: _Path, account: str, uid: int, gid: int, dry_run: bool = False) -> list[str]:
+    """Make or repair a push account's jail (home root's 0711, incoming the account's 0700, nothing
+    else in the home but root's own files); returns what changed, or with dry_run what would."""
 
 # --- archive ---
 

@@ -84,13 +84,16 @@ def validate_entry(minion_id: str, entry: Any) -> dict[str, Any]:
     }
 
 
-def validate_mine(mine: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
+def validate_mine(
+    mine: Mapping[str, Any], overrides: Mapping[str, str] | None = None, bound: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Re-validate ``mine.get('*', 'snap.pubkey')``.
 
     Returns ``{"accepted": {id: key + account}, "rejected": {id: reason}}``.
     Entries that fail validation, and every id whose account name collides
     with another's, are rejected with a message naming the problem; the rest
-    of the fleet is unaffected.
+    of the fleet is unaffected. ``bound`` (``{account: minion id}`` of the
+    accounts that exist) keeps every account with the server it was made for.
     """
     accepted: dict[str, dict[str, Any]] = {}
     rejected: dict[str, str] = {}
@@ -102,7 +105,7 @@ def validate_mine(mine: Mapping[str, Any], overrides: Mapping[str, str] | None =
             accepted[minion_id] = validate_entry(minion_id, mine[minion_id])
         except ValueError as exc:
             rejected[minion_id] = str(exc)
-    names, refused = _rust.assign_accounts(list(accepted), dict(overrides or {}))
+    names, refused = _rust.assign_accounts(list(accepted), dict(overrides or {}), dict(bound or {}))
     for minion_id, reason in refused.items():
         accepted.pop(minion_id, None)
         rejected[minion_id] = reason

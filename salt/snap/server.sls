@@ -1,13 +1,28 @@
 {#- The backup server: one jailed push account per server from the mine,
-    forced into snap-receive (a write-only rsync receiver confined to its jail),
-    an sshd Match block for them, rsnapshot history out of their reach, and
-    cron for rotation. It gets no key that any server trusts. -#}
+    forced into snap-receive (a write-only rsync receiver confined to its
+    jail, run as root by sudo; the receiving rsync runs as the account), an
+    sshd Match block for them, rsnapshot history out of their reach, and cron
+    for rotation. It gets no key that any server trusts. -#}
 {%- from "snap/map.jinja" import snap with context %}
 {%- set srv = snap.server %}
-{%- set jails = srv.base ~ "/jails" %}
-{%- set history = srv.base ~ "/history" %}
+{%- set jails = srv.jails_dir or srv.base ~ "/jails" %}
+{%- set history = srv.history_dir or srv.base ~ "/history" %}
+{%- set receive_command = "/usr/bin/sudo -n " ~ srv.receive ~ " " ~ srv.config %}
 include:
   - snap.core
+
+snap-server-packages:
+  pkg.installed:
+    - pkgs: [rsync, rsnapshot, sudo, quota, util-linux, openssh-server]
+
+{#- snap-receive relies on rsync's --confine-root (rsync 3.5): without it
+    every push is refused, never received unconfined. #}
+snap-rsync-confinement:
+  cmd.run:
+    - name: "echo 'rsync on this backup server has no --confine-root (needs rsync >= 3.5): snap-receive refuses every push until it is upgraded' >&2; exit 1"
+    - unless: /usr/bin/rsync --help | grep -q -e --confine-root
+    - require:
+      - pkg: snap-server-packages
 
 snap-push-group:
   group.present:
@@ -37,6 +52,7 @@ snap-dir-{{ loop.index }}:
     - require:
       - group: snap-push-group
       - file: snap-receive
+      - file: snap-sudoers
       - snap-core
 {%-     for i in range(1, 8) %}
       - file: snap-dir-{{ i }}
@@ -55,6 +71,32 @@ snap-receive:
     - mode: "0755"
     - makedirs: True
 
+snap-as-account:
+  file.managed:
+    - name: {{ srv.as_account }}
+    - source: salt://snap/files/snap-as-account
+    - user: root
+    - group: root
+    - mode: "0755"
+    - makedirs: True
+
+snap-sudoers:
+  file.managed:
+    - name: {{ srv.sudoers }}
+    - source: salt://snap/files/sudoers_snap.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: "0440"
+    - check_cmd: /usr/sbin/visudo -c -q -f
+    - context:
+        group: {{ srv.group }}
+        receive: {{ srv.receive }}
+        config: {{ srv.config }}
+    - require:
+      - pkg: snap-server-packages
+      - file: snap-receive
+
 snap-retired:
   snap.retired:
     - name: {{ srv.group }}
@@ -67,6 +109,7 @@ snap-server-config:
     - name: {{ srv.config }}
     - require:
       - snap-core
+      - file: snap-as-account
 {%- for i in range(1, 8) %}
       - file: snap-dir-{{ i }}
 {%- endfor %}
@@ -83,7 +126,7 @@ snap-sshd-conf:
     - context:
         group: {{ srv.group }}
         authorized_keys_dir: {{ srv.authorized_keys_dir }}
-        receive: {{ srv.receive }}
+        command: {{ receive_command }}
 
 snap-sshd-check:
   cmd.run:

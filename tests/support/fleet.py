@@ -16,7 +16,7 @@ import shutil
 from pytestshellutils.utils.ports import get_unused_localhost_port
 
 from tests.conftest import REPO
-from tests.support import system, treegen
+from tests.support import loopfs, system, treegen
 
 MINIONS = ("web1", "db1", "backup1")
 BACKUP_SERVER = "backup1"
@@ -39,6 +39,10 @@ snap:
   server:
     manage_sshd_service: false
     lock_wait: 2
+    # A 2 GiB history filesystem: keep the reserve in proportion.
+    reserve: {min_free_bytes: 16777216, min_free_percent: 1, min_free_inodes_percent: 1}
+    # sudo reads only /etc/sudoers.d: this fleet's rule goes there, and goes again.
+    sudoers: @SUDOERS@
 beacons:
   snap:
     - interval: 2
@@ -56,10 +60,11 @@ def write_pillar_tree(dest: pathlib.Path, extra: str = "") -> pathlib.Path:
     return dest
 
 
-def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path) -> dict:
+def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path, file_root: pathlib.Path | None = None) -> dict:
     alert = "salt://reactor/snap-alert.sls"
     return {
-        "file_roots": {"base": [str(REPO / "salt")]},
+        # The formula; snap's modules come with the wheel (salt.loader entry point).
+        "file_roots": {"base": [str(file_root or REPO / "salt")]},
         "pillar_roots": {"base": [str(pillar_root)]},
         "ext_pillar": [{"snap": {}}],
         "pillar_mask_output": False,
@@ -80,9 +85,14 @@ MINION_OVERRIDES = {"pillar_mask_output": False}
 class Fleet:
     """A started master and minions, the backup server's sshd on loopback, and
     each client's data; with helpers to drive them. Users, groups and root's
-    crontab lines created meanwhile are removed on exit."""
+    crontab lines created meanwhile are removed on exit.
 
-    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS):
+    By default every daemon runs from the Python running this code. ``pythons``
+    maps a daemon (``"master"`` or a minion id) to another interpreter, as
+    ``make demo`` does to give each machine a Python of its own with only Salt
+    in it; ``file_root`` replaces the repository's formula."""
+
+    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS, pythons=None, file_root=None):
         self.manager = manager
         self.root = root
         self.minion_ids = tuple(minion_ids)
@@ -90,8 +100,15 @@ class Fleet:
         self.port = get_unused_localhost_port()
         self.data = root / "data"
         self.alerts = root / "alerts"  # what the example reactor's alert command files
-        pillar = FLEET_PILLAR.replace("@PORT@", str(self.port)).replace("@DATA@", str(self.data))
+        self.sudoers = pathlib.Path(f"/etc/sudoers.d/snap-test-{self.port}")
+        pillar = (
+            FLEET_PILLAR.replace("@PORT@", str(self.port))
+            .replace("@DATA@", str(self.data))
+            .replace("@SUDOERS@", str(self.sudoers))
+        )
         self.pillar_root = write_pillar_tree(root / "pillar", pillar)
+        self.pythons = dict(pythons or {})
+        self.file_root = file_root
         self.master = None
         self.minions = {}
         self.sshd = None
@@ -106,6 +123,7 @@ class Fleet:
         try:
             self._stack.enter_context(system.restored_root_crontab())
             self._stack.enter_context(system.removed_new_users_and_groups())
+            self._stack.callback(self.sudoers.unlink, missing_ok=True)
             # Push accounts must be able to reach their jails under root_dir.
             for path in (self.root, *self.root.parents):
                 if path == pathlib.Path("/"):
@@ -115,14 +133,22 @@ class Fleet:
                 treegen.make_server_tree(self.client_data(minion_id), seed=seed)
             self.alerts.mkdir(parents=True, exist_ok=True)
             self.master = self.manager.salt_master_daemon(
-                "snap-master", overrides=master_overrides(self.pillar_root, self.alerts)
+                "snap-master", overrides=master_overrides(self.pillar_root, self.alerts, self.file_root)
             )
+            if "master" in self.pythons:
+                self.master.python_executable = str(self.pythons["master"])
             self._stack.enter_context(self.master.started())
             for minion_id in self.minion_ids:
                 minion = self.master.salt_minion_daemon(minion_id, overrides=MINION_OVERRIDES)
+                if minion_id in self.pythons:
+                    minion.python_executable = str(self.pythons[minion_id])
                 self._stack.enter_context(minion.started())
                 self.minions[minion_id] = minion
             if BACKUP_SERVER in self.minions:
+                # Jails on btrfs (per-jail quotas), history on a filesystem of its own.
+                backup = self.root_of(BACKUP_SERVER) / "srv" / "snap"
+                self._stack.enter_context(loopfs.mounted("btrfs", backup / "jails", "2G"))
+                self._stack.enter_context(loopfs.mounted("ext4", backup / "history", "2G"))
                 self.sshd = self._stack.enter_context(system.Sshd(self.root_of(BACKUP_SERVER), self.port))
             self.sync()
         except BaseException:
@@ -150,9 +176,8 @@ class Fleet:
         return ret.data
 
     def sync(self):
-        """Sync snap's loader modules to the master and minions; refresh pillar and mine."""
-        self.run("saltutil.sync_all")
-        self.salt("saltutil.sync_all")
+        """Refresh pillar and mine. Nothing to sync: snap's loader modules come
+        with the wheel (salt.loader entry point), not from the file roots."""
         self.salt("saltutil.refresh_pillar", wait=True)
         self.salt("mine.update")
 
@@ -165,13 +190,20 @@ class Fleet:
         return self.salt("state.highstate", tgt=tgt, **kwargs)
 
     def deploy(self) -> dict:
-        """First setup of a new fleet: highstate everyone (servers make their
-        keys and pin the backup server's host key), publish the keys, then
-        highstate the backup server again so it creates their accounts, and
-        let its sshd read its new configuration. Returns every run."""
+        """First setup of a new fleet, as the README says: highstate the backup
+        server (snap.core gives it snap's modules) and publish its SSH host key
+        through the mine; highstate the servers (they get the core, make their
+        keys and pin that host key); publish their keys; highstate the backup
+        server again so it creates their accounts, and let its sshd read its
+        new configuration. Returns every run."""
         # One at a time: on this one machine every minion edits root's
         # crontab, and concurrent edits would lose lines.
-        runs = {"first": {m: self.highstate(tgt=m) for m in self.minion_ids}}
+        runs = {"first": {}}
+        if BACKUP_SERVER in self.minions:
+            runs["first"][BACKUP_SERVER] = self.highstate(tgt=BACKUP_SERVER)
+            self.salt("mine.update", tgt=BACKUP_SERVER)
+        for minion_id in self.clients:
+            runs["first"][minion_id] = self.highstate(tgt=minion_id)
         self.salt("mine.update")
         runs["accounts"] = {BACKUP_SERVER: self.highstate(tgt=BACKUP_SERVER)}
         if self.sshd:
@@ -180,6 +212,10 @@ class Fleet:
 
     def root_of(self, minion_id: str) -> pathlib.Path:
         return pathlib.Path(self.minions[minion_id].config["root_dir"])
+
+    def python_of(self, minion_id: str) -> str:
+        """The Python that runs this minion (where snap.core installs the core)."""
+        return str(self.pythons.get(minion_id) or self.minions[minion_id].python_executable)
 
 
 def state_failures(ret: dict) -> list:

@@ -104,19 +104,33 @@ pub struct Assignment {
 
 /// Assign account names to a fleet. Ids that collide are all rejected (with an
 /// error naming the others), so one bad pair cannot block everyone else.
-/// `overrides` maps ids to names chosen by an operator.
-pub fn assign_accounts<'a, I>(ids: I, overrides: &BTreeMap<String, String>) -> Assignment
+/// `overrides` maps ids to names chosen by an operator. `bound` maps the
+/// accounts that already exist on the backup server to the minion id each was
+/// made for: an id keeps the account made for it (whatever the naming rule
+/// says now), an account is never handed to another id (a retired server
+/// keeps its name, jail and history until its account is purged), and in a
+/// collision the id that holds the account keeps it.
+pub fn assign_accounts<'a, I>(
+    ids: I,
+    overrides: &BTreeMap<String, String>,
+    bound: &BTreeMap<String, String>,
+) -> Assignment
 where
     I: IntoIterator<Item = &'a str>,
 {
     let mut out = Assignment::default();
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let held: BTreeMap<&str, &str> = bound
+        .iter()
+        .map(|(a, m)| (m.as_str(), a.as_str()))
+        .collect();
     for id in ids {
-        let name = match overrides.get(id) {
-            Some(name) => validate_minion_id(id)
+        let name = match (overrides.get(id), held.get(id)) {
+            (Some(name), _) => validate_minion_id(id)
                 .and_then(|_| validate_account_name(name))
                 .map(|_| name.clone()),
-            None => account_name(id),
+            (None, Some(name)) => validate_minion_id(id).map(|_| name.to_string()),
+            (None, None) => account_name(id),
         };
         match name {
             Ok(name) => {
@@ -131,11 +145,42 @@ where
         }
     }
     for (name, mut owners) in by_name {
+        owners.sort();
+        if let Some(holder) = bound.get(&name) {
+            let present = owners.contains(holder);
+            for id in owners {
+                if &id == holder {
+                    out.names.insert(id, name.clone());
+                    continue;
+                }
+                let whose = if present {
+                    format!("{} (it was made for it)", quote(holder))
+                } else {
+                    format!(
+                        "{}, a server no longer in the fleet: its jail and history stay its own \
+                         until the account is purged (pillar snap:server:purge)",
+                        quote(holder)
+                    )
+                };
+                out.rejected.insert(
+                    id.clone(),
+                    Error::new(
+                        ErrorKind::AccountCollision,
+                        format!(
+                            "minion id {} maps to account {name}, which belongs to {whose}; \
+                             give {} its own name in pillar snap:server:account_overrides",
+                            quote(&id),
+                            quote(&id)
+                        ),
+                    ),
+                );
+            }
+            continue;
+        }
         if owners.len() == 1 {
             out.names.insert(owners.pop().unwrap_or_default(), name);
             continue;
         }
-        owners.sort();
         let all = owners
             .iter()
             .map(|o| quote(o))
@@ -167,7 +212,7 @@ pub fn account_names<'a, I>(
 where
     I: IntoIterator<Item = &'a str>,
 {
-    let mut assignment = assign_accounts(ids, overrides);
+    let mut assignment = assign_accounts(ids, overrides, &BTreeMap::new());
     match assignment.rejected.pop_first() {
         Some((_, err)) => Err(err),
         None => Ok(assignment.names),
@@ -247,6 +292,7 @@ mod tests {
         let a = assign_accounts(
             ["web1.example.com", "web1.example.org", "db1", "bad id"],
             &BTreeMap::new(),
+            &BTreeMap::new(),
         );
         assert_eq!(a.names.len(), 1);
         assert_eq!(a.names["db1"], "snap-db1");
@@ -279,5 +325,33 @@ mod tests {
                 .kind(),
             ErrorKind::AccountCollision
         );
+    }
+
+    #[test]
+    fn an_account_stays_with_the_server_it_was_made_for() {
+        let none = BTreeMap::new();
+        let mut bound = BTreeMap::new();
+        bound.insert("snap-web1".to_string(), "web1.old".to_string());
+        // The holder is in the fleet and collides with a newcomer: it keeps its account.
+        let a = assign_accounts(["web1.old", "web1.new"], &none, &bound);
+        assert_eq!(a.names["web1.old"], "snap-web1");
+        let e = a.rejected["web1.new"].to_string();
+        assert!(
+            e.contains("belongs to \"web1.old\" (it was made for it)"),
+            "{e}"
+        );
+        // The holder retired: its account is not handed to the newcomer.
+        let a = assign_accounts(["web1.new"], &none, &bound);
+        assert!(a.names.is_empty());
+        let e = a.rejected["web1.new"].to_string();
+        assert!(
+            e.contains("no longer in the fleet") && e.contains("purge"),
+            "{e}"
+        );
+        // An id keeps the account made for it whatever the naming rule says now.
+        let mut bound = BTreeMap::new();
+        bound.insert("snap-legacy".to_string(), "web1.example.com".to_string());
+        let a = assign_accounts(["web1.example.com"], &none, &bound);
+        assert_eq!(a.names["web1.example.com"], "snap-legacy");
     }
 }

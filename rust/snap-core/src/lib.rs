@@ -7,6 +7,7 @@
 pub mod account;
 pub mod config;
 pub mod error;
+pub mod jail;
 pub mod lock;
 pub mod proc;
 pub mod progress;
@@ -17,6 +18,7 @@ pub mod rotate;
 pub mod schedule;
 pub mod sshkey;
 pub mod status;
+pub mod sync;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};

@@ -1,8 +1,8 @@
 //! Advisory locks (`flock`) so runs never overlap.
 //!
 //! A push locks a file in its state directory; rotation on the backup server
-//! locks each jail's `incoming` directory, the same lock `snap-receive` takes
-//! for every transfer, so a push and the sync of that server's history
+//! locks each jail's root-owned `lock` file, the same lock `snap-receive`
+//! takes for every transfer, so a push and the sync of that server's history
 //! exclude each other. The lock goes away with the process, also when it is killed.
 
 use std::fs::{File, OpenOptions};
@@ -61,8 +61,8 @@ fn acquire(file: File, path: &Path, wait: Duration) -> Result<Option<Lock>> {
     }
 }
 
-/// Lock the file at `path` (created 0600 if missing), waiting up to `wait`.
-/// `Ok(None)` if someone else still holds it.
+/// Lock the file at `path` (created 0600 if missing; never through a
+/// symbolic link), waiting up to `wait`. `Ok(None)` if someone else still holds it.
 pub fn lock_file(path: &Path, wait: Duration) -> Result<Option<Lock>> {
     let file = OpenOptions::new()
         .read(true)
@@ -70,6 +70,7 @@ pub fn lock_file(path: &Path, wait: Duration) -> Result<Option<Lock>> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io_path("opening lock file", path, e))?;
     acquire(file, path, wait)

@@ -7,16 +7,19 @@
 //!
 //! 1. `.snap-state` = `running` — from now on the backup server will not
 //!    turn this server's jail into a snapshot;
-//! 2. the data, into `data/` (a mirror: `--delete`), with rsync's
-//!    `--fake-super` on the receiving side so ownership, modes, devices and
-//!    ACLs survive in xattrs although the jail account is not root;
-//! 3. `.snap-state` = `done` — only now may rotation take it.
+//! 2. the data, into `data/`: the backup server receives it into a fresh
+//!    tree, hard-linking what did not change from the previous complete push
+//!    (no `--delete` is needed, nor allowed: the receiver never names a
+//!    stored file back), with rsync's `--fake-super` on the receiving side so
+//!    ownership, modes, devices and ACLs survive in xattrs although the jail
+//!    account is not root;
+//! 3. `.snap-state` = `done`.
 //!
-//! A failed or killed run leaves `running`, so a half-received tree never
-//! becomes history; the next run completes it. Everything runs under `nice`
+//! Whether a push is complete is decided on the backup server, from the
+//! receiving rsync's own exit status (`snap-receive`'s receipts), never from
+//! what this side says; a failed or killed run never becomes history. Everything runs under `nice`
 //! and `ionice`, with an optional bandwidth limit, and ends in a record.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -345,7 +348,7 @@ pub struct PushRecord {
     pub started: String,
     pub finished: String,
     pub seconds: f64,
-    /// `ok`, `partial` (sent, but a hook failed or some files were unreadable),
+    /// `ok`, `partial` (sent, but a pre-hook failed or some files were not transferred),
     /// `failed` (not completely sent: the previous snapshot stays), `skipped`.
     pub result: String,
     pub error: Option<String>,
@@ -728,8 +731,6 @@ fn run_locked(
         let mut args: Vec<String> = vec![
             "-aHAXS".into(),
             "--numeric-ids".into(),
-            "--delete".into(),
-            "--delete-excluded".into(),
             "--stats".into(),
             "--info=progress2".into(),
             format!("--timeout={}", cfg.io_timeout),
@@ -758,8 +759,11 @@ fn run_locked(
                 .push("some files vanished while they were sent (normal on a live system)".into());
         }
         if out.code == 23 {
+            // Whether the push is complete is the backup server's call (its
+            // receiving rsync's exit status), never this side's.
             warnings.push(format!(
-                "some files could not be sent (rsync exit 23): {}",
+                "some files were not transferred (rsync exit 23; the backup server keeps this \
+                 push only if it stored everything it was sent): {}",
                 out.tail(3)
             ));
         }
@@ -791,37 +795,6 @@ fn run_locked(
         "ok".into()
     };
     Ok(())
-}
-
-/// The parsed `.snap-state` a client left in its jail (untrusted input).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct JailState {
-    pub state: String,
-    pub run_id: String,
-    #[serde(default)]
-    pub started: Option<String>,
-    #[serde(default)]
-    pub finished: Option<String>,
-    #[serde(flatten)]
-    pub rest: BTreeMap<String, serde_json::Value>,
-}
-
-/// Read a jail's `.snap-state`; `None` if missing, an error naming the file if malformed.
-pub fn read_jail_state(path: &Path) -> Result<Option<JailState>> {
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io_path("reading", path, e)),
-    };
-    if text.len() > 64 * 1024 {
-        return Err(Error::invalid_input(format!(
-            "{} is larger than 64 KiB: not a snap state file",
-            path.display()
-        )));
-    }
-    serde_json::from_slice(&text).map(Some).map_err(|e| {
-        Error::invalid_input(format!("{} is not a snap state file: {e}", path.display()))
-    })
 }
 
 #[cfg(test)]
@@ -994,28 +967,5 @@ mod tests {
             ),
         );
         assert_eq!(e.kind(), ErrorKind::DiskFull);
-    }
-
-    #[test]
-    fn jail_state_is_untrusted_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(".snap-state");
-        assert_eq!(read_jail_state(&p).unwrap(), None);
-        fs::write(
-            &p,
-            r#"{"state":"done","run_id":"r1","started":"s","finished":"f","transfer":{}}"#,
-        )
-        .unwrap();
-        let s = read_jail_state(&p).unwrap().unwrap();
-        assert_eq!((s.state.as_str(), s.run_id.as_str()), ("done", "r1"));
-        fs::write(&p, "garbage").unwrap();
-        assert!(
-            read_jail_state(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("not a snap state file")
-        );
-        fs::write(&p, vec![b' '; 70 * 1024]).unwrap();
-        assert!(read_jail_state(&p).is_err());
     }
 }

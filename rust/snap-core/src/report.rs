@@ -5,35 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::lock;
+use crate::jail::{InProgress, Receipt};
 use crate::rotate::{Received, ServerConfig};
 use crate::status::Observed;
-
-/// One transfer as `snap-receive` recorded it.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Receipt {
-    pub started: f64,
-    pub finished: f64,
-    /// `.` (the state file) or `data`.
-    pub dest: String,
-    pub exit: i32,
-    #[serde(default)]
-    pub files: u64,
-    #[serde(default)]
-    pub bytes: u64,
-    /// For the state file: what it says after the transfer.
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub run_id: Option<String>,
-}
 
 /// A push received completely.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -61,6 +41,9 @@ pub struct ServerView {
     pub running_since: Option<f64>,
     pub transfers: u64,
     pub in_history: Option<Received>,
+    /// Why the jail could not be read (it is not as snap made it).
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 impl ServerView {
@@ -74,31 +57,19 @@ impl ServerView {
     }
 }
 
-/// Read a receipts file (both generations), oldest first; unreadable lines skipped.
-pub fn read_receipts(jail_home: &Path) -> Vec<Receipt> {
-    let mut out = Vec::new();
-    for name in ["receipts.jsonl.1", "receipts.jsonl"] {
-        if let Ok(f) = fs::File::open(jail_home.join(name)) {
-            for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
-                if let Ok(r) = serde_json::from_str::<Receipt>(&line) {
-                    out.push(r);
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| a.started.total_cmp(&b.started));
-    out
-}
-
-/// Turn a server's receipts into pushes: `running` state, data, `done` state.
+/// Turn a server's receipts into pushes. What counts is the data transfer
+/// as root saw it end (exit 0: complete); the client's state file only
+/// labels a push with its run id. `in_progress` is the data transfer
+/// `jail.json` says started and did not end; `running_now`, whether the
+/// jail's lock is held.
 pub fn summarize(
     receipts: &[Receipt],
+    in_progress: Option<&InProgress>,
     running_now: bool,
 ) -> (Option<GoodPush>, Option<FailedPush>, Option<f64>) {
     let mut good: Option<GoodPush> = None;
     let mut failed: Option<FailedPush> = None;
-    let mut open: Option<(String, f64)> = None; // run id and start of a push in progress
-    let mut data: Option<&Receipt> = None;
+    let mut opened: Option<f64> = None; // a state transfer that began a push
     for r in receipts {
         if r.dest == "." {
             if r.exit != 0 {
@@ -109,68 +80,47 @@ pub fn summarize(
                         r.exit
                     ),
                 });
-                continue;
-            }
-            match r.state.as_deref() {
-                Some("running") => {
-                    if let Some((run, start)) = open.take() {
-                        failed = Some(FailedPush {
-                            at: start,
-                            reason: format!("push {run} never completed"),
-                        });
-                    }
-                    open = Some((r.run_id.clone().unwrap_or_default(), r.started));
-                    data = None;
-                }
-                Some("done") => {
-                    let run = r.run_id.clone().unwrap_or_default();
-                    match (&open, data) {
-                        (Some((open_run, start)), Some(d)) if *open_run == run && d.exit == 0 => {
-                            good = Some(GoodPush {
-                                run_id: run,
-                                started: *start,
-                                finished: r.finished,
-                                files: d.files,
-                                bytes: d.bytes,
-                            });
-                        }
-                        _ => {
-                            failed = Some(FailedPush {
-                                at: r.started,
-                                reason: format!(
-                                    "push {run} said done without a complete data transfer"
-                                ),
-                            });
-                        }
-                    }
-                    open = None;
-                    data = None;
-                }
-                _ => {}
+            } else if r.state.as_deref() == Some("running") {
+                opened = Some(r.started);
             }
         } else if r.dest == "data" {
-            if r.exit != 0 {
+            if r.complete() {
+                good = Some(GoodPush {
+                    run_id: r.run_id.clone().unwrap_or_default(),
+                    started: opened
+                        .take()
+                        .filter(|t| *t <= r.started)
+                        .unwrap_or(r.started),
+                    finished: r.finished,
+                    files: r.files,
+                    bytes: r.bytes,
+                });
+            } else {
+                let why = r
+                    .stopped
+                    .clone()
+                    .unwrap_or_else(|| format!("rsync exit {}", r.exit));
                 failed = Some(FailedPush {
                     at: r.started,
-                    reason: format!("the data transfer broke off (rsync exit {})", r.exit),
+                    reason: format!("the data transfer did not complete ({why})"),
                 });
             }
-            data = Some(r);
         }
     }
-    let running_since = match (&open, running_now) {
-        (Some((_, start)), true) => Some(*start),
-        (Some((run, start)), false) => {
-            if failed.as_ref().is_none_or(|f| f.at < *start) {
-                failed = Some(FailedPush {
-                    at: *start,
-                    reason: format!("push {run} never completed"),
-                });
-            }
-            None
-        }
-        (None, _) => None,
+    let running_since = match (in_progress, running_now) {
+        (_, false) => None,
+        (Some(p), true) => Some(p.started),
+        (None, true) => Some(opened.unwrap_or_else(|| receipts.last().map_or(0.0, |r| r.finished))),
     };
+    if let (Some(p), false) = (in_progress, running_now) {
+        failed = Some(FailedPush {
+            at: p.started,
+            reason: format!(
+                "the data transfer into tree {} started and never ended",
+                p.seq
+            ),
+        });
+    }
     // A failure before the last good push is history, not news.
     if let (Some(g), Some(f)) = (&good, &failed)
         && f.at < g.started
@@ -188,22 +138,28 @@ pub fn backup_server_view(cfg: &ServerConfig) -> Result<BTreeMap<String, ServerV
         .unwrap_or_default();
     let mut out = BTreeMap::new();
     for (account, minion_id) in &cfg.accounts {
-        let home = cfg.jails_dir.join(account);
-        let incoming = home.join("incoming");
-        let running_now = incoming.is_dir() && lock::lock_dir(&incoming, Duration::ZERO)?.is_none();
-        let receipts = read_receipts(&home);
-        let (last_good, last_failed, running_since) = summarize(&receipts, running_now);
-        out.insert(
-            minion_id.clone(),
-            ServerView {
-                account: account.clone(),
-                last_good,
-                last_failed,
-                running_since,
-                transfers: receipts.len() as u64,
-                in_history: received.get(minion_id).cloned(),
-            },
-        );
+        let jail = cfg.jail(account);
+        let mut view = ServerView {
+            account: account.clone(),
+            in_history: received.get(minion_id).cloned(),
+            ..Default::default()
+        };
+        let read = (|| -> Result<()> {
+            let home = jail.open_home()?;
+            let running_now = jail.lock(Duration::ZERO)?.is_none();
+            let info = jail.info(&home)?;
+            let receipts = jail.receipts(&home);
+            let (g, f, r) = summarize(&receipts, info.in_progress.as_ref(), running_now);
+            (view.last_good, view.last_failed, view.running_since) = (g, f, r);
+            view.transfers = receipts.len() as u64;
+            Ok(())
+        })();
+        if let Err(e) = read
+            && e.kind() != crate::error::ErrorKind::NotFound
+        {
+            view.problem = Some(e.to_string());
+        }
+        out.insert(minion_id.clone(), view);
     }
     Ok(out)
 }
@@ -370,8 +326,10 @@ mod tests {
             exit,
             files: 3,
             bytes: 100,
+            seq: (dest == "data").then_some(started as u64),
+            run_id: Some(run.to_string()),
             state: state.map(Into::into),
-            run_id: state.map(|_| run.to_string()),
+            stopped: None,
         }
     }
 
@@ -385,7 +343,7 @@ mod tests {
 
     #[test]
     fn complete_pushes_are_good() {
-        let (g, f, run) = summarize(&push(100.0, "a"), false);
+        let (g, f, run) = summarize(&push(100.0, "a"), None, false);
         let g = g.unwrap();
         assert_eq!(
             (g.run_id.as_str(), g.started, g.files, g.bytes),
@@ -398,17 +356,19 @@ mod tests {
     fn broken_and_interrupted_pushes_are_failures() {
         let mut all = push(100.0, "a");
         all.push(r(200.0, ".", 0, Some("running"), "b"));
-        all.push(r(201.0, "data", 12, None, "b"));
-        let (g, f, _) = summarize(&all, false);
+        all.push(r(201.0, "data", 23, None, "b"));
+        let (g, f, _) = summarize(&all, None, false);
         assert_eq!(g.unwrap().run_id, "a");
-        assert!(f.unwrap().reason.contains("broke off"));
-        // Killed before data arrived: still "running" but nobody holds the jail.
-        let mut killed = push(100.0, "a");
-        killed.push(r(300.0, ".", 0, Some("running"), "c"));
-        let (_, f, run) = summarize(&killed, false);
-        assert!(f.unwrap().reason.contains("c never completed") && run.is_none());
+        assert!(f.unwrap().reason.contains("rsync exit 23"));
+        // Killed mid-transfer: jail.json says a transfer started, nobody holds the jail.
+        let p = InProgress {
+            seq: 7,
+            started: 300.0,
+        };
+        let (_, f, run) = summarize(&push(100.0, "a"), Some(&p), false);
+        assert!(f.unwrap().reason.contains("never ended") && run.is_none());
         // The same while the jail is locked: it is running.
-        let (_, f, run) = summarize(&killed, true);
+        let (_, f, run) = summarize(&push(100.0, "a"), Some(&p), true);
         assert!(f.is_none());
         assert_eq!(run, Some(300.0));
         // A client claiming done without data is not believed.
@@ -416,13 +376,8 @@ mod tests {
             r(10.0, ".", 0, Some("running"), "x"),
             r(11.0, ".", 0, Some("done"), "x"),
         ];
-        let (g, f, _) = summarize(&lie, false);
-        assert!(
-            g.is_none()
-                && f.unwrap()
-                    .reason
-                    .contains("without a complete data transfer")
-        );
+        let (g, _, _) = summarize(&lie, None, false);
+        assert!(g.is_none());
     }
 
     #[test]
@@ -432,14 +387,14 @@ mod tests {
             r(51.0, "data", 12, None, "z"),
         ];
         all.extend(push(100.0, "a"));
-        let (g, f, _) = summarize(&all, false);
+        let (g, f, _) = summarize(&all, None, false);
         assert!(g.is_some() && f.is_none());
     }
 
     #[test]
     fn metrics_are_textfile_format() {
         let mut view = BTreeMap::new();
-        let (g, _, _) = summarize(&push(100.0, "a"), false);
+        let (g, _, _) = summarize(&push(100.0, "a"), None, false);
         view.insert(
             "web1".to_string(),
             ServerView {

@@ -1,21 +1,29 @@
 //! Rotation on the backup server: history with rsnapshot, from complete pushes only.
 //!
-//! rsnapshot runs with `sync_first`: `rsnapshot sync <server>/` copies one
-//! server's jail into `.sync/<server>/`, `rsnapshot <level>` turns `.sync`
-//! into a snapshot. For the lowest level snap syncs each server separately,
-//! and only when
+//! For the lowest level, rotation builds `<history>/.sync/` afresh, one
+//! server at a time (see [`crate::sync`]), then runs `rsnapshot <level>`
+//! with `sync_first 1` and `link_dest 1`, which only renames: `.sync`
+//! becomes `<lowest>.0`. Higher levels are rsnapshot's own renames.
 //!
-//! * it holds the jail's lock (the one snap-receive takes for every
-//!   transfer), so no push can change the jail while it is copied, and
-//! * the jail's `.snap-state` says the last push is `done`.
+//! What goes into `.sync/<server>` is decided by what the *receiving* side
+//! saw, never by the client's word: the jail's newest tree that
+//! `snap-receive` (root) recorded as received completely (rsync exit 0) in
+//! `jail.json`. A push that is running, failed, or was killed is not there;
+//! that server's previous snapshot is carried over instead. A server whose
+//! jail is busy is tried again at the end, until `lock_wait` has passed, so a
+//! stalled jail never delays anyone else's rotation.
 //!
-//! A push that is running or failed leaves `.sync/<server>` as it was, so the
-//! next snapshot holds that server's last complete push, never a partial one.
+//! Before a server's new data is copied, rotation checks that the history
+//! filesystem keeps its reserve (`snap:server:reserve`); if not, that server
+//! is *refused* (its previous snapshot carried over, the refusal recorded).
+//! If not even the previous snapshots fit, nothing is rotated at all: history
+//! stays as it was rather than break.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -23,33 +31,83 @@ use serde::{Deserialize, Serialize};
 use crate::account::{validate_account_name, validate_minion_id};
 use crate::config::JsonConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::jail::{Jail, pushes_between};
 use crate::lock;
 use crate::proc;
-use crate::push::read_jail_state;
 use crate::record;
+use crate::sync::{self, Copier, Ids, Need, Reserve, TreeStats};
 
 /// Backup server configuration, written by state `snap.server` as JSON.
+/// `snap-receive` reads it too (`jails_dir`, `accounts`, `limits`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// One directory per account: `<jails_dir>/<account>/incoming/{.snap-state,data/}`.
+    /// One home per account: `<jails_dir>/<account>/` (see [`crate::jail`]).
     pub jails_dir: PathBuf,
     pub history_dir: PathBuf,
     pub rsnapshot_conf: PathBuf,
     #[serde(default = "d_rsnapshot")]
     pub rsnapshot: String,
+    #[serde(default = "d_rsync")]
+    pub rsync: String,
+    #[serde(default = "d_cp")]
+    pub cp: String,
+    /// rsync's remote shell that runs a jail's sending rsync as its account.
+    #[serde(default = "d_as_account")]
+    pub as_account: PathBuf,
     /// `{account: minion id}` of every server whose history is kept.
     pub accounts: BTreeMap<String, String>,
     /// Retention levels, lowest (most frequent) first.
     pub levels: Vec<Level>,
-    /// Seconds to wait for a server's push to finish before skipping it.
+    /// Seconds rotation keeps retrying a busy jail before carrying over
+    /// that server's previous snapshot.
     #[serde(default = "d_lock_wait")]
     pub lock_wait: u64,
+    /// Wall clock of one server's copy into history.
+    #[serde(default = "d_sync_timeout")]
+    pub sync_timeout: u64,
+    /// What rotation keeps free on the history filesystem.
+    #[serde(default)]
+    pub reserve: Reserve,
+    /// The limits `snap-receive` applies to every transfer.
+    #[serde(default)]
+    pub limits: ReceiveLimits,
     /// Records (root-only).
     pub state_dir: PathBuf,
     /// rsnapshot's log file and lock file.
     pub log_file: PathBuf,
     pub lock_file: PathBuf,
+}
+
+/// What one push may cost the backup server (`snap:server:limits`), applied
+/// by `snap-receive` to the receiving rsync whatever the client asks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveLimits {
+    /// Seconds without progress before the receiver gives up (rsync --timeout).
+    pub io_timeout: u64,
+    /// Wall clock of one transfer.
+    pub max_seconds: u64,
+    /// Largest file (apparent size, RLIMIT_FSIZE); None: no limit.
+    pub max_file_size: Option<u64>,
+    /// Address space of the receiving rsync.
+    pub max_memory: u64,
+    /// Processes of the account (RLIMIT_NPROC).
+    pub max_processes: u64,
+    pub max_open_files: u64,
+}
+
+impl Default for ReceiveLimits {
+    fn default() -> Self {
+        ReceiveLimits {
+            io_timeout: 300,
+            max_seconds: 6 * 3600,
+            max_file_size: None,
+            max_memory: 4 << 30,
+            max_processes: 32,
+            max_open_files: 1024,
+        }
+    }
 }
 
 /// One retention level: `keep` snapshots named `<name>.0` .. `<name>.<keep-1>`.
@@ -99,13 +157,22 @@ impl JsonConfig for ServerConfig {
             &self.history_dir,
             &self.log_file,
             &self.lock_file,
+            &self.as_account,
         ] {
             let text = p.to_string_lossy();
-            if !p.is_absolute() || text.contains(['\t', '\n']) {
+            if !p.is_absolute() || text.contains(['\t', '\n', ' ', '"', '\'']) {
                 return Err(Error::invalid_input(format!(
-                    "backup server configuration: {text:?} must be an absolute path without tabs or newlines"
+                    "backup server configuration: {text:?} must be an absolute path without \
+                     blanks or quotes"
                 )));
             }
+        }
+        if self.history_dir.starts_with(&self.jails_dir)
+            || self.jails_dir.starts_with(&self.history_dir)
+        {
+            return Err(Error::invalid_input(
+                "backup server configuration: history and jails must not be inside each other",
+            ));
         }
         Ok(())
     }
@@ -114,8 +181,20 @@ impl JsonConfig for ServerConfig {
 fn d_rsnapshot() -> String {
     "rsnapshot".into()
 }
+fn d_rsync() -> String {
+    "rsync".into()
+}
+fn d_cp() -> String {
+    "cp".into()
+}
+fn d_as_account() -> PathBuf {
+    "/usr/local/lib/snap/snap-as-account".into()
+}
 fn d_lock_wait() -> u64 {
     300
+}
+fn d_sync_timeout() -> u64 {
+    2 * 3600
 }
 
 impl ServerConfig {
@@ -123,21 +202,21 @@ impl ServerConfig {
         self.levels.iter().map(|l| l.name.as_str()).collect()
     }
 
-    /// The rsnapshot configuration for this server (fields separated by tabs,
-    /// as rsnapshot requires). `sync_first` so snap can sync servers one by
-    /// one; `--fake-super` because a root rsync without it drops the
-    /// `user.rsync.%stat` xattrs that hold the pushed files' real ownership,
-    /// modes and devices.
+    /// The rsnapshot configuration (fields separated by tabs, as rsnapshot
+    /// requires). rsnapshot only rotates: snap builds `.sync` itself, so
+    /// rsnapshot's own rsync is `/bin/false` (`rsnapshot sync` by hand
+    /// cannot copy a jail in place as root) and `link_dest 1` makes the
+    /// lowest rotation a rename of `.sync`.
     pub fn rsnapshot_conf(&self) -> String {
         let mut lines = vec![
-            "# Managed by Salt (snap). rsnapshot's history of every server's last complete push."
+            "# Managed by Salt (snap). rsnapshot rotates the history snap builds from complete pushes."
                 .to_string(),
             "config_version\t1.2".into(),
             format!("snapshot_root\t{}/", self.history_dir.display()),
             "no_create_root\t1".into(),
             "cmd_cp\t/bin/cp".into(),
             "cmd_rm\t/bin/rm".into(),
-            "cmd_rsync\t/usr/bin/rsync".into(),
+            "cmd_rsync\t/bin/false".into(),
             "cmd_logger\t/usr/bin/logger".into(),
         ];
         for level in &self.levels {
@@ -149,29 +228,16 @@ impl ServerConfig {
             format!("logfile\t{}", self.log_file.display()),
             format!("lockfile\t{}", self.lock_file.display()),
             "sync_first\t1".into(),
-            // link_dest 0: rotation hard-links .sync into <lowest>.0 and keeps
-            // it, so a server skipped at the next rotation (push running or
-            // failed) still has its last complete push in the new snapshot.
-            // With link_dest 1 rsnapshot *moves* .sync away and it would vanish.
-            "link_dest\t0".into(),
-            "rsync_short_args\t-aHAXS".into(),
-            "rsync_long_args\t--delete --numeric-ids --delete-excluded --fake-super".into(),
+            "link_dest\t1".into(),
+            // rsnapshot insists on a backup point; snap never lets it sync one.
+            format!("backup\t{}/\tunused/", self.jails_dir.display()),
+            String::new(),
         ]);
-        let mut by_id: Vec<(&String, &String)> =
-            self.accounts.iter().map(|(a, m)| (m, a)).collect();
-        by_id.sort();
-        for (minion_id, account) in by_id {
-            lines.push(format!(
-                "backup\t{}/data/\t{minion_id}/",
-                self.incoming(account).display()
-            ));
-        }
-        lines.push(String::new());
         lines.join("\n")
     }
 
-    pub fn incoming(&self, account: &str) -> PathBuf {
-        self.jails_dir.join(account).join("incoming")
+    pub fn jail(&self, account: &str) -> Jail {
+        Jail::new(&self.jails_dir, account)
     }
 
     fn rsnapshot(&self) -> Command {
@@ -179,19 +245,40 @@ impl ServerConfig {
         cmd.arg("-c").arg(&self.rsnapshot_conf);
         cmd
     }
+
+    fn copier(&self) -> Copier {
+        Copier {
+            rsync: self.rsync.clone(),
+            cp: self.cp.clone(),
+            as_account: self.as_account.clone(),
+            io_timeout: self.limits.io_timeout,
+            max_seconds: self.sync_timeout,
+        }
+    }
+
+    /// The snapshot that is newest now (`<lowest>.0`).
+    pub fn newest(&self) -> PathBuf {
+        self.history_dir.join(format!("{}.0", self.levels[0].name))
+    }
 }
 
 /// What rotation did with one server.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerSync {
     pub account: String,
-    /// `synced` (its last complete push went into history), `unchanged`
-    /// (nothing new since the last sync), `skipped` (see `reason`), `failed`.
+    /// `synced` (its newest complete push is the new snapshot), `unchanged`
+    /// (no push since the last one: carried over), `kept` (its jail was
+    /// busy or it never completed a push: the previous snapshot carried
+    /// over), `refused` (not enough room for its new data: previous
+    /// snapshot carried over), `failed` (the copy broke: previous snapshot
+    /// carried over), `missing` (nothing to carry over).
     pub action: String,
     pub reason: Option<String>,
-    /// The push run that is now in history, as the jail recorded it.
+    /// The push now in history: its tree and the client's run id.
+    pub seq: Option<u64>,
     pub run_id: Option<String>,
     pub pushed_finished: Option<String>,
+    pub stats: Option<TreeStats>,
     pub seconds: f64,
 }
 
@@ -203,20 +290,28 @@ pub struct RotateRecord {
     pub started: String,
     pub finished: String,
     pub seconds: f64,
-    /// `ok`, `partial` (rotated, but some servers were skipped or failed), `failed`.
+    /// `ok`, `partial` (rotated, but some servers were kept, refused or
+    /// failed), `refused` (nothing rotated: no room), `failed`.
     pub result: String,
     pub error: Option<String>,
     pub servers: BTreeMap<String, ServerSync>,
+    /// Free room on the history filesystem before and after.
+    pub space_before: Option<sync::Space>,
+    pub space_after: Option<sync::Space>,
 }
 
-/// What the backup server holds from each server, by minion id (the receiving
-/// side's record: `received.json`).
+/// What the backup server holds from each server, by minion id
+/// (`received.json`: the newest push that went into history).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Received {
     pub run_id: String,
+    #[serde(default)]
+    pub seq: Option<u64>,
     pub pushed_started: Option<String>,
     pub pushed_finished: Option<String>,
     pub synced: String,
+    #[serde(default)]
+    pub stats: Option<TreeStats>,
 }
 
 fn load_received(path: &Path) -> BTreeMap<String, Received> {
@@ -226,89 +321,240 @@ fn load_received(path: &Path) -> BTreeMap<String, Received> {
         .unwrap_or_default()
 }
 
-fn sync_one(
-    cfg: &ServerConfig,
-    account: &str,
-    minion_id: &str,
-    received: &mut BTreeMap<String, Received>,
-) -> ServerSync {
-    let start = Instant::now();
-    let mut out = ServerSync {
-        account: account.to_string(),
-        action: "skipped".into(),
-        reason: None,
-        run_id: None,
-        pushed_finished: None,
-        seconds: 0.0,
-    };
-    let incoming = cfg.incoming(account);
-    let result: Result<()> = (|| {
-        let Some(_held) = lock::lock_dir(&incoming, Duration::from_secs(cfg.lock_wait))? else {
-            out.reason = Some(format!(
-                "a push was still running after {}s: its previous snapshot is kept",
-                cfg.lock_wait
-            ));
-            return Ok(());
-        };
-        let state = match read_jail_state(&incoming.join(".snap-state"))? {
-            None => {
-                out.reason = Some("it has never completed a push".into());
-                return Ok(());
-            }
-            Some(s) => s,
-        };
-        if state.state != "done" {
-            out.reason = Some(format!(
-                "its last push ({}, started {}) did not complete: the previous snapshot is kept",
-                state.run_id,
-                state.started.as_deref().unwrap_or("?")
-            ));
-            return Ok(());
-        }
-        out.run_id = Some(state.run_id.clone());
-        out.pushed_finished = state.finished.clone();
-        let in_sync = cfg.history_dir.join(".sync").join(minion_id).is_dir();
-        if in_sync && received.get(minion_id).map(|r| r.run_id.as_str()) == Some(&state.run_id) {
-            out.action = "unchanged".into();
-            return Ok(());
-        }
-        let mut cmd = cfg.rsnapshot();
-        cmd.arg("sync").arg(format!("{minion_id}/"));
-        let res = proc::run(cmd, None, None)?;
-        // rsnapshot exits 2 for warnings (e.g. vanished files); 1 is an error.
-        if res.code != 0 && res.code != 2 {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "rsnapshot sync of {minion_id} failed (exit {}): {}",
-                    res.code,
-                    res.tail(3)
-                ),
-            ));
-        }
-        received.insert(
-            minion_id.to_string(),
-            Received {
-                run_id: state.run_id.clone(),
-                pushed_started: state.started.clone(),
-                pushed_finished: state.finished.clone(),
-                synced: record::now(),
-            },
-        );
-        out.action = "synced".into();
-        Ok(())
-    })();
-    if let Err(e) = result {
-        out.action = "failed".into();
-        out.reason = Some(e.to_string());
-    }
-    out.seconds = start.elapsed().as_secs_f64();
-    out
+/// Everything one lowest-level rotation needs while it builds `.sync`.
+struct Builder<'a> {
+    cfg: &'a ServerConfig,
+    copier: Copier,
+    ids: std::collections::HashMap<String, Ids>,
+    sync: PathBuf,
+    received: &'a BTreeMap<String, Received>,
+    /// Set when not even a carried-over snapshot fits: nothing is rotated.
+    abort: Option<String>,
 }
 
-/// Rotate `level`. For the lowest level, first sync every server whose last
-/// push is complete. Writes `rotate-last.json`, `rotate.jsonl` and (lowest
-/// level) `received.json` under `state_dir`.
+impl Builder<'_> {
+    fn previous(&self, minion_id: &str) -> Option<PathBuf> {
+        let p = self.cfg.newest().join(minion_id);
+        p.is_dir().then_some(p)
+    }
+
+    /// Carry `minion_id`'s previous snapshot over into `.sync`.
+    fn carry_over(&mut self, minion_id: &str, out: &mut ServerSync) {
+        let Some(prev) = self.previous(minion_id) else {
+            if matches!(out.action.as_str(), "kept" | "unchanged") {
+                out.action = "missing".into();
+            } else {
+                out.reason = Some(format!(
+                    "{} (and it has no earlier snapshot to carry over)",
+                    out.reason.as_deref().unwrap_or("")
+                ));
+            }
+            return;
+        };
+        let dirs = self
+            .received
+            .get(minion_id)
+            .and_then(|r| r.stats)
+            .map_or(0, |s| s.dirs);
+        let need = Need {
+            bytes: dirs * 4096,
+            inodes: dirs,
+        };
+        let space = sync::measure(&self.cfg.history_dir);
+        if let Some(why) = space
+            .ok()
+            .and_then(|s| self.cfg.reserve.refuse(&s, need, false))
+        {
+            self.abort = Some(why);
+            return;
+        }
+        let dest = self.sync.join(minion_id);
+        match sync::link_copy(&self.copier, &prev, &dest) {
+            Ok(stats) => out.stats = Some(stats),
+            Err(e) => {
+                let _ = sync::remove_tree(&dest);
+                if e.kind() == ErrorKind::DiskFull {
+                    self.abort = Some(e.to_string());
+                } else {
+                    out.action = "failed".into();
+                    out.reason = Some(format!(
+                        "{}; its previous snapshot could not be carried over: {e}",
+                        out.reason.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One server, its jail lock held.
+    fn sync_one(&mut self, account: &str, minion_id: &str, out: &mut ServerSync) -> Result<()> {
+        let jail = self.cfg.jail(account);
+        let home = jail.open_home()?;
+        let ids = *self.ids.get(account).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("account {account} does not exist on this backup server"),
+            )
+        })?;
+        jail.check_incoming(&home, ids.uid)?;
+        let info = jail.info(&home)?;
+        let Some(seq) = info.current else {
+            out.action = "kept".into();
+            out.reason = Some("it has never completed a push".into());
+            self.carry_over(minion_id, out);
+            return Ok(());
+        };
+        out.seq = Some(seq);
+        out.run_id = info.current_run.clone();
+        out.pushed_finished = info.current_finished.map(|t| record::format_unix(t as i64));
+        let last = self.received.get(minion_id).and_then(|r| r.seq);
+        let previous = self.previous(minion_id);
+        if last == Some(seq) && previous.is_some() {
+            out.action = "unchanged".into();
+            self.carry_over(minion_id, out);
+            return Ok(());
+        }
+        // What the new data may cost: everything received since the last sync,
+        // and a directory inode for every directory of the tree.
+        let receipts = jail.receipts(&home);
+        let pushes = pushes_between(&receipts, last, seq);
+        let dirs = self
+            .received
+            .get(minion_id)
+            .and_then(|r| r.stats)
+            .map(|s| s.dirs);
+        let files: u64 = pushes.iter().map(|r| r.files).sum();
+        let need = Need {
+            bytes: pushes.iter().map(|r| r.bytes).sum::<u64>() + dirs.unwrap_or(files) * 4096,
+            inodes: files + dirs.unwrap_or(files),
+        };
+        let space = sync::measure(&self.cfg.history_dir)?;
+        if let Some(why) = self.cfg.reserve.refuse(&space, need, true) {
+            out.action = "refused".into();
+            out.reason = Some(format!("its new push was not taken into history: {why}"));
+            self.carry_over(minion_id, out);
+            return Ok(());
+        }
+        let dest = self.sync.join(minion_id);
+        match sync::pull(
+            &self.copier,
+            ids,
+            &jail.incoming(),
+            &jail.tree(seq),
+            previous.as_deref(),
+            &dest,
+        ) {
+            Ok(stats) => {
+                out.action = "synced".into();
+                out.stats = Some(stats);
+            }
+            Err(e) => {
+                sync::remove_tree(&dest)?;
+                out.action = "failed".into();
+                out.reason = Some(format!(
+                    "push {} (tree {seq}) was not taken into history: {e}",
+                    out.run_id.as_deref().unwrap_or("?")
+                ));
+                self.carry_over(minion_id, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_sync(account: &str) -> ServerSync {
+    ServerSync {
+        account: account.to_string(),
+        action: "kept".into(),
+        reason: None,
+        seq: None,
+        run_id: None,
+        pushed_finished: None,
+        stats: None,
+        seconds: 0.0,
+    }
+}
+
+/// What building `.sync` gave: every server and (if nothing may be rotated) why.
+struct Built {
+    servers: BTreeMap<String, ServerSync>,
+    abort: Option<String>,
+}
+
+/// Build `.sync` for every server of the fleet.
+fn build_sync(cfg: &ServerConfig, received: &BTreeMap<String, Received>) -> Result<Built> {
+    let sync_dir = cfg.history_dir.join(".sync");
+    sync::remove_tree(&sync_dir)?; // a stale one from a rotation that did not finish
+    fs::create_dir(&sync_dir).map_err(|e| Error::io_path("creating", &sync_dir, e))?;
+    let mut b = Builder {
+        cfg,
+        copier: cfg.copier(),
+        ids: sync::account_ids(),
+        sync: sync_dir,
+        received,
+        abort: None,
+    };
+    let mut servers = BTreeMap::new();
+    let mut waiting: Vec<(&String, &String)> = cfg.accounts.iter().map(|(a, m)| (m, a)).collect();
+    waiting.sort();
+    let deadline = Instant::now() + Duration::from_secs(cfg.lock_wait);
+    loop {
+        let mut busy = Vec::new();
+        for (minion_id, account) in waiting {
+            if b.abort.is_some() {
+                break;
+            }
+            let start = Instant::now();
+            let mut out = new_sync(account);
+            let jail = cfg.jail(account);
+            match jail.lock(Duration::ZERO) {
+                Ok(Some(_held)) => {
+                    if let Err(e) = b.sync_one(account, minion_id, &mut out) {
+                        out.action = "failed".into();
+                        out.reason = Some(e.to_string());
+                        b.carry_over(minion_id, &mut out);
+                    }
+                }
+                Ok(None) => {
+                    busy.push((minion_id, account));
+                    continue;
+                }
+                Err(e) => {
+                    out.action = "failed".into();
+                    out.reason = Some(e.to_string());
+                    b.carry_over(minion_id, &mut out);
+                }
+            }
+            out.seconds = start.elapsed().as_secs_f64();
+            servers.insert(minion_id.clone(), out);
+        }
+        if busy.is_empty() || b.abort.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (minion_id, account) in busy {
+                let mut out = new_sync(account);
+                out.reason = Some(format!(
+                    "a push was still running after {}s: its previous snapshot is carried over",
+                    cfg.lock_wait
+                ));
+                b.carry_over(minion_id, &mut out);
+                servers.insert(minion_id.clone(), out);
+            }
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+        waiting = busy;
+    }
+    Ok(Built {
+        servers,
+        abort: b.abort,
+    })
+}
+
+/// Rotate `level`. For the lowest level, first build the new snapshot of
+/// every server (see the module). Writes `rotate-last.json`, `rotate.jsonl`
+/// and (lowest level) `received.json` under `state_dir`.
 pub fn rotate(cfg: &ServerConfig, level: &str) -> Result<RotateRecord> {
     cfg.check()?;
     if !cfg.level_names().contains(&level) {
@@ -329,7 +575,7 @@ pub fn rotate(cfg: &ServerConfig, level: &str) -> Result<RotateRecord> {
     ))?;
     let clock = Instant::now();
     let mut rec = RotateRecord {
-        run_id,
+        run_id: run_id.clone(),
         level: level.to_string(),
         started: record::now(),
         finished: String::new(),
@@ -337,32 +583,71 @@ pub fn rotate(cfg: &ServerConfig, level: &str) -> Result<RotateRecord> {
         result: "ok".into(),
         error: None,
         servers: BTreeMap::new(),
+        space_before: sync::measure(&cfg.history_dir).ok(),
+        space_after: None,
     };
     let received_path = cfg.state_dir.join("received.json");
-    if level == cfg.levels[0].name {
-        let mut received = load_received(&received_path);
-        let mut by_id: Vec<(&String, &String)> = cfg.accounts.iter().map(|(a, m)| (m, a)).collect();
-        by_id.sort();
-        for (minion_id, account) in by_id {
-            let sync = sync_one(cfg, account, minion_id, &mut received);
-            if sync.action == "skipped" || sync.action == "failed" {
-                rec.result = "partial".into();
-            }
-            rec.servers.insert(minion_id.clone(), sync);
+    let lowest = level == cfg.levels[0].name;
+    let mut rotate_now = true;
+    let mut received = load_received(&received_path);
+    if lowest {
+        let Built { servers, abort } = build_sync(cfg, &received)?;
+        rec.servers = servers;
+        if rec
+            .servers
+            .values()
+            .any(|s| s.action != "synced" && s.action != "unchanged")
+        {
+            rec.result = "partial".into();
         }
-        record::write_json(&received_path, &received)?;
+        let sync_dir = cfg.history_dir.join(".sync");
+        if let Some(why) = abort {
+            sync::remove_tree(&sync_dir)?;
+            rec.result = "refused".into();
+            rec.error = Some(format!("nothing was rotated, history is as it was: {why}"));
+            rotate_now = false;
+        } else if rec.servers.values().all(|s| s.stats.is_none()) {
+            sync::remove_tree(&sync_dir)?;
+            rotate_now = false; // nobody has pushed yet: no empty snapshot
+        } else {
+            write_snapshot_meta(&sync_dir, &run_id, &rec.servers)?;
+        }
     }
-    let mut cmd = cfg.rsnapshot();
-    cmd.arg(level);
-    let res = proc::run(cmd, None, None)?;
-    if res.code != 0 && res.code != 2 {
-        rec.result = "failed".into();
-        rec.error = Some(format!(
-            "rsnapshot {level} failed (exit {}): {}",
-            res.code,
-            res.tail(3)
-        ));
+    if rotate_now {
+        let mut cmd = cfg.rsnapshot();
+        cmd.arg(level);
+        let res = proc::run(cmd, None, None)?;
+        if res.code != 0 {
+            rec.result = "failed".into();
+            rec.error = Some(format!(
+                "rsnapshot {level} failed (exit {}): {}",
+                res.code,
+                res.tail(3)
+            ));
+        } else if lowest {
+            check_rotated(cfg, &mut rec)?;
+            if rec.result != "failed" {
+                let now = record::now();
+                for (minion_id, s) in &rec.servers {
+                    if s.action == "synced" {
+                        received.insert(
+                            minion_id.clone(),
+                            Received {
+                                run_id: s.run_id.clone().unwrap_or_default(),
+                                seq: s.seq,
+                                pushed_started: None,
+                                pushed_finished: s.pushed_finished.clone(),
+                                synced: now.clone(),
+                                stats: s.stats,
+                            },
+                        );
+                    }
+                }
+                record::write_json(&received_path, &received)?;
+            }
+        }
     }
+    rec.space_after = sync::measure(&cfg.history_dir).ok();
     rec.finished = record::now();
     rec.seconds = clock.elapsed().as_secs_f64();
     record::write_json(&cfg.state_dir.join("rotate-last.json"), &rec)?;
@@ -370,148 +655,53 @@ pub fn rotate(cfg: &ServerConfig, level: &str) -> Result<RotateRecord> {
     Ok(rec)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(dir: &Path) -> ServerConfig {
-        serde_json::from_value(serde_json::json!({
-            "jails_dir": dir.join("jails"),
-            "history_dir": dir.join("history"),
-            "rsnapshot_conf": dir.join("rsnapshot.conf"),
-            "rsnapshot": "/bin/true",
-            "accounts": {"snap-web1": "web1", "snap-db1": "db1"},
-            "levels": [{"name": "recent", "keep": 6}, {"name": "daily", "keep": 14}],
-            "lock_wait": 0,
-            "state_dir": dir.join("state"),
-            "log_file": dir.join("rsnapshot.log"),
-            "lock_file": dir.join("rsnapshot.pid"),
-        }))
-        .unwrap()
-    }
-
-    fn jail(dir: &Path, account: &str, state: Option<&str>) {
-        let inc = dir.join("jails").join(account).join("incoming");
-        fs::create_dir_all(inc.join("data")).unwrap();
-        if let Some(s) = state {
-            fs::write(
-                inc.join(".snap-state"),
-                format!(
-                    r#"{{"state":"{s}","run_id":"r-{account}","started":"t0","finished":"t1"}}"#
-                ),
+/// `.sync/.snapshot.json`: when this snapshot was made and what it holds
+/// (minion ids never start with a dot, so it cannot meet a server's name).
+fn write_snapshot_meta(
+    sync_dir: &Path,
+    run_id: &str,
+    servers: &BTreeMap<String, ServerSync>,
+) -> Result<()> {
+    let held: BTreeMap<&String, serde_json::Value> = servers
+        .iter()
+        .filter(|(_, s)| s.action != "missing")
+        .map(|(id, s)| {
+            (
+                id,
+                serde_json::json!({"action": s.action, "seq": s.seq, "run_id": s.run_id,
+                                   "pushed_finished": s.pushed_finished}),
             )
-            .unwrap();
-        }
-    }
+        })
+        .collect();
+    let meta = serde_json::json!({"time": record::now(), "rotation": run_id, "servers": held});
+    record::write_atomic(
+        &sync_dir.join(".snapshot.json"),
+        format!("{meta:#}\n").as_bytes(),
+        0o600,
+    )
+}
 
-    #[test]
-    fn only_complete_pushes_are_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        jail(dir.path(), "snap-web1", Some("done"));
-        jail(dir.path(), "snap-db1", Some("running"));
-        let rec = rotate(&c, "recent").unwrap();
-        assert_eq!(rec.result, "partial");
-        assert_eq!(rec.servers["web1"].action, "synced");
-        assert_eq!(rec.servers["web1"].run_id.as_deref(), Some("r-snap-web1"));
-        assert_eq!(rec.servers["db1"].action, "skipped");
-        assert!(
-            rec.servers["db1"]
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("did not complete")
-        );
-        let received: BTreeMap<String, Received> =
-            serde_json::from_slice(&fs::read(dir.path().join("state/received.json")).unwrap())
-                .unwrap();
-        assert_eq!(received.keys().collect::<Vec<_>>(), vec!["web1"]);
+/// After the lowest rotation: `.sync` is gone and `<lowest>.0` holds every
+/// server that was put into it.
+fn check_rotated(cfg: &ServerConfig, rec: &mut RotateRecord) -> Result<()> {
+    let newest = cfg.newest();
+    let mut missing: Vec<&str> = rec
+        .servers
+        .iter()
+        .filter(|(_, s)| s.action != "missing" && s.stats.is_some())
+        .filter(|(id, _)| !newest.join(id.as_str()).is_dir())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if cfg.history_dir.join(".sync").exists() {
+        missing.push(".sync still present");
     }
-
-    #[test]
-    fn a_locked_jail_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        jail(dir.path(), "snap-web1", Some("done"));
-        jail(dir.path(), "snap-db1", None);
-        let _push = lock::lock_dir(&c.incoming("snap-web1"), Duration::ZERO)
-            .unwrap()
-            .unwrap();
-        let rec = rotate(&c, "recent").unwrap();
-        assert_eq!(rec.servers["web1"].action, "skipped");
-        assert!(
-            rec.servers["web1"]
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("still running")
-        );
-        assert!(
-            rec.servers["db1"]
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("never completed")
-        );
+    if !missing.is_empty() {
+        rec.result = "failed".into();
+        rec.error = Some(format!(
+            "after rotation {} lacks: {}",
+            newest.display(),
+            missing.join(", ")
+        ));
     }
-
-    #[test]
-    fn higher_levels_do_not_sync_and_unknown_levels_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        jail(dir.path(), "snap-web1", Some("done"));
-        assert!(rotate(&c, "daily").unwrap().servers.is_empty());
-        let e = rotate(&c, "hourly").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        assert!(e.to_string().contains("recent, daily"));
-    }
-
-    #[test]
-    fn rsnapshot_conf_is_tab_separated_with_fake_super() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = cfg(dir.path()).rsnapshot_conf();
-        assert!(
-            text.contains("\nretain\trecent\t6\nretain\tdaily\t14\n"),
-            "{text}"
-        );
-        assert!(text.contains("\nsync_first\t1\n"));
-        assert!(
-            text.contains("\nlink_dest\t0\n"),
-            "skipped servers must stay in .sync"
-        );
-        assert!(text.contains("--fake-super"));
-        let web1 = format!(
-            "\nbackup\t{}/jails/snap-web1/incoming/data/\tweb1/\n",
-            dir.path().display()
-        );
-        assert!(text.contains(&web1), "{text}");
-        assert!(!text.contains("  "), "fields must be tabs");
-    }
-
-    #[test]
-    fn bad_levels_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.levels[0].keep = 1;
-        assert!(c.check().unwrap_err().to_string().contains("at least 2"));
-        let mut c = cfg(dir.path());
-        c.levels[1].name = "recent".into();
-        assert!(c.check().unwrap_err().to_string().contains("twice"));
-        let mut c = cfg(dir.path());
-        c.levels[1].name = "sync".into();
-        assert!(c.check().is_err());
-    }
-
-    #[test]
-    fn a_failing_rsnapshot_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.rsnapshot = "/bin/false".into();
-        jail(dir.path(), "snap-web1", Some("done"));
-        jail(dir.path(), "snap-db1", Some("done"));
-        let rec = rotate(&c, "recent").unwrap();
-        assert_eq!(rec.result, "failed");
-        assert_eq!(rec.servers["web1"].action, "failed");
-        assert!(rec.error.unwrap().contains("rsnapshot recent failed"));
-    }
+    Ok(())
 }

@@ -75,13 +75,22 @@ fn rotate_run<'py>(py: Python<'py>, config: PathBuf, level: String) -> PyResult<
     to_python(py, &rec)
 }
 
-/// A jail's `.snap-state` (None if missing).
+/// Make or repair the jail of a push account; returns what changed (or,
+/// with `dry_run`, what would).
 #[pyfunction]
-fn read_jail_state<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-    to_python(py, &push::read_jail_state(&path).py()?)
+#[pyo3(signature = (jails_dir, account, uid, gid, dry_run = false))]
+fn prepare_jail(
+    jails_dir: PathBuf,
+    account: &str,
+    uid: u32,
+    gid: u32,
+    dry_run: bool,
+) -> PyResult<Vec<String>> {
+    snap_core::jail::prepare(&jails_dir, account, uid, gid, dry_run).py()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(prepare_jail, m)?)?;
     m.add_function(wrap_pyfunction!(load_push_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_push_config, m)?)?;
     m.add_function(wrap_pyfunction!(parse_server_config, m)?)?;
@@ -89,6 +98,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(push_run, m)?)?;
     m.add_function(wrap_pyfunction!(load_server_config, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_run, m)?)?;
-    m.add_function(wrap_pyfunction!(read_jail_state, m)?)?;
     Ok(())
 }

@@ -57,15 +57,18 @@ fn account_names(
 }
 
 /// `(names, rejected)`: names for every id that can have one, and the reason
-/// for each that cannot (bad id, bad override, collision).
+/// for each that cannot (bad id, bad override, collision, an account made
+/// for another server: `bound` is `{account: minion id it was made for}`).
 #[pyfunction]
-#[pyo3(signature = (minion_ids, overrides = None))]
+#[pyo3(signature = (minion_ids, overrides = None, bound = None))]
 fn assign_accounts(
     minion_ids: Vec<String>,
     overrides: Option<BTreeMap<String, String>>,
+    bound: Option<BTreeMap<String, String>>,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let overrides = overrides.unwrap_or_default();
-    let a = account::assign_accounts(minion_ids.iter().map(String::as_str), &overrides);
+    let bound = bound.unwrap_or_default();
+    let a = account::assign_accounts(minion_ids.iter().map(String::as_str), &overrides, &bound);
     let rejected = a
         .rejected
         .into_iter()
