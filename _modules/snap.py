@@ -33,7 +33,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 0)
+NEEDS_CORE_API = (2, 1)
 
 try:
     import snap_core

@@ -101,7 +101,12 @@ def download_pieces(moto, manifest, dest: pathlib.Path):
     for p in manifest["pieces"]:
         name = p["key"].rsplit("/", 1)[1]
         extra = {"VersionId": p["version_id"]}
-        s3.restore_object(Bucket=moto.BUCKET, Key=p["key"], RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}}, **extra)
+        s3.restore_object(
+            Bucket=moto.BUCKET,
+            Key=p["key"],
+            RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}},
+            **extra,
+        )
         s3.download_file(moto.BUCKET, p["key"], str(dest / name), ExtraArgs=extra)
     return dest
 
@@ -262,7 +267,9 @@ def no_manifest_identity(moto, root: pathlib.Path) -> dict:
     iam.put_user_policy(UserName="snap-dies", PolicyName="dies", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="snap-dies")["AccessKey"]
     path = root / "dies-credentials"
-    path.write_text(f"[dies]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
+    path.write_text(
+        f"[dies]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n"
+    )
     return moto.target(profile="dies", credentials_file=str(path))
 
 
