@@ -134,19 +134,30 @@ pub struct Upload<'a> {
     pub progress: &'a Progress,
 }
 
-/// Encrypt `input` (`size` bytes) straight into a new object `key` and
+/// Which piece: `link-0003.data` of link 3, kind `data`, to object `key`.
+pub struct PieceName<'a> {
+    pub name: &'a str,
+    pub link: u32,
+    pub kind: &'a str,
+    pub key: &'a str,
+}
+
+/// Encrypt `input` (`size` bytes) straight into a new object `id.key` and
 /// check the upload against what was encrypted. `ranges`: plaintext ranges
 /// whose SHA-256 is wanted.
 pub fn upload(
     up: &Upload<'_>,
-    name: &str,
-    link: u32,
-    kind: &str,
-    key: &str,
+    id: &PieceName<'_>,
     input: impl Read + Send,
     size: u64,
     ranges: &[(u64, u64)],
 ) -> Result<Uploaded> {
+    let PieceName {
+        name,
+        link,
+        kind,
+        key,
+    } = *id;
     let began = std::time::Instant::now();
     let put = up
         .put

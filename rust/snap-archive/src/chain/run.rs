@@ -15,7 +15,7 @@ use snap_pack::chain::Link;
 use snap_pack::{PackOptions, Selection};
 
 use super::manifest::*;
-use super::pieces::{self, Upload, days_until, from_unix, rfc3339, unix};
+use super::pieces::{self, PieceName, Upload, days_until, from_unix, rfc3339, unix};
 use crate::cost::{self, Held, Ledger};
 use crate::{ArchiveConfig, ArchiveRecord, RecipientInfo, StageTime, WorkDir, inventory};
 
@@ -258,16 +258,13 @@ pub fn run_chain(
         &format!(".link-{n:04}.data.sqfs.gpg"),
     )?;
     let f = open()?;
-    let mut data = pieces::upload(
-        &up,
-        &name,
-        n,
-        "data",
-        &key,
-        (&f).take(dlen),
-        dlen,
-        &[(data_from, dlen)],
-    )?;
+    let id = PieceName {
+        name: &name,
+        link: n,
+        kind: "data",
+        key: &key,
+    };
+    let mut data = pieces::upload(&up, &id, (&f).take(dlen), dlen, &[(data_from, dlen)])?;
     data.piece.retain_until_unix = Some(state.data_retain_until);
     ledger.add([held(&data.piece)], SystemTime::now())?;
     if data.range_sha256[0] != this.data_sha256 {
@@ -291,12 +288,15 @@ pub fn run_chain(
         SystemTime::now(),
         &format!(".link-{n:04}.meta.sqfs.gpg"),
     )?;
+    let id = PieceName {
+        name: &name,
+        link: n,
+        kind: "meta",
+        key: &key,
+    };
     let mut meta = pieces::upload(
         &up,
-        &name,
-        n,
-        "meta",
-        &key,
+        &id,
         (&mut f).take(tables).chain(&sb[..]),
         meta_len,
         &[(0, tables), (tables, meta_len)],
