@@ -33,7 +33,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 0)
+NEEDS_CORE_API = (2, 1)
 
 try:
     import snap_core
@@ -764,6 +764,8 @@ def archive_config():
         "storage_class": arc["storage_class"],
         "retain_days": int(arc["retain_days"]),
         "pack": arc["pack"],
+        "chain": arc.get("chain") or {},
+        "prices": arc.get("prices") or {},
     }
     return _core(snap_core.parse_archive_config, json.dumps(config))
 

@@ -3,7 +3,8 @@
 
     gen_history.py ROOT [--size small|default|large] [--seed N]
 
-ROOT/<level>.<n>/<server>/...: the newest snapshot is ``daily.0``. Each
+ROOT/<level>.<n>/<server>/...: the newest snapshot is ``daily.0``; each
+snapshot records its (simulated) time in ``.snapshot.json``. Each
 server's live tree is written with real owners, modes, devices, fifos,
 symlinks, hardlinks, an ACL, xattrs and a non-UTF-8 name, then stored the
 way snap's history stores it: ``rsync -aHAXS --numeric-ids --fake-super``
@@ -63,7 +64,7 @@ class Content:
         out = bytearray()
         while len(out) < size:
             off = self.rng.randrange(0, len(self.text) - 65536)
-            out += b"%d " % self.rng.getrandbits(64) + self.text[off:off + self.rng.randint(1024, 65536)]
+            out += b"%d " % self.rng.getrandbits(64) + self.text[off : off + self.rng.randint(1024, 65536)]
         return bytes(out[:size])
 
     def size(self, big_max: int) -> int:
@@ -179,43 +180,110 @@ def tree_stats(root: str) -> dict:
     return {"entries": entries, "inodes": inodes, "apparent_bytes": apparent, "unique_bytes": unique}
 
 
-def generate(root: str, size: str = "default", seed: int = 1, servers=SERVERS, log=None) -> dict:
-    """Create the history under ``root`` (must not exist); returns its description."""
-    cfg = SIZES[size]
+def stamp(path: str, t: int):
+    """The snapshot's time, as snap's rotation records it (``.snapshot.json``)."""
+    with open(os.path.join(path, ".snapshot.json"), "w") as handle:
+        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))}, handle)
+
+
+class History:
+    """A generated history that can be rotated further, as rsnapshot rotates
+    it: ``levels`` lowest first, e.g. ``[("daily", 7), ("weekly", 4),
+    ("monthly", 6)]``; a higher level takes the oldest snapshot of the level
+    below every ``7`` (weekly) or ``4`` (monthly, in weeks) rotations of it.
+    Like rsnapshot's ``sync_first``, servers are synced into a ``.sync``
+    directory (kept beside the history) that each rotation hard-links in."""
+
+    EVERY = {"weekly": 7, "monthly": 4}
+
+    def __init__(self, root: str, size: str = "default", seed: int = 1, servers=SERVERS, levels=None, log=None):
+        self.root, self.size, self.seed, self.log = root, size, seed, log
+        self.cfg = SIZES[size]
+        self.levels = levels or [(LEVEL, self.cfg["snapshots"])]
+        os.makedirs(root)
+        os.chmod(root, 0o700)
+        parent = os.path.dirname(os.path.abspath(root))
+        self.sync = os.path.join(parent, os.path.basename(root) + ".sync")
+        self.rng = random.Random(seed)
+        content = Content(self.rng)
+        self.staging = tempfile.mkdtemp(prefix="snap-bench-live-", dir=parent)
+        self.live = [LiveServer(os.path.join(self.staging, s), s, self.cfg["files"] // len(servers), self.cfg,
+                                self.rng, content) for s in servers]  # fmt: skip
+        self.rotations = 0
+
+    def _mv(self, a: str, b: str):
+        os.rename(os.path.join(self.root, a), os.path.join(self.root, b))
+
+    def _drop(self, name: str):
+        path = os.path.join(self.root, name)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+
+    def _higher(self, i: int):
+        """rsnapshot <level i>: rotate it, take the lower level's oldest."""
+        name, keep = self.levels[i]
+        lower, lkeep = self.levels[i - 1]
+        if not os.path.exists(os.path.join(self.root, f"{lower}.{lkeep - 1}")):
+            return
+        self._drop(f"{name}.{keep - 1}")
+        for n in range(keep - 2, -1, -1):
+            if os.path.exists(os.path.join(self.root, f"{name}.{n}")):
+                self._mv(f"{name}.{n}", f"{name}.{n + 1}")
+        self._mv(f"{lower}.{lkeep - 1}", f"{name}.0")
+
+    def rotate(self):
+        """One interval: the servers change, are synced, and history rotates."""
+        if self.rotations > 0:
+            for server in self.live:
+                server.advance()
+        os.makedirs(self.sync, exist_ok=True)
+        for server in self.live:
+            subprocess.run([*RSYNC, server.root + "/", os.path.join(self.sync, server.name) + "/"], check=True)
+        self.rotations += 1
+        # Higher levels first (as cron runs them), each every EVERY rotations of the one below.
+        period = 1
+        due = []
+        for i, (name, _) in enumerate(self.levels[1:], start=1):
+            period *= self.EVERY.get(name, 7)
+            if self.rotations % period == 0:
+                due.append(i)
+        for i in sorted(due, reverse=True):
+            self._higher(i)
+        name, keep = self.levels[0]
+        self._drop(f"{name}.{keep - 1}")
+        for n in range(keep - 2, -1, -1):
+            if os.path.exists(os.path.join(self.root, f"{name}.{n}")):
+                self._mv(f"{name}.{n}", f"{name}.{n + 1}")
+        target = os.path.join(self.root, f"{name}.0")
+        subprocess.run(["cp", "-al", self.sync, target], check=True)
+        stamp(target, self.live[0].clock)
+
+    def close(self):
+        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.sync, ignore_errors=True)
+
+
+def generate(root: str, size: str = "default", seed: int = 1, servers=SERVERS, log=None, keep=False):
+    """Create the history under ``root`` (must not exist); returns its
+    description, and with ``keep`` the :class:`History` to rotate further
+    (close it when done)."""
     started = time.monotonic()
-    os.makedirs(root)
-    os.chmod(root, 0o700)
-    rng = random.Random(seed)
-    content = Content(rng)
-    staging = tempfile.mkdtemp(prefix="snap-bench-live-", dir=os.path.dirname(os.path.abspath(root)))
+    h = History(root, size, seed, servers, log=log)
+    n = h.cfg["snapshots"]
     try:
-        live = [LiveServer(os.path.join(staging, s), s, cfg["files"] // len(servers), cfg, rng, content)
-                for s in servers]  # fmt: skip
-        n = cfg["snapshots"]
-        previous = None
-        for k in range(n):  # oldest first, named daily.<n-1> .. daily.0
-            target = os.path.join(root, f".sync.{k}")
-            if previous is not None:
-                for server in live:
-                    server.advance()
-                subprocess.run(["cp", "-al", previous, target], check=True)
-            else:
-                os.makedirs(target)
-            for server in live:
-                subprocess.run([*RSYNC, server.root + "/", os.path.join(target, server.name) + "/"], check=True)
-            previous = target
+        for k in range(n):
+            h.rotate()
             if log:
                 log(f"  snapshot {k + 1}/{n}")
-        for k in range(n):
-            os.rename(os.path.join(root, f".sync.{k}"), os.path.join(root, f"{LEVEL}.{n - 1 - k}"))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    info = {"size": size, "seed": seed, "servers": list(servers), "snapshots": cfg["snapshots"],
-            "files_per_snapshot": cfg["files"], **tree_stats(root),
+        if not keep:
+            h.close()
+    info = {"size": size, "seed": seed, "servers": list(servers), "snapshots": n,
+            "files_per_snapshot": h.cfg["files"], **tree_stats(root),
             "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
-    with open(os.path.join(os.path.dirname(os.path.abspath(root)), os.path.basename(root) + ".json"), "w") as h:
-        json.dump(info, h)
-    return info
+    with open(os.path.join(os.path.dirname(os.path.abspath(root)), os.path.basename(root) + ".json"), "w") as h2:
+        json.dump(info, h2)
+    return (info, h) if keep else info
 
 
 def main(argv=None):

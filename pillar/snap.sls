@@ -165,6 +165,11 @@ snap:
     pack:
       compressor: zstd
       level: 15
+    chain:                  # incremental archives (docs/RESTORE.md)
+      enabled: False        # True: a base, then links that upload only what is new
+      max_age_days: 90      # a new base once the chain is this old
+      max_dead_ratio: 0.5   # ... or once half the image's data has expired from history
+    prices: {}              # USD per GiB-month over the list prices, e.g. {GLACIER: 0.0036}
     schedule: {minute: 0, hour: 5, daymonth: "1,15"}   # twice a month
 
   # salt-run snap.status: when a server counts as LATE or MISSING.

@@ -131,7 +131,9 @@ class PackSummary(TypedDict):
     xattr_entries: int
     skipped_xattrs: int
     clamped_mtimes: int
-    bytes_in: int
+    bytes_in: int  # holes of sparse files are not read
+    sparse_files: int
+    hole_bytes: int
     image_size: int
     duration: float
 
@@ -191,6 +193,95 @@ def unpack(
 
 def list_image(image: _Path, prefix: str | bytes = b"", depth: int = 1) -> list[ImageEntry]:
     """Entries below `prefix` in `image`, `depth` levels deep (0: `prefix` itself)."""
+
+# --- chain ---
+# An image of the whole history that grows by appending: a base, then links
+# whose tails hold new data and the complete metadata tables (snap-pack chain).
+
+@type_check_only
+class ChainLinkRecord(TypedDict):
+    number: int
+    start: int  # image offset of the tail's first byte (0: the base)
+    data_end: int  # where its data ends: the next tail starts there
+    size: int  # bytes of the image at this link
+    data_sha256: str  # of the bytes later images keep
+
+@type_check_only
+class ChainRange(TypedDict):
+    offset: int
+    len: int
+    piece: Any  # "superblock" or {"tail": n}
+    piece_offset: int
+    sha256: str
+
+@type_check_only
+class ChainSnapshot(TypedDict):
+    dir: str  # in history: daily.3
+    name: str  # in the image: 2026-11-30T040012Z
+    time: float
+    source: Literal["stamp", "mtime"]
+
+@type_check_only
+class ChainLinkSummary(TypedDict):
+    number: int
+    snapshots: int
+    new_files: int
+    bytes_read: int
+    reused_files: int
+    reused_bytes: int
+    unkeyed_files: int
+    tail_bytes: int
+    image_bytes: int
+    data_bytes: int
+    live_bytes: int
+    dead_bytes: int
+    dead_ratio: float
+    duration: float
+
+@type_check_only
+class ChainLink(TypedDict):
+    number: int
+    tail: str
+    tail_start: int
+    superblock: bytes
+    links: list[ChainLinkRecord]
+    ranges: list[ChainRange]
+    summary: ChainLinkSummary
+    snapshots: list[ChainSnapshot]
+    committed: bool
+
+def chain_link(
+    history: _Path,
+    index: _Path,
+    tail: _Path,
+    start: bool = False,
+    compressor: Literal["zstd", "xz", "gzip", "lz4"] = "zstd",
+    level: int | None = None,
+    block_size: int = 131072,
+    threads: int | None = None,
+    servers: Sequence[str] | None = None,
+    commit: bool = True,
+    progress: _Progress = None,
+) -> ChainLink:
+    """Start a chain (`start`: its base; `index` must not exist) or add a link: the
+    tail goes to the new file `tail`; with `commit` the index is replaced atomically."""
+
+def chain_assemble(ranges: Sequence[ChainRange], superblock: bytes, tails: Mapping[int, _Path], out: _Path) -> int:
+    """The image of `ranges` at the new file `out`, every range's SHA-256 checked; its size."""
+
+def chain_rebuild_index(
+    history: _Path,
+    index: _Path,
+    links: Sequence[ChainLinkRecord],
+    image: _Path | None = None,
+    tail: _Path | None = None,
+    tail_start: int | None = None,
+    superblock: bytes | None = None,
+    compressor: Literal["zstd", "xz", "gzip", "lz4"] = "zstd",
+    level: int | None = None,
+    block_size: int = 131072,
+) -> dict[str, int]:
+    """Write the chain index again from the newest image (or tail) and history."""
 
 # --- crypt ---
 # OpenPGP (rPGP): encrypt archives to public keys (SEIPDv1, AES-256, no

@@ -246,13 +246,15 @@ def cmd_archive(args):
     rec = snap_core.archive_run(args.config, progress=None if args.quiet else progress_printer())
     if args.json:
         return rec
-    manifest = rec["manifest"]
-    archive = manifest["archive"]
     for stale in rec["aborted_stale"]:
         print(f"aborted an incomplete upload of an earlier run: {stale}", file=sys.stderr)
     for stale in rec["removed_stale_work"]:
         print(f"removed the work directory of a killed run: {stale}", file=sys.stderr)
     stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in rec["stages"])
+    if rec.get("chain"):
+        return _chain_summary(rec, stages)
+    manifest = rec["manifest"]
+    archive = manifest["archive"]
     return {
         "result": rec["result"],
         "archive": archive["key"],
@@ -265,6 +267,40 @@ def cmd_archive(args):
         "snapshots": len(manifest["snapshots"]),
         "recipients": ", ".join(r["fingerprint"] for r in manifest["recipients"]),
         "time": f"{rec['seconds']:.1f}s ({stages})",
+        **_storage_summary(rec.get("storage")),
+    }
+
+
+def _storage_summary(storage: dict | None) -> dict:
+    if not storage:
+        return {}
+    return {
+        "held under lock": f"{_human_bytes(storage['bytes_locked'])} in {storage['objects']} objects"
+        + (f" until {storage['locked_until']}" if storage.get("locked_until") else ""),
+        "storage cost": f"~{storage['monthly_usd']:.4f} USD/month (list prices; override in pillar snap:archive:prices)",
+    }
+
+
+def _chain_summary(rec: dict, stages: str) -> dict:
+    m = rec["chain"]
+    chain, image = m["chain"], m["image"]
+    new = [p for p in m["pieces"] if p["link"] == chain["link"]]
+    what = "base" if chain["link"] == 0 else f"link {chain['link']}"
+    return {
+        "result": rec["result"],
+        "chain": f"{chain['id']}: {what}" + (f" (new base: {chain['rebase_reason']})" if chain["rebase_reason"] else ""),
+        "manifest": rec["manifest_key"],
+        "uploaded": f"{_human_bytes(sum(p['size'] for p in new))} in {len(new)} pieces "
+        f"(image {_human_bytes(image['size'])}, {len(m['pieces'])} pieces in all)",
+        "read": f"{image['new_files']} new files, {_human_bytes(image['bytes_read'])}; "
+        f"{image['reused_files']} files reused unread",
+        "dead bytes": f"{image['dead_ratio'] * 100:.1f} % (rebase at {chain['max_dead_ratio'] * 100:.0f} %)",
+        "restorable until": chain["restorable_until"],
+        "servers": ", ".join(m["servers"]),
+        "snapshots": len(m["snapshots"]),
+        "recipients": ", ".join(r["fingerprint"] for r in m["recipients"]),
+        "time": f"{rec['seconds']:.1f}s ({stages})",
+        **_storage_summary(rec.get("storage")),
     }
 
 

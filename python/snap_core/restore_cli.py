@@ -114,7 +114,8 @@ def _secret_key(args) -> tuple[bytes, bytes | None]:
 def _newest_snapshot(manifest: dict, server: str) -> str:
     snaps = [s for s in manifest["snapshots"] if server in s["servers"]]
     if not snaps:
-        raise errors.NotFound(f"archive {manifest['archive']['key']} holds nothing of {server}")
+        what = manifest["archive"]["key"] if "archive" in manifest else f"chain {manifest['chain']['id']}"
+        raise errors.NotFound(f"archive {what} holds nothing of {server}")
     rotated = [s for s in snaps if s["name"] != ".sync"] or snaps
     return max(rotated, key=lambda s: s["mtime"])["name"]
 
@@ -140,9 +141,9 @@ COMMON_OFFSITE = (
     "restore from off-site, an archive file (--from-file) or local history (--history); 'restore list' lists archives",
     arg("action", nargs="?", choices=["list"], help="list: the archives off-site, from their manifests"),
     *COMMON_OFFSITE,
-    arg("--archive", metavar="KEY", help="archive (or manifest) key; default: the newest"),
-    arg("--from-file", metavar="ARCHIVE", help="an archive file on disk (air-gapped restore)"),
-    arg("--manifest", metavar="FILE", help="with --from-file: its manifest (default ARCHIVE.manifest.json if present)"),
+    arg("--archive", metavar="KEY", help="archive (or manifest) key, or a chain link's KEY.chain.json; default: the newest archive"),
+    arg("--from-file", metavar="ARCHIVE", help="an archive file on disk (air-gapped restore); for a chain link: the directory of its pieces"),
+    arg("--manifest", metavar="FILE", help="with --from-file: its manifest (default ARCHIVE.manifest.json if present); a *.chain.json for a chain link"),
     arg("--history", metavar="DIR", help="restore from this rsnapshot history (backup server), no key needed"),
     arg("--key", metavar="SECRET_KEY_FILE", help="the offline OpenPGP secret key, armored or binary (read, never written)"),
     arg("--passphrase-file", metavar="FILE", help="its passphrase, from a file (default: asked if needed)"),
@@ -250,8 +251,10 @@ def _restore_offsite(args):
     key, passphrase = _secret_key(args)
     manifest = store.manifest(args.archive) if args.archive else store.newest(args.prefix)
     kwargs = _selection_kwargs(args, manifest)
+    # A chain link is restored by its manifest's key (*.chain.json).
+    archive_key = args.archive if "chain" in manifest else manifest["archive"]["key"]
     rep = store.restore(
-        manifest["archive"]["key"], key, args.to, passphrase=passphrase, prompt=_prompt,
+        archive_key, key, args.to, passphrase=passphrase, prompt=_prompt,
         overwrite=args.overwrite, work_dir=args.work_dir, request=not args.no_request, tier=args.tier,
         wait=args.wait, poll=args.poll, progress=_progress(args), **kwargs,
     )  # fmt: skip

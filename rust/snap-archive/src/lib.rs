@@ -16,10 +16,16 @@
 //! 5. put a manifest next to the archive: what is inside, sizes, hashes,
 //!    recipients, retention. It is what restore lists.
 //!
+//! With `chain.enabled`, a run makes the base or the next link of a chain
+//! instead (see [`chain`]): only what is new is packed and uploaded.
+//!
 //! Each stage reports progress (bytes, rate, ETA); the record of the run is
 //! kept under `state_dir` whether it succeeded or not.
 
-use std::collections::BTreeSet;
+pub mod chain;
+pub mod cost;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -103,6 +109,12 @@ pub struct ArchiveConfig {
     pub retain_days: u32,
     #[serde(default)]
     pub pack: PackSettings,
+    /// Incremental archives (pillar `snap:archive:chain`).
+    #[serde(default)]
+    pub chain: chain::ChainSettings,
+    /// USD per GiB-month per storage class, over the list prices.
+    #[serde(default)]
+    pub prices: BTreeMap<String, f64>,
 }
 
 impl JsonConfig for ArchiveConfig {
@@ -147,6 +159,8 @@ impl JsonConfig for ArchiveConfig {
         snap_offsite::s3::storage_class(&self.storage_class)?;
         snap_offsite::s3::storage_class(&self.manifest_storage_class)?;
         self.compressor()?;
+        self.chain.check(self.retain_days)?;
+        cost::prices(&self.prices)?;
         TargetSettings::from_value(self.target.clone())?.to_config()?;
         Ok(())
     }
@@ -216,6 +230,10 @@ pub struct Manifest {
     pub servers: Vec<String>,
     pub snapshots: Vec<SnapshotEntry>,
     pub history_root: String,
+    /// Everything held under lock off-site and its monthly cost (this
+    /// manifest aside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<cost::StorageCost>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +298,12 @@ pub struct ArchiveRecord {
     /// Work directories (images) of killed runs removed first.
     pub removed_stale_work: Vec<String>,
     pub stages: Vec<StageTime>,
+    /// A chain run: the link's manifest.
+    #[serde(default)]
+    pub chain: Option<chain::ChainManifest>,
+    /// Everything held under lock off-site after the run, and its cost.
+    #[serde(default)]
+    pub storage: Option<cost::StorageCost>,
 }
 
 /// The snapshots and servers in a history root (only `servers` if given).
@@ -413,10 +437,18 @@ pub fn archive(cfg: &ArchiveConfig, sink: Option<Arc<dyn ProgressSink>>) -> Resu
         aborted_stale: Vec::new(),
         removed_stale_work: Vec::new(),
         stages: Vec::new(),
+        chain: None,
+        storage: None,
     };
     let outcome = remove_stale_work(&cfg.work_dir)
         .map(|removed| rec.removed_stale_work = removed)
-        .and_then(|()| run(cfg, &run_id, sink, &mut rec));
+        .and_then(|()| {
+            if cfg.chain.enabled {
+                chain::run_chain(cfg, &run_id, sink, &mut rec)
+            } else {
+                run(cfg, &run_id, sink, &mut rec)
+            }
+        });
     if let Err(e) = &outcome {
         rec.error = Some(e.to_string());
         rec.error_kind = Some(e.kind().name().to_string());
@@ -529,6 +561,23 @@ fn run(
         ));
     }
     drop(work); // the image is gone before the manifest claims success
+    let mut ledger = cost::Ledger::load(&cfg.state_dir)?;
+    let stored_class = up
+        .storage_class
+        .clone()
+        .unwrap_or_else(|| cfg.storage_class.clone());
+    if let Some(until) = up.retain_until {
+        ledger.add(
+            [cost::Held {
+                key: up.key.clone(),
+                size: up.size,
+                storage_class: stored_class,
+                retain_until: cost::unix(until),
+            }],
+            SystemTime::now(),
+        )?;
+    }
+    let prices = cost::prices(&cfg.prices)?;
 
     // 5. The manifest, locked like the archive.
     let servers: BTreeSet<String> = snapshots
@@ -579,6 +628,7 @@ fn run(
         servers: servers.into_iter().collect(),
         snapshots,
         history_root: cfg.history_dir.display().to_string(),
+        storage: Some(cost::estimate(&ledger.held, SystemTime::now(), &prices)),
     };
     let text = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
@@ -588,6 +638,18 @@ fn run(
         .with_retain_days(cfg.retain_days)
         .with_description(format!("snap manifest of {}", up.key));
     let stored = target.put_small(&manifest_key, &text, &mput)?;
+    if let Some(until) = stored.retain_until {
+        ledger.add(
+            [cost::Held {
+                key: stored.key.clone(),
+                size: stored.size,
+                storage_class: cfg.manifest_storage_class.clone(),
+                retain_until: cost::unix(until),
+            }],
+            SystemTime::now(),
+        )?;
+    }
+    rec.storage = Some(cost::estimate(&ledger.held, SystemTime::now(), &prices));
     // A vault names the manifest itself (an archive id).
     rec.manifest_key = Some(stored.key);
     let local = cfg.state_dir.join("manifests");

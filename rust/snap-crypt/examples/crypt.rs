@@ -8,7 +8,7 @@ use std::os::fd::FromRawFd;
 use std::path::Path;
 
 use snap_core::Progress;
-use snap_crypt::{KeySource, SecretKeySource, decrypt, encrypt, inspect_keys, load_recipients};
+use snap_crypt::{KeySource, SecretKeySource, inspect_keys, load_recipients};
 
 fn main() {
     // fds 0 and 1 as unbuffered files, not closed at the end.
@@ -22,8 +22,11 @@ fn main() {
                 .iter()
                 .map(|p| KeySource::from_file(Path::new(p)).expect("key file"))
                 .collect();
-            load_recipients(&sources)
-                .and_then(|r| encrypt(&*stdin, &*stdout, &r, &progress).map(|s| format!("{s:#?}")))
+            let hash = std::env::var_os("NO_PLAINTEXT_SHA256").is_none();
+            load_recipients(&sources).and_then(|r| {
+                snap_crypt::encrypt_with(&*stdin, "stdin", &*stdout, "stdout", &r, hash, &progress)
+                    .map(|s| format!("{s:#?}"))
+            })
         }
         Some("decrypt") => {
             let key = std::fs::read(&args[1]).expect("key file");
@@ -31,7 +34,11 @@ fn main() {
             if let Some(pw) = args.get(2) {
                 secret = secret.with_passphrase(pw.as_bytes());
             }
-            decrypt(&*stdin, &*stdout, &secret, &progress).map(|s| format!("{s:#?}"))
+            let hash = std::env::var_os("NO_PLAINTEXT_SHA256").is_none();
+            snap_crypt::decrypt_with(
+                &*stdin, "stdin", &*stdout, "stdout", &secret, hash, &progress,
+            )
+            .map(|s| format!("{s:#?}"))
         }
         Some("inspect") => {
             let bytes = std::fs::read(&args[1]).expect("key file");

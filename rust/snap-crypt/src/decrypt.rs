@@ -17,14 +17,19 @@ use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
+use pgp::composed::PlainSessionKey;
 use pgp::composed::{
     DecryptionOptions, Edata, Esk, Message, PublicOrSecret, SignedSecretKey, TheRing,
 };
-use pgp::types::{KeyDetails, Password, Seipdv1ReadMode};
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::packet::{ProtectedDataConfig, SymEncryptedProtectedDataConfig};
+use pgp::types::{DecryptionKey, KeyDetails, Password, Seipdv1ReadMode};
 use snap_core::{Error, ErrorKind, Progress, Result};
 use zeroize::Zeroizing;
 
+use crate::cfb::MdcReader;
 use crate::keys::{SecretState, hex_upper};
+use crate::literal::{LiteralReader, is_literal};
 use crate::pipe::{
     ChanReader, ChanWriter, DEPTH, Digested, Pool, StageError, fill_chunk, is_full, read_stage,
     write_stage,
@@ -147,6 +152,22 @@ pub fn decrypt_named(
     secret: &SecretKeySource,
     progress: &Progress,
 ) -> Result<DecryptSummary> {
+    decrypt_with(input, reading, output, writing, secret, true, progress)
+}
+
+/// [`decrypt_named`]; `plaintext_sha256: false` leaves out the SHA-256 of
+/// the plaintext (the summary's is then empty), for callers that check the
+/// plaintext otherwise (a chain's assembly checks every range): the MDC and
+/// the ciphertext's SHA-256 are checked either way.
+pub fn decrypt_with(
+    input: impl Read + Send,
+    reading: &str,
+    output: impl Write + Send,
+    writing: &str,
+    secret: &SecretKeySource,
+    plaintext_sha256: bool,
+    progress: &Progress,
+) -> Result<DecryptSummary> {
     let start = Instant::now();
     // Key problems are reported before any input is read or output written.
     let keys = load_secret_keys(secret)?;
@@ -159,7 +180,7 @@ pub fn decrypt_named(
         let in_pool = &in_pool;
         let out_pool = &out_pool;
         let reader = s.spawn(move || read_stage(input, reading, ctx, in_pool, progress));
-        let writer = s.spawn(move || write_stage(output, writing, prx, out_pool));
+        let writer = s.spawn(move || write_stage(output, writing, prx, out_pool, plaintext_sha256));
         let dec = run_rpgp(
             ChanReader::new(crx, in_pool),
             ChanWriter::new(ptx, out_pool),
@@ -187,7 +208,11 @@ pub fn decrypt_named(
     };
     Ok(DecryptSummary {
         plaintext_bytes: plain.bytes,
-        plaintext_sha256: hex::encode(plain.sha256),
+        plaintext_sha256: if plaintext_sha256 {
+            hex::encode(plain.sha256)
+        } else {
+            String::new()
+        },
         ciphertext_bytes: cipher.bytes,
         ciphertext_sha256: hex::encode(cipher.sha256),
         key_id: used.key_id,
@@ -401,15 +426,18 @@ fn run_rpgp(
         })
         .collect();
     let chosen = pkesks.iter().find_map(|p| {
-        cands.iter().find(|c| {
-            let matches = match p.id() {
-                Ok(id) => !id.is_wildcard() && *id == c.key_id,
-                Err(_) => matches!(p.fingerprint(), Ok(Some(fp)) if *fp == c.fingerprint),
-            };
-            matches && c.state != SecretState::Public
-        })
+        cands
+            .iter()
+            .find(|c| {
+                let matches = match p.id() {
+                    Ok(id) => !id.is_wildcard() && *id == c.key_id,
+                    Err(_) => matches!(p.fingerprint(), Ok(Some(fp)) if *fp == c.fingerprint),
+                };
+                matches && c.state != SecretState::Public
+            })
+            .map(|c| (*p, c))
     });
-    let Some(chosen) = chosen else {
+    let Some((pkesk, chosen)) = chosen else {
         let ours: Vec<String> = cands.iter().map(|c| hex_upper(c.key_id.as_ref())).collect();
         return Err(Error::invalid_key(format!(
             "{}: this key cannot decrypt the message: the message is encrypted to {}; \
@@ -453,30 +481,128 @@ fn run_rpgp(
         _ => Password::empty(),
     };
 
+    let used = Used {
+        key_id: hex_upper(chosen.key_id.as_ref()),
+        key_fingerprint: hex_upper(chosen.key.primary_key.fingerprint().as_bytes()),
+        compressed: false,
+    };
+    // SEIPDv1 with AES (what snap and GnuPG write): decrypt the session key
+    // here and the data with snap's own chunked CFB (see cfb.rs).
+    if let Some(session) = aes_session_key(pkesk, chosen, &password)
+        && matches!(edata, Edata::SymEncryptedProtectedData { reader }
+            if matches!(reader.config(), ProtectedDataConfig::Seipd(SymEncryptedProtectedDataConfig::V1)))
+    {
+        let Message::Encrypted { edata, .. } = msg else {
+            unreachable!("checked above")
+        };
+        let Edata::SymEncryptedProtectedData { reader } = edata else {
+            unreachable!("checked above")
+        };
+        let Some(mut mdc) = MdcReader::new(reader, &session) else {
+            return Err(Error::internal("AES session key of an unexpected size"));
+        };
+        let compressed = stream_inner(&mut mdc, &mut sink)?;
+        mdc.finish().map_err(|e| {
+            integrity(format!(
+                "the message failed its integrity check (tampered, truncated or corrupted); \
+                 DISCARD the output written so far: {e}"
+            ))
+        })?;
+        // Nothing may follow the encrypted data packet.
+        let mut rest = mdc.into_inner().into_inner().into_inner();
+        let trailing = rest.fill_buf().map(|b| !b.is_empty()).unwrap_or(true);
+        if trailing {
+            return Err(integrity(
+                "data follows the encrypted message (appended or corrupted); \
+                 DISCARD the output written so far",
+            ));
+        }
+        sink.finish()
+            .map_err(|e| Error::internal(format!("decryption pipeline: {e}")))?;
+        return Ok(Used { compressed, ..used });
+    }
     let ring = TheRing {
         secret_keys: vec![chosen.key],
         key_passwords: vec![&password],
         decrypt_options: DecryptionOptions::new().set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
         ..Default::default()
     };
-    let (mut msg, _) = msg.decrypt_the_ring(ring, true).map_err(|e| {
+    let (msg, _) = msg.decrypt_the_ring(ring, true).map_err(|e| {
         integrity(format!(
             "could not decrypt the session key with {key_desc} (corrupted message, or \
              mismatched key material): {e}"
         ))
     })?;
-    let mut compressed = false;
-    while msg.is_compressed() {
-        compressed = true;
-        msg = msg
-            .decompress()
-            .map_err(|e| integrity(format!("bad compressed data in the message: {e}")))?;
-    }
+    let compressed = stream_message(msg, &mut sink)?;
+    sink.finish()
+        .map_err(|e| Error::internal(format!("decryption pipeline: {e}")))?;
+    Ok(Used { compressed, ..used })
+}
 
+/// The AES session key of `pkesk`, decrypted with `c`'s key, if it is one.
+fn aes_session_key(
+    pkesk: &pgp::packet::PublicKeyEncryptedSessionKey,
+    c: &Candidate<'_>,
+    password: &Password,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let values = pkesk.values().ok()?;
+    let typ = pgp::types::EskType::V3_4;
+    let got = if c.is_primary {
+        c.key.primary_key.decrypt(password, values, typ)
+    } else {
+        let sk = c
+            .key
+            .secret_subkeys
+            .iter()
+            .find(|s| s.key.legacy_key_id() == c.key_id)?;
+        sk.key.decrypt(password, values, typ)
+    };
+    let session = got.ok()?.ok()?;
+    match &session {
+        PlainSessionKey::V3_4 {
+            sym_alg:
+                SymmetricKeyAlgorithm::AES128
+                | SymmetricKeyAlgorithm::AES192
+                | SymmetricKeyAlgorithm::AES256,
+            key,
+        } => Some(Zeroizing::new(key.as_ref().to_vec())),
+        _ => None,
+    }
+}
+
+/// Parse the packets inside the encrypted data and stream the literal data
+/// to `sink`; returns whether it was compressed. A literal data packet (what
+/// snap writes) is read here without copying; anything else by rPGP.
+fn stream_inner(
+    mdc: &mut MdcReader<impl BufRead + Send + fmt::Debug>,
+    sink: &mut ChanWriter<'_>,
+) -> Result<bool> {
+    let damaged = |e: std::io::Error| {
+        integrity(format!(
+            "the message failed its integrity check (tampered, truncated or corrupted); \
+             DISCARD the output written so far: {e}"
+        ))
+    };
+    let first = mdc.fill_buf().map_err(damaged)?.first().copied();
+    if first.is_some_and(is_literal) {
+        let mut lit = LiteralReader::new(&mut *mdc).map_err(damaged)?;
+        stream_chunks(&mut lit, sink)?;
+        return Ok(false);
+    }
+    let (msg, _) = Message::from_reader(mdc).map_err(|e| {
+        integrity(format!(
+            "the decrypted data is not an OpenPGP message (wrong key material, or corrupted): {e}"
+        ))
+    })?;
+    stream_message(msg, sink)
+}
+
+/// Copy `data` into chunks for the writer stage.
+fn stream_chunks(data: &mut impl Read, sink: &mut ChanWriter<'_>) -> Result<()> {
     // Stream the plaintext. From here on any failure that is not the I/O of
     // another stage means the data is not what was encrypted.
     loop {
-        let chunk = fill_chunk(&mut msg, sink.pool()).map_err(|e| {
+        let chunk = fill_chunk(data, sink.pool()).map_err(|e| {
             integrity(format!(
                 "the message failed its integrity check (tampered, truncated or corrupted); \
                  DISCARD the output written so far: {e}"
@@ -493,14 +619,21 @@ fn run_rpgp(
             break;
         }
     }
-    sink.finish()
-        .map_err(|e| Error::internal(format!("decryption pipeline: {e}")))?;
+    Ok(())
+}
 
-    Ok(Used {
-        key_id: hex_upper(chosen.key_id.as_ref()),
-        key_fingerprint: hex_upper(chosen.key.primary_key.fingerprint().as_bytes()),
-        compressed,
-    })
+/// Stream a decrypted message's literal data into `sink`; whether it was compressed.
+fn stream_message(mut msg: Message<'_>, sink: &mut ChanWriter<'_>) -> Result<bool> {
+    let mut compressed = false;
+    while msg.is_compressed() {
+        compressed = true;
+        msg = msg
+            .decompress()
+            .map_err(|e| integrity(format!("bad compressed data in the message: {e}")))?;
+    }
+
+    stream_chunks(&mut msg, sink)?;
+    Ok(compressed)
 }
 
 fn check_passphrase(c: &Candidate<'_>, pw: &Password) -> pgp::errors::Result<()> {

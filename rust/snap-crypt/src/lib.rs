@@ -11,17 +11,22 @@
 //!   the destination appear on success.
 //! - [`inspect_keys`]: what a key file holds, never its secrets.
 
+mod cfb;
 mod decrypt;
 mod encrypt;
 mod keys;
+mod literal;
 mod pipe;
 mod scan;
+mod seipd;
 
 use std::fs::File;
 use std::path::Path;
 
-pub use decrypt::{DecryptSummary, SecretKeySource, decrypt, decrypt_file, decrypt_named};
-pub use encrypt::{EncryptSummary, encrypt, encrypt_file, encrypt_named};
+pub use decrypt::{
+    DecryptSummary, SecretKeySource, decrypt, decrypt_file, decrypt_named, decrypt_with,
+};
+pub use encrypt::{EncryptSummary, encrypt, encrypt_file, encrypt_named, encrypt_with};
 pub use keys::{
     ComponentInfo, KeyInfo, KeySource, MIN_RSA_BITS, Recipient, SecretState, inspect_keys,
     load_recipients,

@@ -2,6 +2,8 @@
 //!   snap_pack_cli pack SRC IMAGE [zstd|xz|gzip|lz4] [LEVEL] [THREADS]
 //!   snap_pack_cli unpack IMAGE DEST [PATH...]
 //!   snap_pack_cli list IMAGE [PREFIX] [DEPTH]
+//!   snap_pack_cli link HISTORY INDEX TAIL SUPERBLOCK_OUT [start] [LEVEL]
+//!     (commits the link; prints its summary as JSON)
 
 use std::path::Path;
 
@@ -49,6 +51,32 @@ fn main() {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            })
+        }
+        Some("link") => {
+            let opts = snap_pack::PackOptions {
+                level: args.get(7).map(|l| l.parse().expect("level")),
+                ..snap_pack::PackOptions::default()
+            };
+            let start = args.get(6).map(String::as_str) == Some("start");
+            snap_pack::chain::link(
+                Path::new(&args[2]),
+                Path::new(&args[3]),
+                start,
+                Path::new(&args[4]),
+                &opts,
+                &progress,
+            )
+            .and_then(|mut l| {
+                l.commit()?;
+                std::fs::write(&args[5], l.superblock)
+                    .map_err(|e| snap_core::Error::io("writing the super block", e))?;
+                Ok(serde_json::json!({
+                    "summary": l.summary,
+                    "ranges": l.ranges,
+                    "links": l.links,
+                })
+                .to_string())
             })
         }
         _ => {

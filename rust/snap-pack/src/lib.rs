@@ -11,16 +11,30 @@
 //!   per-block / per-fragment deduplication records libsquashfs keeps.
 //! - [`unpack`] / [`list`]: an image (or selected paths) → a directory, for
 //!   restore; optionally applying rsync `--fake-super` metadata.
+//! - [`chain`]: an image of a history's snapshots (named by their times)
+//!   that grows by appending tails which reference what the image already
+//!   holds; its index; putting an image together from its pieces.
 //!
-//! Layout of the code: `sys` (bindgen output), `ffi` (the only `unsafe`:
-//! RAII wrappers), `walk` (directory-relative stat/open), `pack`, `unpack`,
-//! `fakesuper`, `util`.
+//! Sparse files cost their data, not their size: pack reads only the
+//! blocks their data extents touch (SEEK_DATA/SEEK_HOLE) and lists the rest
+//! as sparse blocks; unpack leaves holes and zero pages unwritten.
+//!
+//! Layout of the code: `sys` (bindgen output), `ffi/` (the only `unsafe`:
+//! RAII wrappers: files, compressors, inodes, writers, readers), `walk`
+//! (directory-relative stat/open, listings), `layout` (a file's blocks:
+//! written and read as inodes), `pack/` (options, pre-pass, the data pass,
+//! regular files, hard links, xattrs, what is walked, the writers around
+//! it), `unpack/` (the open image, file data, extraction), `chain/`
+//! (snapshot names, link, index, reuse, assembly, rebuild), `fakesuper`,
+//! `util`.
 //!
 //! No NFS export table is written (restore never needs it; the kernel mounts
 //! the image without one).
 
+pub mod chain;
 mod fakesuper;
 mod ffi;
+mod layout;
 mod pack;
 #[allow(clippy::all)]
 mod sys;

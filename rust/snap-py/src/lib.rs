@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod archive;
 mod backup;
+mod chain;
 mod conv;
 mod core_api;
 mod crypt;
@@ -18,7 +19,7 @@ mod status;
 /// The API snap's Salt loader modules are written against, `(major, minor)`
 /// (see `snap_core.api`): bump the minor when adding something they may call,
 /// the major when changing or removing something they call.
-const API_VERSION: (u32, u32) = (2, 0);
+const API_VERSION: (u32, u32) = (2, 1);
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -30,6 +31,7 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     status::register(m)?;
     restore::register(m)?;
     pack::register(m)?;
+    chain::register(m)?;
     crypt::register(m)?;
     offsite::register(m)?;
     Ok(())

@@ -96,6 +96,8 @@ fn pack<'py>(
     d.set_item("skipped_xattrs", s.skipped_xattrs)?;
     d.set_item("clamped_mtimes", s.clamped_mtimes)?;
     d.set_item("bytes_in", s.bytes_in)?;
+    d.set_item("sparse_files", s.sparse_files)?;
+    d.set_item("hole_bytes", s.hole_bytes)?;
     d.set_item("image_size", s.image_size)?;
     d.set_item("duration", secs(s.duration))?;
     Ok(d)

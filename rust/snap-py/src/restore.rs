@@ -227,10 +227,14 @@ impl ArchiveStore {
     }
 
     /// The manifest of an archive (archive or manifest key).
+    /// A chain manifest (`*.chain.json`) is read as such.
     fn manifest<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        let m = py
-            .detach(|| rs::load_manifest(self.inner.target.as_ref(), key))
-            .py()?;
+        let t = self.inner.target.as_ref();
+        if rs::chain::is_chain_manifest(key) {
+            let m = py.detach(|| rs::chain::load_chain_manifest(t, key)).py()?;
+            return to_python(py, &m);
+        }
+        let m = py.detach(|| rs::load_manifest(t, key)).py()?;
         to_python(py, &m)
     }
 
@@ -320,6 +324,22 @@ impl ArchiveStore {
         let t = self.inner.target.as_ref();
         let rep = py
             .detach(|| {
+                if let Some(k) = key.as_deref().filter(|k| rs::chain::is_chain_manifest(k)) {
+                    let m = rs::chain::load_chain_manifest(t, k)?;
+                    return rs::chain::restore_chain(
+                        &rs::chain::Pieces::Offsite(t),
+                        &m,
+                        k,
+                        &secret,
+                        rs::Output {
+                            selection: &sel,
+                            dest: &dest,
+                            overwrite,
+                        },
+                        &opts,
+                        sink,
+                    );
+                }
                 let manifest = match &key {
                     Some(k) => rs::load_manifest(t, k)?,
                     None => rs::list::newest(t, prefix)?,
@@ -484,6 +504,33 @@ fn restore_from_file<'py>(
     let sink = sink(progress);
     let rep = py
         .detach(|| {
+            if let Some(mp) = manifest
+                .as_deref()
+                .filter(|m| rs::chain::is_chain_manifest(&m.to_string_lossy()))
+            {
+                // A chain link: `archive` is the directory of its pieces.
+                let text =
+                    std::fs::read(mp).map_err(|e| snap_core::Error::io_path("reading", mp, e))?;
+                let m = rs::chain::parse_manifest(&text, &mp.display().to_string())?;
+                let opts = rs::FetchOptions {
+                    work_parent: work.clone(),
+                    retrieval: rs::RetrievalOptions::default(),
+                    resume: false,
+                };
+                return rs::chain::restore_chain(
+                    &rs::chain::Pieces::Dir(&archive),
+                    &m,
+                    &mp.display().to_string(),
+                    &secret,
+                    rs::Output {
+                        selection: &sel,
+                        dest: &dest,
+                        overwrite,
+                    },
+                    &opts,
+                    sink,
+                );
+            }
             let m = manifest
                 .as_deref()
                 .map(rs::list::read_manifest_file)

@@ -295,7 +295,7 @@ pub fn open_archive_file(
 }
 
 /// Key problems are reported before anything is downloaded or written.
-fn key_check(key: &SecretKeySource) -> Result<()> {
+pub(crate) fn key_check(key: &SecretKeySource) -> Result<()> {
     // Decrypting an empty message parses the key first: a key error is
     // InvalidKey, anything else means the key itself is usable.
     let p = Progress::silent("key check");

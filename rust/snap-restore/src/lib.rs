@@ -21,6 +21,7 @@
 //! symlinks), and so are the ACLs and the `security.*`/`trusted.*` xattrs
 //! rsync kept under `user.rsync.*` ([`rsyncmeta`]).
 
+pub mod chain;
 pub mod channel;
 pub mod creds;
 pub mod extract;

@@ -1,0 +1,243 @@
+//! Readers: metadata tables, file data, xattrs.
+
+use std::ffi::{CStr, c_void};
+use std::ptr::{self, NonNull};
+use std::rc::Rc;
+
+use super::{Compressor, Inode, SqFile, SqResult, Super, check, destroy, nonnull};
+use crate::sys;
+
+/// The inode and directory tables of an image, read through two metadata
+/// readers (each caches its current block).
+pub struct MetaTables {
+    inodes: NonNull<sys::sqfs_meta_reader_t>,
+    dirs: NonNull<sys::sqfs_meta_reader_t>,
+    sup: Rc<Super>,
+    _deps: (Rc<Compressor>, Rc<SqFile>),
+}
+
+/// One directory entry: name, inode number and reference, basic inode type.
+pub struct DirEnt {
+    pub name: Vec<u8>,
+    pub inum: u32,
+    pub iref: u64,
+    pub type_: u32,
+}
+
+impl MetaTables {
+    pub fn new(sup: Rc<Super>, cmp: Rc<Compressor>, file: Rc<SqFile>) -> SqResult<Self> {
+        // The same bounds libsquashfs's own directory reader uses.
+        let mut dir_limit = sup.id_table_start;
+        dir_limit = dir_limit.min(sup.fragment_table_start);
+        dir_limit = dir_limit.min(sup.export_table_start);
+        let inodes = unsafe {
+            sys::sqfs_meta_reader_create(
+                file.raw(),
+                cmp.raw(),
+                sup.inode_table_start,
+                sup.directory_table_start,
+            )
+        };
+        let inodes = nonnull(inodes, "creating the inode table reader")?;
+        let dirs = unsafe {
+            sys::sqfs_meta_reader_create(
+                file.raw(),
+                cmp.raw(),
+                sup.directory_table_start,
+                dir_limit,
+            )
+        };
+        let dirs = match nonnull(dirs, "creating the directory table reader") {
+            Ok(d) => d,
+            Err(e) => {
+                unsafe { destroy(inodes.as_ptr()) };
+                return Err(e);
+            }
+        };
+        Ok(MetaTables {
+            inodes,
+            dirs,
+            sup,
+            _deps: (cmp, file),
+        })
+    }
+
+    /// The inode at reference `iref` (`block << 16 | offset` in the inode table).
+    pub fn inode(&mut self, iref: u64) -> SqResult<Inode> {
+        let mut out = ptr::null_mut();
+        check(
+            unsafe {
+                sys::sqfs_meta_reader_read_inode(
+                    self.inodes.as_ptr(),
+                    &*self.sup,
+                    iref >> 16,
+                    (iref & 0xFFFF) as usize,
+                    &mut out,
+                )
+            },
+            "reading an inode",
+        )?;
+        Inode::from_raw(out, "inode")
+    }
+
+    /// Position the inode reader at reference `iref`, for [`MetaTables::read_inode_bytes`].
+    pub fn seek_inode(&mut self, iref: u64) -> SqResult<()> {
+        check(
+            unsafe {
+                sys::sqfs_meta_reader_seek(
+                    self.inodes.as_ptr(),
+                    self.sup.inode_table_start + (iref >> 16),
+                    (iref & 0xFFFF) as usize,
+                )
+            },
+            "seeking to an inode",
+        )
+    }
+
+    /// Read the next raw bytes of the inode table (an inode parsed by the caller).
+    pub fn read_inode_bytes(&mut self, buf: &mut [u8]) -> SqResult<()> {
+        check(
+            unsafe {
+                sys::sqfs_meta_reader_read(
+                    self.inodes.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len(),
+                )
+            },
+            "reading an inode",
+        )
+    }
+
+    pub fn root_inode(&mut self) -> SqResult<Inode> {
+        let r = self.sup.root_inode_ref;
+        self.inode(r)
+    }
+
+    /// All entries of directory `dir`, in stored (name) order, without
+    /// reading their inodes.
+    pub fn read_dir(&mut self, dir: &Inode) -> SqResult<Vec<DirEnt>> {
+        let mut state = sys::sqfs_readdir_state_t::default();
+        check(
+            unsafe { sys::sqfs_readdir_state_init(&mut state, &*self.sup, dir.ptr.as_ptr()) },
+            "opening a directory",
+        )?;
+        let mut out = Vec::new();
+        loop {
+            let mut ent: *mut sys::sqfs_dir_entry_t = ptr::null_mut();
+            let mut inum = 0;
+            let mut iref = 0;
+            let ret = unsafe {
+                sys::sqfs_meta_reader_readdir(
+                    self.dirs.as_ptr(),
+                    &mut state,
+                    &mut ent,
+                    &mut inum,
+                    &mut iref,
+                )
+            };
+            check(ret, "reading a directory")?;
+            if ret > 0 || ent.is_null() {
+                break;
+            }
+            let item = unsafe {
+                let e = &*ent;
+                DirEnt {
+                    name: std::slice::from_raw_parts(e.name.as_ptr(), e.size as usize + 1).to_vec(),
+                    inum,
+                    iref,
+                    type_: e.type_ as u32,
+                }
+            };
+            unsafe { sys::sqfs_free(ent as *mut c_void) };
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for MetaTables {
+    fn drop(&mut self) {
+        unsafe {
+            destroy(self.inodes.as_ptr());
+            destroy(self.dirs.as_ptr());
+        }
+    }
+}
+
+pub struct XattrReader {
+    pub(super) ptr: NonNull<sys::sqfs_xattr_reader_t>,
+    _deps: (Rc<Compressor>, Rc<SqFile>),
+}
+
+impl XattrReader {
+    pub fn new(sup: &Super, cmp: Rc<Compressor>, file: Rc<SqFile>) -> SqResult<Self> {
+        let p = unsafe { sys::sqfs_xattr_reader_create(0) };
+        let r = XattrReader {
+            ptr: nonnull(p, "creating the xattr reader")?,
+            _deps: (cmp.clone(), file.clone()),
+        };
+        check(
+            unsafe { sys::sqfs_xattr_reader_load(r.ptr.as_ptr(), sup, file.raw(), cmp.raw()) },
+            "loading the xattr table",
+        )?;
+        Ok(r)
+    }
+
+    /// All `(full key, value)` pairs of xattr set `idx`.
+    pub fn get(&mut self, idx: u32) -> SqResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut desc = sys::sqfs_xattr_id_t::default();
+        let xr = self.ptr.as_ptr();
+        check(
+            unsafe { sys::sqfs_xattr_reader_get_desc(xr, idx, &mut desc) },
+            "reading an xattr descriptor",
+        )?;
+        check(
+            unsafe { sys::sqfs_xattr_reader_seek_kv(xr, &desc) },
+            "seeking to xattrs",
+        )?;
+        let mut out = Vec::with_capacity(desc.count as usize);
+        for _ in 0..desc.count {
+            let mut key: *mut sys::sqfs_xattr_entry_t = ptr::null_mut();
+            check(
+                unsafe { sys::sqfs_xattr_reader_read_key(xr, &mut key) },
+                "reading an xattr key",
+            )?;
+            let mut val: *mut sys::sqfs_xattr_value_t = ptr::null_mut();
+            let r = unsafe { sys::sqfs_xattr_reader_read_value(xr, key, &mut val) };
+            let pair = unsafe {
+                let k = &*key;
+                let prefix = sys::sqfs_get_xattr_prefix(
+                    (k.type_ as u32 & sys::SQFS_XATTR_PREFIX_MASK) as sys::SQFS_XATTR_TYPE,
+                );
+                // The key comes back with its namespace prefix in front.
+                let plen = if prefix.is_null() {
+                    0
+                } else {
+                    CStr::from_ptr(prefix).to_bytes().len()
+                };
+                let name =
+                    std::slice::from_raw_parts(k.key.as_ptr(), plen + k.size as usize).to_vec();
+                let value = if r == 0 && !val.is_null() {
+                    let v = &*val;
+                    std::slice::from_raw_parts(v.value.as_ptr(), v.size as usize).to_vec()
+                } else {
+                    Vec::new()
+                };
+                (name, value)
+            };
+            unsafe {
+                sys::sqfs_free(key as *mut c_void);
+                sys::sqfs_free(val as *mut c_void);
+            }
+            check(r, "reading an xattr value")?;
+            out.push(pair);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for XattrReader {
+    fn drop(&mut self) {
+        unsafe { destroy(self.ptr.as_ptr()) }
+    }
+}

@@ -1,0 +1,538 @@
+#![forbid(unsafe_code)]
+//! Extraction into a destination directory, by descriptors only.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::process::{Gid, Uid};
+use snap_core::{Error, ErrorKind, Progress, Result};
+
+use super::data::is_zero;
+use super::image::{Image, Node};
+use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
+use crate::fakesuper::FakeStat;
+use crate::ffi::{DirEnt, Inode};
+use crate::sys;
+use crate::util::{io_err, show, show_bytes};
+
+// ------------------------------------------------------------------ extraction
+
+pub(super) struct Extractor<'a> {
+    pub(super) img: Image,
+    pub(super) opts: &'a UnpackOptions,
+    pub(super) progress: &'a Progress,
+    pub(super) dest: PathBuf,
+    pub(super) dest_fd: OwnedFd,
+    pub(super) root: bool,
+    /// Hard-linked inodes already extracted: inode number → path under dest.
+    pub(super) links: HashMap<u32, Vec<u8>>,
+    /// The directory last used as a hard link source.
+    pub(super) link_dir: Option<(Vec<u8>, OwnedFd)>,
+    /// Parent directories created for selected paths (metadata applied last).
+    pub(super) parents: Vec<(OwnedFd, Vec<u8>, Attrs)>,
+    pub(super) sum: UnpackSummary,
+}
+
+/// Metadata to apply to one created entry.
+pub(super) struct Attrs {
+    pub(super) kind: EntryKind,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mtime: u32,
+    pub(super) rdev: (u32, u32),
+    pub(super) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+const FAKE_STAT: &[u8] = b"user.rsync.%stat";
+
+/// Zero pages of restored files are left as holes.
+const PAGE: usize = 4096;
+
+impl Extractor<'_> {
+    pub(super) fn target(&self, rel: &[u8]) -> PathBuf {
+        self.dest.join(OsStr::from_bytes(rel))
+    }
+
+    pub(super) fn fail(&self, verb: &str, rel: &[u8], e: impl Into<io::Error>) -> Error {
+        io_err(verb, &self.target(rel), e.into())
+    }
+
+    pub(super) fn attrs(&mut self, node: &Node) -> Result<Attrs> {
+        let kind = node.kind()?;
+        let (uid, gid) = self.img.owner(node)?;
+        let (mode, _, _, mtime, _) = node.head();
+        let mut a = Attrs {
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            rdev: decode_dev(node.devno()),
+            xattrs: self.img.xattrs_of(node)?,
+        };
+        if self.opts.apply_fake_super
+            && let Some(pos) = a.xattrs.iter().position(|(k, _)| k == FAKE_STAT)
+        {
+            let fs = FakeStat::parse(&a.xattrs[pos].1);
+            if let Some(fs) = fs {
+                self.sum.fake_super_applied += 1;
+                a.mode = fs.mode & 0o7777;
+                a.uid = fs.uid;
+                a.gid = fs.gid;
+                // rsync --fake-super keeps devices, fifos and sockets as
+                // plain files: give them their type back.
+                if kind == EntryKind::File
+                    && let Some(k) = fs.special_kind()
+                {
+                    a.kind = k;
+                    a.rdev = (fs.major, fs.minor);
+                }
+                if !self.opts.keep_fake_super_xattr {
+                    a.xattrs.remove(pos);
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
+    pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
+        for (k, v) in &a.xattrs {
+            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) if !self.root && !k.starts_with(b"user.") => {
+                    self.sum.skipped_xattrs += 1;
+                }
+                Err(e) => {
+                    return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
+                }
+            }
+        }
+        if self.root {
+            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
+                .map_err(|e| self.fail("changing owner of", rel, e))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode))
+            .map_err(|e| self.fail("changing mode of", rel, e))?;
+        rustix::fs::futimens(fd, &times(a.mtime)).map_err(|e| self.fail("setting times of", rel, e))
+    }
+
+    /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials).
+    pub(super) fn finish_at(
+        &mut self,
+        dir: &OwnedFd,
+        name: &CStr,
+        a: &Attrs,
+        rel: &[u8],
+    ) -> Result<()> {
+        if !a.xattrs.is_empty() {
+            let p = proc_path(dir, name);
+            for (k, v) in &a.xattrs {
+                match rustix::fs::lsetxattr(&p, k.as_slice(), v, XattrFlags::empty()) {
+                    Ok(()) => {}
+                    // Linux refuses user.* xattrs on symlinks and specials.
+                    Err(rustix::io::Errno::PERM) if k.starts_with(b"user.") => {}
+                    Err(rustix::io::Errno::PERM) if !self.root => self.sum.skipped_xattrs += 1,
+                    Err(e) => {
+                        return Err(self.fail(
+                            &format!("setting xattr {} on", show_bytes(k)),
+                            rel,
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        if self.root {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw(a.uid)),
+                Some(Gid::from_raw(a.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fail("changing owner of", rel, e))?;
+        }
+        if a.kind != EntryKind::Symlink {
+            // No fchmodat(AT_SYMLINK_NOFOLLOW) on Linux: it was just created by
+            // mknodat in a directory of ours, so it is not a symlink.
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(a.mode), AtFlags::empty())
+                .map_err(|e| self.fail("changing mode of", rel, e))?;
+        }
+        rustix::fs::utimensat(dir, name, &times(a.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.fail("setting times of", rel, e))
+    }
+
+    /// The whole content of a small file (a symlink target kept as a file
+    /// by rsync --fake-super): at most PATH_MAX bytes.
+    pub(super) fn small_file(&mut self, iref: u64, size: u64, rel: &[u8]) -> Result<Vec<u8>> {
+        if size == 0 || size >= libc::PATH_MAX as u64 {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "image {}: {} is marked as a symlink but holds {size} bytes, not a link target",
+                    show(&self.img.path),
+                    show_bytes(rel)
+                ),
+            ));
+        }
+        let mut out = vec![0u8; size as usize];
+        self.img.file_data(iref, rel, &mut |off, data| {
+            out[off as usize..off as usize + data.len()].copy_from_slice(data);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Write the data of the file at `iref` into `f`, keeping holes: holes
+    /// and all-zero blocks are skipped, then the size is set.
+    fn write_data(&mut self, f: &File, iref: u64, size: u64, rel: &[u8]) -> Result<()> {
+        let dest = self.target(rel);
+        let progress = self.progress;
+        let mut written = 0u64;
+        self.img.file_data(iref, rel, &mut |off, data| {
+            progress.add(data.len() as u64);
+            written += data.len() as u64;
+            // Write the non-zero pages only: zeros stay holes.
+            let mut start = None;
+            for (i, page) in data.chunks(PAGE).enumerate() {
+                match (is_zero(page), start) {
+                    (false, None) => start = Some(i * PAGE),
+                    (true, Some(s)) => {
+                        f.write_all_at(&data[s..i * PAGE], off + s as u64)
+                            .map_err(|e| io_err("writing", &dest, e))?;
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                f.write_all_at(&data[s..], off + s as u64)
+                    .map_err(|e| io_err("writing", &dest, e))?;
+            }
+            Ok(())
+        })?;
+        f.set_len(size).map_err(|e| self.fail("writing", rel, e))?;
+        self.progress.add(size - written.min(size));
+        Ok(())
+    }
+
+    pub(super) fn mkdir(&self, parent: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<OwnedFd> {
+        rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| self.fail("creating directory", rel, e))?;
+        rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fail("opening directory", rel, e))
+    }
+
+    /// Extract the non-directory entry `ent` in `dir`.
+    pub(super) fn leaf(&mut self, dir: &OwnedFd, ent: &DirEnt, rel: &[u8]) -> Result<()> {
+        let cname = CString::new(ent.name.as_slice()).expect("checked name");
+        let inum = ent.inum;
+        // A later link of an inode already extracted: no need to read it.
+        if let Some(first) = self.links.get(&inum) {
+            let first = first.clone();
+            self.hardlink(&first, dir, &cname, rel)?;
+            self.sum.hardlinks += 1;
+            return Ok(());
+        }
+        let node = &self.img.node(ent.iref)?;
+        let a = self.attrs(node)?;
+        match a.kind {
+            EntryKind::File => {
+                let fd = rustix::fs::openat(
+                    dir,
+                    cname.as_c_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.fail("creating", rel, e))?;
+                let f = File::from(fd);
+                let Node::File(head) = node else {
+                    return Err(Error::internal("unpack: a file without a file inode"));
+                };
+                let size = head.size;
+                self.write_data(&f, ent.iref, size, rel)?;
+                self.sum.bytes_out += size;
+                self.sum.files += 1;
+                let fd = OwnedFd::from(f);
+                self.finish_fd(&fd, &a, rel)?;
+            }
+            EntryKind::Symlink => {
+                let stored;
+                let target = match node {
+                    Node::Other(inode) => inode.payload(),
+                    Node::File(head) => {
+                        // rsync --fake-super kept it as a file holding the target.
+                        stored = self.small_file(ent.iref, head.size, rel)?;
+                        &stored[..]
+                    }
+                };
+                rustix::fs::symlinkat(OsStr::from_bytes(target), dir, cname.as_c_str())
+                    .map_err(|e| self.fail("creating symlink", rel, e))?;
+                self.sum.symlinks += 1;
+                self.finish_at(dir, &cname, &a, rel)?;
+            }
+            EntryKind::CharDevice
+            | EntryKind::BlockDevice
+            | EntryKind::Fifo
+            | EntryKind::Socket => {
+                let dev = rustix::fs::makedev(a.rdev.0, a.rdev.1);
+                let is_dev = matches!(a.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+                match rustix::fs::mknodat(
+                    dir,
+                    cname.as_c_str(),
+                    a.kind.file_type(),
+                    Mode::from_raw_mode(0o600),
+                    if is_dev { dev } else { 0 },
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::PERM) if is_dev && !self.root => {
+                        self.sum.skipped_devices += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(self.fail("creating", rel, e)),
+                }
+                self.sum.specials += 1;
+                self.finish_at(dir, &cname, &a, rel)?;
+            }
+            EntryKind::Dir => {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "image {}: directory {} listed with another type",
+                        show(&self.img.path),
+                        show_bytes(rel)
+                    ),
+                ));
+            }
+        }
+        if node.nlink() > 1 {
+            self.links.insert(inum, rel.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Link `name` in `dir` to the already extracted `first` (under dest),
+    /// resolving `first`'s directory without following any symlink.
+    pub(super) fn hardlink(
+        &mut self,
+        first: &[u8],
+        dir: &OwnedFd,
+        name: &CStr,
+        rel: &[u8],
+    ) -> Result<()> {
+        let (parent, base) = match first.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&first[..i], &first[i + 1..]),
+            None => (&b"."[..], first),
+        };
+        // Links of one directory mostly point into one other directory
+        // (the same place in the next snapshot): keep the last one open.
+        let cached = matches!(&self.link_dir, Some((p, _)) if p.as_slice() == parent);
+        if !cached {
+            let pfd = rustix::fs::openat2(
+                &self.dest_fd,
+                OsStr::from_bytes(parent),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| self.fail("opening the directory of a hard link target for", rel, e))?;
+            self.link_dir = Some((parent.to_vec(), pfd));
+        }
+        let pfd = &self.link_dir.as_ref().expect("cached directory").1;
+        rustix::fs::linkat(pfd, OsStr::from_bytes(base), dir, name, AtFlags::empty())
+            .map_err(|e| self.fail("creating hard link", rel, e))
+    }
+
+    /// Extract the tree below directory `inode` into `fd` (whose path under
+    /// dest is `rel`), then apply the directories' metadata, deepest first.
+    pub(super) fn tree(
+        &mut self,
+        fd: OwnedFd,
+        rel: Vec<u8>,
+        inode: Inode,
+        set_attrs: bool,
+    ) -> Result<()> {
+        struct Open {
+            fd: OwnedFd,
+            rel: Vec<u8>,
+            attrs: Option<Attrs>,
+            children: std::vec::IntoIter<DirEnt>,
+        }
+        let node = Node::Other(inode);
+        let attrs = if set_attrs {
+            Some(self.attrs(&node)?)
+        } else {
+            None
+        };
+        let Node::Other(inode) = node else {
+            unreachable!("built above")
+        };
+        let children = self.img.read_dir(&inode)?.into_iter();
+        let mut stack = vec![Open {
+            fd,
+            rel,
+            attrs,
+            children,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(ent) = top.children.next() else {
+                let done = stack.pop().expect("open dir");
+                if let Some(a) = &done.attrs {
+                    self.finish_fd(&done.fd, a, &done.rel)?;
+                }
+                continue;
+            };
+            let mut rel = top.rel.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&ent.name);
+            if ent.type_ == sys::SQFS_INODE_DIR {
+                let child = Node::Other(self.img.inode(ent.iref)?);
+                if child.dir().is_none() {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "image {}: {} is not a directory",
+                            show(&self.img.path),
+                            show_bytes(&rel)
+                        ),
+                    ));
+                }
+                let cname = CString::new(ent.name).expect("checked name");
+                let fd = self.mkdir(&top.fd, &cname, &rel)?;
+                self.sum.dirs += 1;
+                let attrs = Some(self.attrs(&child)?);
+                let children = self
+                    .img
+                    .read_dir(child.dir().expect("checked"))?
+                    .into_iter();
+                stack.push(Open {
+                    fd,
+                    rel,
+                    attrs,
+                    children,
+                });
+            } else {
+                self.leaf(&top.fd, &ent, &rel)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn times(mtime: u32) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// `/proc/self/fd/N/name`: a path for the few calls that have no `*at` form
+/// (lsetxattr). Only the final component is looked up, without following it.
+pub(super) fn proc_path(dir: &OwnedFd, name: &CStr) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
+    p.push(OsStr::from_bytes(name.to_bytes()));
+    p
+}
+
+/// Extract `image` (all of it, or `opts.select`) into `dest`, which must be
+/// empty or not exist yet.
+impl Extractor<'_> {
+    /// Extract one selected path, creating its parents (with their image
+    /// metadata) as needed.
+    pub(super) fn select(&mut self, comps: &[&[u8]]) -> Result<()> {
+        let mut cur = self.img.root()?;
+        let mut fd = self
+            .dest_fd
+            .try_clone()
+            .map_err(|e| io_err("duplicating", &self.dest, e))?;
+        let mut rel: Vec<u8> = Vec::new();
+        for (i, c) in comps.iter().enumerate() {
+            let entries = self.img.read_dir(&cur)?;
+            let ent = entries
+                .into_iter()
+                .find(|e| e.name == *c)
+                .ok_or_else(|| not_found(&comps[..=i]))?;
+            let node = self.img.node(ent.iref)?;
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(c);
+            let last = i + 1 == comps.len();
+            let cname = CString::new(*c).expect("checked name");
+            if node.dir().is_none() {
+                if !last {
+                    return Err(not_found(&comps[..=i + 1]));
+                }
+                self.leaf(&fd, &ent, &rel)?;
+                break;
+            }
+            // An earlier selection may have created this directory already.
+            let sub = match rustix::fs::openat(
+                &fd,
+                cname.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(sub) => {
+                    if last {
+                        return Err(Error::invalid_input(format!(
+                            "selected paths overlap at {}",
+                            show_bytes(&rel)
+                        )));
+                    }
+                    sub
+                }
+                Err(rustix::io::Errno::NOENT) => {
+                    let sub = self.mkdir(&fd, &cname, &rel)?;
+                    self.sum.dirs += 1;
+                    if !last {
+                        let a = self.attrs(&node)?;
+                        self.parents.push((
+                            sub.try_clone()
+                                .map_err(|e| self.fail("duplicating", &rel, e))?,
+                            rel.clone(),
+                            a,
+                        ));
+                    }
+                    sub
+                }
+                Err(e) => return Err(self.fail("opening", &rel, e)),
+            };
+            let Node::Other(inode) = node else {
+                unreachable!("a directory")
+            };
+            if last {
+                self.tree(sub, rel.clone(), inode, true)?;
+                break;
+            }
+            fd = sub;
+            cur = inode;
+        }
+        Ok(())
+    }
+}

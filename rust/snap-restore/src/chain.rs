@@ -1,0 +1,317 @@
+//! Restore of one link of a chain (see `snap_archive::chain`).
+//!
+//! The link's manifest lists every piece and the byte ranges that make the
+//! image. Pieces are taken one at a time: the ciphertext is downloaded into
+//! the root-only work directory (or read from a directory of downloaded
+//! pieces), its size and SHA-256 checked against the manifest, then
+//! decrypted straight into its places in the image (no second plaintext
+//! copy), the MDC, the plaintext's size and SHA-256 and every range's
+//! SHA-256 checked. The image gets its name only when every range is there
+//! and checked; nothing reaches the destination before. A missing,
+//! tampered, truncated or reordered piece fails naming the piece.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use snap_archive::chain::{
+    CHAIN_MANIFEST_FORMAT, CHAIN_MANIFEST_SUFFIX, ChainManifest, ChainPiece, SUPERBLOCK,
+};
+use snap_core::progress::ProgressSink;
+use snap_core::{Error, ErrorKind, Progress, Result};
+use snap_crypt::SecretKeySource;
+use snap_offsite::ArchiveTarget;
+
+use crate::fetch::{Checks, FetchOptions, WorkArea, ensure_readable, key_check};
+use crate::{Output, RestoreReport, extract_image};
+
+fn integrity(message: String) -> Error {
+    Error::new(ErrorKind::Integrity, message)
+}
+
+/// Whether `key` names a chain manifest.
+pub fn is_chain_manifest(key: &str) -> bool {
+    key.ends_with(CHAIN_MANIFEST_SUFFIX)
+}
+
+/// Parse and check a chain manifest: its format, and ranges that make a
+/// whole image out of the pieces it lists.
+pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ChainManifest> {
+    let m: ChainManifest = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid_input(format!("{what} is not a chain manifest: {e}")))?;
+    if m.format != CHAIN_MANIFEST_FORMAT {
+        return Err(Error::invalid_input(format!(
+            "{what}: chain manifest format {:?}, this snap reads {CHAIN_MANIFEST_FORMAT}",
+            m.format
+        )));
+    }
+    let mut at = 0;
+    for r in &m.ranges {
+        let Some(p) = m.pieces.iter().find(|p| p.name == r.piece) else {
+            return Err(integrity(format!(
+                "{what}: a range names piece {}, which the manifest does not list",
+                r.piece
+            )));
+        };
+        if r.offset != at || r.piece_offset + r.len > p.plaintext_size {
+            return Err(integrity(format!(
+                "{what}: the range at {} ({} bytes of {} at {}) does not fit",
+                r.offset, r.len, r.piece, r.piece_offset
+            )));
+        }
+        at += r.len;
+    }
+    if at != m.image.size || m.ranges.first().is_none_or(|r| r.len != SUPERBLOCK) {
+        return Err(integrity(format!(
+            "{what}: the ranges make {at} bytes, the image is {}",
+            m.image.size
+        )));
+    }
+    Ok(m)
+}
+
+/// A chain manifest from off-site.
+pub fn load_chain_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<ChainManifest> {
+    let mut buf = Vec::new();
+    target.get(key, 0, &mut buf, &Progress::silent("manifest"))?;
+    parse_manifest(&buf, key)
+}
+
+/// Where the pieces come from.
+pub enum Pieces<'a> {
+    /// Off-site, retrieved from archival classes as `FetchOptions` says.
+    Offsite(&'a dyn ArchiveTarget),
+    /// A directory holding the pieces under the last segment of their keys.
+    Dir(&'a Path),
+}
+
+/// The plaintext of one piece, written to its places in the image.
+struct RangeSink<'a> {
+    image: &'a File,
+    /// (piece offset, len, image offset, hash)
+    ranges: Vec<(u64, u64, u64, Sha256)>,
+    pos: u64,
+}
+
+impl Write for RangeSink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let (start, end) = (self.pos, self.pos + data.len() as u64);
+        for (from, len, at, h) in &mut self.ranges {
+            let (a, b) = (start.max(*from), end.min(*from + *len));
+            if a < b {
+                let part = &data[(a - start) as usize..(b - start) as usize];
+                h.update(part);
+                self.image.write_all_at(part, *at + (a - *from))?;
+            }
+        }
+        self.pos = end;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    let mut f = File::open(path).map_err(|e| Error::io_path("opening", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| Error::io_path("reading", path, e))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+fn label(p: &ChainPiece) -> String {
+    format!("piece {} ({})", p.name, p.key)
+}
+
+/// Get the ciphertext of `p` into a file and check its size and SHA-256.
+fn ciphertext(
+    source: &Pieces<'_>,
+    p: &ChainPiece,
+    work: &Path,
+    opts: &FetchOptions,
+    sink: &Option<Arc<dyn ProgressSink>>,
+) -> Result<PathBuf> {
+    let path = match source {
+        Pieces::Dir(d) => d.join(p.key.rsplit('/').next().unwrap_or(&p.key)),
+        Pieces::Offsite(t) => {
+            ensure_readable(*t, &p.key, &opts.retrieval, sink)
+                .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
+            let path = work.join("piece.gpg");
+            let progress =
+                Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
+            snap_offsite::download_to_file(
+                *t,
+                &p.key,
+                p.version_id.as_deref(),
+                &path,
+                false,
+                &progress,
+            )
+            .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
+            progress.finish();
+            path
+        }
+    };
+    if !path.is_file() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{} is missing: no file {}", label(p), path.display()),
+        ));
+    }
+    let (size, sha) = sha256_file(&path)?;
+    if size != p.size || sha != p.sha256 {
+        return Err(integrity(format!(
+            "{} is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}{}: \
+             a wrong, changed or reordered piece; nothing restored",
+            label(p),
+            p.size,
+            p.sha256,
+            if size < p.size { " (truncated)" } else { "" }
+        )));
+    }
+    Ok(path)
+}
+
+/// The image of the link `m` describes, every piece and range checked, in a
+/// root-only work directory under `opts.work_parent`.
+pub(crate) fn fetch_chain(
+    source: &Pieces<'_>,
+    m: &ChainManifest,
+    key: &SecretKeySource,
+    opts: &FetchOptions,
+    sink: Option<Arc<dyn ProgressSink>>,
+) -> Result<(PathBuf, Checks, WorkArea)> {
+    key_check(key)?;
+    let stem: String = m.chain.id.chars().rev().take(8).collect();
+    let work = WorkArea::open(
+        &opts.work_parent,
+        &format!(".snap-restore-chain-{stem}-{}", m.chain.link),
+    )?;
+    let image = work.dir.join("image.sqfs");
+    let _ = fs::remove_file(&image);
+    let tmp = tempfile::Builder::new()
+        .prefix(".image.")
+        .suffix(".partial")
+        .tempfile_in(&work.dir)
+        .map_err(|e| Error::io_path("creating a temporary file in", &work.dir, e))?;
+    let mut checks = Checks {
+        manifest: Some(format!("chain {} link {}", m.chain.id, m.chain.link)),
+        ..Checks::default()
+    };
+    let started = Instant::now();
+    let mut done = vec![false; m.ranges.len()];
+    for p in &m.pieces {
+        let cipher = ciphertext(source, p, &work.dir, opts, &sink)?;
+        let mine: Vec<usize> = (0..m.ranges.len())
+            .filter(|&i| m.ranges[i].piece == p.name)
+            .collect();
+        let mut out = RangeSink {
+            image: tmp.as_file(),
+            ranges: mine
+                .iter()
+                .map(|&i| {
+                    let r = &m.ranges[i];
+                    (r.piece_offset, r.len, r.offset, Sha256::new())
+                })
+                .collect(),
+            pos: 0,
+        };
+        let input = File::open(&cipher).map_err(|e| Error::io_path("opening", &cipher, e))?;
+        let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
+        let sum = snap_crypt::decrypt_named(
+            &input,
+            &format!("reading {}", label(p)),
+            &mut out,
+            &format!("writing the image in {}", work.dir.display()),
+            key,
+            &progress,
+        )
+        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
+        progress.finish();
+        if matches!(source, Pieces::Offsite(_)) {
+            let _ = fs::remove_file(&cipher);
+        }
+        checks.key_fingerprint = sum.key_fingerprint.clone();
+        if sum.plaintext_bytes != p.plaintext_size || sum.plaintext_sha256 != p.plaintext_sha256 {
+            return Err(integrity(format!(
+                "{} decrypts to {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; nothing restored",
+                label(p),
+                sum.plaintext_bytes,
+                sum.plaintext_sha256,
+                p.plaintext_size,
+                p.plaintext_sha256
+            )));
+        }
+        for (&i, (_, _, _, h)) in mine.iter().zip(out.ranges) {
+            let r = &m.ranges[i];
+            let got = hex::encode(h.finalize());
+            if got != r.sha256 {
+                return Err(integrity(format!(
+                    "{}: image bytes {}..{} have sha256 {got}, the manifest says {}; nothing restored",
+                    label(p),
+                    r.offset,
+                    r.offset + r.len,
+                    r.sha256
+                )));
+            }
+            done[i] = true;
+        }
+    }
+    if let Some(i) = done.iter().position(|d| !d) {
+        return Err(integrity(format!(
+            "image bytes at {} (piece {}) were never written; nothing restored",
+            m.ranges[i].offset, m.ranges[i].piece
+        )));
+    }
+    tmp.as_file()
+        .set_len(m.image.size)
+        .map_err(|e| Error::io_path("sizing", &image, e))?;
+    tmp.persist(&image)
+        .map_err(|e| Error::io_path("naming the image", &image, e.error))?;
+    checks.ciphertext_size = Some(true);
+    checks.ciphertext_sha256 = Some(true);
+    checks.mdc = true;
+    checks.plaintext_size = Some(true);
+    checks.plaintext_sha256 = Some(true);
+    checks.decrypt_seconds = started.elapsed().as_secs_f64();
+    Ok((image, checks, work))
+}
+
+/// Restore `out.selection` of the link `m` describes into `out.dest`.
+pub fn restore_chain(
+    source: &Pieces<'_>,
+    m: &ChainManifest,
+    manifest_key: &str,
+    key: &SecretKeySource,
+    out: Output<'_>,
+    opts: &FetchOptions,
+    sink: Option<Arc<dyn ProgressSink>>,
+) -> Result<RestoreReport> {
+    let start = Instant::now();
+    let (image, checks, _work) = fetch_chain(source, m, key, opts, sink.clone())?;
+    let p = Progress::new("extract", None, sink);
+    let extract = extract_image(&image, out.selection, out.dest, out.overwrite, &p)?;
+    Ok(RestoreReport {
+        archive: Some(manifest_key.to_string()),
+        created: Some(m.created.clone()),
+        checks,
+        extract,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
