@@ -306,6 +306,28 @@ class UploadResult(TypedDict):
     part_size: int
     retain_until: float | None  # unix seconds (None for vaults)
     storage_class: str | None
+    lock: LockCheck | None  # the lock as read back (None for vaults)
+
+@type_check_only
+class LockRetention(TypedDict):
+    mode: str | None  # "COMPLIANCE", "GOVERNANCE" or None (no lock)
+    retain_until: str | None  # RFC 3339
+
+@type_check_only
+class LockCheck(TypedDict):
+    object: str
+    key: str
+    version_id: str | None
+    wanted_until: str  # RFC 3339: COMPLIANCE until at least this was asked for
+    found: LockRetention  # what the server held when first asked
+    now: LockRetention  # what it holds now (after a repair)
+    status: str  # "held" | "repaired"
+    detail: str
+
+@type_check_only
+class Retention(TypedDict):
+    mode: str | None
+    retain_until: float | None  # unix seconds
 
 @type_check_only
 class RetrievalInfo(TypedDict):
@@ -378,6 +400,8 @@ class OffsiteTarget:
         content_type: str | None = None,
     ) -> UploadResult: ...
     def head(self, key: str) -> ObjectInfo: ...
+    def retention(self, key: str, version_id: str | None = None) -> Retention:
+        """The lock of key (at version_id) as the server holds it now (GetObjectRetention)."""
     def list(self, prefix: str) -> list[ListEntry]: ...
     def list_incomplete(self, prefix: str) -> builtins.list[IncompleteUpload]: ...
     def abort_stale(self, prefix: str, min_age: float = 0.0) -> builtins.list[IncompleteUpload]: ...

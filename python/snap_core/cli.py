@@ -252,6 +252,10 @@ def cmd_archive(args):
         print(f"aborted an incomplete upload of an earlier run: {stale}", file=sys.stderr)
     for stale in rec["removed_stale_work"]:
         print(f"removed the work directory of a killed run: {stale}", file=sys.stderr)
+    locks = rec.get("locks") or []
+    for lock in locks:
+        if lock["status"] != "held":
+            print(f"lock {lock['status']}: {lock['detail']}", file=sys.stderr)
     stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in rec["stages"])
     return {
         "result": rec["result"],
@@ -261,6 +265,10 @@ def cmd_archive(args):
         "sha256": archive["sha256"],
         "retain until": archive["retain_until"],
         "storage class": archive["storage_class"],
+        "locks read back": ", ".join(
+            f"{'manifest' if lock['key'].endswith('.manifest.json') else 'archive'} {lock['status']} ({lock['now']})"
+            for lock in locks
+        ),
         "servers": ", ".join(manifest["servers"]),
         "snapshots": len(manifest["snapshots"]),
         "recipients": ", ".join(r["fingerprint"] for r in manifest["recipients"]),

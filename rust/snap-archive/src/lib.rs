@@ -13,8 +13,12 @@
 //!    removed afterwards, also on failure;
 //! 4. encrypt the image straight into the upload (no second plaintext copy,
 //!    no ciphertext on disk), hashing both sides on the way;
-//! 5. put a manifest next to the archive: what is inside, sizes, hashes,
-//!    recipients, retention. It is what restore lists.
+//! 5. read the archive's lock back from the server (and set it where the
+//!    server dropped it, see `snap_offsite::lockcheck`);
+//! 6. put a manifest next to the archive: what is inside, sizes, hashes,
+//!    recipients, the retention as read back. It is what restore lists.
+//!    Its lock is read back the same way. A lock that cannot be established
+//!    fails the run, naming the object: such a run is never called done.
 //!
 //! Each stage reports progress (bytes, rate, ETA); the record of the run is
 //! kept under `state_dir` whether it succeeded or not.
@@ -37,8 +41,8 @@ use snap_pack::{PackOptions, Selection};
 
 pub use config::{ArchiveConfig, PackSettings, RecipientSpec};
 pub use manifest::{
-    ArchiveObject, ArchiveRecord, Manifest, Plaintext, RecipientInfo, SnapshotEntry, StageTime,
-    inventory,
+    ArchiveObject, ArchiveRecord, LockRecord, Manifest, Plaintext, RecipientInfo, SnapshotEntry,
+    StageTime, inventory,
 };
 
 /// Version of the manifest format.
@@ -124,6 +128,7 @@ pub fn archive(cfg: &ArchiveConfig, sink: Option<Arc<dyn ProgressSink>>) -> Resu
         aborted_stale: Vec::new(),
         removed_stale_work: Vec::new(),
         stages: Vec::new(),
+        locks: Vec::new(),
     };
     let outcome = remove_stale_work(&cfg.work_dir)
         .map(|removed| rec.removed_stale_work = removed)
@@ -140,6 +145,22 @@ pub fn archive(cfg: &ArchiveConfig, sink: Option<Arc<dyn ProgressSink>>) -> Resu
     record::append_jsonl(&cfg.state_dir.join("archive.jsonl"), &rec)?;
     drop(held);
     outcome.map(|()| rec)
+}
+
+/// Read back the lock of an object this run completed (repairing it where
+/// the server dropped it) and keep the verdict in the record. Every object a
+/// run writes goes through here; a lock that cannot be established fails
+/// the run, naming the object, the version and what to fix.
+fn locked(
+    target: &dyn snap_offsite::ArchiveTarget,
+    up: &snap_offsite::UploadResult,
+    rec: &mut ArchiveRecord,
+) -> Result<Option<snap_offsite::LockCheck>> {
+    let check = snap_offsite::ensure_upload_locked(target, up)?;
+    if let Some(c) = &check {
+        rec.locks.push(LockRecord::from(c));
+    }
+    Ok(check)
 }
 
 fn stage(name: &str, sink: &Option<Arc<dyn ProgressSink>>, total: Option<u64>) -> Progress {
@@ -240,6 +261,8 @@ fn run(
         ));
     }
     drop(work); // the image is gone before the manifest claims success
+    // The lock as the server holds it, not as it was asked for.
+    let archive_lock = locked(target.as_ref(), &up, rec)?;
 
     // 5. The manifest, locked like the archive.
     let servers: BTreeSet<String> = snapshots
@@ -262,8 +285,14 @@ fn run(
                 .storage_class
                 .clone()
                 .unwrap_or_else(|| cfg.storage_class.clone()),
-            lock_mode: up.retain_until.map(|_| "COMPLIANCE".to_string()),
-            retain_until: up.retain_until.map(rfc3339),
+            lock_mode: match &archive_lock {
+                Some(l) => l.now.mode.clone(),
+                None => None,
+            },
+            retain_until: archive_lock
+                .as_ref()
+                .and_then(|l| l.now.retain_until)
+                .map(rfc3339),
             parts: up.parts,
         },
         plaintext: Plaintext {
@@ -299,6 +328,7 @@ fn run(
         .with_retain_days(cfg.retain_days)
         .with_description(format!("snap manifest of {}", up.key));
     let stored = target.put_small(&manifest_key, &text, &mput)?;
+    locked(target.as_ref(), &stored, rec)?;
     // A vault names the manifest itself (an archive id).
     rec.manifest_key = Some(stored.key);
     let local = cfg.state_dir.join("manifests");

@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 use snap_core::{Error, ErrorKind, Result};
+use snap_offsite::{LockCheck, LockStatus};
 
 /// What one snapshot holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +97,42 @@ pub struct ArchiveRecord {
     /// Work directories (images) of killed runs removed first.
     pub removed_stale_work: Vec<String>,
     pub stages: Vec<StageTime>,
+    /// Every object's lock as read back after it was complete (archive,
+    /// manifest): held, or repaired where the server had dropped it.
+    #[serde(default)]
+    pub locks: Vec<LockRecord>,
+}
+
+/// One object's lock, read back (see `snap_offsite::lockcheck`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockRecord {
+    pub key: String,
+    pub version_id: Option<String>,
+    /// `held` (stored as asked) or `repaired` (snap set it, then read it back).
+    pub status: String,
+    /// What the server held when first asked, e.g. `no lock`.
+    pub found: String,
+    /// What it holds now: `COMPLIANCE until ...`.
+    pub now: String,
+    pub detail: String,
+}
+
+impl From<&LockCheck> for LockRecord {
+    fn from(c: &LockCheck) -> Self {
+        LockRecord {
+            key: c.key.clone(),
+            version_id: c.version_id.clone(),
+            status: match c.status {
+                LockStatus::Held => "held",
+                LockStatus::Repaired => "repaired",
+                LockStatus::Missing => "missing",
+            }
+            .into(),
+            found: c.found.describe(),
+            now: c.now.describe(),
+            detail: c.detail.clone(),
+        }
+    }
 }
 
 /// The snapshots and servers in a history root (only `servers` if given).

@@ -1,6 +1,6 @@
 //! Object Lock retention: how long an uploaded object must stay.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use snap_core::{Error, Result};
 
@@ -17,8 +17,9 @@ pub const RETAIN_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// 36500 instead of 365 would lock data, and bill it, for a century).
 pub const MAX_RETAIN_DAYS: u32 = 3650;
 
-/// `now + days + 1 day` (the margin); refuses fewer than [`MIN_RETAIN_DAYS`]
-/// days and more than [`MAX_RETAIN_DAYS`].
+/// `now + days + 1 day` (the margin), rounded up to a whole second (what
+/// every S3 server stores, so the date read back equals the date asked);
+/// refuses fewer than [`MIN_RETAIN_DAYS`] days and more than [`MAX_RETAIN_DAYS`].
 pub fn retain_until(now: SystemTime, days: u32) -> Result<SystemTime> {
     if days < MIN_RETAIN_DAYS {
         return Err(Error::invalid_input(format!(
@@ -31,8 +32,12 @@ pub fn retain_until(now: SystemTime, days: u32) -> Result<SystemTime> {
         )));
     }
     let wanted = Duration::from_secs(u64::from(days) * 24 * 3600) + RETAIN_MARGIN;
-    now.checked_add(wanted)
-        .ok_or_else(|| Error::invalid_input(format!("retention of {days} days overflows")))
+    let until = now
+        .checked_add(wanted)
+        .ok_or_else(|| Error::invalid_input(format!("retention of {days} days overflows")))?;
+    let since = until.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let whole = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    Ok(UNIX_EPOCH + Duration::from_secs(whole))
 }
 
 #[cfg(test)]
@@ -52,6 +57,16 @@ mod tests {
         assert_eq!(
             until.duration_since(now).unwrap(),
             Duration::from_secs(366 * 86400)
+        );
+    }
+
+    #[test]
+    fn whole_seconds_rounded_up() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let until = retain_until(now, 90).unwrap();
+        assert_eq!(
+            until.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
+            Duration::from_secs(1_700_000_001 + 91 * 86400)
         );
     }
 

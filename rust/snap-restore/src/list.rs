@@ -69,6 +69,8 @@ pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveListing {
     pub key: String,
+    /// The archive's version id as its manifest recorded it.
+    pub version_id: Option<String>,
     pub manifest_key: String,
     pub created: Option<String>,
     pub backup_server: Option<String>,
@@ -108,6 +110,7 @@ pub fn list_archives(
         let akey = obj.key.trim_end_matches(MANIFEST_SUFFIX).to_string();
         let mut row = ArchiveListing {
             key: akey.clone(),
+            version_id: None,
             manifest_key: obj.key.clone(),
             created: None,
             backup_server: None,
@@ -126,6 +129,7 @@ pub fn list_archives(
         match load_manifest(target, &obj.key) {
             Ok(m) => {
                 row.created = Some(m.created.clone());
+                row.version_id = m.archive.version_id.clone();
                 row.backup_server = Some(m.backup_server.clone());
                 row.servers = m.servers.clone();
                 row.snapshots = m.snapshots.iter().map(|s| s.name.clone()).collect();

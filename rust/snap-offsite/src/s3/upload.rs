@@ -15,7 +15,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
-use super::{META_DESCRIPTION, META_SHA256, S3Target, check_key};
+use super::{META_DESCRIPTION, META_SHA256, S3Target, check_key, class_refused};
 use crate::parts::{
     PartBackend, PartDone, PartFuture, PartWriter, Summary, growing_part_size, sdk_retried,
     to_sdk_time,
@@ -72,7 +72,8 @@ impl PartBackend for S3Upload<'_> {
             .rt
             .block_on(sdk_retried(self.retries, self.backoff, &what, || {
                 req.clone().send()
-            }))?;
+            }))
+            .map_err(|e| class_refused(&self.class, e))?;
         out.upload_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("{what}: no upload id in the answer")))
@@ -257,7 +258,7 @@ impl S3Target {
                 let info = self.head(key)?;
                 (info.version_id, info.etag)
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(class_refused(&class, e)),
         };
         Ok(UploadResult {
             key: key.to_owned(),
