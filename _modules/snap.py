@@ -855,24 +855,35 @@ def restore_receive(transfer, offset, data):
         return handle.tell()
 
 
-def restore_apply(transfer, packed, sha256, to="/", overwrite=False):
+def restore_apply(transfer, packed, sha256, server=None, path=None, to="/", overwrite=False, special=False):
     """
     Server: open a received restore with this server's own snap key, check
     it, and extract it into ``to`` (default ``/``: back in place). Existing
     files are only replaced with ``overwrite=True``; otherwise a conflict
     fails the restore before anything moves. The transfer is removed.
 
+    ``server`` and ``path`` are what the operator asked for (the runner
+    passes them itself, not through the backup server): the destination is
+    rebuilt from them, and the backup server's description of the pick
+    (``packed``) must agree. Anything in the image outside that path, a
+    whole server when ``/`` was not asked, a parent that is a symlink on
+    this server: refused, nothing restored. Device nodes, set-id files and
+    file capabilities need ``special=True`` unless ``path`` is ``/``.
+
     CLI Example:
 
     .. code-block:: bash
 
-        salt db1 snap.restore_apply 0f3c... '<packed>' <sha256> to=/srv/restored
+        salt db1 snap.restore_apply 0f3c... '<packed>' <sha256> server=db1 path=/etc/nginx to=/srv/restored
     """
+    if not server or not isinstance(server, str) or path is None:
+        raise SaltInvocationError("restore_apply needs server= and path= (what the operator asked for)")
     work = _transfer_dir(transfer)
     try:
         image = os.path.join(work, "pick.sqfs")
         _core(snap_core.open_sealed, os.path.join(work, "pick.sqfs.age"), image, settings()["client"]["key"], sha256=sha256)
-        return _core(snap_core.extract_history_pick, image, packed, to, overwrite=bool(overwrite))
+        return _core(snap_core.extract_history_pick, image, packed, to, server, os.fsencode(path),
+                     overwrite=bool(overwrite), special=bool(special))  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -353,7 +353,8 @@ def _one(client, tgt, fun, arg=(), kwarg=None, timeout=3600):
     return answer.get("ret")
 
 
-def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, chunk_size=512 << 10, timeout=3600):
+def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, special=False, chunk_size=512 << 10,
+            timeout=3600):  # fmt: skip
     """
     Put a file, a directory or a whole server (``path=/``) from the backup
     server's history back onto the server ``tgt`` (or into the directory
@@ -365,7 +366,12 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
        publishes to ``tgt`` (size limit: pillar ``snap:restore:max_bytes``,
        256 MiB by default);
     3. ``tgt`` checks the sha256, opens it with its key and extracts it with
-       the owners, modes, devices, ACLs and xattrs it had.
+       the owners, modes, devices, ACLs and xattrs it had — where ``server``
+       and ``path`` say, which this runner hands to ``tgt`` itself: the
+       backup server's description of the pick is checked against them,
+       never trusted (a compromised backup server cannot place files
+       outside ``path``, restore a whole server unless ``/`` was asked, or
+       make ``tgt`` follow a symlink out of the destination).
 
     The backup server never gets a login or a key on the server. Existing
     files are replaced only with ``overwrite=True``; otherwise any conflict
@@ -373,6 +379,11 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
 
     server
         Whose data (default: ``tgt`` itself).
+
+    special
+        Allow device nodes, set-uid/set-gid files and file capabilities in
+        the pick (always allowed for ``/``). Without it they are refused:
+        planted in ``/etc/nginx`` they would be a way to root.
 
     CLI Example:
 
@@ -399,8 +410,10 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
                 if have <= offset:
                     raise salt.exceptions.CommandExecutionError(f"{tgt} did not take the chunk at {offset}")
                 offset = have
+            # What was asked goes to tgt from here, not through the backup server.
+            asked = {"server": server, "path": path, "to": to, "overwrite": overwrite, "special": bool(special)}
             result = _one(client, tgt, "snap.restore_apply", [transfer, packed["packed"], packed["sha256"]],
-                          {"to": to, "overwrite": overwrite}, timeout)  # fmt: skip
+                          asked, timeout)  # fmt: skip
         except Exception:
             try:
                 client.cmd(tgt, "snap.restore_discard", arg=[transfer], timeout=60)

@@ -483,8 +483,11 @@ def restore_from_history(history: _Path, snapshot: str, server: str, dest: _Path
 def pack_history_pick(history: _Path, snapshot: str, server: str, image: _Path, path: _Path | None = None) -> dict:
     """A pick of history packed into a new image; returns the PackedPick (what extract_history_pick needs)."""
 
-def extract_history_pick(image: _Path, packed: dict, dest: _Path, overwrite: bool = False,
-                         progress: _Progress = None) -> dict: ...
+def extract_history_pick(image: _Path, packed: dict, dest: _Path, server: str, path: _Path, overwrite: bool = False,
+                         special: bool = False, progress: _Progress = None) -> dict:
+    """Extract a packed pick into dest (the server's /) where server and path (what was asked) say;
+    packed (the backup server's description) must agree. special: allow devices and set-id files."""
+
 def seal_for_server(src: _Path, dst: _Path, recipient: str) -> dict:
     """Seal src for the holder of an ssh-ed25519 key (age); returns {size, sha256}."""
 
