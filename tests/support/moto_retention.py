@@ -32,7 +32,9 @@ def patch() -> None:
         code = "NoSuchObjectLockConfiguration"
 
         def __init__(self) -> None:
-            super().__init__("NoSuchObjectLockConfiguration", "The specified object does not have a ObjectLock configuration")
+            super().__init__(
+                "NoSuchObjectLockConfiguration", "The specified object does not have a ObjectLock configuration"
+            )
 
     responses.ACTION_MAP["KEY"]["GET"]["retention"] = "GetObjectRetention"
     responses.ACTION_MAP["KEY"]["PUT"]["retention"] = "PutObjectRetention"
