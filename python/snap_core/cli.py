@@ -244,6 +244,10 @@ def cmd_encrypt(args):
 )
 def cmd_archive(args):
     rec = snap_core.archive_run(args.config, progress=None if args.quiet else progress_printer())
+    locks = rec.get("locks") or []
+    for lock in locks:  # a lock the server dropped and snap set again: always said
+        if lock["status"] != "held":
+            print(f"lock {lock['status']}: {lock['detail']}", file=sys.stderr)
     if args.json:
         return rec
     manifest = rec["manifest"]
@@ -252,10 +256,6 @@ def cmd_archive(args):
         print(f"aborted an incomplete upload of an earlier run: {stale}", file=sys.stderr)
     for stale in rec["removed_stale_work"]:
         print(f"removed the work directory of a killed run: {stale}", file=sys.stderr)
-    locks = rec.get("locks") or []
-    for lock in locks:
-        if lock["status"] != "held":
-            print(f"lock {lock['status']}: {lock['detail']}", file=sys.stderr)
     stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in rec["stages"])
     return {
         "result": rec["result"],

@@ -211,19 +211,25 @@ pub fn ensure_locked(
         .unwrap_or(wanted_until);
     let fix = format!(
         "set it as an administrator (aws s3api put-object-retention --bucket ... --key {key}{} \
-         --retention Mode=COMPLIANCE,RetainUntilDate={}), check that the bucket's default retention \
-         is COMPLIANCE (salt-run snap.provision), and allow the backup identity s3:PutObjectRetention \
-         so snap can repair this itself (snap:offsite:retention_repair)",
+         --retention Mode=COMPLIANCE,RetainUntilDate={}); make the bucket's default retention \
+         COMPLIANCE for at least as long as snap asks (salt-run snap.provision: it covers uploads \
+         a server stores without their own lock), or allow the backup identity \
+         s3:PutObjectRetention so snap can set it itself (snap:offsite:retention_repair)",
         version_id.map_or_else(String::new, |v| format!(" --version-id {v}")),
         rfc3339(until)
     );
+    let exposure = if found.mode.is_none() {
+        "It can be deleted by whoever owns the bucket."
+    } else {
+        "Its lock ends before the date promised."
+    };
     if let Err(e) = target.set_retention(key, version_id, until) {
         return Ok(LockCheck {
             status: LockStatus::Missing,
             detail: format!(
                 "{object} {version} is NOT under Object Lock as asked: the server stored it with {} \
                  although COMPLIANCE until {} was requested, and setting the retention failed ({e}). \
-                 The object can be deleted by whoever owns the bucket. Fix: {fix}",
+                 {exposure} Fix: {fix}",
                 found.describe(),
                 rfc3339(wanted_until)
             ),
