@@ -232,7 +232,12 @@ def _offsite_settings(minion=None, pillar=None):
     settings = {}
     if pillar is None or minion is not None:
         compiled = __salt__["pillar.show_pillar"](minion=minion) if minion else __salt__["pillar.show_pillar"]()
-        settings = dict(((compiled or {}).get("snap") or {}).get("offsite") or {})
+        snap = (compiled or {}).get("snap") or {}
+        settings = dict(snap.get("offsite") or {})
+        # The cap on retention leaves room for incremental chains (docs/OFFSITE.md).
+        chain_age = ((snap.get("archive") or {}).get("chain") or {}).get("max_age_days")
+        if chain_age is not None and settings:
+            settings.setdefault("chain_max_age_days", chain_age)
     if pillar:
         if not isinstance(pillar, dict):
             raise SaltInvocationError("pillar= must be a dict")

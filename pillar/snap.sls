@@ -145,9 +145,13 @@ snap:
     #   credentials_file: /root/.aws/credentials
     #   kind: glacier                    # for an existing Glacier vault:
     #   vault: example-vault             #   vault instead of bucket
+    #   endpoint_url: https://rgw.example.com   # an S3-compatible server (Ceph RGW, MinIO): path-style
     prefix: null            # object key prefix; default snap/<backup server id>
-    storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore)
+    storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore); STANDARD on Ceph RGW/MinIO
     retain_days: 90         # COMPLIANCE retention; never less than 90
+    chain:
+      max_age_days: 90      # incremental chains restart after this; the off-site retention cap is
+                            # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
     servers: null           # only these minion ids; null: the whole history
     pack:
       compressor: zstd

@@ -72,8 +72,9 @@ def _code(exc) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
-def read_s3(s3, b: str) -> dict:
-    """The bucket's current configuration (absent parts as empty values)."""
+def read_s3(s3, b: str, aws: bool = True) -> dict:
+    """The bucket's current configuration (absent parts as empty values).
+    ``aws=False``: no ownership controls or encryption (Ceph RGW 16 has neither)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
     def read(call, key, missing, default):
@@ -93,15 +94,17 @@ def read_s3(s3, b: str) -> dict:
     pab = read(
         s3.get_public_access_block, "PublicAccessBlockConfiguration", ("NoSuchPublicAccessBlockConfiguration",), {}
     )
-    enc = read(
-        s3.get_bucket_encryption,
-        "ServerSideEncryptionConfiguration",
-        ("ServerSideEncryptionConfigurationNotFoundError",),
-        {},
-    )
+    enc = ownership = {}
+    if aws:
+        enc = read(
+            s3.get_bucket_encryption,
+            "ServerSideEncryptionConfiguration",
+            ("ServerSideEncryptionConfigurationNotFoundError",),
+            {},
+        )
+        ownership = read(s3.get_bucket_ownership_controls, "OwnershipControls", ("OwnershipControlsNotFoundError",), {})
     lifecycle = read(s3.get_bucket_lifecycle_configuration, "Rules", ("NoSuchLifecycleConfiguration",), [])
     policy = read(s3.get_bucket_policy, "Policy", ("NoSuchBucketPolicy",), None)
-    ownership = read(s3.get_bucket_ownership_controls, "OwnershipControls", ("OwnershipControlsNotFoundError",), {})
     return {
         "versioning": versioning,
         "lock": lock,

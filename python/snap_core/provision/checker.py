@@ -8,16 +8,18 @@ import re
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from snap_core.provision.policies import documents
+from snap_core.provision.policies import (
+    documents,
+    forbidden_bucket_actions,
+    forbidden_object_actions,
+    object_actions_needed,
+)
 from snap_core.provision.spec import (
     GLACIER_ACTIONS_NEEDED,
     GLACIER_FORBIDDEN_ACTIONS,
     GLACIER_FORBIDDEN_READS,
     S3_BUCKET_ACTIONS_NEEDED,
-    S3_FORBIDDEN_BUCKET_ACTIONS,
-    S3_FORBIDDEN_OBJECT_ACTIONS,
     S3_FORBIDDEN_READS,
-    S3_OBJECT_ACTIONS_NEEDED,
     OffsiteSpec,
     ProvisionError,
 )
@@ -86,6 +88,13 @@ def _condition_holds(condition: dict | None, context: dict[str, Any]) -> bool:
     return True
 
 
+def _principal_matches(p, principal: str) -> bool:
+    aws = p if p == "*" else (p.get("AWS") if isinstance(p, dict) else None)
+    if aws is None:
+        return False
+    return aws == "*" or any(a == "*" or _glob(a, principal) for a in _as_list(aws))
+
+
 def _statement_applies(st: dict, action: str, resource: str, context: dict, principal: str | None) -> bool:
     if "NotAction" in st or "NotResource" in st or "NotPrincipal" in st:
         raise ProvisionError(f"policy checker: statement {st.get('Sid')!r} uses Not* elements; snap never writes those")
@@ -93,13 +102,8 @@ def _statement_applies(st: dict, action: str, resource: str, context: dict, prin
         return False
     if "Resource" in st and not any(_glob(p, resource) for p in _as_list(st["Resource"])):
         return False
-    if principal is not None and "Principal" in st:
-        p = st["Principal"]
-        aws = p if p == "*" else (p.get("AWS") if isinstance(p, dict) else None)
-        if aws is None:
-            return False
-        if aws != "*" and not any(a == "*" or _glob(a, principal) for a in _as_list(aws)):
-            return False
+    if principal is not None and "Principal" in st and not _principal_matches(st["Principal"], principal):
+        return False
     return _condition_holds(st.get("Condition"), context)
 
 
@@ -133,7 +137,7 @@ def pipeline_requests(spec: OffsiteSpec) -> list[tuple[str, str, str, dict]]:
         return [(a.split(":")[1], a, spec.vault_arn(), {}) for a in GLACIER_ACTIONS_NEEDED]
     key = f"{spec.bucket_arn}/{spec.prefix}/2026/20260101T000000Z-0123456789abcdef.sqfs.gpg"
     lock = {"s3:object-lock-mode": "COMPLIANCE", "s3:object-lock-remaining-retention-days": str(spec.retain_days + 1)}
-    return [
+    out = [
         (
             "PutObject (If-None-Match, COMPLIANCE)",
             "s3:PutObject",
@@ -149,9 +153,14 @@ def pipeline_requests(spec: OffsiteSpec) -> list[tuple[str, str, str, dict]]:
             {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"},
         ),
         ("AbortMultipartUpload", "s3:AbortMultipartUpload", key, {}),
-        ("ListObjectsV2 of its prefix", "s3:ListBucket", spec.bucket_arn, {"s3:prefix": f"{spec.prefix}/"}),
+        ("GetObjectRetention (every lock read back)", "s3:GetObjectRetention", key, {}),
         ("ListMultipartUploads", "s3:ListBucketMultipartUploads", spec.bucket_arn, {}),
     ]
+    if spec.provider != "ceph":
+        out.append(("ListObjectsV2 of its prefix", "s3:ListBucket", spec.bucket_arn, {"s3:prefix": f"{spec.prefix}/"}))
+    if spec.retention_repair:
+        out.append(("PutObjectRetention (a dropped lock set again)", "s3:PutObjectRetention", key, lock))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +197,10 @@ def forbidden_requests(spec: OffsiteSpec) -> list[Forbidden]:
         "s3:if-none-match": "*",
         "s3:ObjectCreationOperation": "true",
     }
-    out = [Forbidden(a.split(":")[1], a, key, {}) for a in S3_FORBIDDEN_OBJECT_ACTIONS]
+    out = [Forbidden(a.split(":")[1], a, key, {}) for a in forbidden_object_actions(spec)]
     out += [Forbidden(a.split(":")[1], a, key, {}, everyone=False) for a in S3_FORBIDDEN_READS]
-    out += [Forbidden(a.split(":")[1], a, spec.bucket_arn, {}) for a in S3_FORBIDDEN_BUCKET_ACTIONS]
+    out += [Forbidden(a.split(":")[1], a, spec.bucket_arn, {}) for a in forbidden_bucket_actions(spec)]
+    bomb = str(spec.retention_cap_days + 1)
     out += [
         Forbidden("PutObject with GOVERNANCE", "s3:PutObject", key, {**ok, "s3:object-lock-mode": "GOVERNANCE"}),
         Forbidden(
@@ -200,18 +210,51 @@ def forbidden_requests(spec: OffsiteSpec) -> list[Forbidden]:
             {**ok, "s3:object-lock-remaining-retention-days": "1"},
         ),
         Forbidden(
-            "PutObject replacing a key (no If-None-Match)",
+            f"PutObject locked for {bomb} days, past the cap (lock-bombing)",
             "s3:PutObject",
             key,
-            {k: v for k, v in ok.items() if k != "s3:if-none-match"},
+            {**ok, "s3:object-lock-remaining-retention-days": bomb},
         ),
-        Forbidden(
-            "CopyObject onto a key",
-            "s3:PutObject",
-            key,
-            {"s3:x-amz-copy-source": f"{spec.bucket}/{spec.prefix}/a", "s3:ObjectCreationOperation": "true"},
-        ),
-        Forbidden("PutObject over plain HTTP", "s3:PutObject", key, {**ok, "aws:SecureTransport": "false"}),
+    ]
+    if spec.retention_repair:
+        out += [
+            Forbidden(
+                f"PutObjectRetention for {bomb} days, past the cap (lock-bombing)",
+                "s3:PutObjectRetention",
+                key,
+                {"s3:object-lock-mode": "COMPLIANCE", "s3:object-lock-remaining-retention-days": bomb},
+            ),
+            Forbidden(
+                "PutObjectRetention to GOVERNANCE",
+                "s3:PutObjectRetention",
+                key,
+                {"s3:object-lock-mode": "GOVERNANCE", "s3:object-lock-remaining-retention-days": str(spec.retain_days)},
+            ),
+            Forbidden(
+                "PutObjectRetention for 1 day",
+                "s3:PutObjectRetention",
+                key,
+                {"s3:object-lock-mode": "COMPLIANCE", "s3:object-lock-remaining-retention-days": "1"},
+            ),
+        ]
+    if spec.is_aws:
+        out += [
+            Forbidden(
+                "PutObject replacing a key (no If-None-Match)",
+                "s3:PutObject",
+                key,
+                {k: v for k, v in ok.items() if k != "s3:if-none-match"},
+            ),
+            Forbidden(
+                "CopyObject onto a key",
+                "s3:PutObject",
+                key,
+                {"s3:x-amz-copy-source": f"{spec.bucket}/{spec.prefix}/a", "s3:ObjectCreationOperation": "true"},
+            ),
+        ]
+    if spec.secure_transport_only:
+        out.append(Forbidden("PutObject over plain HTTP", "s3:PutObject", key, {**ok, "aws:SecureTransport": "false"}))
+    out += [
         Forbidden(
             "PutObject outside its prefix",
             "s3:PutObject",
@@ -259,8 +302,12 @@ def check_policies(
     docs = docs or documents(spec)
     problems = []
     account = spec.account_id or "000000000000"
-    me = spec.identity_arn() if spec.account_id else f"arn:{spec.partition}:iam::{account}:user/snap/backup"
-    ident_docs = [docs["identity_policy"], *identity_extra]
+    if spec.is_aws:
+        me = spec.identity_arn() if spec.account_id else f"arn:{spec.partition}:iam::{account}:user/snap/backup"
+    else:
+        me = spec.backup_principal()
+    # Ceph: no IAM, the bucket policy alone grants and denies.
+    ident_docs = ([docs["identity_policy"]] if "identity_policy" in docs else []) + list(identity_extra)
     res_key = "bucket_policy" if spec.kind == "s3" else "vault_access_policy"
     access = docs.get(res_key) or {"Statement": []}
     res_docs = [access] + ([docs["vault_lock_policy"]] if docs.get("vault_lock_policy") else [])
@@ -277,7 +324,7 @@ def check_policies(
                 f"the backup identity: {f.name} ({f.action}) is {got}"
                 + (", not explicitly denied" if f.explicit else "")
             )
-        if f.everyone:
+        if f.everyone and spec.is_aws:
             for who, label in (
                 (other, "a non-administrator"),
                 (me, "the backup identity if its own policy allowed everything"),
@@ -303,17 +350,22 @@ def check_policies(
                 if evaluate(broad, [access], probe, f.action, f.resource, f.context) != "allow":
                     problems.append(f"the {res_key} also denies {f.name} to the administrator {admin}")
     needed = set(
-        GLACIER_ACTIONS_NEEDED if spec.kind == "glacier" else S3_OBJECT_ACTIONS_NEEDED + S3_BUCKET_ACTIONS_NEEDED
+        GLACIER_ACTIONS_NEEDED if spec.kind == "glacier" else object_actions_needed(spec) + S3_BUCKET_ACTIONS_NEEDED
     )
     if spec.encryption == "aws:kms":
         needed |= {"kms:Decrypt", "kms:GenerateDataKey"}
-    for doc in ident_docs:
+    grants = list(ident_docs) + ([] if spec.is_aws else [access])
+    for doc in grants:
         for st in _as_list(doc.get("Statement")):
             if st.get("Effect") != "Allow":
                 continue
+            if "Principal" in st and not _principal_matches(st["Principal"], me):
+                continue  # a grant to the administrators or readers, not to the backup identity
             for act in _as_list(st.get("Action")):
                 if act not in needed:
                     problems.append(
                         f"the backup identity is granted {act} (statement {st.get('Sid')!r}), beyond what the pipeline needs"
                     )
+    if spec.retention_cap_days < spec.retain_days + spec.chain_max_age_days:
+        problems.append("the retention cap leaves no room for an incremental chain")
     return problems

@@ -10,7 +10,8 @@ from typing import Any, Callable
 from snap_core.provision.aws import Aws, _code, identity_extra_policies, principal_of, read_s3
 from snap_core.provision.checker import _glob, check_policies
 from snap_core.provision.compare import _retention_days, policy_weakening, same
-from snap_core.provision.policies import OWNERSHIP, PUBLIC_ACCESS_BLOCK, documents, identity_policy, trust_policy
+from snap_core.provision.compat import manual_steps
+from snap_core.provision.policies import OWNERSHIP, documents, identity_policy, trust_policy
 from snap_core.provision.spec import CONFIRM_PHRASE, IDENTITY_POLICY_NAME, OffsiteSpec, ProvisionError, load_spec
 from snap_core.provision.vault import VaultSteps
 
@@ -84,11 +85,9 @@ class Provisioner(VaultSteps):
             else:
                 raise ProvisionError(f"bucket {spec.bucket}: {exc} (does it belong to another account?)") from exc
         if not exists:
-            create = {
-                "Bucket": spec.bucket,
-                "ObjectLockEnabledForBucket": True,
-                "ObjectOwnership": "BucketOwnerEnforced",
-            }
+            create = {"Bucket": spec.bucket, "ObjectLockEnabledForBucket": True}
+            if spec.is_aws:
+                create["ObjectOwnership"] = "BucketOwnerEnforced"
             if self.aws.region != "us-east-1":
                 create["CreateBucketConfiguration"] = {"LocationConstraint": self.aws.region}
             self._step(
@@ -109,7 +108,7 @@ class Provisioner(VaultSteps):
                 "ownership": OWNERSHIP,
             }
         else:
-            current = read_s3(self.aws.s3, spec.bucket)
+            current = read_s3(self.aws.s3, spec.bucket, aws=spec.is_aws)
         desired = documents(spec)
 
         # Versioning (Object Lock needs it; with the lock it can never be suspended).
@@ -128,13 +127,13 @@ class Provisioner(VaultSteps):
         want = desired["object_lock"]
         mode, days = _retention_days(lock.get("Rule"))
         enabled = lock.get("ObjectLockEnabled") == "Enabled"
-        if enabled and mode == "COMPLIANCE" and days > spec.retain_days:
+        if enabled and mode == "COMPLIANCE" and days > spec.default_retention_days:
             self.refused.append(
                 f"object-lock: the bucket's default retention is COMPLIANCE {days} days; retain_days "
                 f"{spec.retain_days} would shorten it. snap never shortens a lock: set "
                 f"snap:offsite:retain_days to {days} or more"
             )
-        elif not (enabled and mode == "COMPLIANCE" and days == spec.retain_days):
+        elif not (enabled and mode == "COMPLIANCE" and days == spec.default_retention_days):
             self._step(
                 "object-lock",
                 "PutObjectLockConfiguration (COMPLIANCE default retention)",
@@ -144,17 +143,40 @@ class Provisioner(VaultSteps):
                 lambda: s3.put_object_lock_configuration(Bucket=spec.bucket, ObjectLockConfiguration=want),
             )
         # Public access block.
-        if not same(current["pab"], PUBLIC_ACCESS_BLOCK):
+        pab = desired["public_access_block"]
+        if not same(current["pab"], pab):
             self._step(
                 "public-access-block",
                 "PutPublicAccessBlock",
                 current["pab"] or None,
-                PUBLIC_ACCESS_BLOCK,
+                pab,
                 False,
-                lambda: s3.put_public_access_block(
-                    Bucket=spec.bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK
-                ),
+                lambda: s3.put_public_access_block(Bucket=spec.bucket, PublicAccessBlockConfiguration=pab),
             )
+        if spec.is_aws:
+            self._plan_aws_only(current, desired)
+        # Lifecycle.
+        lc = desired["lifecycle"]
+        if not self._lifecycle_same(current["lifecycle"], lc["Rules"]):
+            self._step(
+                "lifecycle",
+                "PutBucketLifecycleConfiguration",
+                current["lifecycle"] or None,
+                lc,
+                False,
+                lambda: s3.put_bucket_lifecycle_configuration(Bucket=spec.bucket, LifecycleConfiguration=lc),
+            )
+        if spec.is_aws:
+            self._plan_identity()
+        else:
+            self.notes.extend(manual_steps(spec))
+        # The bucket policy last: it closes every door but the administrators'.
+        if "bucket_policy" in desired:
+            self._plan_bucket_policy(current["policy"], desired["bucket_policy"])
+
+    def _plan_aws_only(self, current: dict, desired: dict):
+        """Ownership controls and default encryption (Ceph RGW 16 refuses both)."""
+        s3, spec = self.aws.s3, self.spec
         # ACLs off: the bucket owner owns every object.
         if not same(current["ownership"], OWNERSHIP):
             self._step(
@@ -176,20 +198,10 @@ class Provisioner(VaultSteps):
                 False,
                 lambda: s3.put_bucket_encryption(Bucket=spec.bucket, ServerSideEncryptionConfiguration=enc),
             )
-        # Lifecycle.
-        lc = desired["lifecycle"]
-        if not self._lifecycle_same(current["lifecycle"], lc["Rules"]):
-            self._step(
-                "lifecycle",
-                "PutBucketLifecycleConfiguration",
-                current["lifecycle"] or None,
-                lc,
-                False,
-                lambda: s3.put_bucket_lifecycle_configuration(Bucket=spec.bucket, LifecycleConfiguration=lc),
-            )
-        self._plan_identity()
-        # The bucket policy last: it closes every door but the administrators'.
-        pol = desired["bucket_policy"]
+
+    def _plan_bucket_policy(self, have: dict | None, pol: dict):
+        s3, spec = self.aws.s3, self.spec
+        current = {"policy": have}
         if not same(current["policy"], pol):
             weaker = policy_weakening(current["policy"], pol) if current["policy"] else []
             if weaker:
@@ -405,7 +417,8 @@ class Provisioner(VaultSteps):
 
     # -- the run ------------------------------------------------------------------------
     def plan(self) -> list[Step]:
-        self._admins()
+        if self.spec.is_aws:
+            self._admins()
         if self.spec.kind == "s3":
             self._plan_s3()
         else:

@@ -26,56 +26,171 @@ def _admin_exempt(spec: OffsiteSpec) -> dict:
     return {"ArnNotLike": {"aws:PrincipalArn": sorted(spec.admins)}}
 
 
+def object_actions_needed(spec: OffsiteSpec) -> tuple[str, ...]:
+    """Object actions the backup identity needs: create objects and
+    multipart uploads, abort its own incomplete ones, read every lock back,
+    and with ``retention_repair`` extend a lock the server dropped."""
+    extra = ("s3:PutObjectRetention",) if spec.retention_repair else ()
+    return S3_OBJECT_ACTIONS_NEEDED + extra
+
+
+def forbidden_object_actions(spec: OffsiteSpec) -> tuple[str, ...]:
+    """Object actions only an administrator may take. PutObjectRetention is
+    among them unless ``retention_repair``; then conditions bound it
+    (COMPLIANCE only, between retain_days and the cap)."""
+    return tuple(a for a in S3_FORBIDDEN_OBJECT_ACTIONS if not (spec.retention_repair and a == "s3:PutObjectRetention"))
+
+
+#: What the administrators (Ceph: the bucket owner and whoever audits or
+#: fixes a lock) may do to the backup user's objects: read, read and extend
+#: retention, clean up; Object Lock still refuses every delete of a locked version.
+CEPH_ADMIN_ACTIONS = (
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectRetention",
+    "s3:PutObjectRetention",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:ListBucketMultipartUploads",
+    "s3:AbortMultipartUpload",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+)
+#: What a restore or audit identity needs.
+READER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:ListBucket")
+
+#: Actions Ceph RGW 16 does not know (it refuses a policy naming them, InvalidArgument;
+#: measured) and has no API for anyway.
+CEPH_UNKNOWN_ACTIONS = ("s3:PutBucketOwnershipControls", "s3:PutEncryptionConfiguration")
+
+
+def forbidden_bucket_actions(spec: OffsiteSpec) -> tuple[str, ...]:
+    """Bucket actions only an administrator may take (as the provider names them)."""
+    if spec.provider == "ceph":
+        return tuple(a for a in S3_FORBIDDEN_BUCKET_ACTIONS if a not in CEPH_UNKNOWN_ACTIONS)
+    return S3_FORBIDDEN_BUCKET_ACTIONS
+
+
 def bucket_policy(spec: OffsiteSpec) -> dict:
-    """The bucket policy: everyone but the administrators is denied every way
-    of destroying, shortening or reconfiguring, and uploads that would carry a
-    weaker lock than the bucket's or replace an existing key.
+    """The bucket policy: every way of destroying, shortening or
+    reconfiguring is denied, and uploads or retention changes that would
+    carry a weaker lock than the bucket's, a shorter one than retain_days,
+    or a longer one than the cap (retain_days + the chain's maximum age + 7
+    days: no lock-bombing), or that replace an existing key.
+
+    On AWS the denies apply to everyone but the administrators; on other
+    providers (no IAM, and no ``aws:PrincipalArn`` in Ceph RGW 16's policy
+    engine) to the backup user by name, and the policy also grants that user
+    exactly what the pipeline needs.
 
     A PutObject *without* lock headers is not denied: UploadPart and
     CompleteMultipartUpload never carry them, and a condition on their absence
     would refuse every multipart upload. Such an object gets the bucket's
     default retention (COMPLIANCE, retain_days), which only an administrator
-    can change.
+    can change, and snap reads every lock back.
     """
-    exempt = _admin_exempt(spec)
     objects, bucket = spec.objects_arn, spec.bucket_arn
+    if spec.is_aws:
+        exempt = _admin_exempt(spec)
+        principal: dict = {"AWS": "*"}
+    else:
+        exempt = {}
+        principal = {"AWS": [spec.backup_principal()]}
+    lock_actions = ["s3:PutObject", "s3:PutObjectRetention"]
 
     def deny(sid, actions, resource, condition=None):
         cond = copy.deepcopy(exempt)
         for op, values in (condition or {}).items():
             cond.setdefault(op, {}).update(values)
-        return {
+        st = {
             "Sid": sid,
             "Effect": "Deny",
-            "Principal": {"AWS": "*"},
+            "Principal": copy.deepcopy(principal),
             "Action": sorted(actions),
             "Resource": resource,
-            "Condition": cond,
         }
+        if cond:
+            st["Condition"] = cond
+        return st
 
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            deny("SnapDenyObjectDestruction", S3_FORBIDDEN_OBJECT_ACTIONS, objects),
-            deny("SnapDenyBucketReconfiguration", S3_FORBIDDEN_BUCKET_ACTIONS, bucket),
-            deny(
-                "SnapDenyWeakerLockMode",
-                ["s3:PutObject"],
-                objects,
-                {"Null": {"s3:object-lock-mode": "false"}, "StringNotEquals": {"s3:object-lock-mode": "COMPLIANCE"}},
-            ),
-            deny(
-                "SnapDenyShorterRetention",
-                ["s3:PutObject"],
-                objects,
-                {"NumericLessThan": {"s3:object-lock-remaining-retention-days": str(spec.retain_days)}},
-            ),
+    statements = []
+    if not spec.is_aws:
+        # Objects belong to the user who wrote them (RGW has no
+        # BucketOwnerEnforced): the administrators and readers get their
+        # access to the backup user's objects from here.
+        if spec.admins:
+            statements.append(
+                {
+                    "Sid": "SnapAllowAdministrators",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": sorted(spec.admins)},
+                    "Action": sorted(CEPH_ADMIN_ACTIONS),
+                    "Resource": [bucket, objects],
+                }
+            )
+        if spec.readers:
+            statements.append(
+                {
+                    "Sid": "SnapAllowReaders",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": sorted(spec.readers)},
+                    "Action": sorted(READER_ACTIONS),
+                    "Resource": [bucket, objects],
+                }
+            )
+        statements += [
+            {
+                "Sid": "SnapAllowBackupUploads",
+                "Effect": "Allow",
+                "Principal": copy.deepcopy(principal),
+                "Action": sorted(object_actions_needed(spec)),
+                "Resource": spec.prefix_arn,
+            },
+            {
+                "Sid": "SnapAllowBackupListing",
+                "Effect": "Allow",
+                "Principal": copy.deepcopy(principal),
+                "Action": ["s3:ListBucketMultipartUploads"],
+                "Resource": bucket,
+            },
+        ]
+    destruction = forbidden_object_actions(spec) + (() if spec.is_aws else S3_FORBIDDEN_READS)
+    statements += [
+        deny("SnapDenyObjectDestruction", destruction, objects),
+        deny("SnapDenyBucketReconfiguration", forbidden_bucket_actions(spec), bucket),
+        deny(
+            "SnapDenyWeakerLockMode",
+            lock_actions,
+            objects,
+            {"Null": {"s3:object-lock-mode": "false"}, "StringNotEquals": {"s3:object-lock-mode": "COMPLIANCE"}},
+        ),
+        deny(
+            "SnapDenyShorterRetention",
+            lock_actions,
+            objects,
+            {"NumericLessThan": {"s3:object-lock-remaining-retention-days": str(spec.retain_days)}},
+        ),
+        deny(
+            "SnapDenyLongerRetention",
+            lock_actions,
+            objects,
+            {"NumericGreaterThan": {"s3:object-lock-remaining-retention-days": str(spec.retention_cap_days)}},
+        ),
+    ]
+    if spec.is_aws:
+        # Ceph RGW 16 knows no s3:if-none-match: Null would match every
+        # request there. Unique keys and recorded version ids carry the
+        # no-overwrite promise on every provider.
+        statements.append(
             deny(
                 "SnapDenyReplacingObjects",
                 ["s3:PutObject"],
                 objects,
                 {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
-            ),
+            )
+        )
+    if spec.secure_transport_only:
+        statements.append(
             {
                 "Sid": "SnapDenyInsecureTransport",
                 "Effect": "Deny",
@@ -83,9 +198,9 @@ def bucket_policy(spec: OffsiteSpec) -> dict:
                 "Action": ["s3:*"],
                 "Resource": [bucket, objects],
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
-        ],
-    }
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def identity_policy(spec: OffsiteSpec) -> dict:
@@ -116,7 +231,7 @@ def identity_policy(spec: OffsiteSpec) -> dict:
         {
             "Sid": "SnapPutArchives",
             "Effect": "Allow",
-            "Action": sorted(S3_OBJECT_ACTIONS_NEEDED),
+            "Action": sorted(object_actions_needed(spec)),
             "Resource": spec.prefix_arn,
         },
         {
@@ -135,11 +250,22 @@ def identity_policy(spec: OffsiteSpec) -> dict:
         {
             "Sid": "SnapDenyDestruction",
             "Effect": "Deny",
-            "Action": sorted(S3_FORBIDDEN_OBJECT_ACTIONS + S3_FORBIDDEN_BUCKET_ACTIONS + S3_FORBIDDEN_READS),
+            "Action": sorted(forbidden_object_actions(spec) + S3_FORBIDDEN_BUCKET_ACTIONS + S3_FORBIDDEN_READS),
             "Resource": [spec.bucket_arn, spec.objects_arn],
         },
     ]
-    if spec.encryption == "aws:kms":
+    if spec.provider == "minio":
+        # No bucket policy there: the identity's own policy carries the
+        # lock conditions (MinIO evaluates them, per its documentation).
+        for st in bucket_policy(spec)["Statement"]:
+            if st["Sid"] in (
+                "SnapDenyWeakerLockMode",
+                "SnapDenyShorterRetention",
+                "SnapDenyLongerRetention",
+                "SnapDenyInsecureTransport",
+            ):
+                statements.append({k: v for k, v in st.items() if k != "Principal"})
+    if spec.encryption == "aws:kms" and spec.is_aws:
         statements.insert(
             3,
             {
@@ -244,7 +370,7 @@ def vault_lock_policy(spec: OffsiteSpec) -> dict:
 def lock_configuration(spec: OffsiteSpec) -> dict:
     return {
         "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": spec.retain_days}},
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": spec.default_retention_days}},
     }
 
 
@@ -256,6 +382,14 @@ PUBLIC_ACCESS_BLOCK = {
     "BlockPublicPolicy": True,
     "RestrictPublicBuckets": True,
 }
+#: Ceph RGW 16 (measured): with BlockPublicAcls every PutObject is refused,
+#: even the owner's; with BlockPublicPolicy every bucket policy that grants
+#: another user anything (the backup user's grant) is refused as "public".
+PUBLIC_ACCESS_BLOCK_CEPH = dict(PUBLIC_ACCESS_BLOCK, BlockPublicAcls=False, BlockPublicPolicy=False)
+
+
+def public_access_block(spec: OffsiteSpec) -> dict:
+    return dict(PUBLIC_ACCESS_BLOCK_CEPH if spec.provider == "ceph" else PUBLIC_ACCESS_BLOCK)
 
 
 def encryption_configuration(spec: OffsiteSpec) -> dict:
@@ -296,6 +430,8 @@ def lifecycle_configuration(spec: OffsiteSpec) -> dict:
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": spec.abort_incomplete_days},
         },
     ]
+    if spec.storage_class == "STANDARD":
+        rules = rules[1:]  # archives stay where they are written
     if spec.expire_days is not None:
         rules.append(
             {
@@ -309,21 +445,33 @@ def lifecycle_configuration(spec: OffsiteSpec) -> dict:
 
 
 def documents(spec: OffsiteSpec) -> dict[str, Any]:
-    """Every document provisioning would apply, by name (the exact JSON)."""
-    docs: dict[str, Any] = {"identity_policy": identity_policy(spec)}
+    """Every document provisioning would apply, by name (the exact JSON).
+
+    ``ceph``: no identity policy (no IAM: the bucket policy grants the backup
+    user), no ownership controls or default encryption (RGW 16 refuses both).
+    ``minio``: the identity policy is for ``mc admin policy`` by hand; no
+    bucket policy (MinIO's bucket policies are for anonymous access).
+    """
+    docs: dict[str, Any] = {}
+    if spec.provider != "ceph":
+        docs["identity_policy"] = identity_policy(spec)
     trust = trust_policy(spec)
     if trust:
         docs["trust_policy"] = trust
     if spec.kind == "s3":
         docs.update(
-            bucket_policy=bucket_policy(spec),
             object_lock=lock_configuration(spec),
-            public_access_block=dict(PUBLIC_ACCESS_BLOCK),
-            ownership_controls=copy.deepcopy(OWNERSHIP),
-            encryption=encryption_configuration(spec),
+            public_access_block=public_access_block(spec),
             lifecycle=lifecycle_configuration(spec),
             versioning={"Status": "Enabled"},
         )
+        if spec.provider != "minio":
+            docs["bucket_policy"] = bucket_policy(spec)
+        if spec.is_aws:
+            docs.update(
+                ownership_controls=copy.deepcopy(OWNERSHIP),
+                encryption=encryption_configuration(spec),
+            )
     else:
         docs["vault_access_policy"] = vault_access_policy(spec)
         if spec.vault_lock:

@@ -22,13 +22,28 @@ MAX_RETAIN_DAYS = 3650
 CONFIRM_PHRASE = "I understand COMPLIANCE cannot be undone"
 #: Inline policy name on the backup identity.
 IDENTITY_POLICY_NAME = "snap-offsite-put-only"
-#: Storage classes an archive may go to.
-ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR")
+#: Storage classes an archive may go to (STANDARD: no lifecycle transition,
+#: what S3-compatible servers offer).
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD")
+#: Who provides the S3 service. ``aws``: AWS (and emulators of its IAM: moto,
+#: LocalStack): IAM identities, bucket policy for everyone but admins.
+#: ``ceph``: Ceph RADOS Gateway: no IAM (the backup user is made by hand with
+#: radosgw-admin); the bucket policy grants and denies that user by name.
+#: ``minio``: MinIO: policies are attached to users by hand (mc admin policy).
+PROVIDERS = ("aws", "ceph", "minio")
+#: Default of ``snap:archive:chain:max_age_days``: how long an incremental
+#: chain may grow before a new full archive starts it again.
+CHAIN_MAX_AGE_DAYS = 90
+#: Slack above retain_days + chain age in the cap on retention (days).
+RETENTION_CAP_SLACK_DAYS = 7
 #: Minimum storage duration AWS bills, per class (days).
 MIN_STORAGE_DAYS = {"GLACIER": 90, "DEEP_ARCHIVE": 180, "GLACIER_IR": 90}
 
-# What the upload pipeline (rust/snap-offsite, s3.rs) needs, and nothing more.
-S3_OBJECT_ACTIONS_NEEDED = ("s3:PutObject", "s3:AbortMultipartUpload")
+# What the upload pipeline (rust/snap-offsite, s3/) needs, and nothing more:
+# create objects, abort its own incomplete uploads, read every lock back
+# (GetObjectRetention reveals nothing of an object). With retention_repair,
+# also s3:PutObjectRetention (see policies.object_actions_needed).
+S3_OBJECT_ACTIONS_NEEDED = ("s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObjectRetention")
 S3_BUCKET_ACTIONS_NEEDED = ("s3:ListBucket", "s3:ListBucketMultipartUploads")
 GLACIER_ACTIONS_NEEDED = (
     "glacier:UploadArchive",
@@ -103,6 +118,9 @@ class IdentitySpec:
     roles_anywhere: dict[str, Any] | None = None
     web_identity: dict[str, Any] | None = None
     max_session_hours: int = 1
+    # S3-compatible providers: the principal ARN the server knows the backup
+    # user by (Ceph: arn:aws:iam:::user/NAME, or arn:aws:iam::TENANT:user/NAME).
+    arn: str | None = None
 
 
 @dataclasses.dataclass
@@ -126,12 +144,24 @@ class OffsiteSpec:
     encryption: str = "AES256"
     kms_key_id: str | None = None
     admins: list[str] = dataclasses.field(default_factory=list)
+    #: Ceph: restore/audit identities the bucket policy lets read (on AWS
+    #: they get that from their own IAM policy).
+    readers: list[str] = dataclasses.field(default_factory=list)
     admin_profile: str | None = None
     identity: IdentitySpec = dataclasses.field(default_factory=IdentitySpec)
     confirm_irreversible: str | None = None
     vault_lock: bool = False
     vault_lock_complete_id: str | None = None
     account_id: str | None = None
+    provider: str = "aws"
+    #: snap:archive:chain:max_age_days (an incremental chain's base must
+    #: stay locked as long as its newest increment needs it).
+    chain_max_age_days: int = CHAIN_MAX_AGE_DAYS
+    #: The backup identity may extend a lock the server dropped
+    #: (PutObjectRetention, COMPLIANCE, within [retain_days, cap]; the
+    #: bounds are enforced by AWS, not by Ceph RGW 16, see retention_repair
+    #: in load_spec).
+    retention_repair: bool = False
 
     @property
     def confirmed(self) -> bool:
@@ -154,6 +184,38 @@ class OffsiteSpec:
             raise ProvisionError(f"vault {self.bucket}: its ARN needs the region and the account id")
         return f"arn:{self.partition}:glacier:{self.region}:{self.account_id}:vaults/{self.bucket}"
 
+    @property
+    def is_aws(self) -> bool:
+        return self.provider == "aws"
+
+    @property
+    def retention_cap_days(self) -> int:
+        """The longest retention the backup identity may set: retain_days,
+        plus the chain's maximum age, plus a week of slack. A compromised
+        backup server cannot lock anything for longer (lock-bombing)."""
+        return self.retain_days + self.chain_max_age_days + RETENTION_CAP_SLACK_DAYS
+
+    @property
+    def default_retention_days(self) -> int:
+        """The bucket's default COMPLIANCE retention. Ceph RGW 16 stores a
+        multipart upload with only the bucket default (tracker 63724), counted
+        from the upload; snap asks every object for retain_days plus a day
+        (its margin for clock skew), so the default there is a day longer and
+        the lock read back holds without a repair."""
+        return self.retain_days + (1 if self.provider == "ceph" else 0)
+
+    @property
+    def secure_transport_only(self) -> bool:
+        """AWS: always; others: when the endpoint is https (a policy
+        refusing plain HTTP on an http endpoint would refuse everything)."""
+        return self.is_aws or str(self.endpoint_url or "").startswith("https://")
+
+    def backup_principal(self) -> str:
+        """The backup identity as the bucket policy names it."""
+        if self.is_aws:
+            return self.identity_arn()
+        return self.identity.arn or f"arn:{self.partition}:iam:::user/{self.identity.name}"
+
     def identity_arn(self) -> str:
         if not self.account_id:
             raise ProvisionError("the backup identity's ARN needs the account id")
@@ -165,6 +227,8 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _VAULT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _IAM_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _ARN_RE = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}|\*)?:.+$")
+# A user of an S3-compatible server: arn:aws:iam:::user/NAME, or with a Ceph tenant.
+_USER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[A-Za-z0-9_-]*:user/[A-Za-z0-9+=,.@_/-]+$")
 _SPEC_KEYS = {f.name for f in dataclasses.fields(OffsiteSpec)} | {
     "vault",
     "profile",
@@ -230,7 +294,12 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
         )
     if retain > MAX_RETAIN_DAYS:
         raise ProvisionError(f"snap:offsite:retain_days {retain} is above the maximum of {MAX_RETAIN_DAYS}")
-    storage_class = str(settings.get("storage_class", "GLACIER")).upper()
+    provider = str(settings.get("provider", "aws")).lower()
+    if provider not in PROVIDERS:
+        raise ProvisionError(f"snap:offsite:provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
+    if provider != "aws" and kind != "s3":
+        raise ProvisionError(f"snap:offsite:provider {provider} has no Glacier vaults: use kind s3")
+    storage_class = str(settings.get("storage_class", "GLACIER" if provider == "aws" else "STANDARD")).upper()
     if storage_class not in ARCHIVE_CLASSES:
         raise ProvisionError(
             f"snap:offsite:storage_class must be one of {', '.join(ARCHIVE_CLASSES)}, not {storage_class!r}"
@@ -266,7 +335,23 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
     admins = settings.get("admins") or []
     if isinstance(admins, str):
         admins = [admins]
-    for arn in admins:
+    readers = settings.get("readers") or []
+    if isinstance(readers, str):
+        readers = [readers]
+    if provider == "ceph":
+        if not admins:
+            raise ProvisionError(
+                "snap:offsite:admins is required for provider ceph: the RGW users (arn:aws:iam:::user/NAME) that "
+                "own the bucket, audit, restore and fix locks (objects belong to the backup user there; the "
+                "bucket policy grants the administrators access)"
+            )
+        for arn in admins + readers:
+            if not isinstance(arn, str) or not _USER_ARN_RE.match(arn):
+                raise ProvisionError(f"snap:offsite:admins/readers: {arn!r} is not an RGW user ARN (arn:aws:iam:::user/NAME)")
+        admins_to_check = []
+    else:
+        admins_to_check = admins
+    for arn in admins_to_check:
         if not isinstance(arn, str) or not _ARN_RE.match(arn):
             raise ProvisionError(f"snap:offsite:admins: {arn!r} is not an IAM principal ARN")
         if arn.split(":", 5)[5] in ("*", "user/*", "role/*"):
@@ -274,6 +359,23 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
                 f"snap:offsite:admins: {arn!r} would exempt every principal of the account, the backup server included"
             )
     identity = _identity_spec(settings.get("identity") or {})
+    if provider != "aws" and identity.type != "user":
+        raise ProvisionError(f"snap:offsite:identity:type must be user for provider {provider} (no IAM roles there)")
+    chain_age = _int(settings, "chain_max_age_days", CHAIN_MAX_AGE_DAYS)
+    if chain_age < 0:
+        raise ProvisionError("snap:archive:chain:max_age_days must not be negative")
+    if retain + chain_age + RETENTION_CAP_SLACK_DAYS > MAX_RETAIN_DAYS:
+        raise ProvisionError(
+            f"retain_days {retain} + snap:archive:chain:max_age_days {chain_age} + {RETENTION_CAP_SLACK_DAYS} "
+            f"is above the maximum retention of {MAX_RETAIN_DAYS} days"
+        )
+    # Off by default: AWS keeps every lock as asked; Ceph RGW 16 keeps the
+    # bucket default on multipart uploads, and there a PutObjectRetention
+    # right is a way to *unlock* (a date past 2106 wraps to the past,
+    # measured) which no policy condition can bound.
+    repair = settings.get("retention_repair", False)
+    if not isinstance(repair, bool):
+        raise ProvisionError(f"snap:offsite:retention_repair must be true or false, not {repair!r}")
     endpoint = settings.get("endpoint_url")
     if endpoint and not str(endpoint).startswith(("http://", "https://")):
         raise ProvisionError(f"snap:offsite:endpoint_url {endpoint!r} must start with http:// or https://")
@@ -303,12 +405,16 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
         encryption=encryption,
         kms_key_id=kms_key_id,
         admins=list(admins),
+        readers=list(readers),
         admin_profile=settings.get("admin_profile"),
         identity=identity,
         confirm_irreversible=settings.get("confirm_irreversible"),
         vault_lock=bool(vault_lock.get("enabled", False)),
         vault_lock_complete_id=vault_lock.get("complete_lock_id"),
         account_id=settings.get("account_id"),
+        provider=provider,
+        chain_max_age_days=chain_age,
+        retention_repair=repair,
     )
 
 
@@ -324,6 +430,8 @@ def _identity_spec(raw: dict) -> IdentitySpec:
         raise ProvisionError(f"snap:offsite:identity:type must be user or role, not {spec.type!r}")
     if not _IAM_NAME_RE.match(spec.name or ""):
         raise ProvisionError(f"snap:offsite:identity:name {spec.name!r} is not a valid IAM name")
+    if spec.arn is not None and not _USER_ARN_RE.match(str(spec.arn)):
+        raise ProvisionError(f"snap:offsite:identity:arn {spec.arn!r} is not a principal ARN")
     if not (spec.path.startswith("/") and spec.path.endswith("/")):
         raise ProvisionError(f"snap:offsite:identity:path {spec.path!r} must start and end with /")
     if isinstance(spec.assume_from, str):
