@@ -23,7 +23,6 @@ What moto 5.2.5 cannot judge, and where it is judged instead:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
