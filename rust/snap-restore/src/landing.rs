@@ -22,8 +22,8 @@
 //!   `/etc/nginx` would give any local user root;
 //! - parents that exist on the server are never changed (no mode, owner or
 //!   time from the image) and never followed or replaced if they are not
-//!   real directories; parents the restore creates get the packed metadata
-//!   without group/other write and without set-id bits;
+//!   real directories; parents the restore creates are owned by root, with
+//!   the packed mode cut to at most 0755;
 //! - the finished tree is moved into place with the same staging and
 //!   `renameat` rules as every restore (`crate::install`).
 
@@ -313,9 +313,13 @@ pub fn land(
             cur.push(OsStr::from_bytes(name));
             fs::create_dir(&cur).map_err(|e| Error::io_path("creating", &cur, e))?;
             // Only for parents this restore creates (existing ones are never
-            // changed, see install's keep_depth): no group/other write, no set-id.
+            // changed, see install_kept): owned by root, at most 0755, the
+            // backup server's time. An owner or write bit of its choosing
+            // on /srv would let a local user swap /srv/data later.
             let safe = DirMeta {
-                mode: meta.mode & 0o1755,
+                mode: meta.mode & 0o755,
+                uid: 0,
+                gid: 0,
                 ..meta.clone()
             };
             made.push((cur.clone(), safe));

@@ -323,6 +323,14 @@ fn a_hostile_backup_server_gets_nothing_outside_the_asked_path() {
             refused: false,
         },
         Forged {
+            name: "parents the restore creates (/opt/app) with owner 4242 and mode 0777",
+            asked: ("db1", "/opt/app/conf"),
+            image: vec![("conf/app.ini", "f:[app]\n")],
+            packed: packed("db1", "opt/app/conf", "conf", &["opt", "app"], false),
+            overwrite: false,
+            refused: false,
+        },
+        Forged {
             name: "absolute symlinks inside the pick (nginx/sites -> /etc/cron.d, nginx/out -> outside)",
             asked: ("db1", "/etc/nginx"),
             image: vec![("nginx/sites", "l:/etc/cron.d"), ("nginx/out", "l:OUTSIDE")],
@@ -357,6 +365,7 @@ fn a_hostile_backup_server_gets_nothing_outside_the_asked_path() {
     ];
     let mut tried = 0;
     let mut outside_writes = 0;
+    let mut parents_created = 0;
     for (i, f) in forged.iter().enumerate() {
         let work = t.path().join(format!("forge-{i}"));
         let src = work.join("tree");
@@ -401,6 +410,17 @@ fn a_hostile_backup_server_gets_nothing_outside_the_asked_path() {
         let after_outside = snapshot(&outside, &[]);
         let mut changed: Vec<String> = Vec::new();
         for (p, v) in &after {
+            // A parent of the asked path the restore had to create: a
+            // directory owned by root, at most 0755 (checked), not a file.
+            let created_parent = !before.contains_key(p)
+                && asked_path.starts_with(p)
+                && v.starts_with("dir mode 40")
+                && v.ends_with(" 0:0")
+                && fs::metadata(p).unwrap().mode() & 0o7022 == 0;
+            if created_parent {
+                parents_created += 1;
+                continue;
+            }
             if before.get(p) != Some(v) {
                 changed.push(format!("{} ({v})", p.display()));
             }
@@ -439,8 +459,10 @@ fn a_hostile_backup_server_gets_nothing_outside_the_asked_path() {
         0o755
     );
     assert_eq!(fs::metadata(root.join("etc")).unwrap().uid(), 0);
+    assert_eq!(parents_created, 2, "/opt and /opt/app, root-owned");
     println!(
-        "a hostile backup server: {tried} forged picks tried, {outside_writes} files written outside the asked path"
+        "a hostile backup server: {tried} forged picks tried, {outside_writes} files written outside the asked path \
+         ({parents_created} missing parents created, root-owned, at most 0755)"
     );
     assert_eq!(outside_writes, 0);
 }
