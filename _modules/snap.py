@@ -31,9 +31,13 @@ import salt.utils.dictupdate
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (1, 0)
+
 try:
     import snap_core
     from snap_core import fleet
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -51,8 +55,11 @@ def __virtual__():
         return (
             False,
             "snap: the snap_core package is not importable by the Python that runs Salt "
-            f"({IMPORT_ERROR}); apply state snap.core to install the snap wheel",
+            f"({IMPORT_ERROR}); apply state snap.core to install or upgrade the snap wheel",
         )
+    stale = incompatible(NEEDS_CORE_API, __file__, "snap execution module")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 

@@ -27,8 +27,12 @@ highstate refuses to run rather than silently schedule nothing.
 
 import logging
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (1, 0)
+
 try:
     import snap_core
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -50,8 +54,11 @@ def __virtual__():
         return (
             False,
             "snap ext_pillar: the snap_core package is not importable by the master's Python "
-            f"({IMPORT_ERROR}); install the snap wheel on the master",
+            f"({IMPORT_ERROR}); install or upgrade the snap wheel on the master",
         )
+    stale = incompatible(NEEDS_CORE_API, __file__, "snap ext_pillar")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 

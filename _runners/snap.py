@@ -11,9 +11,13 @@ import logging
 import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (1, 0)
+
 try:
     from snap_core import fleet as snap_fleet
     from snap_core import provision as snap_provision
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -34,8 +38,11 @@ def __virtual__():
         return (
             False,
             "snap runner: the snap_core package is not importable by the master's Python "
-            f"({IMPORT_ERROR}); install the snap wheel on the master",
+            f"({IMPORT_ERROR}); install or upgrade the snap wheel on the master",
         )
+    stale = incompatible(NEEDS_CORE_API, __file__, "snap runner")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 

@@ -16,8 +16,12 @@ import os
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+# The snap core API these modules are written against (snap_core.api).
+NEEDS_CORE_API = (1, 0)
+
 try:
     from snap_core import provision as snap_provision
+    from snap_core.api import incompatible
 
     HAS_CORE = True
     IMPORT_ERROR = ""
@@ -35,6 +39,9 @@ def __virtual__():
             "snap: the snap execution module is not loaded (the snap_core package is missing; "
             "apply state snap.core first)",
         )
+    stale = HAS_CORE and incompatible(NEEDS_CORE_API, __file__, "snap state module")
+    if stale:
+        return (False, stale)
     return __virtualname__
 
 

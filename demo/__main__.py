@@ -1,8 +1,11 @@
 """`make demo`: snap's main job on a throwaway fleet on loopback.
 
 A salt-master and the minions web1, db1 (servers) and backup1 (the backup
-server, with a real sshd on a loopback port), each with its own root dir:
-highstate them, push real files, rotate history, show an attack refused,
+server, with a real sshd on a loopback port), each with its own root dir and
+its own Python with only Salt in it, set up as the README's "Setting up a real
+fleet" says: the release (make dist's wheel and SHA256SUMS) beside the formula
+on the master's file server, the wheel pip-installed on the master, snap.core
+installing it on every minion during highstate. Then push real files, rotate history, show an attack refused,
 archive the history off-site to a local S3 API under Object Lock and show a
 delete refused, restore db1 from off-site, and print the fleet's status.
 Everything started here is stopped, and the users, crontab lines and files
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -23,15 +27,14 @@ import yaml
 from pytestshellutils.utils.ports import get_unused_localhost_port
 from saltfactories.manager import FactoriesManager
 
-from tests.conftest import private_root
+from tests.conftest import REPO, private_root
 from tests.support import loopback
-from tests.support.fleet import Fleet, state_changes, state_failures
+from tests.support.fleet import MINIONS, Fleet, state_changes, state_failures
 from tests.support.gpg import GnuPG
 from tests.support.moto import Moto
 from tests.support.restore import restore_server_and_compare
 from tests.support.treegen import describe
-
-PY = sys.executable
+from tests.support.wheel import release, salt_venv
 
 
 def say(text: str = "") -> None:
@@ -58,12 +61,41 @@ def human(n) -> str:
     return ""
 
 
+def release_on_the_master(root: pathlib.Path) -> tuple[pathlib.Path, dict]:
+    """README steps 1 and 2: the release next to the formula on the master's
+    file server, the wheel in the master's Python. Every machine gets a Python
+    of its own with only Salt in it (a copy of .venv-salt)."""
+    section("the release: make dist's wheel and SHA256SUMS beside the formula; the wheel into the master's Python")
+    wheel, sums = release()
+    check = subprocess.run(["sha256sum", "-c", sums.name], cwd=sums.parent, capture_output=True, text=True)
+    if check.returncode != 0:
+        raise SystemExit(f"sha256sum -c SHA256SUMS FAILED: {check.stdout}{check.stderr}")
+    say(f"  sha256sum -c SHA256SUMS: {check.stdout.strip()}")
+    formula = root / "srv" / "salt"
+    shutil.copytree(REPO / "salt", formula, ignore=shutil.ignore_patterns("dist"))
+    (formula / "snap" / "files" / "dist").mkdir()
+    for artifact in (wheel, sums):
+        shutil.copy(artifact, formula / "snap" / "files" / "dist")
+    say(f"  {formula}/snap/files/dist/: {wheel.name} ({human(wheel.stat().st_size)}), SHA256SUMS")
+    pythons = {name: salt_venv(root / "python" / name) for name in ("master", *MINIONS)}
+    pip = [str(pythons["master"]), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)]
+    started = time.monotonic()
+    subprocess.run(pip, check=True)
+    say(f"  master: pip install {wheel.name} ({time.monotonic() - started:.0f}s; salt-pip on a onedir master)")
+    say(f"  web1, db1, backup1: Python with Salt only ({root / 'python'}/<id>); snap.core brings the rest")
+    return formula, pythons
+
+
 def deploy(fleet: Fleet) -> None:
-    section("highstate: snap.core installs the core, servers make their keys, backup1 their jails")
+    section("highstate: snap.core installs the wheel from the master, servers make their keys, backup1 their jails")
     runs = fleet.deploy()
     failures = state_failures(runs["first"]) + state_failures(runs["accounts"])
     if failures:
         raise SystemExit(f"highstate FAILED: {failures}")
+    for minion_id, states in sorted(runs["first"].items()):
+        core = next((r for r in states.values() if r.get("__id__") == "snap-core"), {})
+        installed = ", ".join(core.get("changes") or {}) or "nothing (already there)"
+        say(f"  {minion_id}: snap.core installed {installed} into {fleet.python_of(minion_id)}")
     changed = len(state_changes(runs["first"])) + len(state_changes(runs["accounts"]))
     say(f"  {changed} states changed something; a second highstate changes "
         f"{len(state_changes(fleet.highstate()))}")  # fmt: skip
@@ -80,7 +112,8 @@ def push_and_rotate(fleet: Fleet) -> None:
     section("web1 and db1 push their files (the command cron runs), backup1 rotates history")
     for minion_id in fleet.clients:
         config = fleet.root_of(minion_id) / "etc" / "snap" / "client.json"
-        proc = subprocess.run([PY, "-m", "snap_core", "--json", "push", "--quiet", "--no-splay",
+        # What cron runs: the Python snap.core installed the core into.
+        proc = subprocess.run([fleet.python_of(minion_id), "-m", "snap_core", "--json", "push", "--quiet", "--no-splay",
                                "--config", str(config)], capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
             raise SystemExit(f"push from {minion_id} failed: {proc.stderr}")
@@ -201,9 +234,12 @@ def run(keep: bool) -> int:
                 event_listener=events,
                 slow_stop=False,
             )
+            formula, pythons = release_on_the_master(root)
+            say()
             say("starting salt-master, minions web1, db1, backup1, and backup1's sshd ...")
-            with Fleet(manager, root / "fleet") as fleet, Moto() as moto, GnuPG() as gpg:
-                say(f"  up after {time.monotonic() - started:.0f}s; modules synced")
+            fleet = Fleet(manager, root / "fleet", pythons=pythons, file_root=formula)
+            with fleet, Moto() as moto, GnuPG() as gpg:
+                say(f"  up after {time.monotonic() - started:.0f}s; no module sync: snap's modules come with the wheel")
                 deploy(fleet)
                 push_and_rotate(fleet)
                 attack(fleet)

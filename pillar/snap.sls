@@ -36,7 +36,20 @@ beacons:
 
 snap:
   core:
-    # Where the wheel served from salt://snap/files/dist/ is cached.
+    # Where the snap wheel comes from (one wheel: the Rust core with
+    # libsquashfs bundled, and snap's Salt modules; nothing is compiled here):
+    #   salt://snap/files/dist/     the master's file server (default): the
+    #                               newest snap_backup-*.whl there, checked
+    #                               against the SHA256SUMS beside it
+    #   https://repo.example.com/snap/snap_backup-1.0.0-cp39-abi3-manylinux_2_34_x86_64.whl
+    #                               a web server; needs source_hash
+    #   index                       pip's package index (index_url below, or
+    #                               pip.conf): snap-backup==<version>
+    source: salt://snap/files/dist/
+    # source_hash: https://repo.example.com/snap/SHA256SUMS   # or the sha256 itself
+    # version: 1.0.0            # pin (recommended with `index`)
+    # index_url: https://pypi.internal.example.com/simple/
+    # Where a downloaded wheel is cached.
     wheel_dir: /var/cache/snap/wheels
     # Python environment to install the core into; unset = the Python that
     # runs Salt (salt-pip on onedir installs). Set only for a separate venv.

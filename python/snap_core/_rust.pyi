@@ -9,6 +9,7 @@ from os import PathLike
 from typing import Any, Literal, Optional, TypedDict, Union, final, type_check_only
 
 __version__: str
+API_VERSION: tuple[int, int]
 
 _Path = Union[str, bytes, PathLike[str], PathLike[bytes]]
 _Progress = Optional[Callable[[dict[str, Any]], object]]

@@ -56,10 +56,11 @@ def write_pillar_tree(dest: pathlib.Path, extra: str = "") -> pathlib.Path:
     return dest
 
 
-def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path) -> dict:
+def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path, file_root: pathlib.Path | None = None) -> dict:
     alert = "salt://reactor/snap-alert.sls"
     return {
-        "file_roots": {"base": [str(REPO / "salt")]},
+        # The formula; snap's modules come with the wheel (salt.loader entry point).
+        "file_roots": {"base": [str(file_root or REPO / "salt")]},
         "pillar_roots": {"base": [str(pillar_root)]},
         "ext_pillar": [{"snap": {}}],
         "pillar_mask_output": False,
@@ -80,9 +81,14 @@ MINION_OVERRIDES = {"pillar_mask_output": False}
 class Fleet:
     """A started master and minions, the backup server's sshd on loopback, and
     each client's data; with helpers to drive them. Users, groups and root's
-    crontab lines created meanwhile are removed on exit."""
+    crontab lines created meanwhile are removed on exit.
 
-    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS):
+    By default every daemon runs from the Python running this code. ``pythons``
+    maps a daemon (``"master"`` or a minion id) to another interpreter, as
+    ``make demo`` does to give each machine a Python of its own with only Salt
+    in it; ``file_root`` replaces the repository's formula."""
+
+    def __init__(self, manager, root: pathlib.Path, minion_ids=MINIONS, pythons=None, file_root=None):
         self.manager = manager
         self.root = root
         self.minion_ids = tuple(minion_ids)
@@ -92,6 +98,8 @@ class Fleet:
         self.alerts = root / "alerts"  # what the example reactor's alert command files
         pillar = FLEET_PILLAR.replace("@PORT@", str(self.port)).replace("@DATA@", str(self.data))
         self.pillar_root = write_pillar_tree(root / "pillar", pillar)
+        self.pythons = dict(pythons or {})
+        self.file_root = file_root
         self.master = None
         self.minions = {}
         self.sshd = None
@@ -115,11 +123,15 @@ class Fleet:
                 treegen.make_server_tree(self.client_data(minion_id), seed=seed)
             self.alerts.mkdir(parents=True, exist_ok=True)
             self.master = self.manager.salt_master_daemon(
-                "snap-master", overrides=master_overrides(self.pillar_root, self.alerts)
+                "snap-master", overrides=master_overrides(self.pillar_root, self.alerts, self.file_root)
             )
+            if "master" in self.pythons:
+                self.master.python_executable = str(self.pythons["master"])
             self._stack.enter_context(self.master.started())
             for minion_id in self.minion_ids:
                 minion = self.master.salt_minion_daemon(minion_id, overrides=MINION_OVERRIDES)
+                if minion_id in self.pythons:
+                    minion.python_executable = str(self.pythons[minion_id])
                 self._stack.enter_context(minion.started())
                 self.minions[minion_id] = minion
             if BACKUP_SERVER in self.minions:
@@ -150,9 +162,8 @@ class Fleet:
         return ret.data
 
     def sync(self):
-        """Sync snap's loader modules to the master and minions; refresh pillar and mine."""
-        self.run("saltutil.sync_all")
-        self.salt("saltutil.sync_all")
+        """Refresh pillar and mine. Nothing to sync: snap's loader modules come
+        with the wheel (salt.loader entry point), not from the file roots."""
         self.salt("saltutil.refresh_pillar", wait=True)
         self.salt("mine.update")
 
@@ -165,13 +176,20 @@ class Fleet:
         return self.salt("state.highstate", tgt=tgt, **kwargs)
 
     def deploy(self) -> dict:
-        """First setup of a new fleet: highstate everyone (servers make their
-        keys and pin the backup server's host key), publish the keys, then
-        highstate the backup server again so it creates their accounts, and
-        let its sshd read its new configuration. Returns every run."""
+        """First setup of a new fleet, as the README says: highstate the backup
+        server (snap.core gives it snap's modules) and publish its SSH host key
+        through the mine; highstate the servers (they get the core, make their
+        keys and pin that host key); publish their keys; highstate the backup
+        server again so it creates their accounts, and let its sshd read its
+        new configuration. Returns every run."""
         # One at a time: on this one machine every minion edits root's
         # crontab, and concurrent edits would lose lines.
-        runs = {"first": {m: self.highstate(tgt=m) for m in self.minion_ids}}
+        runs = {"first": {}}
+        if BACKUP_SERVER in self.minions:
+            runs["first"][BACKUP_SERVER] = self.highstate(tgt=BACKUP_SERVER)
+            self.salt("mine.update", tgt=BACKUP_SERVER)
+        for minion_id in self.clients:
+            runs["first"][minion_id] = self.highstate(tgt=minion_id)
         self.salt("mine.update")
         runs["accounts"] = {BACKUP_SERVER: self.highstate(tgt=BACKUP_SERVER)}
         if self.sshd:
@@ -180,6 +198,10 @@ class Fleet:
 
     def root_of(self, minion_id: str) -> pathlib.Path:
         return pathlib.Path(self.minions[minion_id].config["root_dir"])
+
+    def python_of(self, minion_id: str) -> str:
+        """The Python that runs this minion (where snap.core installs the core)."""
+        return str(self.pythons.get(minion_id) or self.minions[minion_id].python_executable)
 
 
 def state_failures(ret: dict) -> list:

@@ -18,7 +18,7 @@ print(json.dumps(mod.__virtual__()))
 """
 
 
-@pytest.mark.parametrize("kind", ["modules", "states", "pillar", "runners"])
+@pytest.mark.parametrize("kind", ["modules", "states", "pillar", "runners", "beacons"])
 def test_virtual_is_false_with_a_reason_without_the_core(kind):
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(REPO / f"_{kind}" / "snap.py")],

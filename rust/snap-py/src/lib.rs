@@ -15,9 +15,15 @@ mod progress;
 mod restore;
 mod status;
 
+/// The API snap's Salt loader modules are written against, `(major, minor)`
+/// (see `snap_core.api`): bump the minor when adding something they may call,
+/// the major when changing or removing something they call.
+const API_VERSION: (u32, u32) = (1, 0);
+
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("API_VERSION", API_VERSION)?;
     core_api::register(m)?;
     backup::register(m)?;
     archive::register(m)?;

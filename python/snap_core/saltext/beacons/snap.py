@@ -1,0 +1,1 @@
+../../../../_beacons/snap.py

@@ -1,0 +1,1 @@
+../../../../_runners/snap.py
