@@ -32,7 +32,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (1, 0)
+NEEDS_CORE_API = (1, 1)
 
 try:
     import snap_core
@@ -645,6 +645,51 @@ def last_push():
         return None
     except (OSError, ValueError) as exc:
         raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+
+
+def push_history(limit=21):
+    """
+    This server's own record of its newest pushes (run id, start, end,
+    result, error), oldest first, from ``push.jsonl``. ``salt-run
+    snap.status`` compares it with the backup server's receipts and the
+    off-site archives: the backup server cannot write it. Publish it through
+    the mine too (``mine_functions: {snap.push_history: []}``) so the master
+    has it when the server does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' snap.push_history
+        salt '*' mine.get '*' snap.push_history
+    """
+    from snap_core import crosscheck
+
+    return _core(crosscheck.read_push_history, settings()["client"]["state_dir"], int(limit))
+
+
+def offsite_inventory(target=None, prefix=None):
+    """
+    Every archive the off-site store holds under the prefix, listed with
+    this minion's READ-ONLY identity (pillar ``snap:verify:target``, as for
+    the audit; run it on the drill minion, never the backup server): key,
+    when the store says it landed, snapshots per server from its locked
+    manifest, and what is broken (object missing, size differs).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt drill1 snap.offsite_inventory
+    """
+    from snap_core import crosscheck
+
+    cfg = settings().get("verify") or {}
+    target = target or cfg.get("target") or {}
+    if not target:
+        raise SaltInvocationError("no off-site target to list: pillar snap:verify:target (read-only identity)")
+    store = _core(snap_core.ArchiveStore, target)
+    return _core(crosscheck.offsite_inventory, store, prefix or cfg.get("prefix") or "snap/")
 
 
 def backup_view():

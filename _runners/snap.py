@@ -12,7 +12,7 @@ import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (1, 0)
+NEEDS_CORE_API = (1, 1)
 
 try:
     from snap_core import fleet as snap_fleet
@@ -139,15 +139,39 @@ def _valid_schedule(value):
     return {"minute": minute, "second": second, "hours": hours}
 
 
-def status(now=None, tgt=None, timeout=15):
+def _offsite_reader(backup, offsite):
+    """The minion that lists off-site with a read-only identity: ``offsite``,
+    else pillar ``snap:verify:minion`` of the backup server; never the backup
+    server itself. (None, why) when there is none."""
+    if offsite is False or offsite == "":
+        return None, "not read (offsite=False)"
+    if not offsite:
+        pillar = __salt__["pillar.show_pillar"](minion=backup) or {}
+        verify = (pillar.get("snap") or {}).get("verify") or {}
+        offsite = verify.get("minion") if verify.get("target") else None
+    if not offsite:
+        return None, "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)"
+    if offsite == backup:
+        return None, f"not read: {offsite} is the backup server, whose word is what is being checked"
+    return offsite, None
+
+
+def status(now=None, tgt=None, timeout=15, offsite=None):
     """
-    The fleet's backup status, from the backup server's own records: for
-    every server the master knows, its schedule, last complete push, age,
-    missed slots and state (OK / LATE / MISSING / FAILED / NEVER), and the
-    last archive with its retain-until. Servers that never pushed show up.
-    The return code is non-zero when anything is not OK, so cron or a monitor
-    can use it directly. Table output by default; ``--out=json`` or
-    ``--out=yaml`` for machines.
+    The fleet's backup status: for every server the master knows, its
+    schedule, last complete push, age, missed slots and state (OK / LATE /
+    MISSING / FAILED / NEVER / SUSPECT), and the last archive with its
+    retain-until. Servers that never pushed show up. The return code is
+    non-zero when anything is not OK, so cron or a monitor can use it
+    directly. Table output by default; ``--out=json`` or ``--out=yaml`` for
+    machines.
+
+    The backup server's receipts give the verdict; two sources it cannot
+    touch check them: each server's own push records (asked directly, else
+    from the mine) and the off-site listing, read with the read-only identity
+    of the drill minion. Any disagreement makes the server or the archive
+    SUSPECT, fires ``snap/status/suspect`` on the master's event bus (the
+    example reactor alerts on it) and is named in the note.
 
     now
         Judge as of this time (unix seconds); default: now.
@@ -156,22 +180,31 @@ def status(now=None, tgt=None, timeout=15):
         The backup server's minion id (default: the minion that publishes
         ``snap.hostkey`` in the mine).
 
+    offsite
+        The minion that lists off-site (default: pillar ``snap:verify:minion``
+        of the backup server); ``offsite=False`` skips that source.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run snap.status
         salt-run snap.status --out=json
+        salt-run snap.status offsite=drill1
     """
+    import time
+
     import salt.client
 
-    from snap_core import fleetstatus
+    from snap_core import crosscheck, fleetstatus
 
     tgt = tgt or _backup_server()
+    reader, offsite_note = _offsite_reader(tgt, offsite)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
         minions = [m for m in _accepted_minions() if m != tgt]
-        records = client.cmd(minions, "snap.last_push", tgt_type="list", timeout=timeout) if minions else {}
+        records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
+        listing = client.cmd(reader, "snap.offsite_inventory", timeout=max(int(timeout), 120)) if reader else {}
     if tgt not in view or not isinstance(view[tgt], dict):
         return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
     view = view[tgt]
@@ -179,18 +212,38 @@ def status(now=None, tgt=None, timeout=15):
     minions = [m for m in minions if m not in excluded]
     mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
     schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
-    clients = {m: records[m] for m in minions if m in records and not isinstance(records[m], str)}
+    # Each server's own records: its answer now, else what it last put in the mine.
+    published = __salt__["mine.get"]("*", "snap.push_history")
+    own = {}
+    for m in minions:
+        answer = records.get(m)
+        own[m] = answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
+    clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
     thresholds = {k: v for k, v in (view.get("status") or {}).items() if k in ("grace_seconds", "missing_after", "timezone")}
+    at = float(now) if now is not None else time.time()
     table = fleetstatus.build(
         minions,
         {m: s for m, s in schedules.items() if s},
         view["servers"],
         clients,
         view.get("archive"),
-        now=float(now) if now is not None else None,
+        now=at,
         thresholds=thresholds or None,
         archive_expected=view.get("archive_expected", False),
     )
+    inventory = None
+    if reader:
+        inventory = listing.get(reader)
+        if not isinstance(inventory, list):
+            offsite_note = f"not read: {reader} answered {inventory!r}"
+            inventory = None
+            table["ok"] = False  # a configured source that cannot be read cannot vouch
+        else:
+            offsite_note = f"read by {reader}: {len(inventory)} archives"
+    result = crosscheck.check(minions, view["servers"], own, view.get("archive"), inventory, at)
+    for event in crosscheck.mark(table, result, offsite_note):
+        log.warning("snap status: %s is SUSPECT: %s", event["subject"], "; ".join(event["findings"]))
+        __salt__["event.send"](crosscheck.EVENT_TAG, event)
     # salt-run exits with the "retcode" of the returned mapping.
     table["retcode"] = 0 if table["ok"] else 1
     return table

@@ -19,12 +19,15 @@
 
 # Publish keys through the Salt mine: every server its own snap public key,
 # the backup server its SSH host key (servers pin it; no trust on first use).
-# Whoever reads them validates them again.
+# Whoever reads them validates them again. Servers also publish their own
+# push records: salt-run snap.status checks the backup server's receipts
+# against them (the backup server cannot write another minion's mine data).
 mine_functions:
 {%- if grains["id"] == backup_server %}
   snap.hostkey: []
 {%- else %}
   snap.pubkey: []
+  snap.push_history: []
 {%- endif %}
 
 # Turn snap's run records (pushes, rotations, archives) into Salt events

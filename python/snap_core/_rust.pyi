@@ -116,6 +116,12 @@ def assess_status(schedule: str, observed: str, now: float | None = None, thresh
     """Judge one server (JSON texts): {state: OK|LATE|MISSING|FAILED|NEVER, missed_slots,
     age_seconds, last_due_slot, next_slot, note}. ``now`` is unix seconds (default: now)."""
 
+def crosscheck_status(sources: str) -> dict:
+    """Cross-check the three sources of status (JSON text: {now, skew_seconds, servers: {id:
+    {own: [{run_id, started, finished, result}] | None, received: {run_id, started} | None}},
+    archive: {result, key, finished} | None, offsite: [{key, landed, created, servers: {id:
+    snapshots}, error}] | None}): {findings: [{server, sources, message}], compared: [...]}."""
+
 # --- pack ---
 
 @type_check_only

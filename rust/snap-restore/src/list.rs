@@ -1,6 +1,7 @@
 //! Archives as their manifests describe them, with what off-site says now
 //! (storage class, lock, retrieval state).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,6 +77,11 @@ pub struct ArchiveListing {
     pub backup_server: Option<String>,
     pub servers: Vec<String>,
     pub snapshots: Vec<String>,
+    /// How many snapshots hold each server (from the manifest).
+    pub server_snapshots: BTreeMap<String, u32>,
+    /// When the store says the archive object landed (its LastModified: the
+    /// store's clock, not the backup server's).
+    pub landed: Option<String>,
     pub size: Option<u64>,
     pub plaintext_size: Option<u64>,
     pub recipients: Vec<String>,
@@ -105,6 +111,10 @@ pub fn list_archives(
     head: bool,
 ) -> Result<Vec<ArchiveListing>> {
     let objects = target.list(prefix)?;
+    let landed: BTreeMap<&str, SystemTime> = objects
+        .iter()
+        .filter_map(|o| o.last_modified.map(|t| (o.key.as_str(), t)))
+        .collect();
     let mut out = Vec::new();
     for obj in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
         let akey = obj.key.trim_end_matches(MANIFEST_SUFFIX).to_string();
@@ -116,6 +126,8 @@ pub fn list_archives(
             backup_server: None,
             servers: Vec::new(),
             snapshots: Vec::new(),
+            server_snapshots: BTreeMap::new(),
+            landed: landed.get(akey.as_str()).copied().map(rfc3339),
             size: None,
             plaintext_size: None,
             recipients: Vec::new(),
@@ -133,6 +145,11 @@ pub fn list_archives(
                 row.backup_server = Some(m.backup_server.clone());
                 row.servers = m.servers.clone();
                 row.snapshots = m.snapshots.iter().map(|s| s.name.clone()).collect();
+                for snapshot in &m.snapshots {
+                    for server in &snapshot.servers {
+                        *row.server_snapshots.entry(server.clone()).or_default() += 1;
+                    }
+                }
                 row.size = Some(m.archive.size);
                 row.plaintext_size = Some(m.plaintext.size);
                 row.recipients = m.recipients.iter().map(|r| r.fingerprint.clone()).collect();
