@@ -277,18 +277,18 @@ fn archive_vs_offsite(
                 )),
                 Some(_) => {}
             }
-            if let Some(n) = newest.filter(|n| n.key != key) {
-                if n.landed.is_some_and(|l| l > c.finished + skew) {
-                    out.push(finding(
-                        None,
-                        &["backup server", "off-site"],
-                        format!(
-                            "off-site holds archive {newest_text}, newer than the last archive the backup server \
-                             reports ({key}, {}): its record was lost or rewritten",
-                            at(c.finished)
-                        ),
-                    ));
-                }
+            let newer =
+                newest.filter(|n| n.key != key && n.landed.is_some_and(|l| l > c.finished + skew));
+            if newer.is_some() {
+                out.push(finding(
+                    None,
+                    &["backup server", "off-site"],
+                    format!(
+                        "off-site holds archive {newest_text}, newer than the last archive the backup server \
+                         reports ({key}, {}): its record was lost or rewritten",
+                        at(c.finished)
+                    ),
+                ));
             }
         }
         Some(_) => {} // the last run failed: objects may have landed all the same
