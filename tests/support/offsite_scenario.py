@@ -65,10 +65,14 @@ def _session(keys):
 def _outcome(call) -> str:
     from botocore.exceptions import ClientError
 
+    from snap_core import errors
+
     try:
         out = call()
     except ClientError as exc:
         return f"refused ({exc.response['Error'].get('Code') or exc.response['ResponseMetadata']['HTTPStatusCode']})"
+    except errors.Error as exc:  # snap's own upload
+        return f"refused ({type(exc).__name__})"
     if isinstance(out, dict) and out.get("Errors") and not out.get("Deleted"):
         return f"refused ({out['Errors'][0].get('Code')})"
     return "allowed"
@@ -80,7 +84,7 @@ def _snap(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def run(server: Server, work: pathlib.Path) -> dict:
-    from snap_core import provision
+    from snap_core import OffsiteTarget, provision
     from tests.support.gpg import GnuPG
     from tests.support.history import make_history
     from tests.support.treegen import describe
@@ -180,6 +184,9 @@ def run(server: Server, work: pathlib.Path) -> dict:
             Bucket=bucket, Key=key, Body=b"replacement", ObjectLockMode="COMPLIANCE",
             ObjectLockRetainUntilDate=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=92),
             ChecksumAlgorithm="SHA256"),
+        # What snap itself sends (If-None-Match: *, lock headers) to a key that exists.
+        "put-only: snap's own upload over the archive's key (If-None-Match: *)": lambda: OffsiteTarget(
+            putonly).put_bytes(b"replacement", key, storage_class="STANDARD", retain_days=91),
         "admin: DeleteObject of the locked archive version": lambda: admin.delete_object(
             Bucket=bucket, Key=key, VersionId=version),
         "admin: DeleteObjects of the locked versions": lambda: admin.delete_objects(
