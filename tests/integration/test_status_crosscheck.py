@@ -118,8 +118,8 @@ def test_forged_receipts_of_a_push_web1_never_made(site, event_listener):
     assert code != 0
     matched = event_listener.wait_for_events([(fleet.master.id, "snap/status/suspect")], after_time=start, timeout=30)
     assert matched.found_all_events, "no snap/status/suspect event on the master's bus"
-    event = next(iter(matched.matches))
-    assert event.data["subject"] == "web1" and "server" in event.data["sources"], event.data
+    events = [e.data for e in matched.matches]
+    assert any(e["subject"] == "web1" and "server" in e["sources"] for e in events), events
     deadline = time.monotonic() + 60
     while not [p for p in fleet.alerts.glob("snap_status_suspect-*.json") if p.stat().st_mtime >= start]:
         assert time.monotonic() < deadline, f"no alert filed: {sorted(p.name for p in fleet.alerts.iterdir())}"

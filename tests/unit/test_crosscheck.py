@@ -38,7 +38,9 @@ def test_a_forged_receipt_marks_the_server_suspect_and_names_it():
     row = table["servers"][0]
     assert row["state"] == "SUSPECT" and "forged" in row["note"], row
     assert table["ok"] is False and table["crosscheck"]["offsite"] == "not read: test"
-    assert events == [{"subject": "web1", "sources": ["backup server", "server"], "findings": [result["findings"][0]["message"]]}]
+    assert events == [
+        {"subject": "web1", "sources": ["backup server", "server"], "findings": [result["findings"][0]["message"]]}
+    ]
 
 
 def test_an_archive_record_off_site_does_not_hold_marks_the_archive():

@@ -347,7 +347,9 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
             )
         for arn in admins + readers:
             if not isinstance(arn, str) or not _USER_ARN_RE.match(arn):
-                raise ProvisionError(f"snap:offsite:admins/readers: {arn!r} is not an RGW user ARN (arn:aws:iam:::user/NAME)")
+                raise ProvisionError(
+                    f"snap:offsite:admins/readers: {arn!r} is not an RGW user ARN (arn:aws:iam:::user/NAME)"
+                )
         admins_to_check = []
     else:
         admins_to_check = admins
