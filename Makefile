@@ -17,11 +17,14 @@ DIST := dist
 # The master serves the wheel to the fleet from the salt file tree (state snap.core).
 SALT_DIST := salt/snap/files/dist
 
-# System packages the project and its tests use (Debian names).
+# System packages the project and its tests use (Debian names). radosgw,
+# ceph-mon and ceph-osd: a one-node Ceph RADOS Gateway, the real S3 server
+# the off-site tests run against (tests/support/ceph.py; ~70 MB download).
 APT_PACKAGES := rsync rsnapshot openssh-server openssh-client cron \
 	squashfs-tools squashfs-tools-ng libsquashfs-dev libclang-dev clang pkg-config \
 	gnupg acl attr util-linux procps time iproute2 \
-	python3-venv python3-dev gcc make
+	python3-venv python3-dev gcc make \
+	radosgw ceph-mon ceph-osd
 
 CORE_SOURCES := $(shell find rust python -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' -o -name 'build.rs' -o -name '*.h' \) 2>/dev/null) \
 	$(wildcard _modules/*.py _states/*.py _runners/*.py _pillar/*.py _beacons/*.py) \

@@ -33,7 +33,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 1)
+NEEDS_CORE_API = (2, 2)
 
 try:
     import snap_core
@@ -833,6 +833,51 @@ def last_push():
         raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
 
 
+def push_history(limit=21):
+    """
+    This server's own record of its newest pushes (run id, start, end,
+    result, error), oldest first, from ``push.jsonl``. ``salt-run
+    snap.status`` compares it with the backup server's receipts and the
+    off-site archives: the backup server cannot write it. Publish it through
+    the mine too (``mine_functions: {snap.push_history: []}``) so the master
+    has it when the server does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' snap.push_history
+        salt '*' mine.get '*' snap.push_history
+    """
+    from snap_core import crosscheck
+
+    return _core(crosscheck.read_push_history, settings()["client"]["state_dir"], int(limit))
+
+
+def offsite_inventory(target=None, prefix=None):
+    """
+    Every archive the off-site store holds under the prefix, listed with
+    this minion's READ-ONLY identity (pillar ``snap:verify:target``, as for
+    the audit; run it on the drill minion, never the backup server): key,
+    when the store says it landed, snapshots per server from its locked
+    manifest, and what is broken (object missing, size differs).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt drill1 snap.offsite_inventory
+    """
+    from snap_core import crosscheck
+
+    cfg = settings().get("verify") or {}
+    target = target or cfg.get("target") or {}
+    if not target:
+        raise SaltInvocationError("no off-site target to list: pillar snap:verify:target (read-only identity)")
+    store = _core(snap_core.ArchiveStore, target)
+    return _core(crosscheck.offsite_inventory, store, prefix or cfg.get("prefix") or "snap/")
+
+
 def backup_view():
     """
     The backup server's own view of every server: the last push it received
@@ -1048,24 +1093,35 @@ def restore_receive(transfer, offset, data):
         return handle.tell()
 
 
-def restore_apply(transfer, packed, sha256, to="/", overwrite=False):
+def restore_apply(transfer, packed, sha256, server=None, path=None, to="/", overwrite=False, special=False):
     """
     Server: open a received restore with this server's own snap key, check
     it, and extract it into ``to`` (default ``/``: back in place). Existing
     files are only replaced with ``overwrite=True``; otherwise a conflict
     fails the restore before anything moves. The transfer is removed.
 
+    ``server`` and ``path`` are what the operator asked for (the runner
+    passes them itself, not through the backup server): the destination is
+    rebuilt from them, and the backup server's description of the pick
+    (``packed``) must agree. Anything in the image outside that path, a
+    whole server when ``/`` was not asked, a parent that is a symlink on
+    this server: refused, nothing restored. Device nodes, set-id files and
+    file capabilities need ``special=True`` unless ``path`` is ``/``.
+
     CLI Example:
 
     .. code-block:: bash
 
-        salt db1 snap.restore_apply 0f3c... '<packed>' <sha256> to=/srv/restored
+        salt db1 snap.restore_apply 0f3c... '<packed>' <sha256> server=db1 path=/etc/nginx to=/srv/restored
     """
+    if not server or not isinstance(server, str) or path is None:
+        raise SaltInvocationError("restore_apply needs server= and path= (what the operator asked for)")
     work = _transfer_dir(transfer)
     try:
         image = os.path.join(work, "pick.sqfs")
         _core(snap_core.open_sealed, os.path.join(work, "pick.sqfs.age"), image, settings()["client"]["key"], sha256=sha256)
-        return _core(snap_core.extract_history_pick, image, packed, to, overwrite=bool(overwrite))
+        return _core(snap_core.extract_history_pick, image, packed, to, server, os.fsencode(path),
+                     overwrite=bool(overwrite), special=bool(special))  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

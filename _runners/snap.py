@@ -12,7 +12,7 @@ import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 1)
+NEEDS_CORE_API = (2, 2)
 
 try:
     from snap_core import fleet as snap_fleet
@@ -139,15 +139,39 @@ def _valid_schedule(value):
     return {"minute": minute, "second": second, "hours": hours}
 
 
-def status(now=None, tgt=None, timeout=15):
+def _offsite_reader(backup, offsite):
+    """The minion that lists off-site with a read-only identity: ``offsite``,
+    else pillar ``snap:verify:minion`` of the backup server; never the backup
+    server itself. (None, why) when there is none."""
+    if offsite is False or offsite == "":
+        return None, "not read (offsite=False)"
+    if not offsite:
+        pillar = __salt__["pillar.show_pillar"](minion=backup) or {}
+        verify = (pillar.get("snap") or {}).get("verify") or {}
+        offsite = verify.get("minion") if verify.get("target") else None
+    if not offsite:
+        return None, "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)"
+    if offsite == backup:
+        return None, f"not read: {offsite} is the backup server, whose word is what is being checked"
+    return offsite, None
+
+
+def status(now=None, tgt=None, timeout=15, offsite=None):
     """
-    The fleet's backup status, from the backup server's own records: for
-    every server the master knows, its schedule, last complete push, age,
-    missed slots and state (OK / LATE / MISSING / FAILED / NEVER), and the
-    last archive with its retain-until. Servers that never pushed show up.
-    The return code is non-zero when anything is not OK, so cron or a monitor
-    can use it directly. Table output by default; ``--out=json`` or
-    ``--out=yaml`` for machines.
+    The fleet's backup status: for every server the master knows, its
+    schedule, last complete push, age, missed slots and state (OK / LATE /
+    MISSING / FAILED / NEVER / SUSPECT), and the last archive with its
+    retain-until. Servers that never pushed show up. The return code is
+    non-zero when anything is not OK, so cron or a monitor can use it
+    directly. Table output by default; ``--out=json`` or ``--out=yaml`` for
+    machines.
+
+    The backup server's receipts give the verdict; two sources it cannot
+    touch check them: each server's own push records (asked directly, else
+    from the mine) and the off-site listing, read with the read-only identity
+    of the drill minion. Any disagreement makes the server or the archive
+    SUSPECT, fires ``snap/status/suspect`` on the master's event bus (the
+    example reactor alerts on it) and is named in the note.
 
     now
         Judge as of this time (unix seconds); default: now.
@@ -156,22 +180,31 @@ def status(now=None, tgt=None, timeout=15):
         The backup server's minion id (default: the minion that publishes
         ``snap.hostkey`` in the mine).
 
+    offsite
+        The minion that lists off-site (default: pillar ``snap:verify:minion``
+        of the backup server); ``offsite=False`` skips that source.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run snap.status
         salt-run snap.status --out=json
+        salt-run snap.status offsite=drill1
     """
+    import time
+
     import salt.client
 
-    from snap_core import fleetstatus
+    from snap_core import crosscheck, fleetstatus
 
     tgt = tgt or _backup_server()
+    reader, offsite_note = _offsite_reader(tgt, offsite)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
         minions = [m for m in _accepted_minions() if m != tgt]
-        records = client.cmd(minions, "snap.last_push", tgt_type="list", timeout=timeout) if minions else {}
+        records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
+        listing = client.cmd(reader, "snap.offsite_inventory", timeout=max(int(timeout), 120)) if reader else {}
     if tgt not in view or not isinstance(view[tgt], dict):
         return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
     view = view[tgt]
@@ -179,18 +212,38 @@ def status(now=None, tgt=None, timeout=15):
     minions = [m for m in minions if m not in excluded]
     mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
     schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
-    clients = {m: records[m] for m in minions if m in records and not isinstance(records[m], str)}
+    # Each server's own records: its answer now, else what it last put in the mine.
+    published = __salt__["mine.get"]("*", "snap.push_history")
+    own = {}
+    for m in minions:
+        answer = records.get(m)
+        own[m] = answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
+    clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
     thresholds = {k: v for k, v in (view.get("status") or {}).items() if k in ("grace_seconds", "missing_after", "timezone")}
+    at = float(now) if now is not None else time.time()
     table = fleetstatus.build(
         minions,
         {m: s for m, s in schedules.items() if s},
         view["servers"],
         clients,
         view.get("archive"),
-        now=float(now) if now is not None else None,
+        now=at,
         thresholds=thresholds or None,
         archive_expected=view.get("archive_expected", False),
     )
+    inventory = None
+    if reader:
+        inventory = listing.get(reader)
+        if not isinstance(inventory, list):
+            offsite_note = f"not read: {reader} answered {inventory!r}"
+            inventory = None
+            table["ok"] = False  # a configured source that cannot be read cannot vouch
+        else:
+            offsite_note = f"read by {reader}: {len(inventory)} archives"
+    result = crosscheck.check(minions, view["servers"], own, view.get("archive"), inventory, at)
+    for event in crosscheck.mark(table, result, offsite_note):
+        log.warning("snap status: %s is SUSPECT: %s", event["subject"], "; ".join(event["findings"]))
+        __salt__["event.send"](crosscheck.EVENT_TAG, event)
     # salt-run exits with the "retcode" of the returned mapping.
     table["retcode"] = 0 if table["ok"] else 1
     return table
@@ -239,7 +292,12 @@ def _offsite_settings(minion=None, pillar=None):
     settings = {}
     if pillar is None or minion is not None:
         compiled = __salt__["pillar.show_pillar"](minion=minion) if minion else __salt__["pillar.show_pillar"]()
-        settings = dict(((compiled or {}).get("snap") or {}).get("offsite") or {})
+        snap = (compiled or {}).get("snap") or {}
+        settings = dict(snap.get("offsite") or {})
+        # The cap on retention leaves room for incremental chains (docs/OFFSITE.md).
+        chain_age = ((snap.get("archive") or {}).get("chain") or {}).get("max_age_days")
+        if chain_age is not None and settings:
+            settings.setdefault("chain_max_age_days", chain_age)
     if pillar:
         if not isinstance(pillar, dict):
             raise SaltInvocationError("pillar= must be a dict")
@@ -360,7 +418,8 @@ def _one(client, tgt, fun, arg=(), kwarg=None, timeout=3600):
     return answer.get("ret")
 
 
-def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, chunk_size=512 << 10, timeout=3600):
+def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, special=False, chunk_size=512 << 10,
+            timeout=3600):  # fmt: skip
     """
     Put a file, a directory or a whole server (``path=/``) from the backup
     server's history back onto the server ``tgt`` (or into the directory
@@ -372,7 +431,12 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
        publishes to ``tgt`` (size limit: pillar ``snap:restore:max_bytes``,
        256 MiB by default);
     3. ``tgt`` checks the sha256, opens it with its key and extracts it with
-       the owners, modes, devices, ACLs and xattrs it had.
+       the owners, modes, devices, ACLs and xattrs it had — where ``server``
+       and ``path`` say, which this runner hands to ``tgt`` itself: the
+       backup server's description of the pick is checked against them,
+       never trusted (a compromised backup server cannot place files
+       outside ``path``, restore a whole server unless ``/`` was asked, or
+       make ``tgt`` follow a symlink out of the destination).
 
     The backup server never gets a login or a key on the server. Existing
     files are replaced only with ``overwrite=True``; otherwise any conflict
@@ -380,6 +444,11 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
 
     server
         Whose data (default: ``tgt`` itself).
+
+    special
+        Allow device nodes, set-uid/set-gid files and file capabilities in
+        the pick (always allowed for ``/``). Without it they are refused:
+        planted in ``/etc/nginx`` they would be a way to root.
 
     CLI Example:
 
@@ -406,8 +475,10 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
                 if have <= offset:
                     raise salt.exceptions.CommandExecutionError(f"{tgt} did not take the chunk at {offset}")
                 offset = have
+            # What was asked goes to tgt from here, not through the backup server.
+            asked = {"server": server, "path": path, "to": to, "overwrite": overwrite, "special": bool(special)}
             result = _one(client, tgt, "snap.restore_apply", [transfer, packed["packed"], packed["sha256"]],
-                          {"to": to, "overwrite": overwrite}, timeout)  # fmt: skip
+                          asked, timeout)  # fmt: skip
         except Exception:
             try:
                 client.cmd(tgt, "snap.restore_discard", arg=[transfer], timeout=60)

@@ -17,7 +17,7 @@ import os
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 1)
+NEEDS_CORE_API = (2, 2)
 
 try:
     from snap_core import provision as snap_provision
@@ -459,6 +459,9 @@ def offsite_present(name, **settings):
         return _missing(name)
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     offsite = dict(__salt__["pillar.get"]("snap:offsite", {}) or {})
+    chain_age = __salt__["pillar.get"]("snap:archive:chain:max_age_days", None)
+    if chain_age is not None:
+        offsite.setdefault("chain_max_age_days", chain_age)
     offsite.update(settings)
     key = "vault" if str(offsite.get("kind", "s3")).lower() in ("glacier", "glacier-vault", "vault") and offsite.get("vault") else "bucket"
     if offsite.get(key) and offsite[key] != name:

@@ -19,12 +19,15 @@
 
 # Publish keys through the Salt mine: every server its own snap public key,
 # the backup server its SSH host key (servers pin it; no trust on first use).
-# Whoever reads them validates them again.
+# Whoever reads them validates them again. Servers also publish their own
+# push records: salt-run snap.status checks the backup server's receipts
+# against them (the backup server cannot write another minion's mine data).
 mine_functions:
 {%- if grains["id"] == backup_server %}
   snap.hostkey: []
 {%- else %}
   snap.pubkey: []
+  snap.push_history: []
 {%- endif %}
 
 # Turn snap's run records (pushes, rotations, archives) into Salt events
@@ -158,9 +161,13 @@ snap:
     #   credentials_file: /root/.aws/credentials
     #   kind: glacier                    # for an existing Glacier vault:
     #   vault: example-vault             #   vault instead of bucket
+    #   endpoint_url: https://rgw.example.com   # an S3-compatible server (Ceph RGW, MinIO): path-style
     prefix: null            # object key prefix; default snap/<backup server id>
-    storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore)
+    storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore); STANDARD on Ceph RGW/MinIO
     retain_days: 90         # COMPLIANCE retention; never less than 90
+    chain:
+      max_age_days: 90      # incremental chains restart after this; the off-site retention cap is
+                            # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
     servers: null           # only these minion ids; null: the whole history
     pack:
       compressor: zstd

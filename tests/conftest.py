@@ -55,3 +55,13 @@ def salt_factories_root():
 def salt_factories_config(salt_factories_root):
     # Stop daemons at once instead of waiting on a slow SIGTERM (FIELD-NOTES: halves teardown).
     return {"slow_stop": False, "root_dir": salt_factories_root}
+
+
+@pytest.fixture(scope="session")
+def ceph():
+    """A real Ceph RADOS Gateway on 127.0.0.1 for the whole run (tests/support/ceph.py):
+    started once (about 10 s, 140 MB), stopped and removed at the end."""
+    from tests.support.ceph import Ceph
+
+    with Ceph() as server:
+        yield server

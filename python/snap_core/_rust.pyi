@@ -118,6 +118,12 @@ def assess_status(schedule: str, observed: str, now: float | None = None, thresh
     """Judge one server (JSON texts): {state: OK|LATE|MISSING|FAILED|NEVER, missed_slots,
     age_seconds, last_due_slot, next_slot, note}. ``now`` is unix seconds (default: now)."""
 
+def crosscheck_status(sources: str) -> dict:
+    """Cross-check the three sources of status (JSON text: {now, skew_seconds, servers: {id:
+    {own: [{run_id, started, finished, result}] | None, received: {run_id, started} | None}},
+    archive: {result, key, finished} | None, offsite: [{key, landed, created, servers: {id:
+    snapshots}, error}] | None}): {findings: [{server, sources, message}], compared: [...]}."""
+
 # --- pack ---
 
 @type_check_only
@@ -400,6 +406,28 @@ class UploadResult(TypedDict):
     part_size: int
     retain_until: float | None  # unix seconds (None for vaults)
     storage_class: str | None
+    lock: LockCheck | None  # the lock as read back (None for vaults)
+
+@type_check_only
+class LockRetention(TypedDict):
+    mode: str | None  # "COMPLIANCE", "GOVERNANCE" or None (no lock)
+    retain_until: str | None  # RFC 3339
+
+@type_check_only
+class LockCheck(TypedDict):
+    object: str
+    key: str
+    version_id: str | None
+    wanted_until: str  # RFC 3339: COMPLIANCE until at least this was asked for
+    found: LockRetention  # what the server held when first asked
+    now: LockRetention  # what it holds now (after a repair)
+    status: str  # "held" | "repaired"
+    detail: str
+
+@type_check_only
+class Retention(TypedDict):
+    mode: str | None
+    retain_until: float | None  # unix seconds
 
 @type_check_only
 class RetrievalInfo(TypedDict):
@@ -472,6 +500,8 @@ class OffsiteTarget:
         content_type: str | None = None,
     ) -> UploadResult: ...
     def head(self, key: str) -> ObjectInfo: ...
+    def retention(self, key: str, version_id: str | None = None) -> Retention:
+        """The lock of key (at version_id) as the server holds it now (GetObjectRetention)."""
     def list(self, prefix: str) -> list[ListEntry]: ...
     def list_incomplete(self, prefix: str) -> builtins.list[IncompleteUpload]: ...
     def abort_stale(self, prefix: str, min_age: float = 0.0) -> builtins.list[IncompleteUpload]: ...
@@ -553,8 +583,11 @@ def restore_from_history(history: _Path, snapshot: str, server: str, dest: _Path
 def pack_history_pick(history: _Path, snapshot: str, server: str, image: _Path, path: _Path | None = None) -> dict:
     """A pick of history packed into a new image; returns the PackedPick (what extract_history_pick needs)."""
 
-def extract_history_pick(image: _Path, packed: dict, dest: _Path, overwrite: bool = False,
-                         progress: _Progress = None) -> dict: ...
+def extract_history_pick(image: _Path, packed: dict, dest: _Path, server: str, path: _Path, overwrite: bool = False,
+                         special: bool = False, progress: _Progress = None) -> dict:
+    """Extract a packed pick into dest (the server's /) where server and path (what was asked) say;
+    packed (the backup server's description) must agree. special: allow devices and set-id files."""
+
 def seal_for_server(src: _Path, dst: _Path, recipient: str) -> dict:
     """Seal src for the holder of an ssh-ed25519 key (age); returns {size, sha256}."""
 

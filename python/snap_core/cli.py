@@ -244,6 +244,10 @@ def cmd_encrypt(args):
 )
 def cmd_archive(args):
     rec = snap_core.archive_run(args.config, progress=None if args.quiet else progress_printer())
+    locks = rec.get("locks") or []
+    for lock in locks:  # a lock the server dropped and snap set again: always said
+        if lock["status"] != "held":
+            print(f"lock {lock['status']}: {lock['detail']}", file=sys.stderr)
     if args.json:
         return rec
     for stale in rec["aborted_stale"]:
@@ -263,6 +267,10 @@ def cmd_archive(args):
         "sha256": archive["sha256"],
         "retain until": archive["retain_until"],
         "storage class": archive["storage_class"],
+        "locks read back": ", ".join(
+            f"{'manifest' if lock['key'].endswith('.manifest.json') else 'archive'} {lock['status']} ({lock['now']})"
+            for lock in locks
+        ),
         "servers": ", ".join(manifest["servers"]),
         "snapshots": len(manifest["snapshots"]),
         "recipients": ", ".join(r["fingerprint"] for r in manifest["recipients"]),

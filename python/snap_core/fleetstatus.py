@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from snap_core import _rust
 
-NOT_OK = ("LATE", "MISSING", "FAILED", "NEVER")
+NOT_OK = ("LATE", "MISSING", "FAILED", "NEVER", "SUSPECT")
 
 
 def _ts(value) -> str:

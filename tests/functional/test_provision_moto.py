@@ -10,16 +10,19 @@ What moto 5.2.5 cannot judge, and where it is judged instead:
   object GET/PUT/DELETE: the conditional statements are proven by
   ``check_policies`` (tests/unit/test_provision_policies.py) and replayed
   here as a static count;
-- it authorizes PutObjectRetention/PutObjectLegalHold as s3:PutObject, lets
-  COMPLIANCE retention be shortened and does not lock multipart uploads:
-  pinned below as emulator gaps, and checked against LocalStack
-  (test_provision_localstack.py) where a Python >= 3.13 is available;
+- it authorizes PutObjectLegalHold as s3:PutObject, lets COMPLIANCE
+  retention be shortened and does not lock multipart uploads: pinned below
+  as emulator gaps, and checked against LocalStack and Ceph RGW
+  (test_provision_localstack.py, test_provision_ceph.py). GetObjectRetention
+  and the IAM action PutObjectRetention come from tests/support/moto_retention.py;
+- the multipart lock moto drops is what snap's read-back catches: with AWS's
+  default policy (no repair right) the upload fails naming the object; with
+  ``retention_repair`` snap sets the lock and says so;
 - it ignores IAM condition keys, so ListBucket outside the prefix is allowed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -216,11 +219,23 @@ def test_provision_then_put_only_identity_uploads_and_every_forbidden_call_is_re
     s3.put_object(Bucket=bucket, Key="other/secret", Body=b"x", ObjectLockMode="COMPLIANCE",
                   ObjectLockRetainUntilDate=time.time() + 100 * 86400, ChecksumAlgorithm="SHA256")
 
-    up = target.put_file(big, archive_key)
+    # moto stores the multipart upload without its lock (AWS would not);
+    # this identity may not set it (AWS default, no repair right): the
+    # upload fails loudly naming the object, and an administrator fixes it
+    # with the command the message gives.
+    with pytest.raises(snap_core.IntegrityError) as dropped:
+        target.put_file(big, archive_key)
+    text = str(dropped.value)
+    for needle in (archive_key, "NOT under Object Lock", "no lock", "AccessDenied", "put-object-retention"):
+        assert needle in text, (needle, text)
+    version_id = text.split(" version ")[1].split(" ")[0]
+    s3.put_object_retention(Bucket=bucket, Key=archive_key, VersionId=version_id,
+                            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": time.time() + 91 * 86400})  # fmt: skip
+    up = {"parts": 3, "size": s3.head_object(Bucket=bucket, Key=archive_key)["ContentLength"]}
     assert up["parts"] == 3 and up["size"] == big.stat().st_size
     manifest_key = snap_core.offsite_archive_key(PREFIX, ".json")
     m = target.put_bytes(b'{"archive": "x"}', manifest_key)
-    assert m["version_id"]
+    assert m["version_id"] and m["lock"]["status"] == "held", m["lock"]
     listed = [e["key"] for e in target.list(PREFIX + "/")]
     assert archive_key in listed and manifest_key in listed
     assert target.list_incomplete(PREFIX + "/") == []
@@ -278,6 +293,10 @@ def test_provision_then_put_only_identity_uploads_and_every_forbidden_call_is_re
         ),
         "iam:DeleteUserPolicy (drop its own denies)": lambda: piam.delete_user_policy(UserName=user, PolicyName=provision.IDENTITY_POLICY_NAME),
         "iam:CreateAccessKey for the admin": lambda: piam.create_access_key(UserName="snap-admin"),
+        "PutObjectRetention (extend)": lambda: p.put_object_retention(
+            Bucket=bucket, Key=manifest_key, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": future}),
+        "PutObjectRetention (shorten)": lambda: p.put_object_retention(
+            Bucket=bucket, Key=manifest_key, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": time.time() + 86400}),
     }
     results = {name: refused(call) for name, call in attempts.items()}
     allowed = [name for name, ok in results.items() if not ok]
@@ -287,14 +306,9 @@ def test_provision_then_put_only_identity_uploads_and_every_forbidden_call_is_re
     assert s3.head_bucket(Bucket=bucket)
 
     # moto gaps, pinned: real S3 refuses all of these for this identity (no
-    # s3:PutObjectRetention/PutObjectLegalHold/GetObject; COMPLIANCE cannot
-    # be shortened); moto authorizes retention and legal hold as s3:PutObject
-    # and lets COMPLIANCE be shortened. If moto starts refusing one, move it up.
+    # s3:PutObjectLegalHold/GetObject); moto authorizes legal hold as
+    # s3:PutObject. If moto starts refusing one, move it up.
     gaps = {
-        "PutObjectRetention (extend)": lambda: p.put_object_retention(
-            Bucket=bucket, Key=manifest_key, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": future}),
-        "PutObjectRetention (shorten)": lambda: p.put_object_retention(
-            Bucket=bucket, Key=manifest_key, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": time.time() + 86400}),
         "PutObjectLegalHold": lambda: p.put_object_legal_hold(Bucket=bucket, Key=manifest_key, LegalHold={"Status": "ON"}),
         "CopyObject onto its own key": lambda: p.copy_object(Bucket=bucket, Key=manifest_key, CopySource=f"{bucket}/other/secret"),
         "ListObjectsV2 of the whole bucket": lambda: p.list_objects_v2(Bucket=bucket),
@@ -312,7 +326,7 @@ def test_provision_then_put_only_identity_uploads_and_every_forbidden_call_is_re
         f"{len(gaps)} more that moto cannot judge; {len(statically)} forbidden requests proven statically "
         f"(every one refused, {sum(f.explicit for f in statically)} by an explicit deny)"
     )
-    assert len(results) == 27
+    assert len(results) == 29
 
 
 def test_drift_is_reported_with_a_nonzero_exit_and_provision_repairs_it(moto, tmp_path, capsys, monkeypatch):
@@ -597,3 +611,24 @@ def test_cloudformation_stack_on_moto_is_checked_by_verify_and_completed_by_prov
     out = provision.provision(s, session=moto.admin_session)
     assert out["result"] is True, out["comment"]
     assert provision.verify(s, session=moto.admin_session)["ok"]
+
+
+def test_with_retention_repair_the_lock_moto_drops_is_set_again_and_said_so(moto, put_only_env, tmp_path):
+    """``retention_repair``: the put-only identity may extend a lock (within
+    the bucket policy's bounds, which AWS enforces and moto ignores): the
+    multipart upload moto stores unlocked comes back locked, reported as repaired."""
+    bucket, user = "snap-offsite-repair", "snap-repair"
+    s = settings_for(moto, bucket, user, retention_repair=True)
+    assert provision.provision(s, session=moto.admin_session)["result"] is True
+    admin(moto, "s3").put_bucket_policy(Bucket=bucket, Policy=json.dumps(moto_evaluable(provision.bucket_policy(provision.load_spec(s)))))
+    put_only_env(*user_keys(moto, user))
+    target = snap_core.OffsiteTarget(target_config(moto, bucket))
+    big = tmp_path / "archive.sqfs.gpg"
+    big.write_bytes(os.urandom(6 * MIB))
+    up = target.put_file(big, snap_core.offsite_archive_key(PREFIX, ".sqfs.gpg"))
+    assert up["parts"] == 2 and up["lock"]["status"] == "repaired", up["lock"]
+    assert up["lock"]["found"] == {"mode": None, "retain_until": None}
+    assert up["lock"]["now"]["mode"] == "COMPLIANCE"
+    head = admin(moto, "s3").head_object(Bucket=bucket, Key=up["key"], VersionId=up["version_id"])
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    print(f"\nmoto: {up['lock']['detail']}")

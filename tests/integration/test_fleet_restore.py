@@ -371,3 +371,57 @@ def test_a_dropped_download_is_resumed_by_the_next_run(site, ciphertext, tmp_pat
         assert list(work.iterdir()) == [], "the work directory was not cleaned up"
     finally:
         shutil.rmtree(dest.parent, ignore_errors=True)
+
+
+# -- a compromised backup server, through Salt -------------------------------------------------
+
+
+def test_a_hostile_backup_server_cannot_place_files_through_salt(site, tmp_path, capsys):
+    """What db1's minion runs (snap.restore_receive + snap.restore_apply, the
+    steps of salt-run snap.restore), fed picks a compromised backup server
+    forged and sealed to db1's real key. The asked server and path come from
+    the master; db1 refuses every forgery and writes nothing outside the
+    asked path (rust/snap-restore/tests/hostile.rs tries many more)."""
+    import base64
+
+    import snap_core
+
+    fleet = site["fleet"]
+    pub = fleet.salt("snap.pubkey", tgt="db1")
+    line = pub["line"] if isinstance(pub, dict) else pub
+    dest = tmp_path / "db1-root"
+    (dest / "etc" / "cron.d").mkdir(parents=True)
+    before = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    forged = {
+        "cron.d described as /etc/nginx": ({"cron.d/x": b"* * * * * root evil\n"}, "etc/nginx", "cron.d", ["etc"], False),
+        "a whole-server image for /etc/nginx": ({"db1/etc/cron.d/x": b"* * * * * root evil\n"}, "", "db1", [], True),
+        "parents root/.ssh": ({"authorized_keys": b"ssh-ed25519 AAAA attacker\n"}, "etc/nginx", "authorized_keys",
+                              ["root", ".ssh"], False),
+    }  # fmt: skip
+    refused = []
+    for i, (name, (files, path, root_name, parents, whole)) in enumerate(forged.items()):
+        src = tmp_path / f"forge-{i}"
+        for rel, data in files.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        image, sealed = tmp_path / f"pick-{i}.sqfs", tmp_path / f"pick-{i}.sqfs.age"
+        snap_core.pack(os.fsencode(src), os.fsencode(image), compressor="lz4")
+        info = snap_core.seal_for_server(image, sealed, line)
+        packed = {"pick": {"snapshot": "recent.0", "server": "db1", "path": path}, "root_name": root_name,
+                  "whole_server": whole, "image_size": 0, "files": 1, "bytes": 1,
+                  "parents": [{"name": p, "mode": 0o777, "uid": 0, "gid": 0, "mtime": 0} for p in parents]}  # fmt: skip
+        transfer = f"forged{i}00000000"
+        fleet.salt("snap.restore_receive", transfer, 0, base64.b64encode(sealed.read_bytes()).decode(), tgt="db1")
+        ret = fleet.master.salt_cli(timeout=120).run(
+            "snap.restore_apply", transfer, json.dumps(packed), info["sha256"], "server=db1", "path=/etc/nginx",
+            f"to={dest}", "overwrite=True", minion_tgt="db1",
+        )  # fmt: skip
+        assert ret.returncode != 0, f"{name}: restored"
+        assert "refusing the restore of /etc/nginx of db1" in (ret.stdout + ret.stderr), ret.stdout
+        refused.append(name)
+    after = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert after == before, after
+    area = fleet.root_of("db1") / "var" / "lib" / "snap" / "restore"
+    assert not area.exists() or list(area.iterdir()) == []
+    with capsys.disabled():
+        print(f"\nthrough Salt: {len(refused)} forged picks tried, 0 files written outside the asked path")

@@ -73,7 +73,8 @@ def master_overrides(pillar_root: pathlib.Path, alerts: pathlib.Path, file_root:
         "reactor": [
             {f"salt/beacon/*/snap/{what}": [alert]}
             for what in ("push/failed", "push/skipped", "rotate/failed", "archive/failed")
-        ],
+        ]
+        + [{"snap/status/suspect": [alert]}],
         "snap_alert_command": f'cat > "{alerts}/$(echo "$SNAP_EVENT_TAG" | tr / _)-$(date +%s%N).json"',
     }
 

@@ -34,7 +34,11 @@ def put_only_policy(bucket: str, prefix: str) -> dict:
         "Statement": [
             {
                 "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                # GetObjectRetention and PutObjectRetention: snap reads every
+                # lock back and sets it where the server dropped it (moto does
+                # for multipart uploads); COMPLIANCE can only be extended.
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+                           "s3:GetObjectRetention", "s3:PutObjectRetention"],
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*",
             },
             {

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import urllib.request
 
 from tests.support.helpers import stop_process
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
@@ -52,17 +54,19 @@ def enable_auth(endpoint: str) -> dict:
 
 
 class MotoServer:
-    """``python -m moto.server`` on a free loopback port; :meth:`stop` ends it."""
+    """moto's server (with the Object Lock reads of tests/support/moto_retention.py)
+    on a free loopback port; :meth:`stop` ends it."""
 
     def __init__(self):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="snap-moto-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "tests.support.moto_retention", "-H", "127.0.0.1", "-p", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
+            cwd=REPO,
         )
         deadline = time.monotonic() + 30
         while True:

@@ -42,6 +42,14 @@ VARIANTS = {
     "SSE-KMS, 400 days, DEEP_ARCHIVE after 7 days": base(encryption="aws:kms", kms_key_id=f"arn:aws:kms:eu-central-1:{ACCOUNT}:key/k1",
                                                          retain_days=400, storage_class="DEEP_ARCHIVE", transition_days=7),
     "glacier vault with lock": base(kind="glacier", vault="snap-vault", vault_lock={"enabled": True}),
+    "AWS with retention repair, 180-day chains": base(retention_repair=True, chain_max_age_days=180),
+    "Ceph RGW (bucket policy grants the backup user)": base(provider="ceph", retention_repair=True, endpoint_url="http://127.0.0.1:7480",
+                                                            admins=["arn:aws:iam:::user/snap-admin"]),
+    "Ceph RGW over https, tenant user, a reader": base(provider="ceph", endpoint_url="https://rgw.example.com",
+                                                       admins=["arn:aws:iam::acme:user/snap-admin"],
+                                                       readers=["arn:aws:iam::acme:user/snap-restore"],
+                                                       identity={"name": "snap-backup", "arn": "arn:aws:iam::acme:user/snap-backup"}),
+    "MinIO (identity policy by hand)": base(provider="minio", endpoint_url="https://minio.example.com"),
 }
 
 
@@ -74,10 +82,10 @@ def test_every_forbidden_action_is_denied_and_counted():
     for required in ("DeleteObject", "DeleteObjectVersion", "PutObjectRetention", "PutObjectLegalHold", "BypassGovernanceRetention",
                      "PutBucketObjectLockConfiguration", "PutBucketVersioning", "PutLifecycleConfiguration", "PutBucketPolicy",
                      "DeleteBucketPolicy", "DeleteBucket", "GetObject", "PutObject with GOVERNANCE", "PutObject with 1 day of retention",
-                     "PutObject replacing a key (no If-None-Match)"):
+                     "PutObject replacing a key (no If-None-Match)", "PutObject locked for 188 days, past the cap (lock-bombing)"):
         assert required in names
     print(f"\nbackup identity: {len(outcomes)} forbidden requests refused ({len(explicit)} by explicit deny)")
-    assert len(outcomes) == 29
+    assert len(outcomes) == 30
 
 
 def test_even_an_identity_allowed_everything_cannot_destroy():
@@ -100,7 +108,8 @@ def test_even_an_identity_allowed_everything_cannot_destroy():
         (lambda d: d["bucket_policy"]["Statement"][2]["Condition"].pop("StringNotEquals"), "pipeline's"),
         (lambda d: d["bucket_policy"]["Statement"][3]["Condition"]["NumericLessThan"].update({"s3:object-lock-remaining-retention-days": "1"}),
          "PutObject with 1 day of retention"),
-        (lambda d: d["bucket_policy"]["Statement"][4].update(Condition={"Null": {"s3:if-none-match": "true"}}), "UploadPart"),
+        (lambda d: d["bucket_policy"]["Statement"][5].update(Condition={"Null": {"s3:if-none-match": "true"}}), "UploadPart"),
+        (lambda d: d["bucket_policy"]["Statement"].pop(4), "past the cap (lock-bombing)"),
         (lambda d: d["identity_policy"]["Statement"][0]["Action"].append("s3:GetObject"), "granted s3:GetObject"),
         (lambda d: d["identity_policy"]["Statement"][0].update(Action="s3:*"), "granted s3:*"),
         (lambda d: d["identity_policy"]["Statement"].pop(3), "not explicitly denied"),
@@ -144,7 +153,7 @@ def test_condition_semantics_for_missing_keys():
         (base(retain_days=40000), "above the maximum"),
         (base(noncurrent_expire_days=90), "after the lock ends"),
         (base(expire_days=30), "after the lock ends"),
-        (base(storage_class="STANDARD"), "storage_class"),
+        (base(storage_class="COLD"), "storage_class"),
         (base(bucket="Not_A_Bucket"), "not a valid S3 bucket name"),
         (base(prefix="a/../b"), "prefix"),
         (base(prefix="a*"), "prefix"),
@@ -391,3 +400,69 @@ def test_verify_offsite_with_bad_settings_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["verify-offsite", "--config", str(config)]) == cli.EXIT_USAGE
     assert "at least 90 days" in capsys.readouterr().err
     assert cli.main(["verify-offsite", "--config", str(tmp_path / "missing.json")]) == cli.EXIT_FAIL
+
+
+# -- lock-bombing: the cap on retention ------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["aws", "ceph"])
+def test_no_retention_past_the_cap_but_room_for_a_chain(provider):
+    """retain_days + chain max age + 7: a compromised backup server cannot lock
+    anything longer (PutObject or PutObjectRetention), snap's own requests and
+    an incremental chain's base (retain_days + chain age) still pass."""
+    extra = {} if provider == "aws" else {"endpoint_url": "http://127.0.0.1:7480", "admins": ["arn:aws:iam:::user/a"]}
+    spec = provision.load_spec(base(provider=provider, retention_repair=True, retain_days=100, chain_max_age_days=60,
+                                    **extra))  # fmt: skip
+    assert spec.retention_cap_days == 167
+    docs = provision.documents(spec)
+    me = spec.identity_arn() if provider == "aws" else spec.backup_principal()
+    ident = [docs["identity_policy"]] if "identity_policy" in docs else []
+    key = f"{spec.prefix_arn[:-1]}2026/x.sqfs.gpg"
+
+    def decide(action, days, mode="COMPLIANCE"):
+        ctx = {"s3:object-lock-mode": mode, "s3:object-lock-remaining-retention-days": str(days), "s3:if-none-match": "*"}
+        return provision.evaluate(ident, [docs["bucket_policy"]], me, action, key, ctx)
+
+    for action in ("s3:PutObject", "s3:PutObjectRetention"):
+        assert decide(action, 101) == "allow", action  # what the archive run asks
+        assert decide(action, 160) == "allow", action  # a chain's base: retain_days + chain age
+        assert decide(action, 167) == "allow", action
+        assert decide(action, 168) == "explicit-deny", action  # one day past the cap
+        assert decide(action, 36500) == "explicit-deny", action  # until 2126
+        assert decide(action, 99) == "explicit-deny", action
+        assert decide(action, 120, mode="GOVERNANCE") == "explicit-deny", action
+
+
+def test_the_cap_follows_the_settings_and_the_chain_setting_is_checked():
+    spec = provision.load_spec(base(retain_days=120, chain_max_age_days=30))
+    longer = next(s for s in provision.bucket_policy(spec)["Statement"] if s["Sid"] == "SnapDenyLongerRetention")
+    assert longer["Condition"]["NumericGreaterThan"] == {"s3:object-lock-remaining-retention-days": "157"}
+    # A longer retain_days raises the cap too: that is the operator's change, never a refusal.
+    old = provision.bucket_policy(provision.load_spec(base()))
+    assert provision.policy_weakening(old, provision.bucket_policy(spec)) == []
+    with pytest.raises(provision.ProvisionError, match="chain:max_age_days"):
+        provision.load_spec(base(chain_max_age_days=-1))
+    with pytest.raises(provision.ProvisionError, match="maximum retention"):
+        provision.load_spec(base(retain_days=3600, chain_max_age_days=90))
+
+
+def test_without_repair_the_backup_identity_never_touches_a_retention():
+    spec = provision.load_spec(base())  # AWS: locks are kept as asked, no repair right
+    docs = provision.documents(spec)
+    assert "s3:PutObjectRetention" not in docs["identity_policy"]["Statement"][0]["Action"]
+    assert "s3:GetObjectRetention" in docs["identity_policy"]["Statement"][0]["Action"]
+    denied = next(s for s in docs["bucket_policy"]["Statement"] if s["Sid"] == "SnapDenyObjectDestruction")
+    assert "s3:PutObjectRetention" in denied["Action"]
+    ceph = provision.load_spec(base(provider="ceph", endpoint_url="http://127.0.0.1:7480", admins=["arn:aws:iam:::user/a"]))
+    assert not ceph.retention_repair and ceph.storage_class == "STANDARD"
+    assert provision.lock_configuration(ceph)["Rule"]["DefaultRetention"]["Days"] == 91
+    cdocs = provision.documents(ceph)
+    assert "identity_policy" not in cdocs and "ownership_controls" not in cdocs
+    assert cdocs["public_access_block"] == {"BlockPublicAcls": False, "IgnorePublicAcls": True,
+                                            "BlockPublicPolicy": False, "RestrictPublicBuckets": True}
+    sids = [s["Sid"] for s in cdocs["bucket_policy"]["Statement"]]
+    assert "SnapDenyReplacingObjects" not in sids and "SnapDenyInsecureTransport" not in sids
+    grants = {s["Sid"]: s["Principal"] for s in cdocs["bucket_policy"]["Statement"]}
+    assert grants.pop("SnapAllowAdministrators") == {"AWS": ["arn:aws:iam:::user/a"]}
+    assert all(p == {"AWS": ["arn:aws:iam:::user/snap-backup"]} for p in grants.values()), grants
+    assert [r["ID"] for r in cdocs["lifecycle"]["Rules"]] == ["snap-noncurrent-expiry", "snap-abort-incomplete-uploads"]

@@ -13,8 +13,12 @@
 //!    removed afterwards, also on failure;
 //! 4. encrypt the image straight into the upload (no second plaintext copy,
 //!    no ciphertext on disk), hashing both sides on the way;
-//! 5. put a manifest next to the archive: what is inside, sizes, hashes,
-//!    recipients, retention. It is what restore lists.
+//! 5. read the archive's lock back from the server (and set it where the
+//!    server dropped it, see `snap_offsite::lockcheck`);
+//! 6. put a manifest next to the archive: what is inside, sizes, hashes,
+//!    recipients, the retention as read back. It is what restore lists.
+//!    Its lock is read back the same way. A lock that cannot be established
+//!    fails the run, naming the object: such a run is never called done.
 //!
 //! With `chain.enabled`, a run makes the base or the next link of a chain
 //! instead (see [`chain`]): only what is new is packed and uploaded.
@@ -23,342 +27,34 @@
 //! kept under `state_dir` whether it succeeded or not.
 
 pub mod chain;
+mod config;
 pub mod cost;
+mod manifest;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use snap_core::config::JsonConfig;
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result, lock, record};
-use snap_crypt::{KeySource, Recipient};
 use snap_offsite::{PutOptions, TargetSettings};
-use snap_pack::{Compressor, PackOptions, Selection};
+use snap_pack::{PackOptions, Selection};
+
+pub use config::{ArchiveConfig, PackSettings, RecipientSpec};
+pub use manifest::{
+    ArchiveObject, ArchiveRecord, LockRecord, Manifest, Plaintext, RecipientInfo, SnapshotEntry,
+    StageTime, inventory,
+};
 
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: &str = "snap-archive/1";
 /// Suffix of archive objects and of their manifests.
 pub const ARCHIVE_SUFFIX: &str = ".sqfs.gpg";
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
-
-/// A recipient public key: a file, or armored text (from pillar).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientSpec {
-    pub file: Option<PathBuf>,
-    pub text: Option<String>,
-    /// What to call it in messages (default: the file, or "recipients[i]").
-    pub label: Option<String>,
-}
-
-/// Packing settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PackSettings {
-    pub compressor: String,
-    pub level: Option<u32>,
-    pub block_size: u32,
-    pub threads: Option<usize>,
-}
-
-impl Default for PackSettings {
-    fn default() -> Self {
-        PackSettings {
-            compressor: "zstd".into(),
-            level: None,
-            block_size: 128 * 1024,
-            threads: None,
-        }
-    }
-}
-
-/// The backup server's archive configuration (state `snap.archive_config`
-/// writes it as JSON).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveConfig {
-    /// The backup server's minion id (in keys and the manifest).
-    pub minion_id: String,
-    /// rsnapshot's snapshot root.
-    pub history_dir: PathBuf,
-    /// Only these servers (minion ids) from every snapshot; None: everything.
-    #[serde(default)]
-    pub servers: Option<Vec<String>>,
-    /// Parent of the run's root-only temporary directory (the image lives there).
-    pub work_dir: PathBuf,
-    /// Lock and records (root-only).
-    pub state_dir: PathBuf,
-    pub recipients: Vec<RecipientSpec>,
-    /// Off-site target (see `snap_offsite::TargetSettings`).
-    pub target: serde_json::Value,
-    /// Key prefix (default `snap/<minion_id>`).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default = "d_storage_class")]
-    pub storage_class: String,
-    #[serde(default = "d_manifest_class")]
-    pub manifest_storage_class: String,
-    /// Days of COMPLIANCE retention: at least 90.
-    #[serde(default = "d_retain")]
-    pub retain_days: u32,
-    #[serde(default)]
-    pub pack: PackSettings,
-    /// Incremental archives (pillar `snap:archive:chain`).
-    #[serde(default)]
-    pub chain: chain::ChainSettings,
-    /// USD per GiB-month per storage class, over the list prices.
-    #[serde(default)]
-    pub prices: BTreeMap<String, f64>,
-}
-
-impl JsonConfig for ArchiveConfig {
-    const WHAT: &'static str = "archive configuration";
-
-    /// Everything that can be checked without reading history or keys.
-    fn check(&self) -> Result<()> {
-        snap_core::account::validate_minion_id(&self.minion_id)?;
-        for p in [&self.history_dir, &self.work_dir, &self.state_dir] {
-            if !p.is_absolute() {
-                return Err(Error::invalid_input(format!(
-                    "archive configuration: {} must be an absolute path",
-                    p.display()
-                )));
-            }
-        }
-        if self.work_dir.starts_with(&self.history_dir) {
-            return Err(Error::invalid_input(format!(
-                "archive configuration: work_dir {} must not be inside the history {}",
-                self.work_dir.display(),
-                self.history_dir.display()
-            )));
-        }
-        if self.recipients.is_empty() {
-            return Err(Error::invalid_key(
-                "archive configuration: no recipients; archives are encrypted to at least one public key",
-            ));
-        }
-        for (i, r) in self.recipients.iter().enumerate() {
-            if r.file.is_some() == r.text.is_some() {
-                return Err(Error::invalid_input(format!(
-                    "archive configuration: recipients[{i}] needs exactly one of file or text"
-                )));
-            }
-        }
-        if let Some(servers) = &self.servers {
-            for s in servers {
-                snap_core::account::validate_minion_id(s)?;
-            }
-        }
-        snap_offsite::retain_until(SystemTime::now(), self.retain_days)?;
-        snap_offsite::s3::storage_class(&self.storage_class)?;
-        snap_offsite::s3::storage_class(&self.manifest_storage_class)?;
-        self.compressor()?;
-        self.chain.check(self.retain_days)?;
-        cost::prices(&self.prices)?;
-        TargetSettings::from_value(self.target.clone())?.to_config()?;
-        Ok(())
-    }
-}
-
-fn d_storage_class() -> String {
-    "GLACIER".into()
-}
-fn d_manifest_class() -> String {
-    "STANDARD".into()
-}
-fn d_retain() -> u32 {
-    snap_offsite::MIN_RETAIN_DAYS
-}
-
-impl ArchiveConfig {
-    pub fn prefix(&self) -> String {
-        self.prefix
-            .clone()
-            .unwrap_or_else(|| format!("snap/{}", self.minion_id))
-    }
-
-    fn compressor(&self) -> Result<Compressor> {
-        Compressor::from_str(&self.pack.compressor)
-    }
-
-    /// Read and check the recipient keys (secret key material is refused).
-    pub fn load_recipients(&self) -> Result<Vec<Recipient>> {
-        let mut sources = Vec::new();
-        for (i, r) in self.recipients.iter().enumerate() {
-            let source = match (&r.file, &r.text) {
-                (Some(file), _) => KeySource::from_file(file)?,
-                (None, Some(text)) => KeySource::new(
-                    r.label
-                        .clone()
-                        .unwrap_or_else(|| format!("recipients[{i}]")),
-                    text.as_bytes().to_vec(),
-                ),
-                (None, None) => unreachable!("checked"),
-            };
-            sources.push(source);
-        }
-        snap_crypt::load_recipients(&sources)
-    }
-}
-
-/// What one snapshot holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SnapshotEntry {
-    /// `recent.0`, `daily.3`, ... (`.sync`: pushes not yet rotated).
-    pub name: String,
-    pub servers: Vec<String>,
-    /// Modification time of the snapshot directory (unix seconds).
-    pub mtime: i64,
-}
-
-/// The manifest uploaded next to each archive.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub tool_version: String,
-    pub created: String,
-    pub backup_server: String,
-    pub archive: ArchiveObject,
-    pub plaintext: Plaintext,
-    pub recipients: Vec<RecipientInfo>,
-    pub servers: Vec<String>,
-    pub snapshots: Vec<SnapshotEntry>,
-    pub history_root: String,
-    /// Everything held under lock off-site and its monthly cost (this
-    /// manifest aside).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<cost::StorageCost>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArchiveObject {
-    pub target: String,
-    pub key: String,
-    pub version_id: Option<String>,
-    pub size: u64,
-    pub sha256: String,
-    pub tree_hash: Option<String>,
-    pub storage_class: String,
-    pub lock_mode: Option<String>,
-    pub retain_until: Option<String>,
-    pub parts: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plaintext {
-    pub format: String,
-    pub size: u64,
-    pub sha256: String,
-    pub compressor: String,
-    pub level: Option<u32>,
-    pub block_size: u32,
-    pub files: u64,
-    pub inodes: u64,
-    pub hardlinks: u64,
-    pub data_bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RecipientInfo {
-    pub fingerprint: String,
-    pub key_id: String,
-    pub algorithm: String,
-    pub user_ids: Vec<String>,
-}
-
-/// One stage's timing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageTime {
-    pub stage: String,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-/// What a run did (kept as `archive-last.json` and in `archive.jsonl`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArchiveRecord {
-    pub run_id: String,
-    pub started: String,
-    pub finished: String,
-    pub seconds: f64,
-    /// `ok` or `failed`.
-    pub result: String,
-    pub error: Option<String>,
-    pub error_kind: Option<String>,
-    pub manifest_key: Option<String>,
-    pub manifest: Option<Manifest>,
-    /// Incomplete uploads of earlier runs aborted first.
-    pub aborted_stale: Vec<String>,
-    /// Work directories (images) of killed runs removed first.
-    pub removed_stale_work: Vec<String>,
-    pub stages: Vec<StageTime>,
-    /// A chain run: the link's manifest.
-    #[serde(default)]
-    pub chain: Option<chain::ChainManifest>,
-    /// Everything held under lock off-site after the run, and its cost.
-    #[serde(default)]
-    pub storage: Option<cost::StorageCost>,
-}
-
-/// The snapshots and servers in a history root (only `servers` if given).
-pub fn inventory(history: &Path, servers: Option<&[String]>) -> Result<Vec<SnapshotEntry>> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let entries =
-        fs::read_dir(history).map_err(|e| Error::io_path("reading history", history, e))?;
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let dir = history.join(&name);
-        let mut inside: Vec<String> = fs::read_dir(&dir)
-            .map_err(|e| Error::io_path("reading snapshot", &dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|s| servers.is_none_or(|only| only.contains(s)))
-            .collect();
-        inside.sort();
-        seen.extend(inside.iter().cloned());
-        let mtime = fs::metadata(&dir)
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() as i64);
-        out.push(SnapshotEntry {
-            name: name.to_string_lossy().into_owned(),
-            servers: inside,
-            mtime,
-        });
-    }
-    if let Some(only) = servers {
-        let missing: Vec<&String> = only.iter().filter(|s| !seen.contains(*s)).collect();
-        if !missing.is_empty() {
-            return Err(Error::invalid_input(format!(
-                "servers {missing:?} have no snapshot in {}",
-                history.display()
-            )));
-        }
-    }
-    if out.is_empty() {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!(
-                "history {} holds no snapshot yet: nothing to archive",
-                history.display()
-            ),
-        ));
-    }
-    Ok(out)
-}
 
 /// A root-only directory removed when dropped (also on failure).
 struct WorkDir(PathBuf);
@@ -439,6 +135,7 @@ pub fn archive(cfg: &ArchiveConfig, sink: Option<Arc<dyn ProgressSink>>) -> Resu
         stages: Vec::new(),
         chain: None,
         storage: None,
+        locks: Vec::new(),
     };
     let outcome = remove_stale_work(&cfg.work_dir)
         .map(|removed| rec.removed_stale_work = removed)
@@ -461,6 +158,22 @@ pub fn archive(cfg: &ArchiveConfig, sink: Option<Arc<dyn ProgressSink>>) -> Resu
     record::append_jsonl(&cfg.state_dir.join("archive.jsonl"), &rec)?;
     drop(held);
     outcome.map(|()| rec)
+}
+
+/// Read back the lock of an object this run completed (repairing it where
+/// the server dropped it) and keep the verdict in the record. Every object a
+/// run writes goes through here; a lock that cannot be established fails
+/// the run, naming the object, the version and what to fix.
+fn locked(
+    target: &dyn snap_offsite::ArchiveTarget,
+    up: &snap_offsite::UploadResult,
+    rec: &mut ArchiveRecord,
+) -> Result<Option<snap_offsite::LockCheck>> {
+    let check = snap_offsite::ensure_upload_locked(target, up)?;
+    if let Some(c) = &check {
+        rec.locks.push(LockRecord::from(c));
+    }
+    Ok(check)
 }
 
 fn stage(name: &str, sink: &Option<Arc<dyn ProgressSink>>, total: Option<u64>) -> Progress {
@@ -561,6 +274,8 @@ fn run(
         ));
     }
     drop(work); // the image is gone before the manifest claims success
+    // The lock as the server holds it, not as it was asked for.
+    let archive_lock = locked(target.as_ref(), &up, rec)?;
     let mut ledger = cost::Ledger::load(&cfg.state_dir)?;
     let stored_class = up
         .storage_class
@@ -600,8 +315,14 @@ fn run(
                 .storage_class
                 .clone()
                 .unwrap_or_else(|| cfg.storage_class.clone()),
-            lock_mode: up.retain_until.map(|_| "COMPLIANCE".to_string()),
-            retain_until: up.retain_until.map(rfc3339),
+            lock_mode: match &archive_lock {
+                Some(l) => l.now.mode.clone(),
+                None => None,
+            },
+            retain_until: archive_lock
+                .as_ref()
+                .and_then(|l| l.now.retain_until)
+                .map(rfc3339),
             parts: up.parts,
         },
         plaintext: Plaintext {
@@ -638,6 +359,7 @@ fn run(
         .with_retain_days(cfg.retain_days)
         .with_description(format!("snap manifest of {}", up.key));
     let stored = target.put_small(&manifest_key, &text, &mput)?;
+    locked(target.as_ref(), &stored, rec)?;
     if let Some(until) = stored.retain_until {
         ledger.add(
             [cost::Held {
@@ -663,84 +385,6 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg(dir: &Path) -> serde_json::Value {
-        serde_json::json!({
-            "minion_id": "backup1",
-            "history_dir": dir.join("history"),
-            "work_dir": dir.join("work"),
-            "state_dir": dir.join("state"),
-            "recipients": [{"text": "-----BEGIN PGP PUBLIC KEY BLOCK-----"}],
-            "target": {"bucket": "b", "endpoint_url": "http://127.0.0.1:1"},
-        })
-    }
-
-    #[test]
-    fn configuration_is_checked_naming_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = cfg(dir.path());
-        ArchiveConfig::from_json(&ok.to_string()).unwrap();
-        let bad = |change: &dyn Fn(&mut serde_json::Value), needle: &str| {
-            let mut v = ok.clone();
-            change(&mut v);
-            let e = ArchiveConfig::from_json(&v.to_string()).unwrap_err();
-            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
-        };
-        bad(&|v| v["retain_days"] = 30.into(), "below the minimum of 90");
-        bad(
-            &|v| v["recipients"] = serde_json::json!([]),
-            "no recipients",
-        );
-        bad(
-            &|v| v["target"]["secret_access_key"] = "x".into(),
-            "AWS chain",
-        );
-        bad(
-            &|v| v["pack"] = serde_json::json!({"compressor": "lzo"}),
-            "lzo",
-        );
-        bad(
-            &|v| v["work_dir"] = v["history_dir"].clone(),
-            "must not be inside the history",
-        );
-        bad(&|v| v["storage_class"] = "COLD".into(), "COLD");
-        bad(
-            &|v| v["recipients"] = serde_json::json!([{"file": "/x", "text": "y"}]),
-            "exactly one",
-        );
-        bad(
-            &|v| v["servers"] = serde_json::json!(["../etc"]),
-            "cannot be used",
-        );
-    }
-
-    #[test]
-    fn inventory_lists_snapshots_and_servers() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = dir.path().join("history");
-        for p in [
-            "recent.0/web1",
-            "recent.0/db1",
-            "recent.1/web1",
-            ".sync/web1",
-        ] {
-            fs::create_dir_all(h.join(p)).unwrap();
-        }
-        let all = inventory(&h, None).unwrap();
-        assert_eq!(
-            all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            vec![".sync", "recent.0", "recent.1"]
-        );
-        assert_eq!(all[1].servers, vec!["db1", "web1"]);
-        let only = inventory(&h, Some(&["db1".to_string()])).unwrap();
-        assert_eq!(only[1].servers, vec!["db1"]);
-        assert!(only[2].servers.is_empty());
-        let e = inventory(&h, Some(&["mail1".to_string()])).unwrap_err();
-        assert!(e.to_string().contains("mail1"));
-        fs::remove_dir_all(&h).unwrap();
-        fs::create_dir(&h).unwrap();
-        assert_eq!(inventory(&h, None).unwrap_err().kind(), ErrorKind::NotFound);
-    }
 
     #[test]
     fn stale_work_of_killed_runs_is_removed() {

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod config;
+pub mod crosscheck;
 pub mod error;
 pub mod jail;
 pub mod lock;

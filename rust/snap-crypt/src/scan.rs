@@ -89,8 +89,13 @@ pub(crate) fn scan(label: &str, bytes: &[u8]) -> Result<Scanned> {
         let line = trim(lines[i]);
         if line.starts_with(b"-----BEGIN ") {
             block_no += 1;
-            let header = String::from_utf8_lossy(line).into_owned();
-            if header.contains("PRIVATE KEY") {
+            let raw = String::from_utf8_lossy(line).into_owned();
+            // Named, never quoted, when it is a private key: the error ends
+            // up in logs (Salt's state comment, the minion log), and a log
+            // line holding a private-key armor header trips every secret
+            // scanner and looks like the key itself leaked.
+            let header = describe_header(&raw);
+            if raw.contains("PRIVATE KEY") {
                 // PGP, OpenSSH, PEM: a private key is never welcome where a
                 // public one belongs, whether or not it parses.
                 out.secret_seen
@@ -103,7 +108,7 @@ pub(crate) fn scan(label: &str, bytes: &[u8]) -> Result<Scanned> {
                 ));
                 break;
             };
-            if header.starts_with("-----BEGIN PGP ") {
+            if raw.starts_with("-----BEGIN PGP ") {
                 let mut text = Vec::new();
                 for l in &lines[i..=end] {
                     text.extend_from_slice(trim(l));
@@ -264,6 +269,25 @@ pub(crate) fn secret_refused(label: &str, scanned: &Scanned) -> Error {
     )
 }
 
+/// An armor header line for messages: as it is, except a private key's,
+/// which is described (`a PGP private key block`) rather than quoted.
+fn describe_header(raw: &str) -> String {
+    if !raw.contains("PRIVATE KEY") {
+        return raw.to_string();
+    }
+    let kind = raw
+        .trim_start_matches("-----BEGIN ")
+        .split("PRIVATE KEY")
+        .next()
+        .unwrap_or("")
+        .trim();
+    match kind {
+        "" => "a private key block".to_string(),
+        k if k.starts_with(['A', 'E', 'I', 'O', 'U']) => format!("an {k} private key block"),
+        k => format!("a {k} private key block"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +316,29 @@ mod tests {
         )
         .expect("scan reports secrets, not errors");
         assert!(s.has_secret());
+    }
+
+    #[test]
+    fn a_private_key_header_is_named_never_quoted() {
+        let s = scan(
+            "pillar",
+            b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot base64 !!\n-----END PGP PRIVATE KEY BLOCK-----\n",
+        )
+        .expect("scan");
+        let text = s.secret_seen.join("; ");
+        assert!(text.contains("a PGP private key block"), "{text}");
+        assert!(
+            !text.contains("BEGIN") && !text.contains("KEY BLOCK"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_header("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+        );
+        assert_eq!(
+            describe_header("-----BEGIN OPENSSH PRIVATE KEY-----"),
+            "an OPENSSH private key block"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod config;
 mod error;
 pub mod glacier;
 mod keys;
+pub mod lockcheck;
 mod parts;
 mod retention;
 pub mod s3;
@@ -39,6 +40,9 @@ pub use glacier::{
     GlacierTarget, TreeHasher, tree_hash, tree_hash_file_hex, tree_hash_hex, tree_hash_of_parts,
 };
 pub use keys::archive_key;
+pub use lockcheck::{
+    LockCheck, LockStatus, Retention, ensure_locked, ensure_upload_locked, read_lock,
+};
 pub use retention::{MIN_RETAIN_DAYS, RETAIN_MARGIN, retain_until};
 pub use s3::S3Target;
 
@@ -316,6 +320,39 @@ pub trait ArchiveTarget: Send + Sync {
 
     /// Whether an archived object can be read now.
     fn retrieval_status(&self, key: &str) -> Result<RetrievalStatus>;
+
+    /// `s3://bucket/key` (or the like) for messages.
+    fn object_url(&self, key: &str) -> String {
+        format!("{} {key}", self.describe())
+    }
+
+    /// Whether each object carries its own Object Lock retention (S3), which
+    /// [`lockcheck`] reads back and repairs. Glacier vaults: no (the vault
+    /// lock policy decides).
+    fn has_object_lock(&self) -> bool {
+        false
+    }
+
+    /// The Object Lock retention of `key` at `version_id` (None: the current
+    /// version), as the server holds it now. No lock at all is
+    /// `Retention::default()`, not an error.
+    fn retention(&self, key: &str, version_id: Option<&str>) -> Result<Retention> {
+        let _ = version_id;
+        Err(Error::invalid_input(format!(
+            "{}: {key} has no object retention to read (this target has no Object Lock)",
+            self.describe()
+        )))
+    }
+
+    /// Set COMPLIANCE retention until `until` on `key` at `version_id`
+    /// (PutObjectRetention: COMPLIANCE can only ever be extended).
+    fn set_retention(&self, key: &str, version_id: Option<&str>, until: SystemTime) -> Result<()> {
+        let _ = (version_id, until);
+        Err(Error::invalid_input(format!(
+            "{}: cannot set a retention on {key} (this target has no Object Lock)",
+            self.describe()
+        )))
+    }
 }
 
 /// A streaming upload. Write the object through `std::io::Write`, then call

@@ -1,6 +1,6 @@
 //! Object Lock retention: how long an uploaded object must stay.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use snap_core::{Error, Result};
 
@@ -17,8 +17,11 @@ pub const RETAIN_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// 36500 instead of 365 would lock data, and bill it, for a century).
 pub const MAX_RETAIN_DAYS: u32 = 3650;
 
-/// `now + days + 1 day` (the margin); refuses fewer than [`MIN_RETAIN_DAYS`]
-/// days and more than [`MAX_RETAIN_DAYS`].
+/// `now + days + 1 day` (the margin), in whole seconds (what every S3
+/// server stores, so the date read back equals the date asked; the second
+/// cut off is far inside the margin, and a bucket default counted from the
+/// upload's start by the server still covers it); refuses fewer than
+/// [`MIN_RETAIN_DAYS`] days and more than [`MAX_RETAIN_DAYS`].
 pub fn retain_until(now: SystemTime, days: u32) -> Result<SystemTime> {
     if days < MIN_RETAIN_DAYS {
         return Err(Error::invalid_input(format!(
@@ -31,8 +34,11 @@ pub fn retain_until(now: SystemTime, days: u32) -> Result<SystemTime> {
         )));
     }
     let wanted = Duration::from_secs(u64::from(days) * 24 * 3600) + RETAIN_MARGIN;
-    now.checked_add(wanted)
-        .ok_or_else(|| Error::invalid_input(format!("retention of {days} days overflows")))
+    let until = now
+        .checked_add(wanted)
+        .ok_or_else(|| Error::invalid_input(format!("retention of {days} days overflows")))?;
+    let since = until.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Ok(UNIX_EPOCH + Duration::from_secs(since.as_secs()))
 }
 
 #[cfg(test)]
@@ -52,6 +58,16 @@ mod tests {
         assert_eq!(
             until.duration_since(now).unwrap(),
             Duration::from_secs(366 * 86400)
+        );
+    }
+
+    #[test]
+    fn whole_seconds() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_750);
+        let until = retain_until(now, 90).unwrap();
+        assert_eq!(
+            until.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
+            Duration::from_secs(1_700_000_000 + 91 * 86400)
         );
     }
 

@@ -78,6 +78,21 @@ fn upload_dict<'py>(py: Python<'py>, r: &off::UploadResult) -> PyResult<Bound<'p
     Ok(d)
 }
 
+/// An upload's dict with its lock as read back (`lock`: held or repaired,
+/// see `snap_offsite::lockcheck`; None for vaults).
+fn with_lock<'py>(
+    py: Python<'py>,
+    r: &off::UploadResult,
+    lock: Option<off::LockCheck>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = upload_dict(py, r)?;
+    match lock {
+        Some(l) => d.set_item("lock", crate::conv::to_python(py, &l)?)?,
+        None => d.set_item("lock", py.None())?,
+    }
+    Ok(d)
+}
+
 fn retrieval_dict<'py>(py: Python<'py>, s: &off::RetrievalStatus) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("status", s.name())?;
@@ -143,14 +158,15 @@ impl OffsiteTarget {
         let path = path_arg(path)?;
         let opts = put_options(storage_class, retain_days, None, content_type, description);
         let progress = Progress::new("upload", None, sink(progress));
-        let r = py
+        let (r, lock) = py
             .detach(|| {
                 let r = off::upload_file(self.inner.as_ref(), &path, key, &opts, &progress)?;
                 progress.finish();
-                Ok::<_, Error>(r)
+                let lock = off::ensure_upload_locked(self.inner.as_ref(), &r)?;
+                Ok::<_, Error>((r, lock))
             })
             .py()?;
-        upload_dict(py, &r)
+        with_lock(py, &r, lock)
     }
 
     /// Upload a small object (a manifest) in one request.
@@ -169,10 +185,31 @@ impl OffsiteTarget {
     ) -> PyResult<Bound<'py, PyDict>> {
         let bytes = data.as_bytes().to_vec();
         let opts = put_options(storage_class, retain_days, None, content_type, description);
-        let r = py
-            .detach(|| self.inner.put_small(key, &bytes, &opts))
+        let (r, lock) = py
+            .detach(|| {
+                let r = self.inner.put_small(key, &bytes, &opts)?;
+                let lock = off::ensure_upload_locked(self.inner.as_ref(), &r)?;
+                Ok::<_, Error>((r, lock))
+            })
             .py()?;
-        upload_dict(py, &r)
+        with_lock(py, &r, lock)
+    }
+
+    /// The Object Lock retention of `key` (at `version_id`) as the server
+    /// holds it now (GetObjectRetention): {"mode", "retain_until"}; both
+    /// None when the version has no lock.
+    #[pyo3(signature = (key, version_id=None))]
+    fn retention<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.retention(key, version_id)).py()?;
+        let d = PyDict::new(py);
+        d.set_item("mode", &r.mode)?;
+        d.set_item("retain_until", unix(r.retain_until))?;
+        Ok(d)
     }
 
     fn head<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyDict>> {

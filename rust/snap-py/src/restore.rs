@@ -610,23 +610,36 @@ fn pick_arg(snapshot: &str, server: &str, path: Option<&Bound<'_, PyAny>>) -> Py
     rs::Pick::new(snapshot, server, &path).py()
 }
 
-/// Extract a packed pick (as `pack_history_pick` described it) into `dest`.
+/// Extract a packed pick into `dest` (standing for the server's `/`) on
+/// the server it is restored to. Where it lands comes from `server` and
+/// `path` (what the operator asked), never from `packed` (what the backup
+/// server says; only its metadata of parents the restore creates is used,
+/// and any disagreement is refused). Device nodes, set-id files and file
+/// capabilities need `special` unless `path` is `/`.
 #[pyfunction]
-#[pyo3(signature = (image, packed, dest, overwrite=false, progress=None))]
+#[pyo3(signature = (image, packed, dest, server, path, overwrite=false, special=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
 fn extract_history_pick<'py>(
     py: Python<'py>,
     image: &Bound<'py, PyAny>,
     packed: &Bound<'py, PyAny>,
     dest: &Bound<'py, PyAny>,
+    server: &str,
+    path: &Bound<'py, PyAny>,
     overwrite: bool,
+    special: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let image = path_arg(image)?;
     let dest = path_arg(dest)?;
+    let asked = rs::Asked::new(server, &os_bytes(path)?).py()?;
     let packed: rs::history::PackedPick = from_json(packed, "packed pick")?;
     let p = Progress::new("extract", Some(packed.bytes), sink(progress));
+    let landing = rs::Landing {
+        allow_special: special,
+    };
     let s = py
-        .detach(|| rs::history::extract_pick(&image, &packed, &dest, overwrite, &p))
+        .detach(|| rs::land(&image, &packed, &asked, &dest, overwrite, landing, &p))
         .py()?;
     to_python(py, &s)
 }

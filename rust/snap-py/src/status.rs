@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pyo3::prelude::*;
 use snap_core::Error;
 use snap_core::config::JsonConfig;
+use snap_core::crosscheck::{self, Sources};
 use snap_core::report;
 use snap_core::rotate::ServerConfig;
 use snap_core::status::{self, Observed, Schedule, Thresholds};
@@ -64,9 +65,19 @@ fn assess_status<'py>(
     to_python(py, &status::assess(&schedule, &observed, at, &limits).py()?)
 }
 
+/// Cross-check what each server says it pushed, what the backup server says
+/// it received and archived, and what the off-site store holds (one JSON text,
+/// see `snap_core::crosscheck::Sources`): {findings, compared}.
+#[pyfunction]
+fn crosscheck_status<'py>(py: Python<'py>, sources: &str) -> PyResult<Bound<'py, PyAny>> {
+    let sources: Sources = from_json("sources", sources)?;
+    to_python(py, &crosscheck::crosscheck(&sources))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup_server_view, m)?)?;
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(assess_status, m)?)?;
+    m.add_function(wrap_pyfunction!(crosscheck_status, m)?)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use snap_core::{Error, Progress, Result};
 use snap_pack::{UnpackOptions, show_bytes};
 
-use crate::install::{InstallSummary, Staging, install};
+use crate::install::{InstallSummary, Staging, install_kept};
 use crate::rsyncmeta::{RsyncMetaSummary, apply_tree};
 
 /// What to take out of an image, and where it lands.
@@ -183,7 +183,23 @@ pub(crate) fn finish(
     start: std::time::Instant,
 ) -> Result<ExtractSummary> {
     let meta = apply_tree(content)?;
-    let inst = install(content, dest, overwrite)?;
+    finish_kept(content, dest, overwrite, staging, un, meta, 0, start)
+}
+
+/// [`finish`] once rsync's metadata is applied, keeping the top `keep`
+/// levels of `dest` as they are (see [`crate::install::install_kept`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_kept(
+    content: &Path,
+    dest: &Path,
+    overwrite: bool,
+    staging: Staging,
+    un: &snap_pack::UnpackSummary,
+    meta: RsyncMetaSummary,
+    keep: usize,
+    start: std::time::Instant,
+) -> Result<ExtractSummary> {
+    let inst = install_kept(content, dest, overwrite, keep)?;
     drop(staging);
     Ok(ExtractSummary {
         dirs: un.dirs,

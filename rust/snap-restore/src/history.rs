@@ -20,10 +20,10 @@ use rustix::fs::{Mode, Timespec, Timestamps};
 use serde::{Deserialize, Serialize};
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result};
-use snap_pack::{Compressor, FakeStat, PackOptions, UnpackOptions, show_bytes};
+use snap_pack::{Compressor, FakeStat, PackOptions, show_bytes};
 
 use crate::extract::{ExtractSummary, normalize};
-use crate::install::Staging;
+use crate::landing::{Asked, Landing, land};
 use crate::paths::{escape, unescape};
 
 /// What to take from history.
@@ -183,7 +183,7 @@ pub fn pack_pick(
     })
 }
 
-fn set_dir_meta(path: &Path, m: &DirMeta) -> Result<()> {
+pub(crate) fn set_dir_meta(path: &Path, m: &DirMeta) -> Result<()> {
     if rustix::process::geteuid().is_root() {
         rustix::fs::chown(
             path,
@@ -208,62 +208,6 @@ fn set_dir_meta(path: &Path, m: &DirMeta) -> Result<()> {
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| Error::io_path("setting times of", path, e.into()))
-}
-
-/// Extract a packed pick into `dest`, which stands for the server's `/`
-/// (the pick lands at `dest/<its path on the server>`).
-pub fn extract_pick(
-    image: &Path,
-    packed: &PackedPick,
-    dest: &Path,
-    overwrite: bool,
-    progress: &Progress,
-) -> Result<ExtractSummary> {
-    let start = std::time::Instant::now();
-    let root_name = unescape(&packed.root_name)?;
-    if normalize(&root_name)? != root_name || root_name.contains(&b'/') || root_name.is_empty() {
-        return Err(Error::invalid_input(format!(
-            "packed pick names {:?}, not one entry",
-            packed.root_name
-        )));
-    }
-    let staging = Staging::for_dest(dest)?;
-    let tree = staging.path().join("tree");
-    let opts = UnpackOptions {
-        select: vec![root_name.clone()],
-        apply_fake_super: true,
-        keep_fake_super_xattr: false,
-    };
-    let un = snap_pack::unpack(image, &tree, &opts, progress)?;
-    let unpacked = tree.join(OsStr::from_bytes(&root_name));
-    let content = if packed.whole_server {
-        unpacked
-    } else {
-        let root = staging.path().join("root");
-        fs::create_dir(&root).map_err(|e| Error::io_path("creating", &root, e))?;
-        let mut cur = root.clone();
-        let mut made = Vec::new();
-        for p in &packed.parents {
-            let name = unescape(&p.name)?;
-            if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-                return Err(Error::invalid_input(format!(
-                    "packed pick has a bad parent name {:?}",
-                    p.name
-                )));
-            }
-            cur.push(OsStr::from_bytes(&name));
-            fs::create_dir(&cur).map_err(|e| Error::io_path("creating", &cur, e))?;
-            made.push((cur.clone(), p));
-        }
-        let to = cur.join(OsStr::from_bytes(&root_name));
-        fs::rename(&unpacked, &to)
-            .map_err(|e| Error::io_path("moving into place in staging", &to, e))?;
-        for (path, meta) in made.iter().rev() {
-            set_dir_meta(path, meta)?;
-        }
-        root
-    };
-    crate::extract::finish(&content, dest, overwrite, staging, &un, start)
 }
 
 /// What a history restore did.
@@ -307,7 +251,13 @@ pub fn restore_from_history(
     let packed = pack_pick(history, pick, &image, &p)?;
     let ps = p.finish();
     let p = Progress::new("extract", Some(packed.bytes), sink);
-    let extract = extract_pick(&image, &packed, dest, overwrite, &p)?;
+    let asked = Asked::new(&pick.server, &pick.rel()?)?;
+    // The backup server's own history, into a directory its operator chose:
+    // devices and set-id files come back as the server had them.
+    let landing = Landing {
+        allow_special: true,
+    };
+    let extract = land(&image, &packed, &asked, dest, overwrite, landing, &p)?;
     drop(work);
     Ok(HistoryRestore {
         packed,

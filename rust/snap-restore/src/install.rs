@@ -151,13 +151,16 @@ fn is_dir(st: &rustix::fs::Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
 
-/// Where staged entries collide with the destination.
+/// Where staged entries collide with the destination. Entries above
+/// `keep` (the destination's own parents of what was asked, see
+/// [`install_kept`]) must be real directories where they exist.
 fn conflicts(
     src: &OwnedFd,
     dst: &OwnedFd,
     src_path: &Path,
     dst_path: &Path,
     overwrite: bool,
+    keep: usize,
     out: &mut Vec<String>,
 ) -> Result<()> {
     for name in entries(src, src_path)? {
@@ -171,8 +174,12 @@ fn conflicts(
         match (is_dir(&s), is_dir(&d)) {
             (true, true) => {
                 let (sf, df) = (open_dir(src, &name, &sp)?, open_dir(dst, &name, &dp)?);
-                conflicts(&sf, &df, &sp, &dp, overwrite, out)?;
+                conflicts(&sf, &df, &sp, &dp, overwrite, keep.saturating_sub(1), out)?;
             }
+            (true, false) if keep > 1 => out.push(format!(
+                "{} (a parent of the restored path that is not a directory: never followed or replaced)",
+                dp.display()
+            )),
             (false, true) => out.push(format!("{} (a directory is in the way)", dp.display())),
             _ if !overwrite => out.push(format!("{} exists", dp.display())),
             _ => {}
@@ -190,6 +197,7 @@ fn merge(
     src_path: &Path,
     dst_path: &Path,
     overwrite: bool,
+    keep: usize,
     sum: &mut InstallSummary,
 ) -> Result<()> {
     for name in entries(src, src_path)? {
@@ -211,13 +219,13 @@ fn merge(
             }
             Some(d) if is_dir(&s) && is_dir(&d) => {
                 let (sf, df) = (open_dir(src, &name, &sp)?, open_dir(dst, &name, &dp)?);
-                merge(&sf, &df, &sp, &dp, overwrite, sum)?;
-                if overwrite {
+                merge(&sf, &df, &sp, &dp, overwrite, keep.saturating_sub(1), sum)?;
+                if overwrite && keep <= 1 {
                     copy_dir_attrs(&s, &df, &dp)?;
                 }
                 sum.merged_dirs += 1;
             }
-            Some(d) if overwrite && !is_dir(&d) => {
+            Some(d) if overwrite && !is_dir(&d) && !(is_dir(&s) && keep > 1) => {
                 if is_dir(&s) {
                     // A file or symlink where a directory belongs.
                     rustix::fs::unlinkat(dst, name.as_c_str(), AtFlags::empty())
@@ -268,6 +276,20 @@ fn copy_dir_attrs(st: &rustix::fs::Stat, dst: &OwnedFd, shown: &Path) -> Result<
 
 /// Move the finished tree `content` into `dest` (see the module docs).
 pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSummary> {
+    install_kept(content, dest, overwrite, 0)
+}
+
+/// [`install`], keeping the top `keep` levels as they are: `dest` itself
+/// (level 0) and the directories below it down to level `keep - 1` are
+/// merged into but never get the staged owner, mode or times, and one that
+/// exists as anything but a real directory is an error (never followed,
+/// never replaced). A restore of `/etc/nginx` onto `/` keeps `/` and `/etc`.
+pub fn install_kept(
+    content: &Path,
+    dest: &Path,
+    overwrite: bool,
+    keep: usize,
+) -> Result<InstallSummary> {
     let mut sum = InstallSummary::default();
     let meta = fs::symlink_metadata(content).map_err(|e| Error::io_path("reading", content, e))?;
     match fs::symlink_metadata(dest) {
@@ -337,12 +359,12 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
     let src = open_top(content)?;
     let dst = open_top(dest)?;
     let mut found = Vec::new();
-    conflicts(&src, &dst, content, dest, overwrite, &mut found)?;
+    conflicts(&src, &dst, content, dest, overwrite, keep, &mut found)?;
     if !found.is_empty() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
             format!(
-                "nothing was restored: {} entr{} in {} would be replaced ({}{}); restore into an empty directory or allow overwriting",
+                "nothing was restored: {} entr{} in {} would be replaced ({}{}); restore into an empty directory or allow overwriting (a parent that is not a directory is never replaced: fix it on the server first)",
                 found.len(),
                 if found.len() == 1 { "y" } else { "ies" },
                 dest.display(),
@@ -351,8 +373,8 @@ pub fn install(content: &Path, dest: &Path, overwrite: bool) -> Result<InstallSu
             ),
         ));
     }
-    merge(&src, &dst, content, dest, overwrite, &mut sum)?;
-    if overwrite {
+    merge(&src, &dst, content, dest, overwrite, keep, &mut sum)?;
+    if overwrite && keep == 0 {
         let st =
             rustix::fs::fstat(&src).map_err(|e| Error::io_path("reading", content, e.into()))?;
         let _ = meta.mode();

@@ -9,7 +9,9 @@
 //! - [`history::restore_from_history`]: one file, a directory or a whole
 //!   server from the backup server's own history.
 //! - [`channel`]: a packed pick sealed to a server's own SSH key, to travel
-//!   back to that server through Salt.
+//!   back to that server through Salt; [`landing`]: where it lands there,
+//!   rebuilt from what the operator asked, never from what the backup
+//!   server says.
 //! - [`creds`]: read-only off-site credentials sealed under a passphrase.
 //! - [`proof`]: the restore drill and the off-site audit.
 //!
@@ -28,6 +30,7 @@ pub mod extract;
 pub mod fetch;
 pub mod history;
 pub mod install;
+pub mod landing;
 pub mod list;
 pub mod paths;
 pub mod proof;
@@ -48,6 +51,7 @@ pub use fetch::{
     Checks, FetchOptions, RetrievalOptions, VerifiedImage, fetch_offsite, open_archive_file,
 };
 pub use history::{Pick, restore_from_history};
+pub use landing::{Asked, Landing, land};
 pub use list::{ArchiveListing, list_archives, load_manifest};
 
 /// What a restore from an archive did.

@@ -1,6 +1,7 @@
 //! Archives as their manifests describe them, with what off-site says now
 //! (storage class, lock, retrieval state).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,11 +70,18 @@ pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveListing {
     pub key: String,
+    /// The archive's version id as its manifest recorded it.
+    pub version_id: Option<String>,
     pub manifest_key: String,
     pub created: Option<String>,
     pub backup_server: Option<String>,
     pub servers: Vec<String>,
     pub snapshots: Vec<String>,
+    /// How many snapshots hold each server (from the manifest).
+    pub server_snapshots: BTreeMap<String, u32>,
+    /// When the store says the archive object landed (its LastModified: the
+    /// store's clock, not the backup server's).
+    pub landed: Option<String>,
     pub size: Option<u64>,
     pub plaintext_size: Option<u64>,
     pub recipients: Vec<String>,
@@ -103,16 +111,23 @@ pub fn list_archives(
     head: bool,
 ) -> Result<Vec<ArchiveListing>> {
     let objects = target.list(prefix)?;
+    let landed: BTreeMap<&str, SystemTime> = objects
+        .iter()
+        .filter_map(|o| o.last_modified.map(|t| (o.key.as_str(), t)))
+        .collect();
     let mut out = Vec::new();
     for obj in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
         let akey = obj.key.trim_end_matches(MANIFEST_SUFFIX).to_string();
         let mut row = ArchiveListing {
             key: akey.clone(),
+            version_id: None,
             manifest_key: obj.key.clone(),
             created: None,
             backup_server: None,
             servers: Vec::new(),
             snapshots: Vec::new(),
+            server_snapshots: BTreeMap::new(),
+            landed: landed.get(akey.as_str()).copied().map(rfc3339),
             size: None,
             plaintext_size: None,
             recipients: Vec::new(),
@@ -126,9 +141,15 @@ pub fn list_archives(
         match load_manifest(target, &obj.key) {
             Ok(m) => {
                 row.created = Some(m.created.clone());
+                row.version_id = m.archive.version_id.clone();
                 row.backup_server = Some(m.backup_server.clone());
                 row.servers = m.servers.clone();
                 row.snapshots = m.snapshots.iter().map(|s| s.name.clone()).collect();
+                for snapshot in &m.snapshots {
+                    for server in &snapshot.servers {
+                        *row.server_snapshots.entry(server.clone()).or_default() += 1;
+                    }
+                }
                 row.size = Some(m.archive.size);
                 row.plaintext_size = Some(m.plaintext.size);
                 row.recipients = m.recipients.iter().map(|r| r.fingerprint.clone()).collect();

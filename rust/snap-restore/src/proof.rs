@@ -553,7 +553,9 @@ fn signed_days(a: SystemTime, b: SystemTime) -> f64 {
     }
 }
 
-/// Audit every archive (and its manifest) under `prefix` with HEAD.
+/// Audit every archive (and its manifest) under `prefix`: HEAD for its
+/// age, and its lock read back with `snap_offsite::read_lock` (the same
+/// judgement the archive run applies), at the version its manifest recorded.
 pub fn audit(
     target: &dyn ArchiveTarget,
     prefix: &str,
@@ -584,31 +586,35 @@ pub fn audit(
             match target.head(key) {
                 Ok(info) => {
                     row.storage_class = Some(info.storage_class_name());
-                    row.lock_mode = info.lock_mode.clone();
                     row.created = info.last_modified.map(rfc3339);
-                    row.retain_until = info.retain_until.map(rfc3339);
-                    if let Some(until) = info.retain_until {
-                        row.days_left = Some(signed_days(until, now));
-                        if let Some(made) = info.last_modified {
-                            let kept = signed_days(until, made);
-                            row.retained_days = Some(kept);
-                            if kept + 0.01 < policy.min_retain_days as f64 {
+                    let made = info.last_modified.unwrap_or(now);
+                    // The version the manifest recorded, read back the same
+                    // way the archive run read it (GetObjectRetention).
+                    let version = if key == &l.key {
+                        l.version_id.clone()
+                    } else {
+                        info.version_id.clone()
+                    };
+                    let wanted =
+                        made + Duration::from_secs(u64::from(policy.min_retain_days) * 86400);
+                    match snap_offsite::read_lock(target, key, version.as_deref(), wanted) {
+                        Ok(check) => {
+                            row.lock_mode = check.now.mode.clone();
+                            row.retain_until = check.now.retain_until.map(rfc3339);
+                            if let Some(until) = check.now.retain_until {
+                                row.days_left = Some(signed_days(until, now));
+                                row.retained_days = Some(signed_days(until, made));
+                            }
+                            if !check.is_locked() {
                                 row.problems.push(format!(
-                                    "retained {kept:.1} days from upload, policy is at least {}",
-                                    policy.min_retain_days
+                                    "{} (policy: {} for at least {} days from upload)",
+                                    check.detail, policy.lock_mode, policy.min_retain_days
                                 ));
                             }
                         }
-                    } else {
-                        row.problems
-                            .push("no retention (not under Object Lock)".into());
-                    }
-                    if info.lock_mode.as_deref() != Some(policy.lock_mode.as_str()) {
-                        row.problems.push(format!(
-                            "lock mode {}, policy is {}",
-                            info.lock_mode.as_deref().unwrap_or("none"),
-                            policy.lock_mode
-                        ));
+                        Err(e) => row
+                            .problems
+                            .push(format!("its lock could not be read back: {e}")),
                     }
                     if key == &l.key
                         && let Some(made) = info.last_modified

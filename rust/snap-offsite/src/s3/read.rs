@@ -1,0 +1,344 @@
+//! Reads: HEAD, listings, incomplete uploads, GET with resume, retrieval
+//! from archival storage classes.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use aws_sdk_s3::types::{
+    ChecksumMode, GlacierJobParameters, ObjectLockLegalHoldStatus, RestoreRequest, Tier,
+};
+use snap_core::{Error, ErrorKind, Progress, Result};
+
+use super::S3Target;
+use crate::error::{sdk_error, service_code};
+use crate::parts::{backoff_delay, from_sdk_time, sdk_retried, with_retries};
+use crate::{IncompleteUpload, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier};
+
+fn is_archival(class: Option<&str>) -> bool {
+    matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
+}
+
+/// Parse `x-amz-restore`: `ongoing-request="true"` or
+/// `ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`.
+fn parse_restore(header: Option<&str>, class: Option<&str>) -> RetrievalStatus {
+    match header {
+        Some(h) if h.contains("ongoing-request=\"true\"") => RetrievalStatus::InProgress,
+        Some(h) if h.contains("ongoing-request=\"false\"") => {
+            let expires = h.split("expiry-date=\"").nth(1).and_then(|rest| {
+                let date = rest.split('"').next()?;
+                aws_smithy_types::DateTime::from_str(
+                    date,
+                    aws_smithy_types::date_time::Format::HttpDate,
+                )
+                .ok()
+                .and_then(|d| SystemTime::try_from(d).ok())
+            });
+            RetrievalStatus::Ready { expires }
+        }
+        _ if is_archival(class) => RetrievalStatus::NotRequested,
+        _ => RetrievalStatus::Immediate,
+    }
+}
+
+impl S3Target {
+    pub(super) fn head_object(&self, key: &str) -> Result<ObjectInfo> {
+        let what = format!("looking up {}", self.url(key));
+        let (retries, backoff) = self.retries();
+        let out = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .head_object()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .checksum_mode(ChecksumMode::Enabled)
+                    .send()
+            }))?;
+        let class = out.storage_class().map(|c| c.as_str().to_owned());
+        Ok(ObjectInfo {
+            key: key.to_owned(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            lock_mode: out.object_lock_mode().map(|m| m.as_str().to_owned()),
+            retain_until: out.object_lock_retain_until_date().and_then(from_sdk_time),
+            legal_hold: out
+                .object_lock_legal_hold_status()
+                .map(|s| *s == ObjectLockLegalHoldStatus::On),
+            retrieval: parse_restore(out.restore(), class.as_deref()),
+            storage_class: class,
+            checksum_sha256: out.checksum_sha256().map(str::to_owned),
+            version_id: out.version_id().map(str::to_owned),
+            etag: out.e_tag().map(str::to_owned),
+            last_modified: out.last_modified().and_then(from_sdk_time),
+        })
+    }
+
+    pub(super) fn list_objects(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let mut entries = Vec::new();
+        let mut token: Option<String> = None;
+        let (retries, backoff) = self.retries();
+        let what = format!("listing s3://{}/{prefix}", self.config.bucket);
+        loop {
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.config.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                }))?;
+            for o in out.contents() {
+                entries.push(ListEntry {
+                    key: o.key().unwrap_or_default().to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
+                    last_modified: o.last_modified().and_then(from_sdk_time),
+                });
+            }
+            match (out.is_truncated(), out.next_continuation_token()) {
+                (Some(true), Some(t)) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    pub(super) fn list_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        let (retries, backoff) = self.retries();
+        let what = format!(
+            "listing incomplete uploads under s3://{}/{prefix}",
+            self.config.bucket
+        );
+        loop {
+            let out = self
+                .shared
+                .rt
+                .block_on(sdk_retried(retries, backoff, &what, || {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.config.bucket)
+                        .prefix(prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send()
+                }))?;
+            for u in out.uploads() {
+                uploads.push(IncompleteUpload {
+                    key: u.key().unwrap_or_default().to_owned(),
+                    upload_id: u.upload_id().unwrap_or_default().to_owned(),
+                    initiated: u.initiated().and_then(from_sdk_time),
+                });
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker().map(str::to_owned);
+                id_marker = out.next_upload_id_marker().map(str::to_owned);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(uploads)
+    }
+
+    pub(super) fn abort_upload(&self, upload: &IncompleteUpload) -> Result<()> {
+        let what = format!(
+            "aborting the incomplete upload {} of {}",
+            upload.upload_id,
+            self.url(&upload.key)
+        );
+        let (retries, backoff) = self.retries();
+        let res = self
+            .shared
+            .rt
+            .block_on(sdk_retried(retries, backoff, &what, || {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(&upload.key)
+                    .upload_id(&upload.upload_id)
+                    .send()
+            }));
+        match res {
+            Ok(_) => Ok(()),
+            // Already gone (aborted by a retry or by someone else): fine.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn get_inner(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        offset: u64,
+        out: &mut dyn Write,
+        progress: &Progress,
+    ) -> Result<u64> {
+        let (retries, backoff) = self.retries();
+        let url = match version_id {
+            Some(v) => format!("{} (version {v})", self.url(key)),
+            None => self.url(key),
+        };
+        self.shared.rt.block_on(async {
+            let mut pos = offset;
+            let mut written = 0u64;
+            let mut etag: Option<String> = None;
+            let mut attempt = 0u32;
+            loop {
+                let mut req = self
+                    .client
+                    .get_object()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .set_version_id(version_id.map(str::to_owned));
+                if pos > 0 {
+                    req = req.range(format!("bytes={pos}-"));
+                }
+                if let Some(e) = &etag {
+                    // The object cannot change (locked, no overwrite), but be sure.
+                    req = req.if_match(e);
+                }
+                let what = format!("reading {url} from byte {pos}");
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if pos > 0 && service_code(&e) == Some("InvalidRange") {
+                            // Nothing left after `pos`: the file was complete.
+                            return Ok(written);
+                        }
+                        let err = sdk_error(&what, e);
+                        if err.kind() == ErrorKind::Network && attempt < retries {
+                            tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        if err.kind() == ErrorKind::NotReady {
+                            return Err(err.context(format!(
+                                "{url} is in an archival storage class: request a retrieval first"
+                            )));
+                        }
+                        return Err(err);
+                    }
+                };
+                if etag.is_none() {
+                    etag = resp.e_tag().map(str::to_owned);
+                }
+                let expected_end = pos + resp.content_length().unwrap_or(0).max(0) as u64;
+                let mut body = resp.body;
+                let dropped = loop {
+                    match body.next().await {
+                        Some(Ok(chunk)) => {
+                            out.write_all(&chunk)
+                                .map_err(|e| crate::error::error_from_io(e).context(format!("writing {url}")))?;
+                            let n = chunk.len() as u64;
+                            pos += n;
+                            written += n;
+                            progress.add(n);
+                            attempt = 0;
+                        }
+                        Some(Err(e)) => break Some(e.to_string()),
+                        None if pos < expected_end => {
+                            break Some(format!("body ended at byte {pos} of {expected_end}"));
+                        }
+                        None => return Ok(written),
+                    }
+                };
+                if let Some(reason) = dropped {
+                    if attempt >= retries {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!(
+                                "reading {url}: connection dropped at byte {pos} ({reason}); gave up after {} attempts",
+                                attempt + 1
+                            ),
+                        ));
+                    }
+                    tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                    attempt += 1;
+                }
+            }
+        })
+    }
+
+    pub(super) fn request_retrieval_inner(
+        &self,
+        key: &str,
+        days: u32,
+        tier: RetrievalTier,
+    ) -> Result<RetrievalStatus> {
+        let info = self.head_object(key)?;
+        match info.retrieval {
+            RetrievalStatus::Immediate | RetrievalStatus::InProgress => return Ok(info.retrieval),
+            _ => {}
+        }
+        let params = GlacierJobParameters::builder()
+            .tier(Tier::from(tier.as_str()))
+            .build()
+            .map_err(|e| Error::internal(format!("building a restore request: {e}")))?;
+        let request = RestoreRequest::builder()
+            .days(days.max(1) as i32)
+            .glacier_job_parameters(params)
+            .build();
+        let what = format!("requesting a retrieval of {}", self.url(key));
+        let (retries, backoff) = self.retries();
+        let res = self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let req = self
+                .client
+                .restore_object()
+                .bucket(&self.config.bucket)
+                .key(key)
+                .restore_request(request.clone());
+            let what = &what;
+            async move {
+                match req.send().await {
+                    Ok(_) => Ok(false),
+                    Err(e) if service_code(&e) == Some("RestoreAlreadyInProgress") => Ok(true),
+                    Err(e) => Err(sdk_error(what, e)),
+                }
+            }
+        }))?;
+        if res {
+            return Ok(RetrievalStatus::InProgress);
+        }
+        Ok(self.head_object(key)?.retrieval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn restore_header() {
+        assert_eq!(
+            parse_restore(None, Some("GLACIER")),
+            RetrievalStatus::NotRequested
+        );
+        assert_eq!(parse_restore(None, None), RetrievalStatus::Immediate);
+        assert_eq!(
+            parse_restore(Some("ongoing-request=\"true\""), Some("GLACIER")),
+            RetrievalStatus::InProgress
+        );
+        let r = parse_restore(
+            Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""),
+            Some("GLACIER"),
+        );
+        let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(1_356_048_000);
+        assert_eq!(
+            r,
+            RetrievalStatus::Ready {
+                expires: Some(expected)
+            }
+        );
+    }
+}
