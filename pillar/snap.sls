@@ -165,16 +165,14 @@ snap:
     prefix: null            # object key prefix; default snap/<backup server id>
     storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore); STANDARD on Ceph RGW/MinIO
     retain_days: 90         # COMPLIANCE retention; never less than 90
-    chain:
-      max_age_days: 90      # incremental chains restart after this; the off-site retention cap is
-                            # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
     servers: null           # only these minion ids; null: the whole history
     pack:
       compressor: zstd
       level: 15
     chain:                  # incremental archives (docs/RESTORE.md)
       enabled: False        # True: a base, then links that upload only what is new
-      max_age_days: 90      # a new base once the chain is this old
+      max_age_days: 90      # a new base once the chain is this old; the off-site retention cap is
+                            # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
       max_dead_ratio: 0.5   # ... or once half the image's data has expired from history
     prices: {}              # USD per GiB-month over the list prices, e.g. {GLACIER: 0.0036}
     schedule: {minute: 0, hour: 5, daymonth: "1,15"}   # twice a month
