@@ -162,7 +162,11 @@ pub fn inventory(history: &Path, servers: Option<&[String]>) -> Result<Vec<Snaps
         let mut inside: Vec<String> = fs::read_dir(&dir)
             .map_err(|e| Error::io_path("reading snapshot", &dir, e))?
             .filter_map(|e| e.ok())
+            // Servers are directories; rotation's `.snapshot.json` (and any
+            // other file) beside them is not a server.
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|s| !s.starts_with('.'))
             .filter(|s| servers.is_none_or(|only| only.contains(s)))
             .collect();
         inside.sort();
@@ -215,6 +219,8 @@ mod tests {
         ] {
             fs::create_dir_all(h.join(p)).unwrap();
         }
+        // What rotation writes beside the servers is not a server.
+        fs::write(h.join("recent.0/.snapshot.json"), "{}").unwrap();
         let all = inventory(&h, None).unwrap();
         assert_eq!(
             all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
