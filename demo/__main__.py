@@ -127,13 +127,12 @@ def push_and_rotate(fleet: Fleet) -> None:
     say()
     say("What backup1 holds per server (its own records, not the servers' word):")
     view = fleet.salt("snap.backup_view", tgt="backup1")["servers"]
-    jails = fleet.salt("snap.jails", tgt="backup1")
     history = fleet.root_of("backup1") / "srv" / "snap" / "history"
     rows = []
     for minion_id, v in sorted(view.items()):
         good = v["last_good"] or {}
         files = sum(1 for p in (history / "recent.0" / minion_id).rglob("*") if p.is_file())
-        rows.append([minion_id, v["account"], jails[minion_id]["last_push"]["state"],
+        rows.append([minion_id, v["account"], "receiving" if v.get("in_progress") else "idle",
                      good.get("run_id", "-"), human(good.get("bytes")), f"{files} files in recent.0"])  # fmt: skip
     say(table(rows, ["server", "account", "jail", "last complete push", "received", "history"]))
     snapshots = sorted(p.name for p in history.iterdir())
