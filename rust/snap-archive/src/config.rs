@@ -149,6 +149,21 @@ impl ArchiveConfig {
             .unwrap_or_else(|| format!("snap/{}", self.minion_id))
     }
 
+    /// How this configuration packs history (every server, or only `servers`).
+    pub(crate) fn pack_options(&self) -> Result<snap_pack::PackOptions> {
+        Ok(snap_pack::PackOptions {
+            compressor: self.compressor()?,
+            level: self.pack.level,
+            block_size: self.pack.block_size,
+            threads: self.pack.threads,
+            selection: self.servers.as_ref().map(|s| snap_pack::Selection {
+                depth: 2,
+                names: s.iter().map(Into::into).collect(),
+            }),
+            ..snap_pack::PackOptions::default()
+        })
+    }
+
     pub(crate) fn compressor(&self) -> Result<Compressor> {
         Compressor::from_str(&self.pack.compressor)
     }

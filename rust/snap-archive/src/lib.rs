@@ -42,7 +42,6 @@ use snap_core::config::JsonConfig;
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result, lock, record};
 use snap_offsite::{PutOptions, TargetSettings};
-use snap_pack::{PackOptions, Selection};
 
 pub use config::{ArchiveConfig, PackSettings, RecipientSpec};
 pub use manifest::{
@@ -202,17 +201,7 @@ fn run(
     // 3. Pack into the only temporary file.
     let work = WorkDir::create(&cfg.work_dir, run_id)?;
     let image = work.0.join("history.sqfs");
-    let opts = PackOptions {
-        compressor: cfg.compressor()?,
-        level: cfg.pack.level,
-        block_size: cfg.pack.block_size,
-        threads: cfg.pack.threads,
-        selection: cfg.servers.as_ref().map(|s| Selection {
-            depth: 2,
-            names: s.iter().map(Into::into).collect(),
-        }),
-        ..PackOptions::default()
-    };
+    let opts = cfg.pack_options()?;
     let p = stage("pack", &sink, None);
     let packed = snap_pack::pack(&cfg.history_dir, &image, &opts, &p)?;
     let s = p.finish();

@@ -12,7 +12,6 @@ use snap_core::progress::ProgressSink;
 use snap_core::{Error, Progress, Result, record};
 use snap_offsite::{PutOptions, TargetKind, TargetSettings, retain_until};
 use snap_pack::chain::Link;
-use snap_pack::{PackOptions, Selection};
 
 use super::manifest::*;
 use super::pieces::{self, PieceName, Upload, days_until, from_unix, rfc3339, unix};
@@ -152,17 +151,7 @@ pub fn run_chain(
     // 1. The link (or base), written to the run's root-only work directory.
     let work = WorkDir::create(&cfg.work_dir, run_id)?;
     let tail = work.0.join("tail.sqfs");
-    let opts = PackOptions {
-        compressor: cfg.compressor()?,
-        level: cfg.pack.level,
-        block_size: cfg.pack.block_size,
-        threads: cfg.pack.threads,
-        selection: cfg.servers.as_ref().map(|s| Selection {
-            depth: 2,
-            names: s.iter().map(Into::into).collect(),
-        }),
-        ..PackOptions::default()
-    };
+    let opts = cfg.pack_options()?;
     let p = stage("pack", &sink, None);
     let mut made = None;
     if reason.is_none() {
