@@ -352,8 +352,13 @@ def test_a_flood_of_connections_gets_one_transfer(pushed, ledger):
             outs.append(p.communicate()[1].decode(errors="replace"))
         busy = sum("busy" in o for o in outs)
         dropped = sum(any(m in o for m in ("kex_exchange", "Connection closed", "reset by peer")) for o in outs)
-        assert held <= 1 and busy + dropped >= len(procs) - 1, outs
-        out["text"] = f"{busy} refused as busy, {dropped} dropped by sshd before login, {held} held the jail"
+        # The account's own process cap (RLIMIT_NPROC of snap-receive): with
+        # thirty sessions of one account alive, the one that got the jail may
+        # not start its rsync either. The flood only costs the flooder.
+        capped = sum("Resource temporarily unavailable" in o and "busy" not in o for o in outs)
+        assert held <= 1 and busy + dropped + capped >= len(procs) - 1, outs
+        out["text"] = (f"{busy} refused as busy, {dropped} dropped by sshd before login, "
+                       f"{capped} stopped by the account's process cap, {held} held the jail")  # fmt: skip
 
 
 # -- finding 7: write-only must not leak -------------------------------------------------
