@@ -123,8 +123,21 @@ lint: install
 test-rust: install
 	cargo test --release --workspace
 
+# Two pytest runs side by side: the integration tier (a real fleet, mostly
+# waiting on Salt, ssh and rsync) in front, the unit, functional and wheel
+# tiers beside it into a log printed when both have ended. They share nothing:
+# each starts its own daemons on free loopback ports under its own root, and
+# only the integration tier makes users, sudoers rules and cron entries.
+SIDE_TIERS := tests/unit tests/functional tests/wheel
 test-python: install
-	SNAP_LOCALSTACK_PYTHON=$$(cat $(STAMPS)/localstack.python 2>/dev/null) $(VPY) -m pytest
+	@export SNAP_LOCALSTACK_PYTHON=$$(cat $(STAMPS)/localstack.python 2>/dev/null); \
+	side=$$(mktemp); trap 'rm -f "$$side"' EXIT; \
+	$(VPY) -m pytest $(SIDE_TIERS) > "$$side" 2>&1 & pid=$$!; \
+	rc=0; $(VPY) -m pytest tests/integration || rc=$$?; \
+	side_rc=0; wait $$pid || side_rc=$$?; \
+	echo "---- $(SIDE_TIERS), run beside tests/integration ----"; cat "$$side"; \
+	echo "pytest: tests/integration exit $$rc, $(SIDE_TIERS) exit $$side_rc"; \
+	[ $$rc -eq 0 ] && [ $$side_rc -eq 0 ]
 
 demo: install
 	$(VPY) -m demo
