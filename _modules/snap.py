@@ -903,13 +903,9 @@ def backup_view():
         pass
     except (OSError, ValueError) as exc:
         raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
-    return {
-        "servers": view,
-        "archive": archive,
-        "archive_expected": bool(s["archive"].get("target")),
-        "exclude": list(srv.get("exclude") or []),
-        "status": s.get("status") or {},
-    }
+    # Only what the backup server saw: what status judges by (exclusions,
+    # thresholds, whether an archive is due) the master reads from pillar.
+    return {"servers": view, "archive": archive}
 
 
 def write_metrics(path=None):

@@ -156,6 +156,18 @@ def _offsite_reader(backup, offsite):
     return offsite, None
 
 
+def _status_policy(backup):
+    """Who is left out, when a server is late, whether an archive is due: from
+    the backup server's pillar as the master compiles it."""
+    snap = (__salt__["pillar.show_pillar"](minion=backup) or {}).get("snap") or {}
+    status = snap.get("status") or {}
+    return {
+        "exclude": set((snap.get("server") or {}).get("exclude") or []),
+        "thresholds": {k: v for k, v in status.items() if k in ("grace_seconds", "missing_after", "timezone")},
+        "archive_expected": bool((snap.get("archive") or {}).get("target")),
+    }
+
+
 def status(now=None, tgt=None, timeout=15, offsite=None):
     """
     The fleet's backup status: for every server the master knows, its
@@ -208,8 +220,10 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     if tgt not in view or not isinstance(view[tgt], dict):
         return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
     view = view[tgt]
-    excluded = set(view.get("exclude") or [])
-    minions = [m for m in minions if m not in excluded]
+    # What to judge by is the master's word (pillar it compiles), never the
+    # backup server's answer: it could drop a server or stretch the grace.
+    policy = _status_policy(tgt)
+    minions = [m for m in minions if m not in policy["exclude"]]
     mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
     schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
     # Each server's own records: its answer now, else what it last put in the mine.
@@ -219,7 +233,7 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         answer = records.get(m)
         own[m] = answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
     clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
-    thresholds = {k: v for k, v in (view.get("status") or {}).items() if k in ("grace_seconds", "missing_after", "timezone")}
+    thresholds = policy["thresholds"]
     at = float(now) if now is not None else time.time()
     table = fleetstatus.build(
         minions,
@@ -229,7 +243,7 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         view.get("archive"),
         now=at,
         thresholds=thresholds or None,
-        archive_expected=view.get("archive_expected", False),
+        archive_expected=policy["archive_expected"],
     )
     inventory = None
     if reader:

@@ -119,7 +119,9 @@ def build(
         obj = manifest.get("archive") or {}
         finished = _unix(archive.get("finished"))
         state = "OK" if archive.get("result") == "ok" else "FAILED"
-        if state == "OK" and finished is not None and now - finished > archive_max_age:
+        if state == "OK" and finished is None:
+            state = "FAILED"  # a record that cannot say when is no proof of anything
+        elif state == "OK" and now - finished > archive_max_age:
             state = "LATE"
         arc = {
             "last_archive": archive.get("finished", "-"),
@@ -129,5 +131,7 @@ def build(
         }
         if archive.get("result") != "ok":
             arc["error"] = archive.get("error")
+        elif finished is None:
+            arc["error"] = f"the backup server's archive record has no valid finish time: {archive.get('finished')!r}"
     ok = all(r["state"] == "OK" for r in rows) and arc["archive_state"] in ("OK", "NOT CONFIGURED")
     return {"servers": rows, "archive": arc, "ok": ok}

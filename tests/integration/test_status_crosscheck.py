@@ -153,6 +153,45 @@ def test_an_archive_record_off_site_does_not_hold(site):
     TRIED.append(("an archive record with a key off-site does not hold", f"archive {arc['archive_state']}"))
 
 
+def test_a_real_push_replayed_at_a_fresh_time(site):
+    """web1's real last run id with a time of the backup server's choosing
+    would make a server that stopped pushing look current."""
+    fleet = site["fleet"]
+    last = fleet.salt("snap.push_history", tgt="web1")["web1"][-1]
+    receipts = next(p for p in (site["root"] / "srv" / "snap").rglob("receipts.jsonl") if "web1" in str(p))
+    with kept(receipts):
+        t = time.time() + 1200  # past the clock-skew allowance after the real push
+        replayed = [
+            {"started": t, "finished": t + 1, "dest": ".", "exit": 0, "state": "running", "run_id": last["run_id"]},
+            {"started": t + 1, "finished": t + 9, "dest": "data", "exit": 0, "files": 9, "bytes": 9, "run_id": last["run_id"]},
+            {"started": t + 9, "finished": t + 10, "dest": ".", "exit": 0, "state": "done", "run_id": last["run_id"]},
+        ]  # fmt: skip
+        with receipts.open("a") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in replayed)
+        code, table = status(fleet, f"now={t + 60}")
+    web1 = rows(table)["web1"]
+    assert web1["state"] == "SUSPECT" and "own record has that push" in web1["note"], web1
+    assert code != 0
+    TRIED.append(("web1's real last push replayed at a fresh time", f"web1 {web1['state']}"))
+
+
+def test_an_old_archive_record_replayed_as_new(site):
+    """The backup server stopped archiving and keeps answering with its last
+    real archive, finished just now by its word."""
+    fleet = site["fleet"]
+    record = next((site["root"] / "var" / "lib" / "snap").rglob("archive-last.json"))
+    with kept(record):
+        rec = json.loads(record.read_text())
+        later = time.time() + 3 * 86400
+        rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later))
+        record.write_text(json.dumps(rec))
+        code, table = status(fleet, f"now={later + 60}")
+    arc = table["archive"]
+    assert arc["archive_state"] == "SUSPECT" and "off-site it landed" in arc["error"], arc
+    assert code != 0
+    TRIED.append(("the last real archive record replayed 3 days later", f"archive {arc['archive_state']}"))
+
+
 def test_history_wiped_while_receipts_say_ok(site, capsys):
     fleet, history = site["fleet"], site["history"]
     saved = history.parent / (history.name + ".kept")

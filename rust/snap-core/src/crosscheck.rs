@@ -116,6 +116,10 @@ fn default_skew() -> f64 {
     600.0
 }
 
+/// How long after its archive object landed (for a multipart upload, when
+/// the upload began) an archive run may finish: the upload itself.
+const ARCHIVE_RUN_SLACK_SECONDS: f64 = 2.0 * 86400.0;
+
 /// One disagreement.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Finding {
@@ -150,7 +154,26 @@ fn own_vs_received(name: &str, s: &ServerSources, src: &Sources, out: &mut Vec<F
     let Some(own) = s.own.as_deref() else { return };
     let skew = src.skew_seconds;
     if let Some(r) = &s.received {
-        let known = own.iter().any(|p| p.run_id == r.run_id);
+        let mine = own.iter().find(|p| p.run_id == r.run_id);
+        // A real run id with a time of the backup server's choosing would
+        // make a server that stopped pushing look current.
+        if let Some(p) = mine
+            && (r.started < p.started - skew || r.started > p.finished + skew)
+        {
+            out.push(finding(
+                Some(name),
+                &["server", "backup server"],
+                format!(
+                    "the backup server's receipt of push {} says it started {}; {name}'s own record \
+                     has that push from {} to {}",
+                    r.run_id,
+                    at(r.started),
+                    at(p.started),
+                    at(p.finished)
+                ),
+            ));
+        }
+        let known = mine.is_some();
         let covered = own.first().is_some_and(|p| p.started <= r.started + skew);
         if !known && covered && r.started < src.now - skew {
             out.push(finding(
@@ -275,7 +298,24 @@ fn archive_vs_offsite(
                         a.error.as_deref().unwrap_or("")
                     ),
                 )),
-                Some(_) => {}
+                Some(a) => {
+                    // The record is written once the upload is done: an old
+                    // archive's key with a fresh time hides that archiving stopped.
+                    if let Some(landed) = a.landed
+                        && (c.finished + skew < landed
+                            || c.finished > landed + skew + ARCHIVE_RUN_SLACK_SECONDS)
+                    {
+                        out.push(finding(
+                            None,
+                            &["backup server", "off-site"],
+                            format!(
+                                "the backup server says archive {key} finished {}; off-site it landed {}",
+                                at(c.finished),
+                                at(landed)
+                            ),
+                        ));
+                    }
+                }
             }
             let newer =
                 newest.filter(|n| n.key != key && n.landed.is_some_and(|l| l > c.finished + skew));
@@ -487,6 +527,55 @@ mod tests {
             finished: NOW - 2.0 * DAY + 3600.0,
         });
         assert!(messages(&s)[0].contains("newer than the last archive"));
+    }
+
+    #[test]
+    fn a_real_run_id_with_a_fresh_time() {
+        // web1 stopped pushing after r2; the backup server answers with r2's
+        // id and a time of its choosing, so web1 would read as current.
+        let mut s = honest();
+        s.servers.get_mut("web1").unwrap().received = Some(Received {
+            run_id: "r2".into(),
+            started: NOW - 1800.0,
+        });
+        let m = messages(&s);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("receipt of push r2 says it started") && m[0].contains("own record"),
+            "{m:?}"
+        );
+        // Within the clock slack of the server's own times: agreement.
+        s.servers.get_mut("web1").unwrap().received = Some(Received {
+            run_id: "r2".into(),
+            started: NOW - DAY - 300.0,
+        });
+        assert_eq!(messages(&s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_old_archive_with_a_fresh_finish_time() {
+        // Archiving stopped after a2, 60 days ago; the record replays a2's
+        // key as finished a minute ago.
+        let mut s = honest();
+        s.now += 60.0 * DAY;
+        s.archive.as_mut().unwrap().finished = s.now - 60.0;
+        let m = messages(&s);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("archive a2 finished") && m[0].contains("off-site it landed"));
+        // No finish time at all reads as the epoch: before it landed.
+        s.archive.as_mut().unwrap().finished = 0.0;
+        assert!(messages(&s)[0].contains("off-site it landed"));
+        // A long upload (the object's time is when it began) is not a finding.
+        let mut s = honest();
+        s.offsite.as_mut().unwrap()[1].landed = Some(NOW - 2.0 * DAY + 7200.0);
+        s.archive.as_mut().unwrap().finished = NOW - 600.0;
+        assert_eq!(messages(&s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_status_pillar_with_some_thresholds_keeps_the_other_defaults() {
+        let t: crate::status::Thresholds = serde_json::from_str(r#"{"timezone": "UTC"}"#).unwrap();
+        assert_eq!((t.grace_seconds, t.missing_after), (7200, 2));
     }
 
     #[test]

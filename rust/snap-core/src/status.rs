@@ -68,8 +68,9 @@ pub struct Observed {
     pub running_since: Option<f64>,
 }
 
-/// When to call a server late or missing.
+/// When to call a server late or missing (a field left out keeps its default).
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Thresholds {
     /// Time a push gets after its slot before the slot counts as missed.
     pub grace_seconds: u64,

@@ -76,8 +76,7 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ChainManifest> {
 
 /// A chain manifest from off-site.
 pub fn load_chain_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<ChainManifest> {
-    let mut buf = Vec::new();
-    target.get(key, 0, &mut buf, &Progress::silent("manifest"))?;
+    let buf = crate::list::get_small(target, key)?;
     parse_manifest(&buf, key)
 }
 

@@ -45,13 +45,48 @@ pub fn manifest_key(key: &str) -> String {
     }
 }
 
+/// The most a manifest may hold. A real one is a few KiB per snapshot;
+/// anyone who can put objects can name one `*.manifest.json` in any size.
+pub const MANIFEST_MAX_BYTES: usize = 16 << 20;
+
+/// A buffer that refuses to grow past `max` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.max {
+            return Err(std::io::Error::other(format!(
+                "more than {} bytes, more than a manifest ever holds: not read further",
+                self.max
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Read a manifest-sized object whole, never more than [`MANIFEST_MAX_BYTES`].
+pub fn get_small(target: &dyn ArchiveTarget, key: &str) -> Result<Vec<u8>> {
+    let mut out = Capped {
+        buf: Vec::new(),
+        max: MANIFEST_MAX_BYTES,
+    };
+    target.get(key, 0, &mut out, &Progress::silent("manifest"))?;
+    Ok(out.buf)
+}
+
 /// Read one manifest (give the archive key or the manifest key).
 pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> {
     let mkey = manifest_key(key);
-    let mut buf = Vec::new();
-    target
-        .get(&mkey, 0, &mut buf, &Progress::silent("manifest"))
-        .map_err(|e| e.context(format!("reading the manifest {mkey}")))?;
+    let buf =
+        get_small(target, &mkey).map_err(|e| e.context(format!("reading the manifest {mkey}")))?;
     let m = parse_manifest(&buf, &mkey)?;
     let expected = mkey.trim_end_matches(MANIFEST_SUFFIX);
     if m.archive.key != expected {
@@ -215,4 +250,22 @@ pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Manifest> {
 /// Is `key` an archive key snap writes?
 pub fn is_archive_key(key: &str) -> bool {
     key.ends_with(ARCHIVE_SUFFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_manifest_sized_read_stops_at_its_cap() {
+        let mut out = Capped {
+            buf: Vec::new(),
+            max: 8,
+        };
+        out.write_all(b"12345678").unwrap();
+        let err = out.write_all(b"9").unwrap_err();
+        assert!(err.to_string().contains("more than 8 bytes"), "{err}");
+        assert_eq!(out.buf.len(), 8, "nothing kept past the cap");
+    }
 }

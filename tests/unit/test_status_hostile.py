@@ -1,0 +1,142 @@
+"""salt-run snap.status against a compromised backup server's answers (issue 12).
+
+The runner is loaded as a plain module and Salt's plumbing around it is
+faked: what the minions answer (LocalClient), the mine, the accepted keys and
+the pillar the master compiles. That is the one place a mock stands in for
+real Salt here: a real compromised backup server would send these answers by
+replacing the snap module its minion runs, which a test fleet cannot do
+without becoming something else. tests/integration/test_status_crosscheck.py
+plays the same backup server through the files it really controls.
+
+The fleet: web1 stopped pushing three days ago, db1 pushed on time, and the
+newest archive landed 60 days ago. Honest answers give web1 MISSING and the
+archive LATE; no forged answer may turn either into OK.
+"""
+
+import copy
+import datetime
+
+import pytest
+import salt.client
+import salt.wheel
+
+from tests.support.loader_modules import load
+
+NOW = 1_800_000_000.0
+DAY = 86400.0
+SCHEDULE = {"minute": 5, "second": 0, "hours": [2, 10, 18]}
+KEY = "snap/backup1/2026/20261116T000000Z-0123456789abcdef.sqfs.gpg"
+
+
+def iso(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def own(last):
+    return [
+        {"run_id": f"r{i}", "started": iso(last - i * DAY / 3), "finished": iso(last - i * DAY / 3 + 60),
+         "result": "ok", "error": None}
+        for i in range(6, -1, -1)
+    ]  # fmt: skip
+
+
+OWN = {"web1": own(NOW - 3 * DAY - 3 * 3600), "db1": own(NOW - 2.9 * 3600 + 5 * 60)}
+OFFSITE = [{"key": KEY, "landed": NOW - 60 * DAY, "created": NOW - 60 * DAY - 300,
+            "servers": {"web1": 5, "db1": 5}, "error": None}]  # fmt: skip
+
+
+def honest_view():
+    servers = {}
+    for minion, records in OWN.items():
+        last = records[-1]
+        started = datetime.datetime.fromisoformat(last["started"].replace("Z", "+00:00")).timestamp()
+        servers[minion] = {"last_good": {"run_id": last["run_id"], "started": started + 30},
+                           "last_failed": None, "running_since": None}  # fmt: skip
+    archive = {"result": "ok", "finished": iso(NOW - 60 * DAY + 600),
+               "manifest": {"archive": {"key": KEY, "retain_until": iso(NOW + 31 * DAY)}}}  # fmt: skip
+    return {"servers": servers, "archive": archive}
+
+
+@pytest.fixture
+def status(monkeypatch):
+    """status(view) -> the runner's table, with ``view`` as backup1's answer."""
+
+    def run(view):
+        runner = load("runners")
+        mine = {
+            "snap.hostkey": {"backup1": "ssh-ed25519 AAAA"},
+            "snap.pubkey": {m: {"schedule": SCHEDULE} for m in OWN},
+            "snap.push_history": {},
+        }
+        pillar = {
+            "snap": {"verify": {"minion": "drill1", "target": {"bucket": "b"}}, "archive": {"target": {"bucket": "b"}}}
+        }
+
+        class Client:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def cmd(self, tgt, fun, *args, **kwargs):
+                answers = {
+                    "snap.backup_view": lambda: {"backup1": view},
+                    "snap.push_history": lambda: {m: OWN[m] for m in tgt},
+                    "snap.offsite_inventory": lambda: {"drill1": copy.deepcopy(OFFSITE)},
+                }
+                return answers[fun]()
+
+        class Wheel:
+            def __init__(self, opts):
+                pass
+
+            def cmd(self, fun, arg, print_event=False):
+                return {"minions": ["backup1", *OWN]}
+
+        monkeypatch.setattr(salt.client, "get_local_client", lambda conf: Client())
+        monkeypatch.setattr(salt.wheel, "WheelClient", Wheel)
+        runner.__opts__ = {"conf_file": "/dev/null"}
+        runner.__salt__ = {
+            "mine.get": lambda tgt, fun, **kw: mine[fun],
+            "pillar.show_pillar": lambda minion=None: copy.deepcopy(pillar),
+            "event.send": lambda tag, data: True,
+        }
+        table = runner.status(now=NOW, offsite="drill1")
+        return {r["server"]: r for r in table["servers"]}, table
+
+    return run
+
+
+def test_honest_answers_show_web1_missing_and_the_archive_late(status):
+    rows, table = status(honest_view())
+    assert rows["web1"]["state"] == "MISSING" and rows["db1"]["state"] == "OK", rows
+    assert table["archive"]["archive_state"] == "LATE", table["archive"]
+    assert table["retcode"] != 0
+
+
+def test_what_status_judges_by_is_not_the_backup_servers_to_say(status):
+    view = honest_view()
+    del view["servers"]["web1"]
+    view.update(exclude=["web1"], status={"grace_seconds": 10**12}, archive_expected=False)
+    rows, table = status(view)
+    assert rows["web1"]["state"] != "OK", rows["web1"]  # still listed, still judged
+    assert table["retcode"] != 0
+
+
+def test_a_real_run_id_with_a_fresh_time_is_suspect(status):
+    view = honest_view()
+    view["servers"]["web1"]["last_good"]["started"] = NOW - 1800
+    rows, _ = status(view)
+    assert rows["web1"]["state"] == "SUSPECT" and "own record has that push" in rows["web1"]["note"], rows["web1"]
+
+
+def test_an_old_archive_replayed_as_new_is_suspect(status):
+    view = honest_view()
+    view["archive"]["finished"] = iso(NOW - 3600)
+    _, table = status(view)
+    assert table["archive"]["archive_state"] == "SUSPECT" and "off-site it landed" in table["archive"]["error"]
+    view["archive"].pop("finished")
+    _, table = status(view)
+    assert table["archive"]["archive_state"] not in ("OK", "NOT CONFIGURED"), table["archive"]
+    assert table["retcode"] != 0
