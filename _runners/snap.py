@@ -81,11 +81,23 @@ def fleet(tgt="*", tgt_type="glob"):
 
 
 def _backup_server():
-    """The backup server: the one minion that publishes snap.hostkey in the mine."""
-    servers = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
+    """The backup server: the minion that publishes snap.hostkey in the mine
+    AND that its own pillar (compiled here, on the master) names as
+    ``snap:backup_server:minion_id``. Any client minion can publish a host key
+    (a compromised one would); none can change what the pillar says."""
+    published = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
+    servers = [
+        m
+        for m in published
+        if (((__salt__["pillar.show_pillar"](minion=m) or {}).get("snap") or {}).get("backup_server") or {}).get(
+            "minion_id"
+        )
+        == m
+    ]
     if len(servers) != 1:
         raise salt.exceptions.SaltInvocationError(
-            f"cannot tell the backup server from the mine (snap.hostkey published by {servers or 'no minion'}): "
+            f"cannot tell the backup server: snap.hostkey is published by {published or 'no minion'}, and "
+            f"{servers or 'none'} of them is named snap:backup_server:minion_id by its own pillar; "
             "pass tgt=<its minion id>"
         )
     return servers[0]

@@ -82,6 +82,7 @@ def offsite_inventory(store, prefix: str) -> list[dict]:
             "created": _unix(row.get("created")),
             "servers": dict(row.get("server_snapshots") or {}),
             "error": row.get("error"),
+            "tampered": row.get("tampered"),
         }
         for row in store.list(prefix, True)
     ]

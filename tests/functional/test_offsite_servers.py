@@ -57,6 +57,9 @@ EXPECTED = {
     # Ceph RGW 16 ignores If-None-Match on versioned buckets: a second version
     # lands on top and the first stays (checked below on every server).
     "put-only: snap's own upload over the archive's key (If-None-Match: *)": {"*": "refused", "ceph": "allowed"},
+    # No test server refuses it (moto and LocalStack judge no conditions, Ceph
+    # knows no s3:if-none-match); AWS refuses it by the bucket policy.
+    "put-only: a forged manifest over the manifest's key": {"*": "allowed"},
     "admin: DeleteObject of the locked archive version": {"*": "refused"},
     "admin: DeleteObjects of the locked versions": {"*": "refused"},
     "admin: PutObjectRetention shortening COMPLIANCE": {"*": "refused", "moto": "allowed"},
@@ -189,6 +192,17 @@ def test_archive_lock_audit_restore_and_attacks(name, request, tmp_path, capsys)
     # The audit reads every lock back the same way; the restore is bit-exact.
     assert out["audit"]["returncode"] == 0 and out["audit"]["record"]["ok"], out["audit"]
     assert out["restore"]["matches"], out["restore"]
+    # The overwrite and a forged manifest naming it (finding 4 of the cold
+    # attack): readers take the first versions, say TAMPERING, and restore
+    # what snap wrote.
+    forged = out["forged"]
+    assert forged["forged_archive_version"], forged
+    row = forged["row"]
+    assert row["tampered"] and "TAMPERING" in row["tampered"] and "2 versions" in row["tampered"], row
+    assert row["manifest_version_id"] == row["genuine_manifest_version"], row
+    assert row["version_id"] == out["archive"]["version_id"] and row["server_snapshots"] == {"db1": 2}, row
+    assert forged["audit"]["returncode"] != 0 and any("TAMPERING" in p for p in forged["audit"]["problems"]), forged
+    assert forged["restore"]["matches"], forged["restore"]
     # The calls tried: what each server did, against what snap relies on.
     for call, want in EXPECTED.items():
         got = out["calls"][call]
@@ -206,7 +220,10 @@ def test_archive_lock_audit_restore_and_attacks(name, request, tmp_path, capsys)
     assert out["bucket_default_lock"] == "COMPLIANCE" or name == "moto", out["bucket_default_lock"]
     with capsys.disabled():
         print(f"\n{name}: archive in {out['archive']['seconds']}s, locks {statuses}, "
-              f"{sum(v.startswith('refused') for v in out['calls'].values())}/{len(out['calls'])} calls refused")  # fmt: skip
+              f"{sum(v.startswith('refused') for v in out['calls'].values())}/{len(out['calls'])} calls refused\n"
+              f"{name}: after the overwrite and a forged manifest, readers say: {row['tampered'][:200]}...; "
+              f"audit exit {forged['audit']['returncode']}; restore of the first version bit-exact: "
+              f"{forged['restore']['matches']}")  # fmt: skip
 
 
 def test_the_table_of_calls_per_server(capsys):

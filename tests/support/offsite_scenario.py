@@ -135,7 +135,8 @@ def run(server: Server, work: pathlib.Path) -> dict:
         assert proc.returncode == 0, proc.stderr
         rec = json.loads(proc.stdout)
         out["archive"] = {"seconds": round(time.time() - started, 1), "parts": rec["manifest"]["archive"]["parts"],
-                          "locks": rec["locks"], "stderr": proc.stderr[-2000:]}  # fmt: skip
+                          "locks": rec["locks"], "stderr": proc.stderr[-2000:],
+                          "version_id": rec["manifest"]["archive"]["version_id"]}  # fmt: skip
         asked = datetime.datetime.fromtimestamp(started + 92 * DAY, datetime.timezone.utc) - datetime.timedelta(
             minutes=5
         )
@@ -203,8 +204,13 @@ def run(server: Server, work: pathlib.Path) -> dict:
             Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}),
         "admin: DeleteBucket": lambda: admin.delete_bucket(Bucket=bucket),
     }  # fmt: skip
+    # The put-only identity's calls first, then what a reader makes of the
+    # result (before the administrator's calls, which on moto delete things).
     server.before_attacks()
-    out["calls"] = {name: _outcome(call) for name, call in calls.items()}
+    out["calls"] = {name: _outcome(call) for name, call in calls.items() if name.startswith("put-only")}
+    out["forged"] = _forge_and_read(server, admin, put, reader, env, work, secret, made, key, version, manifest_key)
+    out["calls"]["put-only: a forged manifest over the manifest's key"] = out["forged"].pop("call")
+    out["calls"].update({name: _outcome(call) for name, call in calls.items() if not name.startswith("put-only")})
     # An object put with no lock header at all gets the bucket's default retention.
     bare = admin.put_object(Bucket=bucket, Key=f"{PREFIX}/no-headers", Body=b"x", ChecksumAlgorithm="SHA256")
     try:
@@ -229,6 +235,49 @@ def run(server: Server, work: pathlib.Path) -> dict:
         locked = whole = False
     out["after"] = {"first_version_locked": locked, "first_version_size": whole,
                     "versions_of_the_key": len(versions), "first_version_listed": version in versions}  # fmt: skip
+    return out
+
+
+def _forge_and_read(server, admin, put, reader, env, work, secret, made, key, version, manifest_key) -> dict:
+    """Finding 4 of the cold attack on issue 12: where the archive's key was
+    overwritten (every test server lets the put-only identity do that; Ceph RGW
+    16 even with If-None-Match), forge its manifest too: a second version that
+    names the new archive version and half the history. Then read as the
+    reader: the listing, the audit and a restore of that archive."""
+    from tests.support.treegen import describe
+
+    bucket = server.settings["bucket"]
+    listed = admin.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    forged_version = next((v["VersionId"] for v in listed if v["Key"] == key and v["VersionId"] != version), None)
+    genuine = admin.list_object_versions(Bucket=bucket, Prefix=manifest_key).get("Versions", [])
+    first = min((v for v in genuine if v["Key"] == manifest_key), key=lambda v: v["LastModified"])
+    manifest = json.loads(
+        admin.get_object(Bucket=bucket, Key=manifest_key, VersionId=first["VersionId"])["Body"].read()
+    )
+    manifest["archive"]["version_id"] = forged_version or "forged"
+    manifest["snapshots"] = manifest["snapshots"][:1]
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=92)
+    time.sleep(1.1)  # a later LastModified than the genuine version, to the second
+    out: dict[str, Any] = {"forged_archive_version": forged_version, "call": _outcome(lambda: put.put_object(
+        Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode(), ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256"))}  # fmt: skip
+    listing = _snap("restore", "list", "--target", json.dumps(reader), "--prefix", PREFIX + "/",
+                    "--quiet", env=env)  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    row = next(r for r in json.loads(listing.stdout) if r["key"] == key)
+    out["row"] = {k: row.get(k) for k in ("version_id", "manifest_version_id", "server_snapshots", "tampered")}
+    out["row"]["genuine_manifest_version"] = first["VersionId"]
+    state = work / "verify-forged"
+    audit = _snap("verify", "--target", json.dumps(reader), "--prefix", PREFIX + "/", "--state-dir", state,
+                  "--quiet", env=env)  # fmt: skip
+    out["audit"] = {"returncode": audit.returncode,
+                    "problems": json.loads((state / "verify-last.json").read_text())["audit"]["problems"]}  # fmt: skip
+    dest = work / "restored-after-forgery"
+    restored = _snap("restore", "--target", json.dumps(reader), "--prefix", PREFIX, "--archive", key, "--key", secret,
+                     "--server", "db1", "--to", dest, "--quiet", env=env)  # fmt: skip
+    out["restore"] = {"returncode": restored.returncode, "stderr": restored.stderr[-1500:],
+                      "matches": restored.returncode == 0
+                      and describe(dest) == describe(made["recent.0"]["db1"], fake_super=True)}  # fmt: skip
     return out
 
 

@@ -85,7 +85,9 @@ def test_every_forbidden_action_is_denied_and_counted():
                      "PutObject replacing a key (no If-None-Match)", "PutObject locked for 188 days, past the cap (lock-bombing)"):
         assert required in names
     print(f"\nbackup identity: {len(outcomes)} forbidden requests refused ({len(explicit)} by explicit deny)")
-    assert len(outcomes) == 30
+    assert len(outcomes) == 40  # 30, and 10 more denied by the hardening of issue 12
+    for hardened in ("PutBucketTagging", "PutObjectTagging", "PutBucketNotification", "ReplicateObject"):
+        assert outcomes[hardened] == "explicit-deny", hardened
 
 
 def test_even_an_identity_allowed_everything_cannot_destroy():
@@ -465,4 +467,11 @@ def test_without_repair_the_backup_identity_never_touches_a_retention():
     grants = {s["Sid"]: s["Principal"] for s in cdocs["bucket_policy"]["Statement"]}
     assert grants.pop("SnapAllowAdministrators") == {"AWS": ["arn:aws:iam:::user/a"]}
     assert all(p == {"AWS": ["arn:aws:iam:::user/snap-backup"]} for p in grants.values()), grants
-    assert [r["ID"] for r in cdocs["lifecycle"]["Rules"]] == ["snap-noncurrent-expiry", "snap-abort-incomplete-uploads"]
+    # No noncurrent expiry where an overwrite cannot be refused (finding 4 of
+    # the cold attack on issue 12): it would delete the genuine version.
+    assert [r["ID"] for r in cdocs["lifecycle"]["Rules"]] == ["snap-abort-incomplete-uploads"]
+    with pytest.raises(provision.ProvisionError, match="noncurrent_expire_days is refused for provider ceph"):
+        provision.load_spec(base(provider="ceph", endpoint_url="http://127.0.0.1:7480", admins=["arn:aws:iam:::user/a"],
+                                 noncurrent_expire_days=400))  # fmt: skip
+    assert [r["ID"] for r in docs["lifecycle"]["Rules"]] == [
+        "snap-archive-transition", "snap-noncurrent-expiry", "snap-abort-incomplete-uploads"]  # fmt: skip

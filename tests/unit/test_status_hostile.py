@@ -61,15 +61,19 @@ def honest_view():
 def status(monkeypatch):
     """status(view) -> the runner's table, with ``view`` as backup1's answer."""
 
-    def run(view):
+    def run(view, hostkeys=None, offsite=None):
         runner = load("runners")
         mine = {
-            "snap.hostkey": {"backup1": "ssh-ed25519 AAAA"},
+            "snap.hostkey": hostkeys or {"backup1": "ssh-ed25519 AAAA"},
             "snap.pubkey": {m: {"schedule": SCHEDULE} for m in OWN},
             "snap.push_history": {},
         }
         pillar = {
-            "snap": {"verify": {"minion": "drill1", "target": {"bucket": "b"}}, "archive": {"target": {"bucket": "b"}}}
+            "snap": {
+                "verify": {"minion": "drill1", "target": {"bucket": "b"}},
+                "archive": {"target": {"bucket": "b"}},
+                "backup_server": {"minion_id": "backup1"},
+            }  # fmt: skip
         }
 
         class Client:
@@ -83,7 +87,7 @@ def status(monkeypatch):
                 answers = {
                     "snap.backup_view": lambda: {"backup1": view},
                     "snap.push_history": lambda: {m: OWN[m] for m in tgt},
-                    "snap.offsite_inventory": lambda: {"drill1": copy.deepcopy(OFFSITE)},
+                    "snap.offsite_inventory": lambda: {"drill1": copy.deepcopy(offsite or OFFSITE)},
                 }
                 return answers[fun]()
 
@@ -112,6 +116,24 @@ def test_honest_answers_show_web1_missing_and_the_archive_late(status):
     rows, table = status(honest_view())
     assert rows["web1"]["state"] == "MISSING" and rows["db1"]["state"] == "OK", rows
     assert table["archive"]["archive_state"] == "LATE", table["archive"]
+    assert table["retcode"] != 0
+
+
+def test_a_client_publishing_a_host_key_is_not_taken_for_the_backup_server(status):
+    """Any compromised client can ``mine.send snap.hostkey``; the runner
+    keeps only the publisher its own pillar names as the backup server."""
+    rows, table = status(honest_view(), hostkeys={"backup1": "ssh-ed25519 AAAA", "web1": "ssh-ed25519 FORGED"})
+    assert rows["db1"]["state"] == "OK" and table["archive"]["archive_state"] == "LATE", (rows, table["archive"])
+
+
+def test_an_archive_written_again_off_site_is_suspect(status):
+    """On a server that ignores If-None-Match, the backup identity put a
+    second version of the archive and its manifest: the drill minion's
+    listing says so, and status marks the archive SUSPECT."""
+    text = f"TAMPERING: {KEY}.manifest.json has 2 versions"
+    rows, table = status(honest_view(), offsite=[dict(OFFSITE[0], error=text, tampered=text)])
+    assert table["archive"]["archive_state"] == "SUSPECT", table["archive"]
+    assert "was written again off-site: TAMPERING" in table["archive"]["error"], table["archive"]
     assert table["retcode"] != 0
 
 

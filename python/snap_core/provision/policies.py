@@ -38,7 +38,12 @@ def forbidden_object_actions(spec: OffsiteSpec) -> tuple[str, ...]:
     """Object actions only an administrator may take. PutObjectRetention is
     among them unless ``retention_repair``; then conditions bound it
     (COMPLIANCE only, between retain_days and the cap)."""
-    return tuple(a for a in S3_FORBIDDEN_OBJECT_ACTIONS if not (spec.retention_repair and a == "s3:PutObjectRetention"))
+    return tuple(
+        a
+        for a in S3_FORBIDDEN_OBJECT_ACTIONS
+        if not (spec.retention_repair and a == "s3:PutObjectRetention")
+        and not (spec.provider == "ceph" and a in CEPH_UNKNOWN_ACTIONS)
+    )
 
 
 #: What the administrators (Ceph: the bucket owner and whoever audits or
@@ -57,11 +62,24 @@ CEPH_ADMIN_ACTIONS = (
     "s3:DeleteObjectVersion",
 )
 #: What a restore or audit identity needs.
-READER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:ListBucket")
+#: ListBucketVersions: a reader reads each manifest at its first version and
+#: reports any later version of a key as tampering.
+READER_ACTIONS = (
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectRetention",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+)
 
 #: Actions Ceph RGW 16 does not know (it refuses a policy naming them, InvalidArgument;
 #: measured) and has no API for anyway.
-CEPH_UNKNOWN_ACTIONS = ("s3:PutBucketOwnershipControls", "s3:PutEncryptionConfiguration")
+CEPH_UNKNOWN_ACTIONS = (
+    "s3:PutBucketOwnershipControls",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutInventoryConfiguration",
+    "s3:ReplicateObject",
+)
 
 
 def forbidden_bucket_actions(spec: OffsiteSpec) -> tuple[str, ...]:
@@ -418,12 +436,6 @@ def lifecycle_configuration(spec: OffsiteSpec) -> dict:
             "Transitions": [{"Days": spec.transition_days, "StorageClass": spec.storage_class}],
         },
         {
-            "ID": "snap-noncurrent-expiry",
-            "Status": "Enabled",
-            "Filter": {"Prefix": prefix},
-            "NoncurrentVersionExpiration": {"NoncurrentDays": spec.noncurrent_expire_days},
-        },
-        {
             "ID": "snap-abort-incomplete-uploads",
             "Status": "Enabled",
             "Filter": {"Prefix": prefix},
@@ -432,6 +444,16 @@ def lifecycle_configuration(spec: OffsiteSpec) -> dict:
     ]
     if spec.storage_class == "STANDARD":
         rules = rules[1:]  # archives stay where they are written
+    if spec.noncurrent_expire_days is not None:  # AWS only: see spec.load_spec
+        rules.insert(
+            len(rules) - 1,
+            {
+                "ID": "snap-noncurrent-expiry",
+                "Status": "Enabled",
+                "Filter": {"Prefix": prefix},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": spec.noncurrent_expire_days},
+            },
+        )
     if spec.expire_days is not None:
         rules.append(
             {

@@ -64,6 +64,11 @@ S3_FORBIDDEN_OBJECT_ACTIONS = (
     "s3:BypassGovernanceRetention",
     "s3:PutObjectAcl",
     "s3:PutObjectVersionAcl",
+    # Nothing snap does needs these; denied so that a broader policy attached
+    # later grants them to nobody (cold attack on issue 12, hardening).
+    "s3:PutObjectTagging",
+    "s3:PutObjectVersionTagging",
+    "s3:ReplicateObject",
 )
 S3_FORBIDDEN_BUCKET_ACTIONS = (
     "s3:PutBucketObjectLockConfiguration",
@@ -77,6 +82,15 @@ S3_FORBIDDEN_BUCKET_ACTIONS = (
     "s3:PutBucketOwnershipControls",
     "s3:PutBucketAcl",
     "s3:PutReplicationConfiguration",
+    # The budget alarm filters on the bucket's cost-allocation tag; the others
+    # copy, announce, publish or bill the bucket's contents elsewhere.
+    "s3:PutBucketTagging",
+    "s3:PutBucketNotification",
+    "s3:PutBucketLogging",
+    "s3:PutBucketRequestPayment",
+    "s3:PutBucketCORS",
+    "s3:PutBucketWebsite",
+    "s3:PutInventoryConfiguration",
 )
 # Reads the backup server never needs (it cannot read back what it wrote).
 S3_FORBIDDEN_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject")
@@ -307,8 +321,18 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
     transition = _int(settings, "transition_days", 0)
     if transition < 0:
         raise ProvisionError("snap:offsite:transition_days must be 0 (at once) or more")
-    noncurrent = _int(settings, "noncurrent_expire_days", retain + 1)
-    if noncurrent <= retain:
+    # Only AWS refuses an overwrite (the bucket policy's s3:if-none-match):
+    # elsewhere the backup identity can put a second version over a genuine
+    # archive, and a noncurrent-expiry rule would then delete the genuine one.
+    noncurrent = _int(settings, "noncurrent_expire_days", retain + 1 if provider == "aws" else None)
+    if noncurrent is not None and provider != "aws":
+        raise ProvisionError(
+            f"snap:offsite:noncurrent_expire_days is refused for provider {provider}: that server cannot refuse "
+            "an overwrite, so a compromised backup server could make a genuine archive noncurrent and this rule "
+            "would delete it. Leave it unset; snap's listing reports every second version as tampering, and old "
+            "versions are removed by hand after review (docs/OFFSITE.md)"
+        )
+    if noncurrent is not None and noncurrent <= retain:
         raise ProvisionError(
             f"snap:offsite:noncurrent_expire_days ({noncurrent}) must be after the lock ends "
             f"(more than retain_days = {retain})"

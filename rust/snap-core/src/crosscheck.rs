@@ -83,6 +83,9 @@ pub struct OffsiteArchive {
     /// Set when the listing found it broken (object missing, size differs...).
     #[serde(default)]
     pub error: Option<String>,
+    /// Set when a key snap wrote once was written again off-site.
+    #[serde(default)]
+    pub tampered: Option<String>,
 }
 
 impl OffsiteArchive {
@@ -374,6 +377,17 @@ pub fn crosscheck(src: &Sources) -> CrossCheck {
     }
     if let Some(listing) = &src.offsite {
         compared.insert("backup server/off-site");
+        // Only the backup identity can put objects: an overwrite is its work,
+        // whatever its own record says.
+        for a in listing {
+            if let Some(t) = &a.tampered {
+                out.push(finding(
+                    None,
+                    &["off-site"],
+                    format!("archive {} was written again off-site: {t}", a.key),
+                ));
+            }
+        }
         archive_vs_offsite(
             src.archive.as_ref(),
             listing,
@@ -411,6 +425,7 @@ mod tests {
             created: Some(landed - 300.0),
             servers: servers.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             error: None,
+            tampered: None,
         }
     }
 
@@ -527,6 +542,24 @@ mod tests {
             finished: NOW - 2.0 * DAY + 3600.0,
         });
         assert!(messages(&s)[0].contains("newer than the last archive"));
+    }
+
+    #[test]
+    fn an_old_archive_written_again_is_suspect_whatever_the_record_says() {
+        // On a server that ignores If-None-Match, the backup identity put a
+        // second version of a1 (the honest record names a2).
+        let mut s = honest();
+        let a1 = &mut s.offsite.as_mut().unwrap()[0];
+        a1.tampered = Some("TAMPERING: a1 has 2 versions".into());
+        a1.error = a1.tampered.clone();
+        let r = crosscheck(&s);
+        let m: Vec<&str> = r.findings.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("archive a1 was written again off-site"),
+            "{m:?}"
+        );
+        assert_eq!(r.findings[0].server, None, "the archive row, not a server");
     }
 
     #[test]

@@ -189,6 +189,25 @@ pub struct ListEntry {
     pub last_modified: Option<SystemTime>,
 }
 
+/// One version of one object (S3 ListObjectVersions): delete markers too.
+/// A target without object versions lists each object once, with no id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionEntry {
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    pub storage_class: Option<String>,
+    pub last_modified: Option<SystemTime>,
+    /// The key's current version (or its current delete marker).
+    pub is_latest: bool,
+    pub delete_marker: bool,
+}
+
+/// The most objects (or object versions) a listing holds. Two years of a
+/// fleet's archives are a few thousand; anyone who can put objects can
+/// make more, and a listing is held in memory.
+pub const LIST_MAX_ENTRIES: usize = 200_000;
+
 /// A multipart upload that was started and neither completed nor aborted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncompleteUpload {
@@ -280,6 +299,26 @@ pub trait ArchiveTarget: Send + Sync {
 
     /// Objects under `prefix`, in key order.
     fn list(&self, prefix: &str) -> Result<Vec<ListEntry>>;
+
+    /// Every version of every object under `prefix`, delete markers too;
+    /// in key order, and within a key oldest first. A target without object
+    /// versions lists each object once (no version id, latest). Snap writes
+    /// every key once, so a second version of a key is someone else's write.
+    fn list_versions(&self, prefix: &str) -> Result<Vec<VersionEntry>> {
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .map(|o| VersionEntry {
+                key: o.key,
+                version_id: None,
+                size: o.size,
+                storage_class: o.storage_class,
+                last_modified: o.last_modified,
+                is_latest: true,
+                delete_marker: false,
+            })
+            .collect())
+    }
 
     /// Multipart uploads under `prefix` that were neither completed nor aborted.
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>>;

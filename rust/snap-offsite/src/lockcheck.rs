@@ -275,6 +275,19 @@ pub fn ensure_upload_locked(
     up: &UploadResult,
 ) -> Result<Option<LockCheck>> {
     match up.retain_until {
+        // A bucket with Object Lock is always versioned: an upload without a
+        // version id is not what it seems (a proxy, or a server that stored
+        // it unversioned), and "the current version" could be anyone's.
+        Some(_) if target.has_object_lock() && up.version_id.is_none() => Err(Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "{} was stored without a version id, so its lock cannot be read back by version: \
+                 a bucket with Object Lock always versions its objects. Check that the endpoint is \
+                 the bucket with Object Lock (aws s3api get-object-lock-configuration) and not a \
+                 proxy or another bucket; not counted as done",
+                target.object_url(&up.key)
+            ),
+        )),
         Some(until) if target.has_object_lock() => {
             ensure_locked(target, &up.key, up.version_id.as_deref(), until)?
                 .require()
@@ -444,6 +457,37 @@ mod tests {
             read_lock(&s, "k", None, want).unwrap().status,
             LockStatus::Missing
         );
+    }
+
+    #[test]
+    fn an_upload_without_a_version_id_is_not_done() {
+        let want = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let held = Retention {
+            mode: Some(COMPLIANCE.into()),
+            retain_until: Some(want),
+        };
+        let s = server(held, Some("must not be called"), true);
+        let mut up = UploadResult {
+            key: "a/k".into(),
+            size: 1,
+            sha256: String::new(),
+            tree_hash: None,
+            version_id: None,
+            etag: None,
+            parts: 0,
+            part_size: 0,
+            retain_until: Some(want),
+            storage_class: None,
+        };
+        let e = ensure_upload_locked(&s, &up).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+        assert!(
+            e.to_string()
+                .contains("s3://b/a/k was stored without a version id"),
+            "{e}"
+        );
+        up.version_id = Some("v1".into());
+        assert!(ensure_upload_locked(&s, &up).unwrap().unwrap().is_locked());
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ChainManifest> {
 
 /// A chain manifest from off-site.
 pub fn load_chain_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<ChainManifest> {
-    let buf = crate::list::get_small(target, key)?;
+    // Its first version, like an archive's manifest: a later one is not snap's.
+    let buf = crate::list::get_small_first(target, key)?;
     parse_manifest(&buf, key)
 }
 

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use snap_archive::{ARCHIVE_SUFFIX, MANIFEST_SUFFIX, Manifest};
 use snap_core::{Error, ErrorKind, Progress, Result};
-use snap_offsite::ArchiveTarget;
+use snap_offsite::{ArchiveTarget, VersionEntry};
 
 /// Parse a manifest, naming where it came from.
 pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest> {
@@ -82,12 +82,78 @@ pub fn get_small(target: &dyn ArchiveTarget, key: &str) -> Result<Vec<u8>> {
     Ok(out.buf)
 }
 
-/// Read one manifest (give the archive key or the manifest key).
+/// Read one version of a manifest-sized object (None: the only one).
+fn get_small_at(target: &dyn ArchiveTarget, key: &str, version: Option<&str>) -> Result<Vec<u8>> {
+    let Some(v) = version else {
+        return get_small(target, key);
+    };
+    let mut out = Capped {
+        buf: Vec::new(),
+        max: MANIFEST_MAX_BYTES,
+    };
+    target.get_version(key, v, 0, &mut out, &Progress::silent("manifest"))?;
+    Ok(out.buf)
+}
+
+/// The versions of one key, oldest first, from a listing of its prefix.
+pub fn versions_of(target: &dyn ArchiveTarget, key: &str) -> Result<Vec<VersionEntry>> {
+    Ok(target
+        .list_versions(key)?
+        .into_iter()
+        .filter(|v| v.key == key)
+        .collect())
+}
+
+/// What is wrong with a key that snap wrote once: a second version (an
+/// overwrite: on servers that ignore `If-None-Match`, the backup identity can
+/// put one), or a delete marker.
+pub fn overwritten(key: &str, versions: &[&VersionEntry]) -> Option<String> {
+    let objects: Vec<&&VersionEntry> = versions.iter().filter(|v| !v.delete_marker).collect();
+    if objects.len() <= 1 {
+        return None;
+    }
+    let first = objects[0].version_id.as_deref().unwrap_or("null");
+    let later: Vec<String> = objects[1..]
+        .iter()
+        .map(|v| {
+            format!(
+                "{} at {}",
+                v.version_id.as_deref().unwrap_or("null"),
+                v.last_modified.map_or("an unknown time".into(), rfc3339)
+            )
+        })
+        .collect();
+    Some(format!(
+        "TAMPERING: {key} has {} versions; snap writes every key once, so someone overwrote it \
+         (version {first} is snap's and is the one read; later: {})",
+        objects.len(),
+        later.join(", ")
+    ))
+}
+
+/// Read a manifest-sized object at its first version (the one snap wrote;
+/// the listing reports later ones as tampering).
+pub fn get_small_first(target: &dyn ArchiveTarget, key: &str) -> Result<Vec<u8>> {
+    let versions = versions_of(target, key)?;
+    let first = versions
+        .iter()
+        .find(|v| !v.delete_marker)
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no object {key} off-site")))?;
+    get_small_at(target, key, first.version_id.as_deref())
+}
+
+/// Read one manifest (give the archive key or the manifest key) at its
+/// first version: a later version is someone else's write, and the archive
+/// version the first one names is the one snap uploaded.
 pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> {
     let mkey = manifest_key(key);
-    let buf =
-        get_small(target, &mkey).map_err(|e| e.context(format!("reading the manifest {mkey}")))?;
-    let m = parse_manifest(&buf, &mkey)?;
+    let buf = get_small_first(target, &mkey)
+        .map_err(|e| e.context(format!("reading the manifest {mkey}")))?;
+    check_manifest(&buf, &mkey)
+}
+
+fn check_manifest(buf: &[u8], mkey: &str) -> Result<Manifest> {
+    let m = parse_manifest(buf, mkey)?;
     let expected = mkey.trim_end_matches(MANIFEST_SUFFIX);
     if m.archive.key != expected {
         return Err(Error::new(
@@ -108,6 +174,8 @@ pub struct ArchiveListing {
     /// The archive's version id as its manifest recorded it.
     pub version_id: Option<String>,
     pub manifest_key: String,
+    /// The manifest's version read: its first (None: the target has no versions).
+    pub manifest_version_id: Option<String>,
     pub created: Option<String>,
     pub backup_server: Option<String>,
     pub servers: Vec<String>,
@@ -129,6 +197,9 @@ pub struct ArchiveListing {
     pub retrieval_expires: Option<String>,
     /// What went wrong reading this one (the rest of the listing stands).
     pub error: Option<String>,
+    /// Set when a key snap wrote once has later versions (an overwrite),
+    /// or the manifest names another version of the archive than its first.
+    pub tampered: Option<String>,
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -145,24 +216,42 @@ pub fn list_archives(
     prefix: &str,
     head: bool,
 ) -> Result<Vec<ArchiveListing>> {
-    let objects = target.list(prefix)?;
-    let landed: BTreeMap<&str, SystemTime> = objects
-        .iter()
-        .filter_map(|o| o.last_modified.map(|t| (o.key.as_str(), t)))
-        .collect();
+    let entries = target.list_versions(prefix)?;
+    let mut by_key: BTreeMap<&str, Vec<&VersionEntry>> = BTreeMap::new();
+    for e in &entries {
+        by_key.entry(e.key.as_str()).or_default().push(e);
+    }
+    // A key whose current version is a delete marker was deleted (by an
+    // administrator or the expiry rule): not listed, as before versions.
+    let live = |k: &str| {
+        by_key
+            .get(k)
+            .is_some_and(|v| !v.iter().any(|e| e.is_latest && e.delete_marker))
+    };
+    let first = |k: &str| {
+        by_key
+            .get(k)
+            .and_then(|v| v.iter().find(|e| !e.delete_marker).copied())
+    };
     let mut out = Vec::new();
-    for obj in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
-        let akey = obj.key.trim_end_matches(MANIFEST_SUFFIX).to_string();
+    for (&mkey, versions) in by_key.iter().filter(|(k, _)| k.ends_with(MANIFEST_SUFFIX)) {
+        if !live(mkey) {
+            continue;
+        }
+        let akey = mkey.trim_end_matches(MANIFEST_SUFFIX).to_string();
+        let afirst = first(&akey);
         let mut row = ArchiveListing {
             key: akey.clone(),
             version_id: None,
-            manifest_key: obj.key.clone(),
+            manifest_key: mkey.to_string(),
+            manifest_version_id: None,
             created: None,
             backup_server: None,
             servers: Vec::new(),
             snapshots: Vec::new(),
             server_snapshots: BTreeMap::new(),
-            landed: landed.get(akey.as_str()).copied().map(rfc3339),
+            // When the archive first landed: a later version is not snap's.
+            landed: afirst.and_then(|v| v.last_modified).map(rfc3339),
             size: None,
             plaintext_size: None,
             recipients: Vec::new(),
@@ -172,8 +261,22 @@ pub fn list_archives(
             retrieval: None,
             retrieval_expires: None,
             error: None,
+            tampered: None,
         };
-        match load_manifest(target, &obj.key) {
+        let mut tampered: Vec<String> = Vec::new();
+        tampered.extend(overwritten(mkey, versions));
+        tampered.extend(overwritten(
+            &akey,
+            by_key.get(akey.as_str()).map_or(&[], |v| v),
+        ));
+        let mfirst = versions.iter().find(|e| !e.delete_marker);
+        row.manifest_version_id = mfirst.and_then(|v| v.version_id.clone());
+        let read = mfirst
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no object {mkey} off-site")))
+            .and_then(|v| get_small_at(target, mkey, v.version_id.as_deref()))
+            .map_err(|e| e.context(format!("reading the manifest {mkey}")))
+            .and_then(|buf| check_manifest(&buf, mkey));
+        match read {
             Ok(m) => {
                 row.created = Some(m.created.clone());
                 row.version_id = m.archive.version_id.clone();
@@ -191,6 +294,15 @@ pub fn list_archives(
                 row.storage_class = Some(m.archive.storage_class.clone());
                 row.lock_mode = m.archive.lock_mode.clone();
                 row.retain_until = m.archive.retain_until.clone();
+                if let (Some(named), Some(Some(real))) =
+                    (&m.archive.version_id, afirst.map(|v| v.version_id.as_ref()))
+                    && named != real
+                {
+                    tampered.push(format!(
+                        "TAMPERING: the manifest names version {named} of {akey}, but the version \
+                         snap uploaded first is {real}"
+                    ));
+                }
             }
             Err(e) => row.error = Some(e.to_string()),
         }
@@ -224,6 +336,15 @@ pub fn list_archives(
                 Err(_) => {}
             }
         }
+        if !tampered.is_empty() {
+            let text = tampered.join("; ");
+            // An error too: every reader that skips broken rows skips it.
+            row.error = Some(match row.error.take() {
+                Some(e) => format!("{text}; {e}"),
+                None => text.clone(),
+            });
+            row.tampered = Some(text);
+        }
         out.push(row);
     }
     // Keys carry the UTC time of the run; sort by creation, then key.
@@ -256,6 +377,38 @@ pub fn is_archive_key(key: &str) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn version(id: &str, secs: u64, delete_marker: bool) -> VersionEntry {
+        VersionEntry {
+            key: "k".into(),
+            version_id: Some(id.into()),
+            size: 1,
+            storage_class: None,
+            last_modified: Some(UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+            is_latest: false,
+            delete_marker,
+        }
+    }
+
+    #[test]
+    fn a_second_version_of_a_key_is_tampering_and_names_the_first() {
+        let one = [version("v1", 100, false)];
+        let refs: Vec<&VersionEntry> = one.iter().collect();
+        assert_eq!(overwritten("k", &refs), None);
+        // A delete marker alone (the expiry rule) is not an overwrite.
+        let expired = [version("v1", 100, false), version("d1", 200, true)];
+        let refs: Vec<&VersionEntry> = expired.iter().collect();
+        assert_eq!(overwritten("k", &refs), None);
+        let forged = [version("v1", 100, false), version("v2", 200, false)];
+        let refs: Vec<&VersionEntry> = forged.iter().collect();
+        let text = overwritten("k", &refs).unwrap();
+        assert!(
+            text.starts_with("TAMPERING: k has 2 versions")
+                && text.contains("version v1 is snap's")
+                && text.contains("later: v2 at"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_manifest_sized_read_stops_at_its_cap() {

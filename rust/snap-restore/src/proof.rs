@@ -590,10 +590,11 @@ pub fn audit(
                     let made = info.last_modified.unwrap_or(now);
                     // The version the manifest recorded, read back the same
                     // way the archive run read it (GetObjectRetention).
+                    // The manifest at the version that was read (its first).
                     let version = if key == &l.key {
                         l.version_id.clone()
                     } else {
-                        info.version_id.clone()
+                        l.manifest_version_id.clone().or(info.version_id.clone())
                     };
                     let wanted =
                         made + Duration::from_secs(u64::from(policy.min_retain_days) * 86400);

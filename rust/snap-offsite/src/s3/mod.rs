@@ -27,7 +27,8 @@
 //! condition key, and restore reads the version ids its manifests recorded
 //! ([`ArchiveTarget::get_version`](crate::ArchiveTarget::get_version)). The
 //! restore identity needs `s3:GetObject`, `s3:GetObjectVersion`,
-//! `s3:RestoreObject` and `s3:ListBucket`.
+//! `s3:RestoreObject`, `s3:ListBucket` and `s3:ListBucketVersions` (readers
+//! take each manifest at its first version: see `snap_restore::list`).
 //!
 //! A multipart upload creates nothing until CompleteMultipartUpload; a killed
 //! run leaves only an incomplete upload, which [`abort_stale`](crate::abort_stale)
@@ -50,7 +51,8 @@ use snap_core::{Error, Progress, Result};
 use crate::config::{Shared, load};
 use crate::{
     ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, ObjectInfo, PutOptions, Retention,
-    RetrievalStatus, RetrievalTier, TargetConfig, TargetKind, UploadResult, retain_until,
+    RetrievalStatus, RetrievalTier, TargetConfig, TargetKind, UploadResult, VersionEntry,
+    retain_until,
 };
 
 /// User metadata holding the whole-object SHA-256 of single-request uploads.
@@ -216,6 +218,10 @@ impl ArchiveTarget for S3Target {
 
     fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
         self.list_objects(prefix)
+    }
+
+    fn list_versions(&self, prefix: &str) -> Result<Vec<VersionEntry>> {
+        self.list_object_versions(prefix)
     }
 
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {

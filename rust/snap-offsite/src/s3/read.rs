@@ -12,7 +12,10 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
 use crate::parts::{backoff_delay, from_sdk_time, sdk_retried, with_retries};
-use crate::{IncompleteUpload, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier};
+use crate::{
+    IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
+    VersionEntry,
+};
 
 fn is_archival(class: Option<&str>) -> bool {
     matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
@@ -74,37 +77,130 @@ impl S3Target {
     }
 
     pub(super) fn list_objects(&self, prefix: &str) -> Result<Vec<ListEntry>> {
-        let mut entries = Vec::new();
-        let mut token: Option<String> = None;
         let (retries, backoff) = self.retries();
         let what = format!("listing s3://{}/{prefix}", self.config.bucket);
+        let mut entries = self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let what = &what;
+            async move {
+                let mut entries = Vec::new();
+                let mut pages = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.config.bucket)
+                    .prefix(prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error(what, e))?;
+                    for o in page.contents() {
+                        entries.push(ListEntry {
+                            key: o.key().unwrap_or_default().to_owned(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                            storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
+                            last_modified: o.last_modified().and_then(from_sdk_time),
+                        });
+                    }
+                    self.check_listed(prefix, entries.len())?;
+                }
+                Ok(entries)
+            }
+        }))?;
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    fn check_listed(&self, prefix: &str, n: usize) -> Result<()> {
+        if n > LIST_MAX_ENTRIES {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "s3://{}/{prefix} holds more than {LIST_MAX_ENTRIES} objects or versions, far more \
+                     than snap writes there: not listed further (someone flooded the prefix?)",
+                    self.config.bucket
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every version and delete marker under `prefix`. The SDK has no
+    /// paginator for ListObjectVersions (two markers), hence the loop.
+    pub(super) fn list_object_versions(&self, prefix: &str) -> Result<Vec<VersionEntry>> {
+        let mut entries: Vec<(usize, VersionEntry)> = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        let (retries, backoff) = self.retries();
+        let what = format!(
+            "listing the object versions under s3://{}/{prefix} (a reader needs s3:ListBucketVersions)",
+            self.config.bucket
+        );
         loop {
             let out = self
                 .shared
                 .rt
                 .block_on(sdk_retried(retries, backoff, &what, || {
                     self.client
-                        .list_objects_v2()
+                        .list_object_versions()
                         .bucket(&self.config.bucket)
                         .prefix(prefix)
-                        .set_continuation_token(token.clone())
+                        .set_key_marker(key_marker.clone())
+                        .set_version_id_marker(version_marker.clone())
                         .send()
                 }))?;
-            for o in out.contents() {
-                entries.push(ListEntry {
-                    key: o.key().unwrap_or_default().to_owned(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
-                    last_modified: o.last_modified().and_then(from_sdk_time),
-                });
+            for v in out.versions() {
+                let n = entries.len();
+                entries.push((
+                    n,
+                    VersionEntry {
+                        key: v.key().unwrap_or_default().to_owned(),
+                        version_id: v.version_id().map(str::to_owned),
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        storage_class: v.storage_class().map(|c| c.as_str().to_owned()),
+                        last_modified: v.last_modified().and_then(from_sdk_time),
+                        is_latest: v.is_latest().unwrap_or(false),
+                        delete_marker: false,
+                    },
+                ));
             }
-            match (out.is_truncated(), out.next_continuation_token()) {
-                (Some(true), Some(t)) => token = Some(t.to_owned()),
+            for m in out.delete_markers() {
+                let n = entries.len();
+                entries.push((
+                    n,
+                    VersionEntry {
+                        key: m.key().unwrap_or_default().to_owned(),
+                        version_id: m.version_id().map(str::to_owned),
+                        size: 0,
+                        storage_class: None,
+                        last_modified: m.last_modified().and_then(from_sdk_time),
+                        is_latest: m.is_latest().unwrap_or(false),
+                        delete_marker: true,
+                    },
+                ));
+            }
+            self.check_listed(prefix, entries.len())?;
+            let next = (
+                out.next_key_marker().map(str::to_owned),
+                out.next_version_id_marker().map(str::to_owned),
+            );
+            match (out.is_truncated(), next) {
+                (Some(true), (Some(k), v))
+                    if (Some(&k), v.as_ref()) != (key_marker.as_ref(), version_marker.as_ref()) =>
+                {
+                    key_marker = Some(k);
+                    version_marker = v;
+                }
                 _ => break,
             }
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(entries)
+        // The service lists a key's versions newest first; oldest first here
+        // (by time, then the reverse of the service's order).
+        entries.sort_by(|(i, a), (j, b)| {
+            a.key
+                .cmp(&b.key)
+                .then(a.last_modified.cmp(&b.last_modified))
+                .then(j.cmp(i))
+        });
+        Ok(entries.into_iter().map(|(_, e)| e).collect())
     }
 
     pub(super) fn list_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
