@@ -36,7 +36,10 @@ def _unix(text) -> float | None:
         return None
     if isinstance(text, (int, float)):
         return float(text)
-    return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None  # a hostile manifest's "time": judged as unknown, never fatal
 
 
 def read_push_history(state_dir: str | os.PathLike, limit: int = HISTORY_LIMIT) -> list[dict]:
@@ -83,6 +86,7 @@ def offsite_inventory(store, prefix: str) -> list[dict]:
             "servers": dict(row.get("server_snapshots") or {}),
             "error": row.get("error"),
             "tampered": row.get("tampered"),
+            "unchecked": row.get("unchecked"),
         }
         for row in store.list(prefix, True)
     ]
@@ -94,10 +98,12 @@ def _own(records) -> list[dict] | None:
     out = []
     for r in records:
         try:
-            out.append({"run_id": str(r["run_id"]), "started": _unix(r["started"]),
-                        "finished": _unix(r.get("finished") or r["started"]), "result": str(r["result"])})  # fmt: skip
+            rec = {"run_id": str(r["run_id"]), "started": _unix(r["started"]),
+                   "finished": _unix(r.get("finished") or r["started"]), "result": str(r["result"])}  # fmt: skip
         except (KeyError, TypeError, ValueError):
             continue
+        if rec["started"] is not None and rec["finished"] is not None:
+            out.append(rec)
     out.sort(key=lambda r: r["started"])
     return out
 

@@ -137,7 +137,8 @@ class Moto:
             "Statement": [
                 {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject",
                                                "s3:GetObjectRetention"], "Resource": f"{bucket}/*"},
-                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket},
+                # ListBucketVersions: readers take each manifest at its first version.
+                {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"], "Resource": bucket},
             ],
         }  # fmt: skip
         iam = self.client("admin", "iam")

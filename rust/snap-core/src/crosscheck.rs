@@ -86,6 +86,9 @@ pub struct OffsiteArchive {
     /// Set when a key snap wrote once was written again off-site.
     #[serde(default)]
     pub tampered: Option<String>,
+    /// Set when the reader could not list versions: overwrites unseen.
+    #[serde(default)]
+    pub unchecked: Option<String>,
 }
 
 impl OffsiteArchive {
@@ -379,6 +382,9 @@ pub fn crosscheck(src: &Sources) -> CrossCheck {
         compared.insert("backup server/off-site");
         // Only the backup identity can put objects: an overwrite is its work,
         // whatever its own record says.
+        if let Some(note) = listing.iter().find_map(|a| a.unchecked.as_deref()) {
+            out.push(finding(None, &["off-site"], format!("off-site: {note}")));
+        }
         for a in listing {
             if let Some(t) = &a.tampered {
                 out.push(finding(
@@ -426,6 +432,7 @@ mod tests {
             servers: servers.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             error: None,
             tampered: None,
+            unchecked: None,
         }
     }
 

@@ -25,6 +25,11 @@ pub fn format_time(t: Timestamp) -> String {
 }
 
 /// Unix seconds as RFC 3339 UTC: `2026-11-22T02:17:00Z`.
+/// Unix seconds of an RFC 3339 time (None if it is not one).
+pub fn parse_unix(text: &str) -> Option<i64> {
+    text.parse::<Timestamp>().ok().map(|t| t.as_second())
+}
+
 pub fn format_unix(secs: i64) -> String {
     Timestamp::from_second(secs).map_or_else(|_| format!("@{secs}"), format_time)
 }

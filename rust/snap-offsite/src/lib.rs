@@ -320,6 +320,14 @@ pub trait ArchiveTarget: Send + Sync {
             .collect())
     }
 
+    /// The versions of the one object `key` (oldest first), however many
+    /// other keys begin with it.
+    fn key_versions(&self, key: &str) -> Result<Vec<VersionEntry>> {
+        let mut v = self.list_versions(key)?;
+        v.retain(|e| e.key == key);
+        Ok(v)
+    }
+
     /// Multipart uploads under `prefix` that were neither completed nor aborted.
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>>;
 

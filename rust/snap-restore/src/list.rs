@@ -97,11 +97,51 @@ fn get_small_at(target: &dyn ArchiveTarget, key: &str, version: Option<&str>) ->
 
 /// The versions of one key, oldest first, from a listing of its prefix.
 pub fn versions_of(target: &dyn ArchiveTarget, key: &str) -> Result<Vec<VersionEntry>> {
-    Ok(target
-        .list_versions(key)?
-        .into_iter()
-        .filter(|v| v.key == key)
-        .collect())
+    Ok(versions_or_current(target, key, true)?.0)
+}
+
+/// The versions under `prefix` (or of the key `prefix` with `only_key`); for
+/// a reader not allowed to list versions (an identity made before snap read
+/// them) the current objects, with a note saying overwrites went unseen: a
+/// restore with an old credentials pack still works.
+pub fn versions_or_current(
+    target: &dyn ArchiveTarget,
+    prefix: &str,
+    only_key: bool,
+) -> Result<(Vec<VersionEntry>, Option<String>)> {
+    let listed = if only_key {
+        target.key_versions(prefix)
+    } else {
+        target.list_versions(prefix)
+    };
+    match listed {
+        Ok(v) => Ok((v, None)),
+        Err(e) if e.kind() == ErrorKind::Refused => {
+            let current = target
+                .list(prefix)?
+                .into_iter()
+                .filter(|o| !only_key || o.key == prefix);
+            let entries = current
+                .map(|o| VersionEntry {
+                    key: o.key,
+                    version_id: None,
+                    size: o.size,
+                    storage_class: o.storage_class,
+                    last_modified: o.last_modified,
+                    is_latest: true,
+                    delete_marker: false,
+                })
+                .collect();
+            Ok((
+                entries,
+                Some(format!(
+                    "overwrites NOT checked: this identity may not list object versions ({e}); \
+                     grant it s3:ListBucketVersions (snap.provision does for readers)"
+                )),
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What is wrong with a key that snap wrote once: a second version (an
@@ -154,7 +194,7 @@ pub fn load_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<Manifest> 
 
 fn check_manifest(buf: &[u8], mkey: &str) -> Result<Manifest> {
     let m = parse_manifest(buf, mkey)?;
-    let expected = mkey.trim_end_matches(MANIFEST_SUFFIX);
+    let expected = mkey.strip_suffix(MANIFEST_SUFFIX).unwrap_or(mkey);
     if m.archive.key != expected {
         return Err(Error::new(
             ErrorKind::Integrity,
@@ -200,6 +240,18 @@ pub struct ArchiveListing {
     /// Set when a key snap wrote once has later versions (an overwrite),
     /// or the manifest names another version of the archive than its first.
     pub tampered: Option<String>,
+    /// Set when versions could not be listed (the identity lacks
+    /// s3:ListBucketVersions): the current objects were read, unchecked.
+    pub unchecked: Option<String>,
+}
+
+/// How much later than the archive's landing a manifest may say its run
+/// began (clocks differ): more is a manifest that lies about its time.
+const CREATED_SLACK_SECONDS: i64 = 600;
+
+pub(crate) fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -216,7 +268,7 @@ pub fn list_archives(
     prefix: &str,
     head: bool,
 ) -> Result<Vec<ArchiveListing>> {
-    let entries = target.list_versions(prefix)?;
+    let (entries, unchecked) = versions_or_current(target, prefix, false)?;
     let mut by_key: BTreeMap<&str, Vec<&VersionEntry>> = BTreeMap::new();
     for e in &entries {
         by_key.entry(e.key.as_str()).or_default().push(e);
@@ -234,11 +286,19 @@ pub fn list_archives(
             .and_then(|v| v.iter().find(|e| !e.delete_marker).copied())
     };
     let mut out = Vec::new();
-    for (&mkey, versions) in by_key.iter().filter(|(k, _)| k.ends_with(MANIFEST_SUFFIX)) {
+    for (&mkey, versions) in by_key.iter() {
+        // Only `<archive>.sqfs.gpg.manifest.json`: a key that ends in the
+        // suffix twice would otherwise be a second row for the same archive.
+        let Some(akey) = mkey
+            .strip_suffix(MANIFEST_SUFFIX)
+            .filter(|a| a.ends_with(ARCHIVE_SUFFIX))
+        else {
+            continue;
+        };
         if !live(mkey) {
             continue;
         }
-        let akey = mkey.trim_end_matches(MANIFEST_SUFFIX).to_string();
+        let akey = akey.to_string();
         let afirst = first(&akey);
         let mut row = ArchiveListing {
             key: akey.clone(),
@@ -262,6 +322,7 @@ pub fn list_archives(
             retrieval_expires: None,
             error: None,
             tampered: None,
+            unchecked: unchecked.clone(),
         };
         let mut tampered: Vec<String> = Vec::new();
         tampered.extend(overwritten(mkey, versions));
@@ -279,6 +340,25 @@ pub fn list_archives(
         match read {
             Ok(m) => {
                 row.created = Some(m.created.clone());
+                // The manifest is written by the run; when the store says the
+                // archive landed is not: a run cannot begin after it.
+                let landed = afirst.and_then(|v| v.last_modified);
+                match (snap_core::record::parse_unix(&m.created), landed) {
+                    (None, _) => {
+                        row.error = Some(format!(
+                            "the manifest's creation time {:?} is not a time",
+                            m.created
+                        ))
+                    }
+                    (Some(c), Some(l)) if c > unix(l) + CREATED_SLACK_SECONDS => {
+                        row.error = Some(format!(
+                            "the manifest says the run began {}, after the store says the archive landed ({})",
+                            m.created,
+                            rfc3339(l)
+                        ))
+                    }
+                    _ => {}
+                }
                 row.version_id = m.archive.version_id.clone();
                 row.backup_server = Some(m.backup_server.clone());
                 row.servers = m.servers.clone();
@@ -347,24 +427,38 @@ pub fn list_archives(
         }
         out.push(row);
     }
-    // Keys carry the UTC time of the run; sort by creation, then key.
-    out.sort_by(|a, b| (a.created.as_deref(), &a.key).cmp(&(b.created.as_deref(), &b.key)));
+    // By when the store says each archive first landed (the store's clock;
+    // a manifest's own `created` is the writer's word), then key.
+    out.sort_by(|a, b| (a.landed.as_deref(), &a.key).cmp(&(b.landed.as_deref(), &b.key)));
     Ok(out)
 }
 
 /// The newest archive under `prefix` whose manifest reads.
 pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Manifest> {
     let rows = list_archives(target, prefix, false)?;
+    // An overwritten archive newer than every sound one is not skipped in
+    // silence: that would restore older data than the operator believes.
     let row = rows
         .iter()
         .rev()
-        .find(|r| r.error.is_none())
+        .find(|r| r.error.is_none() || r.tampered.is_some())
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("no archive with a readable manifest under {prefix:?}"),
             )
         })?;
+    if let Some(t) = &row.tampered {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "the newest archive under {prefix:?}, {}, was written again off-site ({t}); \
+                 name it with --archive {} to restore what snap wrote (its first version), \
+                 or pick another from the listing",
+                row.key, row.key
+            ),
+        ));
+    }
     load_manifest(target, &row.manifest_key)
 }
 

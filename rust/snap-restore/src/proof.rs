@@ -565,6 +565,9 @@ pub fn audit(
     let listing = crate::list::list_archives(target, prefix, false)?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
+    if let Some(note) = listing.iter().find_map(|l| l.unchecked.clone()) {
+        problems.push(format!("{prefix}: {note}"));
+    }
     let mut newest: Option<(SystemTime, String)> = None;
     for l in &listing {
         for key in [&l.key, &l.manifest_key] {

@@ -75,29 +75,35 @@ pub fn from_unix(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
-/// The lock an object carries, as the target reports it now (mode, retain
-/// until). An S3 server may silently ignore a lock header: this is what is
-/// relied on, never what was asked for.
-///
-/// Kept to this one function so it can be switched to
-/// `snap_offsite::lockcheck` (which can also repair a lock a server dropped).
+/// The lock an object carries at `version_id`, as the target reports it now
+/// (mode, retain until). An S3 server may silently ignore a lock header: this
+/// is what is relied on, never what was asked for. Object Lock targets are
+/// asked by version (GetObjectRetention, the read-back `snap_offsite`
+/// applies to every upload): a HEAD of the key would answer for its current
+/// version, which on a server that ignores `If-None-Match` may be anyone's.
 pub fn read_lock(
     target: &dyn ArchiveTarget,
     key: &str,
+    version_id: Option<&str>,
 ) -> Result<(Option<String>, Option<SystemTime>)> {
+    if target.has_object_lock() {
+        let r = target.retention(key, version_id)?;
+        return Ok((r.mode, r.retain_until));
+    }
     let info = target.head(key)?;
     Ok((info.lock_mode, info.retain_until))
 }
 
-/// Check that `key` is locked in COMPLIANCE mode until at least `until`;
-/// returns its retain-until. `what` names the piece in the error.
+/// Check that `key` at `version_id` is locked in COMPLIANCE mode until at
+/// least `until`; returns its retain-until. `what` names the piece in the error.
 pub fn require_lock(
     target: &dyn ArchiveTarget,
     key: &str,
+    version_id: Option<&str>,
     until: SystemTime,
     what: &str,
 ) -> Result<SystemTime> {
-    let (mode, got) = read_lock(target, key).map_err(|e| {
+    let (mode, got) = read_lock(target, key, version_id).map_err(|e| {
         Error::new(
             e.kind(),
             format!("reading back the lock of {what} ({key}): {e}"),

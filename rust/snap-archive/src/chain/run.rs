@@ -132,7 +132,7 @@ pub fn run_chain(
     if reason.is_none() {
         // The chain's data pieces must outlast this link: read their locks.
         for p in &old.as_ref().expect("a chain").data_pieces {
-            match pieces::read_lock(t, &p.key) {
+            match pieces::read_lock(t, &p.key, p.version_id.as_deref()) {
                 Ok((Some(m), Some(u))) if m == "COMPLIANCE" && u >= link_until => {}
                 Ok((m, u)) => {
                     reason = Some(format!(
@@ -299,9 +299,15 @@ pub fn run_chain(
     drop(f);
 
     // 3. Every lock the link relies on, read back.
-    let restorable = pieces::require_lock(t, &meta.piece.key, link_until, &meta.piece.name)?;
+    let restorable = pieces::require_lock(
+        t,
+        &meta.piece.key,
+        meta.piece.version_id.as_deref(),
+        link_until,
+        &meta.piece.name,
+    )?;
     let lock = |p: &mut ChainPiece, at_least: SystemTime| -> Result<()> {
-        let got = pieces::require_lock(t, &p.key, at_least, &p.name)?;
+        let got = pieces::require_lock(t, &p.key, p.version_id.as_deref(), at_least, &p.name)?;
         p.lock_mode = Some("COMPLIANCE".into());
         p.retain_until = Some(rfc3339(got));
         p.retain_until_unix = Some(unix(got));
@@ -428,7 +434,13 @@ pub fn run_chain(
         .with_retain_days(cfg.retain_days)
         .with_description(format!("snap chain manifest, link {n} of {}", state.id));
     let stored = t.put_small(&manifest_key, &text, &mput)?;
-    let m_until = pieces::require_lock(t, &stored.key, restorable, "the manifest")?;
+    let m_until = pieces::require_lock(
+        t,
+        &stored.key,
+        stored.version_id.as_deref(),
+        restorable,
+        "the manifest",
+    )?;
     ledger.add(
         [Held {
             key: stored.key.clone(),

@@ -221,7 +221,11 @@ impl ArchiveTarget for S3Target {
     }
 
     fn list_versions(&self, prefix: &str) -> Result<Vec<VersionEntry>> {
-        self.list_object_versions(prefix)
+        self.list_object_versions(prefix, false)
+    }
+
+    fn key_versions(&self, key: &str) -> Result<Vec<VersionEntry>> {
+        self.list_object_versions(key, true)
     }
 
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {

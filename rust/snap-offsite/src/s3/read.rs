@@ -5,7 +5,8 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use aws_sdk_s3::types::{
-    ChecksumMode, GlacierJobParameters, ObjectLockLegalHoldStatus, RestoreRequest, Tier,
+    ChecksumMode, EncodingType, GlacierJobParameters, ObjectLockLegalHoldStatus, RestoreRequest,
+    Tier,
 };
 use snap_core::{Error, ErrorKind, Progress, Result};
 
@@ -16,6 +17,17 @@ use crate::{
     IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
     VersionEntry,
 };
+
+/// A key from a listing asked with `EncodingType=url`: S3 encodes a space
+/// as `+` and everything else as `%XX`. Asked so, a key that XML 1.0 cannot
+/// carry (U+FFFE, control characters: anyone who can put an object can name
+/// one so) reaches snap instead of failing the whole listing.
+fn url_key(text: Option<&str>) -> String {
+    let text = text.unwrap_or_default().replace('+', " ");
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
 
 fn is_archival(class: Option<&str>) -> bool {
     matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
@@ -88,13 +100,14 @@ impl S3Target {
                     .list_objects_v2()
                     .bucket(&self.config.bucket)
                     .prefix(prefix)
+                    .encoding_type(EncodingType::Url)
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| sdk_error(what, e))?;
                     for o in page.contents() {
                         entries.push(ListEntry {
-                            key: o.key().unwrap_or_default().to_owned(),
+                            key: url_key(o.key()),
                             size: o.size().unwrap_or(0).max(0) as u64,
                             storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
                             last_modified: o.last_modified().and_then(from_sdk_time),
@@ -125,7 +138,14 @@ impl S3Target {
 
     /// Every version and delete marker under `prefix`. The SDK has no
     /// paginator for ListObjectVersions (two markers), hence the loop.
-    pub(super) fn list_object_versions(&self, prefix: &str) -> Result<Vec<VersionEntry>> {
+    /// With `only_key`, just the versions of the key `prefix` itself: the
+    /// listing stops at the first other key (keys come in order, and `prefix`
+    /// is the first of those it begins), however many others there are.
+    pub(super) fn list_object_versions(
+        &self,
+        prefix: &str,
+        only_key: bool,
+    ) -> Result<Vec<VersionEntry>> {
         let mut entries: Vec<(usize, VersionEntry)> = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
@@ -143,6 +163,7 @@ impl S3Target {
                         .list_object_versions()
                         .bucket(&self.config.bucket)
                         .prefix(prefix)
+                        .encoding_type(EncodingType::Url)
                         .set_key_marker(key_marker.clone())
                         .set_version_id_marker(version_marker.clone())
                         .send()
@@ -152,7 +173,7 @@ impl S3Target {
                 entries.push((
                     n,
                     VersionEntry {
-                        key: v.key().unwrap_or_default().to_owned(),
+                        key: url_key(v.key()),
                         version_id: v.version_id().map(str::to_owned),
                         size: v.size().unwrap_or(0).max(0) as u64,
                         storage_class: v.storage_class().map(|c| c.as_str().to_owned()),
@@ -167,7 +188,7 @@ impl S3Target {
                 entries.push((
                     n,
                     VersionEntry {
-                        key: m.key().unwrap_or_default().to_owned(),
+                        key: url_key(m.key()),
                         version_id: m.version_id().map(str::to_owned),
                         size: 0,
                         storage_class: None,
@@ -177,9 +198,16 @@ impl S3Target {
                     },
                 ));
             }
+            if only_key {
+                let others = entries.iter().any(|(_, e)| e.key != prefix);
+                entries.retain(|(_, e)| e.key == prefix);
+                if others {
+                    break;
+                }
+            }
             self.check_listed(prefix, entries.len())?;
             let next = (
-                out.next_key_marker().map(str::to_owned),
+                out.next_key_marker().map(|k| url_key(Some(k))),
                 out.next_version_id_marker().map(str::to_owned),
             );
             match (out.is_truncated(), next) {
@@ -221,19 +249,20 @@ impl S3Target {
                         .list_multipart_uploads()
                         .bucket(&self.config.bucket)
                         .prefix(prefix)
+                        .encoding_type(EncodingType::Url)
                         .set_key_marker(key_marker.clone())
                         .set_upload_id_marker(id_marker.clone())
                         .send()
                 }))?;
             for u in out.uploads() {
                 uploads.push(IncompleteUpload {
-                    key: u.key().unwrap_or_default().to_owned(),
+                    key: url_key(u.key()),
                     upload_id: u.upload_id().unwrap_or_default().to_owned(),
                     initiated: u.initiated().and_then(from_sdk_time),
                 });
             }
             if out.is_truncated() == Some(true) {
-                key_marker = out.next_key_marker().map(str::to_owned);
+                key_marker = out.next_key_marker().map(|k| url_key(Some(k)));
                 id_marker = out.next_upload_id_marker().map(str::to_owned);
                 if key_marker.is_none() {
                     break;
