@@ -151,14 +151,14 @@ def _valid_schedule(value):
     return {"minute": minute, "second": second, "hours": hours}
 
 
-def _offsite_reader(backup, offsite):
+def _offsite_reader(backup, offsite, pillar):
     """The minion that lists off-site with a read-only identity: ``offsite``,
-    else pillar ``snap:verify:minion`` of the backup server; never the backup
-    server itself. (None, why) when there is none."""
+    else pillar ``snap:verify:minion`` of the backup server (``pillar``, as
+    the master compiles it); never the backup server itself. (None, why)
+    when there is none."""
     if offsite is False or offsite == "":
         return None, "not read (offsite=False)"
     if not offsite:
-        pillar = __salt__["pillar.show_pillar"](minion=backup) or {}
         verify = (pillar.get("snap") or {}).get("verify") or {}
         offsite = verify.get("minion") if verify.get("target") else None
     if not offsite:
@@ -168,10 +168,10 @@ def _offsite_reader(backup, offsite):
     return offsite, None
 
 
-def _status_policy(backup):
+def _status_policy(pillar):
     """Who is left out, when a server is late, whether an archive is due: from
     the backup server's pillar as the master compiles it."""
-    snap = (__salt__["pillar.show_pillar"](minion=backup) or {}).get("snap") or {}
+    snap = pillar.get("snap") or {}
     status = snap.get("status") or {}
     return {
         "exclude": set((snap.get("server") or {}).get("exclude") or []),
@@ -223,7 +223,9 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     from snap_core import crosscheck, fleetstatus
 
     tgt = tgt or _backup_server()
-    reader, offsite_note = _offsite_reader(tgt, offsite)
+    # The backup server's pillar, compiled here once: the policy and the reader.
+    pillar = __salt__["pillar.show_pillar"](minion=tgt) or {}
+    reader, offsite_note = _offsite_reader(tgt, offsite, pillar)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
         minions = [m for m in _accepted_minions() if m != tgt]
@@ -234,7 +236,7 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     view = view[tgt]
     # What to judge by is the master's word (pillar it compiles), never the
     # backup server's answer: it could drop a server or stretch the grace.
-    policy = _status_policy(tgt)
+    policy = _status_policy(pillar)
     minions = [m for m in minions if m not in policy["exclude"]]
     mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
     schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
