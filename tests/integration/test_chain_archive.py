@@ -71,10 +71,9 @@ def chain(tmp_path_factory):
             os.utime(history / snap, (T0 + i * DAY,) * 2)
         pub = gpg.export_public(root / "archive-key.asc")
         secret = gpg.export_secret(root / "archive-secret.asc")
-        # The lock read-back is a HEAD on this branch (chain::pieces::read_lock), which moto
-        # refuses to the put-only identity (HEAD is s3:GetObject); snap_offsite::lockcheck
-        # (GetObjectRetention) replaces it at merge. Until then: the admin identity.
-        cfg = write_config(root, history, pub, moto.target(profile="admin"), chain={"enabled": True})
+        # As the put-only identity: each piece's lock is read back by version id
+        # (GetObjectRetention), never by a HEAD (s3:GetObject, which it may not do).
+        cfg = write_config(root, history, pub, moto.target(), chain={"enabled": True})
         links = []
         for k in range(4):
             if k:
@@ -316,3 +315,31 @@ def test_a_new_base_when_too_much_of_the_image_is_dead(chain):
     assert c["link"] == 0 and c["id"] != links[0][0]["chain"]["chain"]["id"]
     assert "dead" in c["rebase_reason"], c
     assert rec["chain"]["pieces"][0]["link"] == 0 and len(rec["chain"]["pieces"]) == 2
+
+
+# -- the audit (last: it writes a second version of a piece) --------------------------------
+
+
+def test_the_audit_reads_every_piece_of_every_link_and_sees_one_written_twice(chain, capsys):
+    """The audit (snap-backup verify, the drill minion's job) follows the chain:
+    every link's manifest and every piece it needs, locked as long as the link
+    needs it; a piece written again (a server that ignores If-None-Match; here
+    the administrator plays the backup server) is named."""
+    import snap_core
+
+    moto, _, _, _, _, links = chain
+    store = snap_core.ArchiveStore(moto.target(profile="admin"))
+    audit = store.audit(PREFIX + "/", 90, 10**6, "COMPLIANCE")
+    keys = {r["key"] for r in audit["archives"]}
+    pieces = {p["key"] for rec, _, _ in links for p in rec["chain"]["pieces"]}
+    assert pieces <= keys and all(rec["manifest_key"] in keys for rec, _, _ in links), keys - pieces
+    assert audit["ok"], audit["problems"]
+    data = next(p for p in links[-1][0]["chain"]["pieces"] if p["kind"] == "data")
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=120)
+    moto.client("admin").put_object(Bucket=moto.BUCKET, Key=data["key"], Body=b"forged", ObjectLockMode="COMPLIANCE",
+                                    ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256")  # fmt: skip
+    audit = store.audit(PREFIX + "/", 90, 10**6, "COMPLIANCE")
+    found = [p for p in audit["problems"] if p.startswith(data["key"])]
+    assert not audit["ok"] and found and "TAMPERING" in found[0], audit["problems"]
+    with capsys.disabled():
+        print(f"\nchain audit: {len(keys)} objects read back; a piece written twice: {found[0][:160]}")

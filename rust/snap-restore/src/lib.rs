@@ -24,6 +24,7 @@
 //! rsync kept under `user.rsync.*` ([`rsyncmeta`]).
 
 pub mod chain;
+pub mod chainaudit;
 pub mod channel;
 pub mod creds;
 pub mod extract;

@@ -635,6 +635,15 @@ pub fn audit(
             rows.push(row);
         }
     }
+    // Chain links: every piece a link needs, locked as long as it needs it.
+    let chains = crate::chainaudit::audit_chains(target, prefix, policy, now)?;
+    if let Some((t, k)) = chains.newest
+        && newest.as_ref().is_none_or(|(n, _)| t > *n)
+    {
+        newest = Some((t, k));
+    }
+    rows.extend(chains.rows);
+    problems.extend(chains.problems);
     let newest_age = newest.as_ref().map(|(t, _)| signed_days(now, *t));
     match newest_age {
         None => problems.push(format!("no archive under {prefix:?}")),
