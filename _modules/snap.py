@@ -621,6 +621,9 @@ def ensure_account(minion_id):
     jail = os.path.join(_server_dirs(srv)[0], account)
     tables = _tables()
     dry = bool(__opts__.get("test"))
+    if dry and tables.gid is None:  # the group comes with this same run
+        new = {"name": account, "group": srv["group"]}
+        return {"account": account, "jail": jail, "changes": {"user": {"old": None, "new": new}}}
     try:
         uid_range = acc.parse_uid_range(srv.get("uid_range") or [200000, 299999])
         cmd, changes = acc.plan(tables, account, minion_id, jail, uid_range)
