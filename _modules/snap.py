@@ -33,7 +33,7 @@ import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 2)
+NEEDS_CORE_API = (2, 3)
 
 try:
     import snap_core
@@ -101,6 +101,14 @@ def settings():
         merged["core"]["python"] = os.path.join(bin_env, "bin", "python") if bin_env else __grains__["pythonexecutable"]
         __context__["snap.settings"] = merged
     return copy.deepcopy(__context__["snap.settings"])
+
+
+def _settings():
+    """:func:`settings` without the copy, for read-only use inside this module
+    (called once per account: a copy of the whole pillar each time adds up)."""
+    if "snap.settings" not in __context__:
+        settings()
+    return __context__["snap.settings"]
 
 
 def _key_path(path=None):
@@ -355,7 +363,6 @@ def client_config():
     sched = s.get("schedule") or {}
     config = {
         "minion_id": __opts__["id"],
-        "account": _core(snap_core.account_name, __opts__["id"]),
         "server_host": server["host"],
         "server_port": int(server["port"]),
         "key": client["key"],
@@ -370,10 +377,35 @@ def client_config():
                 "connect_timeout", "io_timeout", "bwlimit_kbps"):
         if client.get(key) is not None:
             config[key] = client[key]
-    overrides = s["server"].get("account_overrides") or {}
-    if __opts__["id"] in overrides:
-        config["account"] = overrides[__opts__["id"]]
+    config["account"] = my_account()
     return _core(snap_core.parse_push_config, json.dumps(config))
+
+
+def my_account():
+    """
+    This server's account on its backup server: pillar
+    ``snap:server:account_overrides``, else what the backup server publishes
+    through the mine (``snap.accounts``: names depend on the whole fleet, and
+    an account keeps the name it was made with), else, before the backup
+    server has published one, the name it would give a server whose first
+    label nobody shares.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 snap.my_account
+    """
+    me = __opts__["id"]
+    s = _settings()
+    overrides = s["server"].get("account_overrides") or {}
+    if me in overrides:
+        return overrides[me]
+    server = s["backup_server"]["minion_id"]
+    published = (__salt__["mine.get"](server, "snap.accounts") or {}).get(server)
+    if isinstance(published, dict) and isinstance(published.get(me), str):
+        return _core(snap_core.validate_account_name, published[me]) or published[me]
+    return _core(snap_core.account_name, me)
 
 
 def push(no_splay=True):
@@ -422,10 +454,9 @@ def server_config():
 
         salt backup1 snap.server_config
     """
-    s = settings()
-    srv = s["server"]
+    srv = _settings()["server"]
     jails, history = _server_dirs(srv)
-    accounts = {key["account"]: minion_id for minion_id, key in server_fleet()["accepted"].items()}
+    accounts = complete_accounts()
     config = {
         "jails_dir": jails,
         "history_dir": history,
@@ -444,6 +475,89 @@ def server_config():
     return _core(snap_core.parse_server_config, json.dumps(config))
 
 
+def _tables():
+    """The user, group and shadow tables, read once per state run (snap_core.accounts)."""
+    if "snap.tables" not in __context__:
+        from snap_core import accounts
+
+        __context__["snap.tables"] = accounts.Tables(_settings()["server"]["group"])
+    return __context__["snap.tables"]
+
+
+def server_settings():
+    """
+    The backup server's settings (``snap:server`` over the defaults), read-only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.server_settings
+    """
+    return _settings()["server"]
+
+
+def account_complete(minion_id):
+    """
+    Whether the push account of ``minion_id`` fully exists (see
+    :func:`complete_accounts`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.account_complete web1.example.com
+    """
+    key = server_fleet()["accepted"].get(minion_id)
+    return bool(key) and _complete(key["account"], minion_id)
+
+
+def _complete(account, minion_id):
+    tables = _tables()
+    user = tables.users.get(account)
+    jails = _server_dirs(_settings()["server"])[0]
+    return (
+        user is not None
+        and user.bound_to == minion_id
+        and tables.in_group(user)
+        and os.path.isdir(os.path.join(jails, account, "incoming"))
+    )
+
+
+def complete_accounts():
+    """
+    ``{account: minion id}`` of the accepted servers whose account fully
+    exists: the user, bound to that id, in the push group, and its jail.
+    Only these go into ``server.json`` (and get an authorized key): a failure
+    for one server never leaves half an account in use.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.complete_accounts
+    """
+    accepted = server_fleet()["accepted"]
+    return {key["account"]: m for m, key in accepted.items() if _complete(key["account"], m)}
+
+
+def push_account_info():
+    """
+    Every push account on this backup server (primary group or member of
+    the push group): ``{account: {uid, home, shell, comment, expire}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.push_account_info
+    """
+    return {
+        u.name: {"uid": u.uid, "home": u.home, "shell": u.shell, "comment": u.gecos, "expire": u.expire}
+        for u in _tables().push_accounts()
+    }
+
+
 def account_bindings():
     """
     The push accounts that exist on this backup server and the minion id
@@ -458,24 +572,92 @@ def account_bindings():
 
         salt backup1 snap.account_bindings
     """
-    if "snap.account_bindings" not in __context__:
-        import grp
-        import pwd
+    return _tables().bindings()
 
-        group = settings()["server"]["group"]
-        try:
-            gr = grp.getgrnam(group)
-            members, gid = set(gr.gr_mem), gr.gr_gid
-        except KeyError:
-            members, gid = set(), None
-        bound = {}
-        for pw in pwd.getpwall():
-            if pw.pw_name in members or pw.pw_gid == gid:
-                prefix = "snap push account of "
-                if pw.pw_gecos.startswith(prefix):
-                    bound[pw.pw_name] = pw.pw_gecos[len(prefix) :].split(",")[0]
-        __context__["snap.account_bindings"] = bound
-    return dict(__context__["snap.account_bindings"])
+
+def accounts():
+    """
+    The backup server's account of every server it keeps (``{minion id:
+    account}``), for the mine (``mine_functions: {snap.accounts: []}`` on the
+    backup server): each server reads its own account name from here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.accounts
+    """
+    return {minion_id: key["account"] for minion_id, key in server_fleet()["accepted"].items()}
+
+
+def ensure_account(minion_id):
+    """
+    Make or repair the push account of server ``minion_id`` (from the
+    accepted fleet): one ``useradd`` (uid from pillar
+    ``snap:server:uid_range``, the push group as its primary group, comment,
+    home, shell, no password, no subordinate ids) or one ``usermod``, then its
+    jail and quota. Returns ``{"account", "jail", "changes"}``; with
+    ``test=True``, what would change. Raises CommandExecutionError naming the
+    problem; nothing else in the fleet is touched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.ensure_account web1.example.com
+    """
+    from snap_core import accounts as acc
+
+    fleet = server_fleet()
+    if minion_id in fleet["rejected"]:
+        raise CommandExecutionError(
+            f"{minion_id} gets no push account, its existing one (if any) is left as it was: "
+            f"{fleet['rejected'][minion_id]}"
+        )
+    if minion_id not in fleet["accepted"]:
+        raise CommandExecutionError(f"{minion_id} has published no snap key in the mine (snap.pubkey)")
+    srv = _settings()["server"]
+    account = fleet["accepted"][minion_id]["account"]
+    jail = os.path.join(_server_dirs(srv)[0], account)
+    tables = _tables()
+    dry = bool(__opts__.get("test"))
+    if dry and tables.gid is None:  # the group comes with this same run
+        new = {"name": account, "group": srv["group"]}
+        return {"account": account, "jail": jail, "changes": {"user": {"old": None, "new": new}}}
+    try:
+        uid_range = acc.parse_uid_range(srv.get("uid_range") or [200000, 299999])
+        cmd, changes = acc.plan(tables, account, minion_id, jail, uid_range)
+    except acc.AccountError as exc:
+        raise CommandExecutionError(str(exc)) from None
+    if cmd and not dry:
+        res = __salt__["cmd.run_all"](cmd, python_shell=False, ignore_retcode=True)
+        if res["retcode"]:
+            raise CommandExecutionError(f"{cmd[0]} {account} failed: {res['stderr'] or res['stdout']}")
+        acc.applied(tables, account, minion_id, jail, cmd)
+    if dry and cmd and cmd[0] == "useradd":
+        return {"account": account, "jail": jail, "changes": changes}
+    jail_changes = prepare_jail(account, minion_id)
+    if jail_changes:
+        changes["jail"] = jail_changes
+    changes.update(ensure_quota(account, minion_id))
+    return {"account": account, "jail": jail, "changes": changes}
+
+
+def write_root_file(path, text, mode="0644"):
+    """
+    Make ``path`` a root-owned file holding ``text`` (mode ``mode``), written
+    atomically and only when it differs. Returns whether it changed (with
+    ``test=True``, whether it would).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.write_root_file /etc/snap/authorized_keys/snap-web1 "..." 0644
+    """
+    from snap_core import accounts as acc
+
+    return acc.write_root_file(path, text, int(str(mode), 8), dry_run=bool(__opts__.get("test")))
 
 
 def rsnapshot_conf():
@@ -542,16 +724,13 @@ def prepare_jail(account, minion_id=None):
 
         salt backup1 snap.prepare_jail snap-web1
     """
-    import pwd
-
     from snap_core import quota
 
-    srv = settings()["server"]
+    srv = _settings()["server"]
     jails = _server_dirs(srv)[0]
     dry = bool(__opts__.get("test"))
-    try:
-        pw = pwd.getpwnam(account)
-    except KeyError:
+    pw = _tables().users.get(account)
+    if pw is None:
         if dry:
             return [f"{os.path.join(jails, account)}: would be created with the account"]
         raise CommandExecutionError(f"account {account} does not exist") from None
@@ -565,13 +744,13 @@ def prepare_jail(account, minion_id=None):
                 # The trees are gone with the old incoming: no complete tree any more.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(jails, account, "jail.json"))
-    return changes + _core(snap_core.prepare_jail, jails, account, pw.pw_uid, pw.pw_gid, dry_run=dry)
+    return changes + _core(snap_core.prepare_jail, jails, account, pw.uid, pw.gid, dry_run=dry)
 
 
 def _quota_limits(minion_id):
     from snap_core import quota
 
-    srv = settings()["server"]
+    srv = _settings()["server"]
     overrides = (srv.get("quota_overrides") or {}).get(minion_id) if minion_id else None
     return _core(quota.wanted_limits, srv.get("quota"), overrides, minion_id or "?")
 
@@ -580,7 +759,7 @@ def _quota_method():
     from snap_core import quota
 
     if "snap.quota_fs" not in __context__:
-        srv = settings()["server"]
+        srv = _settings()["server"]
         fs = _core(quota.filesystem_of, _server_dirs(srv)[0])
         wanted = (srv.get("quota") or {}).get("method", "auto")
         __context__["snap.quota_fs"] = (fs, _core(quota.method_for, fs, wanted))
@@ -603,8 +782,6 @@ def ensure_quota(account, minion_id):
 
         salt backup1 snap.ensure_quota snap-web1 web1.example.com
     """
-    import pwd
-
     from snap_core import quota
 
     limit_bytes, limit_inodes = _quota_limits(minion_id)
@@ -624,14 +801,13 @@ def ensure_quota(account, minion_id):
             raise CommandExecutionError("snap:server:quota: btrfs limits bytes only (set blocks)")
         changes = _core(quota.ensure_btrfs, os.path.join(home, "incoming"), account, limit_bytes, dry)
     else:
-        try:
-            uid = pwd.getpwnam(account).pw_uid
-        except KeyError:
+        user = _tables().users.get(account)
+        if user is None:
             return {"quota": {"old": None, "new": {"bytes": limit_bytes, "inodes": limit_inodes}}} if dry else {}
         if "snap.quota_table" not in __context__:
             __context__["snap.quota_table"] = _core(quota.usrquota_table, fs)
         limit = (limit_bytes or 0, limit_inodes or 0)
-        changes = _core(quota.ensure_usrquota, fs, account, uid, limit, __context__["snap.quota_table"], dry)
+        changes = _core(quota.ensure_usrquota, fs, account, user.uid, limit, __context__["snap.quota_table"], dry)
     if lifting:
         quota.forget(home, dry)
     elif changes or not quota.recorded(home):
@@ -652,12 +828,17 @@ def server_fleet():
         salt backup1 snap.server_fleet
     """
     if "snap.server_fleet" not in __context__:
-        excluded = set(settings()["server"].get("exclude") or []) | {__opts__["id"]}
-        result = fleet_keys(bound=account_bindings())
-        for section in ("accepted", "rejected"):
-            result[section] = {k: v for k, v in result[section].items() if k not in excluded}
+        srv = _settings()["server"]
+        excluded = set(srv.get("exclude") or []) | {__opts__["id"]}
+        mine = __salt__["mine.get"]("*", fleet.MINE_FUNCTION)
+        mine = {k: v for k, v in mine.items() if k not in excluded}
+        result = _core(fleet.validate_mine, mine, srv.get("account_overrides") or {}, account_bindings())
+        for minion_id, reason in result["rejected"].items():
+            log.error("snap: rejected mine key of %s: %s", minion_id, reason)
         __context__["snap.server_fleet"] = result
-    return copy.deepcopy(__context__["snap.server_fleet"])
+    # Read-only for callers: one copy of the fleet table per account made the
+    # server state O(N^2).
+    return __context__["snap.server_fleet"]
 
 
 def fleet_account_names():
@@ -674,25 +855,7 @@ def fleet_account_names():
 
         salt backup1 snap.fleet_account_names
     """
-    fleet = server_fleet()
-    bound = account_bindings()
-    held = {minion_id: account for account, minion_id in bound.items()}
-    names = {key["account"] for key in fleet["accepted"].values()}
-    overrides = settings()["server"].get("account_overrides") or {}
-    for minion_id in fleet["rejected"]:
-        if minion_id in held:
-            names.add(held[minion_id])
-            continue
-        if minion_id in overrides:
-            names.add(overrides[minion_id])
-            continue
-        try:
-            name = snap_core.account_name(minion_id)
-        except snap_core.Error:
-            continue
-        if bound.get(name, minion_id) == minion_id:
-            names.add(name)
-    return sorted(names)
+    return sorted(set(server_fleet()["names"].values()))
 
 
 def remove_jail(account):

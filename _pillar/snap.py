@@ -28,7 +28,7 @@ highstate refuses to run rather than silently schedule nothing.
 import logging
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 2)
+NEEDS_CORE_API = (2, 3)
 
 try:
     import snap_core

@@ -12,7 +12,7 @@ import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 2)
+NEEDS_CORE_API = (2, 3)
 
 try:
     from snap_core import fleet as snap_fleet

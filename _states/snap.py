@@ -17,7 +17,7 @@ import os
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 2)
+NEEDS_CORE_API = (2, 3)
 
 try:
     from snap_core import provision as snap_provision
@@ -222,19 +222,23 @@ def client_config(name):
 def account(name):
     """
     Ensure the jailed push account of server ``name`` (a minion id) on the
-    backup server: a system user ``snap-<id>`` in the snap group (its comment
-    ``snap push account of <id>`` binds it to that server for good), password
-    ``*`` (no password login), shell ``/bin/sh`` (sshd runs the forced
-    command through it), home ``<jails>/<account>`` owned by root (0711) with
-    ``incoming`` (0700) the only place the account can write, an optional
-    quota, and one authorized key (root-owned, outside the jail) pinned to
-    ``restrict,command="sudo -n snap-receive <server.json>"``: a write-only
-    rsync receiver run as root that receives as the account.
+    backup server: a user with the name the fleet's naming rule gives it
+    (``snap.ensure_account``), made with one ``useradd``: a uid from pillar
+    ``snap:server:uid_range``, the shared push group as its primary group,
+    its comment ``snap push account of <id>`` (binding it to that server for
+    good), password ``*`` (no password login), shell ``/bin/sh`` (sshd runs
+    the forced command through it), home ``<jails>/<account>`` owned by root
+    (0711) with ``incoming`` (0700) the only place the account can write, an
+    optional quota; then one authorized key (root-owned, outside the jail)
+    pinned to ``restrict,command="sudo -n snap-receive <server.json>"``.
 
-    The key comes from the mine and is validated again; a server whose key is
-    rejected keeps its account exactly as it was, and the state fails with
-    the reason. An account made for another server (in the fleet or retired)
-    is never handed over: the state fails naming the holder.
+    The key is written only once the user and its jail exist: a failure
+    leaves no key without a user, and a key whose account is broken is
+    removed (``server.json`` lists only complete accounts). The key comes
+    from the mine and is validated again; a server whose key is rejected
+    keeps its account exactly as it was, and the state fails with the
+    reason. An account made for another server (in the fleet or retired) is
+    never handed over.
 
     .. code-block:: yaml
 
@@ -245,49 +249,30 @@ def account(name):
     ret = _ret(name)
     try:
         fleet = __salt__["snap.server_fleet"]()
-        srv = __salt__["snap.settings"]()["server"]
-        jails = __salt__["snap.server_config"]()["jails_dir"]
+        srv = __salt__["snap.server_settings"]()
     except CommandExecutionError as exc:
         return _fail(ret, str(exc))
-    if name in fleet["rejected"]:
-        return _fail(ret, f"{name} gets no push account, its existing one (if any) is left as it was: "
-                          f"{fleet['rejected'][name]}")  # fmt: skip
-    if name not in fleet["accepted"]:
-        return _fail(ret, f"{name} has published no snap key in the mine (snap.pubkey)")
-    key = fleet["accepted"][name]
-    acct = key["account"]
-    jail = os.path.join(jails, acct)
-    ok = _merge(
-        ret,
-        "user",
-        __states__["user.present"](
-            name=acct,
-            home=jail,
-            createhome=False,
-            shell="/bin/sh",
-            groups=[srv["group"]],
-            system=True,
-            usergroup=True,
-            password="*",
-            fullname=f"snap push account of {name}",
-            expire=-1,
-        ),
-    )
-    if ok:
-        try:
-            changed = __salt__["snap.prepare_jail"](acct, name)
-            quota = __salt__["snap.ensure_quota"](acct, name)
-        except CommandExecutionError as exc:
-            return _fail(ret, f"Jail of {acct}: {exc}")
-        if changed:
-            ret["changes"]["jail"] = changed
-        ret["changes"].update(quota)
-        if (changed or quota) and __opts__["test"]:
-            ret["result"] = None
+    key = fleet["accepted"].get(name)
+    keyfile = os.path.join(srv["authorized_keys_dir"], key["account"]) if key else None
+    try:
+        made = __salt__["snap.ensure_account"](name)
+    except CommandExecutionError as exc:
+        if keyfile and os.path.lexists(keyfile) and not __salt__["snap.account_complete"](name):
+            # Half an account is no account: its key goes.
+            if not __opts__["test"]:
+                os.unlink(keyfile)
+            ret["changes"]["authorized_key"] = {"old": keyfile, "new": None}
+        return _fail(ret, str(exc))
+    ret["changes"].update(made["changes"])
     command = f"/usr/bin/sudo -n {srv['receive']} {srv['config']}"
     line = f'restrict,command="{command}" {key["line"]} snap:{name}\n'
-    _merge(ret, "authorized_key", _file(os.path.join(srv["authorized_keys_dir"], acct), line, "0644"))
-    return _finish(ret, f"Push account {acct} of {name} ({key['fingerprint']}), jail {jail}")
+    if __salt__["snap.write_root_file"](keyfile, line, "0644"):
+        ret["changes"]["authorized_key"] = {"old": None, "new": keyfile}
+    if ret["changes"] and __opts__["test"]:
+        ret["result"] = None
+    verb = "would be changed" if ret["result"] is None else ("changed" if ret["changes"] else "in place")
+    ret["comment"] = f"Push account {made['account']} of {name} ({key['fingerprint']}), jail {made['jail']}: {verb}"
+    return ret
 
 
 def retired(name):
@@ -309,12 +294,12 @@ def retired(name):
         srv = __salt__["snap.settings"]()["server"]
     except CommandExecutionError as exc:
         return _fail(ret, str(exc))
-    members = (__salt__["group.info"](name) or {}).get("members", [])
+    accounts = __salt__["snap.push_account_info"]()
     purge = set(srv.get("purge") or [])
     notes = []
-    for acct in sorted(set(members) - present):
+    for acct in sorted(set(accounts) - present):
         keyfile = os.path.join(srv["authorized_keys_dir"], acct)
-        info = __salt__["user.info"](acct) or {}
+        info = accounts[acct]
         jail = info.get("home") or "?"
         if acct in purge:
             _merge(ret, acct, __states__["user.absent"](name=acct))
@@ -334,11 +319,10 @@ def retired(name):
             changes["authorized_key"] = {"old": keyfile, "new": None}
         if info.get("shell") != "/usr/sbin/nologin":
             changes["shell"] = {"old": info.get("shell"), "new": "/usr/sbin/nologin"}
-        shadow = __salt__["shadow.info"](acct) or {}
-        if shadow.get("expire") != 1:
-            changes["expire"] = {"old": shadow.get("expire"), "new": 1}
+        if info.get("expire") != "1":
+            changes["expire"] = {"old": info.get("expire") or None, "new": 1}
         notes.append(
-            f"{acct} ({info.get('fullname', '')}): server gone from the mine; account locked, data kept "
+            f"{acct} ({info.get('comment', '')}): server gone from the mine; account locked, data kept "
             f"in {jail}; add it to pillar snap:server:purge to delete it"
         )
         if not changes:
@@ -359,6 +343,39 @@ def retired(name):
             notes.append(f"{acct}: cannot lock: {exc}")
     summary = "No retired push accounts" if not notes else "Retired push accounts:\n" + "\n".join(notes)
     return _finish(ret, summary)
+
+
+def accounts_published(name="snap.accounts"):
+    """
+    Publish the backup server's account names (``snap.accounts``) through
+    the mine now, when they differ from what the mine holds, so servers learn
+    their account on their next highstate rather than at the next
+    ``mine_interval``.
+
+    .. code-block:: yaml
+
+        snap-accounts-published:
+          snap.accounts_published
+    """
+    ret = _ret(name)
+    try:
+        wanted = __salt__["snap.accounts"]()
+    except CommandExecutionError as exc:
+        return _fail(ret, str(exc))
+    me = __opts__["id"]
+    held = (__salt__["mine.get"](me, name) or {}).get(me)
+    if held == wanted:
+        ret["comment"] = f"{len(wanted)} account name(s) published in the mine ({name})"
+        return ret
+    old, new = set((held or {}).items()), set(wanted.items())
+    ret["changes"] = {"published": {"added": len(new - old), "removed": len(old - new)}}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"Account names would be published in the mine ({name})")
+        return ret
+    if not __salt__["mine.send"](name):
+        return _fail(ret, f"mine.send {name} failed")
+    ret["comment"] = f"{len(wanted)} account name(s) published in the mine ({name})"
+    return ret
 
 
 def server_config(name):

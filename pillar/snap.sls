@@ -25,6 +25,7 @@
 mine_functions:
 {%- if grains["id"] == backup_server %}
   snap.hostkey: []
+  snap.accounts: []
 {%- else %}
   snap.pubkey: []
   snap.push_history: []
@@ -107,7 +108,11 @@ snap:
   server:
     # Jails (<base>/jails, 0711) and history (<base>/history, 0700 root).
     base: /srv/snap
+    # The push accounts' one group (their primary group) and where their
+    # uids come from: away from system and regular users.
     group: snap-push
+    gid: 200000
+    uid_range: [200000, 299999]
     # Retention, lowest level first: two years by default.
     levels:
       - {name: recent, keep: 6}     # 3 a day for 2 days
@@ -122,9 +127,11 @@ snap:
     # Seconds rotation waits for a running push before keeping that
     # server's previous snapshot.
     lock_wait: 300
-    # Two minion ids that share their first label (web1.example.com and
-    # web1.example.org) would share an account name; snap refuses both until
-    # one gets its own name here. Example:
+    # Account names need no manual step: each server gets `snap-` and the
+    # shortest part of its id that no other server shares (web1.dc1.example.com
+    # and web1.dc2.example.com: snap-web1-dc1, snap-web1-dc2; a lone
+    # db1.example.com: snap-db1), or a short hash when none is free; an
+    # existing account keeps its name. Give one a name of your own here:
     # account_overrides:
     #   web1.example.org: snap-web1-org
     account_overrides: {}

@@ -41,10 +41,13 @@ def validate_minion_id(minion_id: str) -> None:
     """InvalidInput naming the id unless it is 1-253 chars of [A-Za-z0-9._-]."""
 
 def account_name(minion_id: str) -> str:
-    """``web1.example.com`` -> ``snap-web1``; InvalidInput naming the id if it cannot be mapped."""
+    """``web1.example.com`` -> ``snap-web1`` (alone in its fleet); InvalidInput naming the id if it cannot be mapped."""
+
+def validate_account_name(name: str) -> None:
+    """InvalidInput naming the name unless it is a portable user name (1-32 of a-z, 0-9, '-', '_')."""
 
 def account_names(minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Names for a fleet; AccountCollision naming both ids if two share a name."""
+    """Names for a fleet (distinct by construction); AccountCollision naming the ids if two would share one."""
 
 def assign_accounts(
     minion_ids: Sequence[str], overrides: Mapping[str, str] | None = None, bound: Mapping[str, str] | None = None

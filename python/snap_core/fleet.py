@@ -89,26 +89,31 @@ def validate_mine(
 ) -> dict[str, Any]:
     """Re-validate ``mine.get('*', 'snap.pubkey')``.
 
-    Returns ``{"accepted": {id: key + account}, "rejected": {id: reason}}``.
-    Entries that fail validation, and every id whose account name collides
-    with another's, are rejected with a message naming the problem; the rest
-    of the fleet is unaffected. ``bound`` (``{account: minion id}`` of the
+    Returns ``{"accepted": {id: key + account}, "rejected": {id: reason},
+    "names": {id: account}}``. Entries that fail validation, and every id
+    that would share an account name with another, are rejected with a
+    message naming the problem; the rest of the fleet is unaffected. Names
+    are assigned over every usable id in the mine, a bad key or not (a server
+    whose key is bad this time keeps its name, and nobody else takes it);
+    ``names`` holds them all. ``bound`` (``{account: minion id}`` of the
     accounts that exist) keeps every account with the server it was made for.
     """
     accepted: dict[str, dict[str, Any]] = {}
     rejected: dict[str, str] = {}
+    ids: list[str] = []
     for minion_id in sorted(mine, key=str):
         if not isinstance(minion_id, str):
             rejected[repr(minion_id)] = "minion id is not a string"
             continue
+        ids.append(minion_id)
         try:
             accepted[minion_id] = validate_entry(minion_id, mine[minion_id])
         except ValueError as exc:
             rejected[minion_id] = str(exc)
-    names, refused = _rust.assign_accounts(list(accepted), dict(overrides or {}), dict(bound or {}))
+    names, refused = _rust.assign_accounts(ids, dict(overrides or {}), dict(bound or {}))
     for minion_id, reason in refused.items():
         accepted.pop(minion_id, None)
-        rejected[minion_id] = reason
+        rejected.setdefault(minion_id, reason)
     for minion_id, key in accepted.items():
         key["account"] = names[minion_id]
-    return {"accepted": accepted, "rejected": rejected}
+    return {"accepted": accepted, "rejected": rejected, "names": names}

@@ -24,10 +24,14 @@ snap-rsync-confinement:
     - require:
       - pkg: snap-server-packages
 
+{#- One group for every push account (their primary group): a gid of its
+    own, chosen in pillar (snap:server:gid). A group that exists keeps its gid. #}
 snap-push-group:
   group.present:
     - name: {{ srv.group }}
-    - system: True
+{%- if not salt["group.info"](srv.group) %}
+    - gid: {{ srv.gid }}
+{%- endif %}
 
 {#- 0711: accounts can reach their own jail but list nothing. -#}
 {%- for path, mode in [(srv.base, "0711"), (jails, "0711"), (history, "0700"),
@@ -104,6 +108,13 @@ snap-retired:
       - group: snap-push-group
       - snap-core
 
+{#- Servers read their account name from here (mine: snap.accounts). #}
+snap-accounts-published:
+  snap.accounts_published:
+    - name: snap.accounts
+    - require:
+      - snap-core
+
 snap-server-config:
   snap.server_config:
     - name: {{ srv.config }}
@@ -127,6 +138,7 @@ snap-sshd-conf:
         group: {{ srv.group }}
         authorized_keys_dir: {{ srv.authorized_keys_dir }}
         command: {{ receive_command }}
+        max_startups: {{ srv.max_startups | string | yaml_dquote }}
 
 snap-sshd-check:
   cmd.run:

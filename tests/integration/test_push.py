@@ -4,6 +4,7 @@ own key might try to reach further than its own jail."""
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
 import pathlib
@@ -62,6 +63,8 @@ def test_one_jailed_key_only_account_per_server(deployed):
         incoming = jail(fleet, minion_id).stat()
         assert stat.S_IMODE(incoming.st_mode) == 0o700 and incoming.st_uid == pw.pw_uid
         assert pw.pw_shell == "/bin/sh" and pw.pw_gecos == f"snap push account of {minion_id}"
+        # A uid from the push range, the shared group as its primary group.
+        assert 200000 <= pw.pw_uid <= 299999 and grp.getgrgid(pw.pw_gid).gr_name == "snap-push"
         shadow = next(l for l in pathlib.Path("/etc/shadow").read_text().splitlines() if l.startswith(account + ":"))
         assert shadow.split(":")[1] == "*", "no password may log in"
         keyfile = root / "etc" / "snap" / "authorized_keys" / account
@@ -98,6 +101,7 @@ def test_sshd_match_block_hardens_the_accounts(deployed):
         "clientaliveinterval 15",
         "clientalivecountmax 4",
         "unusedconnectiontimeout 60",
+        "maxstartups 200:30:1000",
     ):
         assert setting in effective, setting
     receive = fleet.root_of("backup1") / "usr" / "local" / "lib" / "snap" / "snap-receive"
@@ -353,42 +357,53 @@ def test_a_forged_mine_key_changes_no_account(pushed):
     push(fleet, "db1")
 
 
-def test_an_account_stays_with_the_server_it_was_made_for(pushed):
-    """A newcomer whose name collides with an existing server's account is
-    refused, and the holder keeps pushing; when the holder leaves the fleet
-    its account, jail and history stay its own until purged."""
+def test_a_newcomer_sharing_a_short_name_gets_its_own_account(pushed):
+    """web1.dc2 arrives while web1 holds snap-web1: it gets snap-web1-dc2 with
+    no manual step, learns that name from the backup server's mine, and the
+    holder keeps its account; when the holder leaves the fleet its account,
+    jail and history stay its own (locked) until purged."""
     fleet = pushed
     intruder = fleet.master.salt_minion_daemon("web1.dc2", overrides={"pillar_mask_output": False})
-    keyfile = fleet.root_of("backup1") / "etc" / "snap" / "authorized_keys" / "snap-web1"
-    before = keyfile.read_text()
-    with intruder.started():
-        fleet.salt("saltutil.sync_all", tgt="web1.dc2")
-        assert state_failures({"web1.dc2": fleet.salt("state.sls", "snap.keypair", tgt="web1.dc2")}) == []
-        fleet.salt("mine.update", tgt="web1.dc2")
-        failed = state_failures({"backup1": fleet.highstate(tgt="backup1")})
-        assert len(failed) == 1 and "web1.dc2" in failed[0][1], failed
-        assert "belongs to \"web1\" (it was made for it)" in failed[0][2], failed
-        assert keyfile.read_text() == before, "a collision must never merge or replace an account"
-        # The holder's backups keep flowing.
-        _, record, _ = push(fleet, "web1")
-        assert record["result"] == "ok"
-        assert rotate(fleet)["servers"]["web1"]["action"] == "synced"
-        # The holder leaves the fleet: its account is locked and stays its own.
-        fleet.salt("mine.delete", "snap.pubkey", tgt="web1")
-        try:
-            failed = state_failures({"backup1": fleet.highstate(tgt="backup1")})
-            assert len(failed) == 1 and "no longer in the fleet" in failed[0][2], failed
-            assert pwd.getpwnam("snap-web1").pw_gecos == "snap push account of web1"
-            assert pwd.getpwnam("snap-web1").pw_shell == "/usr/sbin/nologin"
-            assert not keyfile.exists()
-        finally:
-            fleet.salt("mine.update", tgt="web1")
-    # The intruder is gone: forget its key and mine data, as an operator would.
-    fleet.master.salt_key_cli().run("-d", "web1.dc2", "-y")
-    fleet.run("cache.clear_all", tgt="web1.dc2")
-    shutil.rmtree(intruder.config["root_dir"], ignore_errors=True)
+    keys = fleet.root_of("backup1") / "etc" / "snap" / "authorized_keys"
+    before = (keys / "snap-web1").read_text()
+    try:
+        with intruder.started():
+            fleet.salt("saltutil.sync_all", tgt="web1.dc2")
+            assert state_failures({"web1.dc2": fleet.salt("state.sls", "snap.keypair", tgt="web1.dc2")}) == []
+            fleet.salt("mine.update", tgt="web1.dc2")
+            assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
+            new = pwd.getpwnam("snap-web1-dc2")
+            assert new.pw_gecos == "snap push account of web1.dc2"
+            assert 200000 <= new.pw_uid <= 299999 and grp.getgrgid(new.pw_gid).gr_name == "snap-push"
+            assert (keys / "snap-web1").read_text() == before, "a newcomer never changes another's account"
+            assert "snap:web1.dc2" in (keys / "snap-web1-dc2").read_text()
+            # The backup server publishes the name; the newcomer's push goes there.
+            assert fleet.salt("snap.my_account", tgt="web1.dc2") == "snap-web1-dc2"
+            assert fleet.salt("snap.my_account", tgt="web1") == "snap-web1"
+            _, record, _ = push(fleet, "web1")
+            assert record["result"] == "ok"
+            # The holder leaves the fleet: its account is locked and stays its own.
+            fleet.salt("mine.delete", "snap.pubkey", tgt="web1")
+            try:
+                assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
+                assert pwd.getpwnam("snap-web1").pw_gecos == "snap push account of web1"
+                assert pwd.getpwnam("snap-web1").pw_shell == "/usr/sbin/nologin"
+                assert not (keys / "snap-web1").exists()
+                assert pwd.getpwnam("snap-web1-dc2").pw_shell == "/bin/sh"
+            finally:
+                fleet.salt("mine.update", tgt="web1")
+        # The newcomer is gone: forget its key and mine data and purge its account.
+        fleet.master.salt_key_cli().run("-d", "web1.dc2", "-y")
+        fleet.run("cache.clear_all", tgt="web1.dc2")
+        fleet.set_pillar("snap: {server: {purge: [snap-web1-dc2]}}\n")
+        assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
+        with pytest.raises(KeyError):
+            pwd.getpwnam("snap-web1-dc2")
+    finally:
+        fleet.set_pillar("")
+        shutil.rmtree(intruder.config["root_dir"], ignore_errors=True)
     assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
-    assert keyfile.read_text() == before
+    assert (keys / "snap-web1").read_text() == before
     push(fleet, "web1")
 
 

@@ -61,13 +61,23 @@ def test_unmappable_ids_raise_value_error_naming_the_id(bad):
     assert repr(bad)[1:-1][:20] in str(info.value) or bad == ""
 
 
-def test_collision_is_an_error_naming_both_ids():
+def test_shared_short_names_get_distinct_names_and_merges_are_refused():
+    names = snap_core.account_names(["web1.dc1.example.com", "web1.dc2.example.com", "db1"])
+    assert names == {
+        "web1.dc1.example.com": "snap-web1-dc1",
+        "web1.dc2.example.com": "snap-web1-dc2",
+        "db1": "snap-db1",
+    }
+    # Two overrides naming one account: refused for both, naming both.
     with pytest.raises(snap_core.AccountCollision) as info:
-        snap_core.account_names(["web1.example.com", "web1.example.org"])
-    assert "web1.example.com" in str(info.value) and "web1.example.org" in str(info.value)
-    names, rejected = snap_core.assign_accounts(["web1.a", "web1.b", "db1"])
-    assert names == {"db1": "snap-db1"}
-    assert set(rejected) == {"web1.a", "web1.b"}
+        snap_core.account_names(["a.x", "b.x"], {"a.x": "snap-same", "b.x": "snap-same"})
+    assert "a.x" in str(info.value) and "b.x" in str(info.value)
+    names, rejected = snap_core.assign_accounts(["web1.a", "web1.b", "db1"], {}, {"snap-web1": "web1.old"})
+    assert names == {"web1.a": "snap-web1-a", "web1.b": "snap-web1-b", "db1": "snap-db1"}
+    assert rejected == {}
+    snap_core.validate_account_name("snap-web1-dc1")
+    with pytest.raises(ValueError, match="Root!"):
+        snap_core.validate_account_name("Root!")
 
 
 @pytest.fixture

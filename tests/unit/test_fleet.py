@@ -66,18 +66,38 @@ def test_injection_attempts_are_rejected_and_the_rest_kept(keys):
     assert "cannot be used by snap" in result["rejected"]["bad id"]
 
 
-def test_colliding_accounts_are_both_rejected_unless_overridden(keys):
+def test_shared_short_names_get_their_own_accounts_and_overrides_win(keys):
     mine = {
         "web1.example.com": entry("web1.example.com", keys["web1"]),
         "web1.example.org": entry("web1.example.org", keys["web1b"]),
         "db1": entry("db1", keys["db1"]),
     }
     result = fleet.validate_mine(mine)
-    assert list(result["accepted"]) == ["db1"]
-    assert "snap-web1" in result["rejected"]["web1.example.org"]
+    assert result["rejected"] == {}
+    assert result["accepted"]["web1.example.com"]["account"] == "snap-web1-example-com"
+    assert result["accepted"]["web1.example.org"]["account"] == "snap-web1-example-org"
     fixed = fleet.validate_mine(mine, {"web1.example.org": "snap-web1-org"})
     assert fixed["rejected"] == {}
     assert fixed["accepted"]["web1.example.org"]["account"] == "snap-web1-org"
+    assert fixed["accepted"]["web1.example.com"]["account"] == "snap-web1"
+
+
+def test_a_bad_key_keeps_its_servers_name_from_everyone_else(keys):
+    mine = {
+        "web1.dc1": entry("web1.dc1", keys["web1"]),
+        "web1.dc2": dict(entry("web1.dc2", keys["web1b"]), line="ssh-ed25519 AAAA"),
+    }
+    result = fleet.validate_mine(mine)
+    assert list(result["accepted"]) == ["web1.dc1"]
+    assert result["accepted"]["web1.dc1"]["account"] == "snap-web1-dc1"
+    assert result["names"] == {"web1.dc1": "snap-web1-dc1", "web1.dc2": "snap-web1-dc2"}
+
+
+def test_an_override_taking_another_servers_account_is_refused(keys):
+    mine = {"web1": entry("web1", keys["web1"]), "web2": entry("web2", keys["web1b"])}
+    result = fleet.validate_mine(mine, {"web2": "snap-web1"}, {"snap-web1": "web1"})
+    assert list(result["accepted"]) == ["web1"]
+    assert "belongs to \"web1\"" in result["rejected"]["web2"]
 
 
 def test_read_public_key_names_the_file(tmp_path):

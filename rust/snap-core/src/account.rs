@@ -1,16 +1,27 @@
 //! Minion id → account name on the backup server.
 //!
-//! The name is `snap-` + the first label of the id, lowercased
-//! (`web1.example.com` → `snap-web1`): readable in `ls -l` and `ps`, valid for
-//! `useradd` (at most 32 characters of `[a-z0-9_-]`, starting with a letter)
-//! and deterministic, so an account never changes name while its server
-//! keeps its id. A first label longer than fits is cut and given a short hash
-//! of the whole id, so long ids stay distinct.
+//! Every minion id gets a distinct, readable, portable name by construction,
+//! with no manual step:
 //!
-//! Because the name drops the domain, two ids *can* map to the same name
-//! (`web1.example.com` and `web1.example.org`). [`account_names`] checks a whole
-//! fleet and refuses such a collision with an error naming both ids; an
-//! operator resolves it with an explicit override. Nothing is ever merged.
+//! - the **readable forms** of an id are `snap-` + its first label, then its
+//!   first two labels, and so on, lowercased and joined by `-`
+//!   (`web1.dc1.example.com` → `snap-web1`, `snap-web1-dc1`, …), as long as
+//!   they fit `useradd`'s 32 characters;
+//! - an id takes its shortest readable form that **no other id in the fleet
+//!   shares** and no existing account or override holds: `web1.dc1.example.com`
+//!   and `web1.dc2.example.com` become `snap-web1-dc1` and `snap-web1-dc2`,
+//!   a lone `db1.example.com` stays `snap-db1`;
+//! - when none is free (`Web1` and `web1`, or a first label too long), the id
+//!   gets a **hashed form**: `snap-` + at most 18 characters of its first
+//!   label + `-` + 8 hex digits of the CRC-32 of the whole id;
+//! - an id that **already has an account** (the account's comment binds it to
+//!   the id it was made for, see `bound`) keeps that name whatever the rule
+//!   says now, and an override from pillar wins over the rule.
+//!
+//! The choice depends only on the set of ids, never on their order. Anything
+//! that would still give two ids one name (a hash collision, an override
+//! naming another server's account) is refused for every id involved, with an
+//! error naming them: nothing is ever merged.
 
 use std::collections::BTreeMap;
 
@@ -60,18 +71,44 @@ pub fn validate_minion_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The account name for one minion id.
-pub fn account_name(id: &str) -> Result<String> {
+/// The readable forms of an id's account name, shortest first: `snap-` and
+/// its first 1, 2, … labels, lowercased, joined by `-`, while they fit.
+pub fn readable_names(id: &str) -> Result<Vec<String>> {
+    validate_minion_id(id)?;
+    let labels: Vec<String> = id.split('.').map(str::to_ascii_lowercase).collect();
+    let mut out = Vec::new();
+    let mut name = PREFIX.trim_end_matches('-').to_string();
+    for label in labels {
+        name.push('-');
+        name.push_str(&label);
+        if name.len() > MAX_NAME {
+            break;
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
+}
+
+/// The hashed form of an id's account name: `snap-` + at most 18
+/// characters of its first label + `-` + 8 hex digits of the CRC-32 of the
+/// whole id (case and all), always distinct for ids that differ only in case.
+pub fn hashed_name(id: &str) -> Result<String> {
     validate_minion_id(id)?;
     let label = id.split('.').next().unwrap_or(id).to_ascii_lowercase();
-    let room = MAX_NAME - PREFIX.len();
-    if label.len() <= room {
-        return Ok(format!("{PREFIX}{label}"));
-    }
-    // Too long: keep a readable head and add 8 hex digits of the whole id.
+    let room = MAX_NAME - PREFIX.len() - 9;
+    let head = label[..label.len().min(room)].trim_end_matches(['-', '_']);
     let hash = crc32fast::hash(id.as_bytes());
-    let head = label[..room - 9].trim_end_matches(['-', '_']);
     Ok(format!("{PREFIX}{head}-{hash:08x}"))
+}
+
+/// The account name one id gets when no other id shares its first label:
+/// its shortest readable form, or the hashed form when even that is too long.
+/// In a fleet, [`assign_accounts`] decides.
+pub fn account_name(id: &str) -> Result<String> {
+    match readable_names(id)?.into_iter().next() {
+        Some(name) => Ok(name),
+        None => hashed_name(id),
+    }
 }
 
 /// Check an account name given by an operator (an override).
@@ -98,18 +135,19 @@ pub fn validate_account_name(name: &str) -> Result<()> {
 pub struct Assignment {
     /// `{minion id: account name}` for every id that got a name.
     pub names: BTreeMap<String, String>,
-    /// `{minion id: why not}`: bad ids, bad overrides, and both sides of a collision.
+    /// `{minion id: why not}`: bad ids, bad overrides, and every side of a
+    /// name two ids would share.
     pub rejected: BTreeMap<String, Error>,
 }
 
-/// Assign account names to a fleet. Ids that collide are all rejected (with an
-/// error naming the others), so one bad pair cannot block everyone else.
-/// `overrides` maps ids to names chosen by an operator. `bound` maps the
-/// accounts that already exist on the backup server to the minion id each was
-/// made for: an id keeps the account made for it (whatever the naming rule
-/// says now), an account is never handed to another id (a retired server
-/// keeps its name, jail and history until its account is purged), and in a
-/// collision the id that holds the account keeps it.
+/// Assign account names to a fleet (see the module documentation for the
+/// rule). `overrides` maps ids to names chosen by an operator. `bound` maps
+/// the accounts that already exist on the backup server to the minion id
+/// each was made for: an id keeps the account made for it, an account is
+/// never handed to another id (a retired server keeps its name, jail and
+/// history until its account is purged), and a name two ids would share is
+/// refused for both (the holder of an existing account keeps it). One bad id
+/// never blocks the rest of the fleet.
 pub fn assign_accounts<'a, I>(
     ids: I,
     overrides: &BTreeMap<String, String>,
@@ -119,82 +157,106 @@ where
     I: IntoIterator<Item = &'a str>,
 {
     let mut out = Assignment::default();
-    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let held: BTreeMap<&str, &str> = bound
         .iter()
         .map(|(a, m)| (m.as_str(), a.as_str()))
         .collect();
+    // Names fixed by an override or an existing account; the readable forms of the rest.
+    let mut fixed: BTreeMap<&str, String> = BTreeMap::new();
+    let mut free: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for id in ids {
-        let name = match (overrides.get(id), held.get(id)) {
-            (Some(name), _) => validate_minion_id(id)
-                .and_then(|_| validate_account_name(name))
-                .map(|_| name.clone()),
-            (None, Some(name)) => validate_minion_id(id).map(|_| name.to_string()),
-            (None, None) => account_name(id),
-        };
-        match name {
-            Ok(name) => {
-                let owners = by_name.entry(name).or_default();
-                if !owners.iter().any(|o| o == id) {
-                    owners.push(id.to_string());
-                }
+        if fixed.contains_key(id) || free.contains_key(id) || out.rejected.contains_key(id) {
+            continue;
+        }
+        let outcome =
+            validate_minion_id(id).and_then(|_| match (overrides.get(id), held.get(id)) {
+                (Some(name), _) => validate_account_name(name).map(|_| Some(name.clone())),
+                (None, Some(name)) => Ok(Some(name.to_string())),
+                (None, None) => Ok(None),
+            });
+        match outcome {
+            Ok(Some(name)) => {
+                fixed.insert(id, name);
+            }
+            Ok(None) => {
+                free.insert(id, readable_names(id).unwrap_or_default());
             }
             Err(e) => {
                 out.rejected.insert(id.to_string(), e);
             }
         }
     }
+    // A readable form is free when exactly one id has it and nobody holds it.
+    let mut reserved: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in bound.keys().chain(fixed.values()) {
+        *reserved.entry(name.as_str()).or_default() += 1;
+    }
+    let mut wanted: BTreeMap<&str, usize> = BTreeMap::new();
+    for forms in free.values() {
+        for form in forms {
+            *wanted.entry(form.as_str()).or_default() += 1;
+        }
+    }
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, forms) in &free {
+        let readable = forms
+            .iter()
+            .find(|f| wanted[f.as_str()] == 1 && !reserved.contains_key(f.as_str()));
+        let name = match readable {
+            Some(name) => name.clone(),
+            None => hashed_name(id).unwrap_or_default(),
+        };
+        by_name.entry(name).or_default().push(id.to_string());
+    }
+    for (id, name) in fixed {
+        by_name.entry(name).or_default().push(id.to_string());
+    }
     for (name, mut owners) in by_name {
         owners.sort();
-        if let Some(holder) = bound.get(&name) {
-            let present = owners.contains(holder);
-            for id in owners {
-                if &id == holder {
-                    out.names.insert(id, name.clone());
-                    continue;
-                }
-                let whose = if present {
-                    format!("{} (it was made for it)", quote(holder))
-                } else {
-                    format!(
-                        "{}, a server no longer in the fleet: its jail and history stay its own \
-                         until the account is purged (pillar snap:server:purge)",
-                        quote(holder)
-                    )
-                };
-                out.rejected.insert(
-                    id.clone(),
-                    Error::new(
-                        ErrorKind::AccountCollision,
-                        format!(
-                            "minion id {} maps to account {name}, which belongs to {whose}; \
-                             give {} its own name in pillar snap:server:account_overrides",
-                            quote(&id),
-                            quote(&id)
-                        ),
-                    ),
-                );
-            }
-            continue;
-        }
-        if owners.len() == 1 {
+        let holder = bound.get(&name);
+        if owners.len() == 1 && holder.is_none_or(|h| *h == owners[0]) {
             out.names.insert(owners.pop().unwrap_or_default(), name);
             continue;
         }
-        let all = owners
-            .iter()
-            .map(|o| quote(o))
-            .collect::<Vec<_>>()
-            .join(" and ");
+        let others = |id: &str| {
+            owners
+                .iter()
+                .filter(|o| o.as_str() != id)
+                .map(|o| quote(o))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
         for id in &owners {
+            if holder == Some(id) {
+                out.names.insert(id.clone(), name.clone());
+                continue;
+            }
+            let why = match holder {
+                Some(h) if owners.contains(h) => format!(
+                    "minion id {} maps to account {name}, which belongs to {} (it was made for it)",
+                    quote(id),
+                    quote(h)
+                ),
+                Some(h) => format!(
+                    "minion id {} maps to account {name}, which belongs to {}, a server no longer \
+                     in the fleet: its jail and history stay its own until the account is purged \
+                     (pillar snap:server:purge)",
+                    quote(id),
+                    quote(h)
+                ),
+                None => format!(
+                    "minion id {} and {} would share account {name}; nothing is merged",
+                    quote(id),
+                    others(id)
+                ),
+            };
             out.rejected.insert(
                 id.clone(),
                 Error::new(
                     ErrorKind::AccountCollision,
                     format!(
-                        "minion ids {all} {} map to account {name}; \
-                         give each its own name in pillar snap:server:account_overrides",
-                        if owners.len() == 2 { "both" } else { "all" }
+                        "{why}; give {} its own name in pillar snap:server:account_overrides",
+                        quote(id)
                     ),
                 ),
             );
@@ -273,58 +335,104 @@ mod tests {
         }
     }
 
+    fn ids_of(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("web{}.dc{}.example.com", i % 7, i / 7))
+            .collect()
+    }
+
     #[test]
-    fn collisions_are_errors_not_merges() {
+    fn shared_labels_get_the_next_readable_form() {
         let none = BTreeMap::new();
-        let err = account_names(["web1.example.com", "web1.example.org"], &none).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::AccountCollision);
-        let text = err.to_string();
-        assert!(text.contains("web1.example.com") && text.contains("web1.example.org"));
-        assert!(text.contains("snap-web1"));
-        // Case folding collides too.
-        assert!(account_names(["Web1", "web1"], &none).is_err());
-        // The same id twice is not a collision.
+        let names = account_names(
+            [
+                "web1.dc1.example.com",
+                "web1.dc2.example.com",
+                "db1.example.com",
+            ],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(names["web1.dc1.example.com"], "snap-web1-dc1");
+        assert_eq!(names["web1.dc2.example.com"], "snap-web1-dc2");
+        assert_eq!(names["db1.example.com"], "snap-db1");
+        // Same first two labels: the third tells them apart.
+        let names = account_names(["web1.example.com", "web1.example.org"], &none).unwrap();
+        assert_eq!(names["web1.example.com"], "snap-web1-example-com");
+        assert_eq!(names["web1.example.org"], "snap-web1-example-org");
+        // A bare label shared with a longer id: the bare one is hashed.
+        let names = account_names(["web1", "web1.dc1"], &none).unwrap();
+        assert_eq!(names["web1.dc1"], "snap-web1-dc1");
+        assert_eq!(names["web1"], hashed_name("web1").unwrap());
+    }
+
+    #[test]
+    fn ids_that_differ_only_in_case_get_hashed_names() {
+        let none = BTreeMap::new();
+        let names = account_names(["Web1", "web1"], &none).unwrap();
+        assert_ne!(names["Web1"], names["web1"]);
+        for name in names.values() {
+            assert!(name.starts_with("snap-web1-"), "{name}");
+            validate_account_name(name).unwrap();
+        }
+        // The same id twice is one id.
         assert_eq!(account_names(["web1", "web1"], &none).unwrap().len(), 1);
     }
 
     #[test]
-    fn assignment_sets_colliding_ids_aside_and_keeps_the_rest() {
-        let a = assign_accounts(
-            ["web1.example.com", "web1.example.org", "db1", "bad id"],
-            &BTreeMap::new(),
-            &BTreeMap::new(),
+    fn a_big_fleet_gets_distinct_valid_names_whatever_the_order() {
+        let none = BTreeMap::new();
+        let mut ids = ids_of(10_000);
+        ids.push("a-very-long-hostname-that-goes-on-and-on.dc1.example.com".into());
+        ids.push("a-very-long-hostname-that-goes-on-and-on.dc2.example.com".into());
+        let a = account_names(ids.iter().map(String::as_str), &none).unwrap();
+        assert_eq!(a.len(), ids.len());
+        let distinct: std::collections::BTreeSet<_> = a.values().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for name in a.values() {
+            validate_account_name(name).unwrap();
+        }
+        assert_eq!(a["web3.dc5.example.com"], "snap-web3-dc5");
+        let mut rev = ids.clone();
+        rev.reverse();
+        assert_eq!(
+            account_names(rev.iter().map(String::as_str), &none).unwrap(),
+            a
         );
+    }
+
+    #[test]
+    fn a_shared_name_is_refused_for_every_id_never_merged() {
+        let mut o = BTreeMap::new();
+        o.insert("a.example".to_string(), "snap-same".to_string());
+        o.insert("b.example".to_string(), "snap-same".to_string());
+        let a = assign_accounts(["a.example", "b.example", "db1"], &o, &BTreeMap::new());
         assert_eq!(a.names.len(), 1);
         assert_eq!(a.names["db1"], "snap-db1");
-        assert_eq!(a.rejected.len(), 3);
-        assert_eq!(
-            a.rejected["web1.example.org"].kind(),
-            ErrorKind::AccountCollision
-        );
-        assert!(
-            a.rejected["web1.example.com"]
-                .to_string()
-                .contains("web1.example.org")
-        );
+        let e = &a.rejected["a.example"];
+        assert_eq!(e.kind(), ErrorKind::AccountCollision);
+        assert!(e.to_string().contains("\"b.example\""), "{e}");
+        assert!(e.to_string().contains("snap-same"), "{e}");
+        assert!(a.rejected.contains_key("b.example"));
+    }
+
+    #[test]
+    fn bad_ids_are_set_aside_and_the_rest_keep_going() {
+        let a = assign_accounts(["db1", "bad id"], &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(a.names["db1"], "snap-db1");
         assert_eq!(a.rejected["bad id"].kind(), ErrorKind::InvalidInput);
     }
 
     #[test]
-    fn overrides_resolve_collisions_and_are_checked() {
+    fn overrides_win_and_are_checked() {
         let mut o = BTreeMap::new();
         o.insert("web1.example.org".to_string(), "snap-web1-org".to_string());
         let names = account_names(["web1.example.com", "web1.example.org"], &o).unwrap();
         assert_eq!(names["web1.example.org"], "snap-web1-org");
+        // The other takes its shortest free form.
+        assert_eq!(names["web1.example.com"], "snap-web1");
         o.insert("web1.example.org".to_string(), "Root!".to_string());
         assert!(account_names(["web1.example.org"], &o).is_err());
-        // An override may not steal another server's name.
-        o.insert("web1.example.org".to_string(), "snap-web1".to_string());
-        assert_eq!(
-            account_names(["web1.example.com", "web1.example.org"], &o)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::AccountCollision
-        );
     }
 
     #[test]
@@ -332,26 +440,39 @@ mod tests {
         let none = BTreeMap::new();
         let mut bound = BTreeMap::new();
         bound.insert("snap-web1".to_string(), "web1.old".to_string());
-        // The holder is in the fleet and collides with a newcomer: it keeps its account.
+        // The holder keeps its name; a newcomer gets a name of its own.
         let a = assign_accounts(["web1.old", "web1.new"], &none, &bound);
+        assert_eq!(a.names["web1.old"], "snap-web1");
+        assert_eq!(a.names["web1.new"], "snap-web1-new");
+        assert!(a.rejected.is_empty());
+        // The holder retired: its account is not handed to the newcomer.
+        let a = assign_accounts(["web1.new"], &none, &bound);
+        assert_eq!(a.names["web1.new"], "snap-web1-new");
+        // An id keeps the account made for it whatever the rule says now.
+        let mut bound = BTreeMap::new();
+        bound.insert("snap-legacy".to_string(), "web1.example.com".to_string());
+        let a = assign_accounts(["web1.example.com"], &none, &bound);
+        assert_eq!(a.names["web1.example.com"], "snap-legacy");
+    }
+
+    #[test]
+    fn an_override_never_takes_another_servers_account() {
+        let mut bound = BTreeMap::new();
+        bound.insert("snap-web1".to_string(), "web1.old".to_string());
+        let mut o = BTreeMap::new();
+        o.insert("web1.new".to_string(), "snap-web1".to_string());
+        let a = assign_accounts(["web1.old", "web1.new"], &o, &bound);
         assert_eq!(a.names["web1.old"], "snap-web1");
         let e = a.rejected["web1.new"].to_string();
         assert!(
             e.contains("belongs to \"web1.old\" (it was made for it)"),
             "{e}"
         );
-        // The holder retired: its account is not handed to the newcomer.
-        let a = assign_accounts(["web1.new"], &none, &bound);
-        assert!(a.names.is_empty());
+        let a = assign_accounts(["web1.new"], &o, &bound);
         let e = a.rejected["web1.new"].to_string();
         assert!(
             e.contains("no longer in the fleet") && e.contains("purge"),
             "{e}"
         );
-        // An id keeps the account made for it whatever the naming rule says now.
-        let mut bound = BTreeMap::new();
-        bound.insert("snap-legacy".to_string(), "web1.example.com".to_string());
-        let a = assign_accounts(["web1.example.com"], &none, &bound);
-        assert_eq!(a.names["web1.example.com"], "snap-legacy");
     }
 }

@@ -528,10 +528,21 @@ impl Runner<'_> {
                 };
                 return Err(err.context(format!("push of {}{tries}", self.cfg.minion_id)));
             }
-            thread::sleep(delay);
+            // Jitter: servers refused together (a burst beyond the backup
+            // server's MaxStartups) must not all come back together.
+            thread::sleep(jittered(delay));
             delay = (delay * 2).min(Duration::from_secs(600));
         }
     }
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.5).
+pub fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(delay.as_nanos());
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    delay.mul_f64(0.5 + unit)
 }
 
 fn state_json(
@@ -800,6 +811,16 @@ fn run_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_jittered_within_half_to_one_and_a_half() {
+        let d = Duration::from_secs(30);
+        let got: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(got.iter().all(|g| *g >= d / 2 && *g < d * 3 / 2), "{got:?}");
+        let distinct: std::collections::BTreeSet<_> = got.iter().collect();
+        assert!(distinct.len() > 150, "jitter must differ between calls");
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 
     fn cfg() -> PushConfig {
         serde_json::from_value(serde_json::json!({

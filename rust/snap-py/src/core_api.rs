@@ -47,6 +47,11 @@ fn account_name(minion_id: &str) -> PyResult<String> {
 }
 
 #[pyfunction]
+fn validate_account_name(name: &str) -> PyResult<()> {
+    account::validate_account_name(name).py()
+}
+
+#[pyfunction]
 #[pyo3(signature = (minion_ids, overrides = None))]
 fn account_names(
     minion_ids: Vec<String>,
@@ -119,6 +124,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(minute_spread, m)?)?;
     m.add_function(wrap_pyfunction!(validate_minion_id, m)?)?;
     m.add_function(wrap_pyfunction!(account_name, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_account_name, m)?)?;
     m.add_function(wrap_pyfunction!(account_names, m)?)?;
     m.add_function(wrap_pyfunction!(assign_accounts, m)?)?;
     m.add_function(wrap_pyfunction!(parse_public_key, m)?)?;

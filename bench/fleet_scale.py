@@ -1,0 +1,268 @@
+"""One backup server, a simulated fleet: `state.apply snap.server`, masterless.
+
+For each fleet size N: a generated mine of N servers (real Ed25519 public
+keys, ids that reuse short names across two sites), a backup server under a
+private root_dir, then `salt-call --local state.apply snap.server` twice: the
+first run creates N real push accounts and jails, the second must change
+nothing. Prints wall time, failed states and what changed beside the figures
+measured before issue 14, then deletes every account, group, jail and crontab
+line it made.
+
+Run as root (it creates real users), one at a time on this machine:
+
+    .venv/bin/python bench/fleet_scale.py --sizes 100,1000
+
+Every step that changes the machine holds /tmp/snap-system.lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support import system  # noqa: E402
+
+LOCK = "/tmp/snap-system.lock"
+GROUP = "snap-bench"
+GID = 290000
+UID_RANGE = (250000, 289999)
+MINION = "bench-backup"
+# Landed main before issue 14 (docs/BENCHMARKS.md, the issue's table).
+TODAY = {
+    100: ("3.4 s", "1.24 s", ""),
+    300: ("9.7 s", "2.2 s", ""),
+    1000: ("33.0 s", "8.75 s", "111 accounts failed; no-op rc=1"),
+    3000: ("~55 s no-op (extrapolated)", "", ""),
+    10000: ("", "~9 min (extrapolated)", ""),
+}
+
+MINE_MODULE = '''
+"""Bench stand-in for Salt's mine: a generated fleet (bench/fleet_scale.py)."""
+import json
+
+__virtualname__ = "mine"
+PATH = @PATH@
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _load():
+    with open(PATH, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def get(tgt, fun, tgt_type="glob", **kwargs):
+    data = _load().get(fun, {})
+    if tgt == "*":
+        return data
+    return {tgt: data[tgt]} if tgt in data else {}
+
+
+def send(name, *args, **kwargs):
+    data = _load()
+    data.setdefault(name, {})[__opts__["id"]] = __salt__[name]()
+    with open(PATH, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    return True
+
+
+def update(*args, **kwargs):
+    return True
+'''
+
+
+@contextlib.contextmanager
+def machine_lock():
+    with open(LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ed25519_public_keys(n: int) -> list[str]:
+    """n real Ed25519 public keys in OpenSSH form."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out = []
+    for _ in range(n):
+        raw = Ed25519PrivateKey.generate().public_key()
+        out.append(raw.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode())
+    return out
+
+
+def fleet_ids(n: int) -> list[str]:
+    """Short names reused across two sites (the case that needed overrides before)."""
+    return [f"h{i // 2:05d}.dc{1 + i % 2}.bench.example" for i in range(n)]
+
+
+def write_mine(path: pathlib.Path, n: int) -> None:
+    from snap_core import _rust
+
+    mine = {}
+    for minion_id, line in zip(fleet_ids(n), ed25519_public_keys(n)):
+        key = _rust.parse_public_key(line)
+        mine[minion_id] = {
+            "id": minion_id,
+            "line": f"{key['type']} {key['key']}",
+            "type": key["type"],
+            "fingerprint": key["fingerprint"],
+            "comment": "",
+            "bits": key["bits"],
+        }
+    path.write_text(json.dumps({"snap.pubkey": mine}))
+
+
+def setup(root: pathlib.Path, n: int) -> pathlib.Path:
+    conf = root / "conf"
+    overlay = root / "overlay" / "snap"
+    pillar = root / "pillar"
+    for d in (conf, overlay, pillar):
+        d.mkdir(parents=True)
+    # The core is installed in this Python already: snap.core is a no-op here.
+    (overlay / "core.sls").write_text("snap-core-tools:\n  test.nop: []\nsnap-core:\n  test.nop: []\n")
+    (conf / "minion").write_text(
+        json.dumps(
+            {
+                "id": MINION,
+                "file_client": "local",
+                "root_dir": str(root),
+                "file_roots": {"base": [str(root / "overlay"), str(REPO / "salt")]},
+                "pillar_roots": {"base": [str(pillar)]},
+                "pillar_mask_output": False,
+                "log_level_logfile": "warning",
+            }
+        )
+    )
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - bench\n")
+    (pillar / "bench.sls").write_text(
+        json.dumps(
+            {
+                "snap": {
+                    "server": {
+                        "group": GROUP,
+                        "gid": GID,
+                        "uid_range": list(UID_RANGE),
+                        "manage_sshd_service": False,
+                        "sudoers": str(root / "sudoers-snap"),
+                    }
+                }
+            }
+        )
+    )
+    mine = root / "mine.json"
+    write_mine(mine, n)
+    mods = root / "var" / "cache" / "salt" / "minion" / "extmods" / "modules"
+    mods.mkdir(parents=True)
+    (mods / "mine.py").write_text(MINE_MODULE.replace("@PATH@", repr(str(mine))))
+    system.Sshd(root).write_config()
+    for path in (root, *root.parents):
+        if path == pathlib.Path("/"):
+            break
+        os.chmod(path, os.stat(path).st_mode | 0o111)
+    return conf
+
+
+def apply(conf: pathlib.Path) -> dict:
+    salt_call = pathlib.Path(sys.executable).with_name("salt-call")
+    cmd = [str(salt_call), "--local", f"--config-dir={conf}", "state.apply", "snap.server", "--out=json", "-l", "quiet"]
+    with machine_lock():
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+    try:
+        states = json.loads(proc.stdout)["local"]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(
+            f"salt-call failed (rc {proc.returncode}): {proc.stderr[-2000:]}{proc.stdout[-2000:]}"
+        ) from None
+    if not isinstance(states, dict):
+        raise SystemExit(f"salt-call returned no states: {states}")
+    failed = [(k, v.get("comment", "")) for k, v in states.items() if v.get("result") is False]
+    changed = sum(1 for v in states.values() if v.get("changes"))
+    return {"wall": wall, "rc": proc.returncode, "failed": failed, "changed": changed, "states": len(states)}
+
+
+def cleanup(root: pathlib.Path, users_before: set[str], groups_before: set[str]) -> float:
+    t0 = time.monotonic()
+    with machine_lock():
+        for name in sorted(system.users() - users_before):
+            subprocess.run(["userdel", name], capture_output=True)
+        for name in sorted(system.groups() - groups_before):
+            subprocess.run(["groupdel", name], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return time.monotonic() - t0
+
+
+def run_size(n: int) -> dict:
+    root = pathlib.Path(tempfile.mkdtemp(prefix=f"snap-bench-scale-{n}-", dir="/var/tmp"))
+    users_before, groups_before = system.users(), system.groups()
+    crontab_before = system.crontab_lines()
+    try:
+        conf = setup(root, n)
+        first = apply(conf)
+        second = apply(conf)
+        made = len(system.users() - users_before)
+    finally:
+        with machine_lock():
+            now = system.crontab_lines()
+            if now != crontab_before:
+                mine_lines = [line for line in now if MINION in line or str(root) in line]
+                kept = [line for line in now if line not in mine_lines]
+                subprocess.run(["crontab", "-u", "root", "-"], input="\n".join(kept) + "\n", text=True)
+        removal = cleanup(root, users_before, groups_before)
+    return {"n": n, "first": first, "second": second, "accounts": made, "removal": removal}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated fleet sizes (default 100,1000)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("fleet_scale.py creates real accounts: run it as root", file=sys.stderr)
+        return 2
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        res = run_size(n)
+        rows.append(res)
+        f, s = res["first"], res["second"]
+        print(
+            f"N={n}: first {f['wall']:.1f} s ({len(f['failed'])} failed, {f['changed']} changed), "
+            f"no-op {s['wall']:.1f} s ({len(s['failed'])} failed, {s['changed']} changed, rc {s['rc']}), "
+            f"{res['accounts']} accounts made, removed in {res['removal']:.1f} s",
+            flush=True,
+        )
+        for name, comment in (f["failed"] + s["failed"])[:5]:
+            print(f"  failed: {name}: {comment[:300]}")
+    print()
+    print("| N | first run | no-op run | failed states | accounts | before (first / no-op) |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        before = TODAY.get(r["n"], ("", "", ""))
+        note = f" ({before[2]})" if before[2] else ""
+        print(
+            f"| {r['n']:,} | {r['first']['wall']:.1f} s | {r['second']['wall']:.1f} s | "
+            f"{len(r['first']['failed'])} / {len(r['second']['failed'])} | {r['accounts']:,} | "
+            f"{before[0]} / {before[1]}{note} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Push accounts on the backup server: read the account tables once, plan
+each account as one shadow-utils command.
+
+A backup server may hold 10,000 push accounts. Salt's ``user.present`` would
+run ``useradd``, ``usermod -G``, ``usermod -c`` and a password change for each
+new account and parse all of ``/etc/group`` for every one it checks; here the
+tables are read once per state run (:class:`Tables`), every account is
+checked against that snapshot in constant time, and an account that needs
+anything gets exactly one command (``useradd`` or ``usermod`` with every
+option at once). The snapshot is updated with what the command did, so the
+next account sees the uid as taken.
+
+New accounts get a uid from a range chosen for them (pillar
+``snap:server:uid_range``, default 200000-299999: far from the system range
+and from the regular users') and the shared push group as their primary
+group; no private group per account. Accounts made before keep their uid and
+group: they are members of the push group, which is all snap needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import grp
+import os
+import pwd
+import stat
+import tempfile
+from collections.abc import Iterable
+
+#: The comment that binds an account to the minion id it was made for.
+GECOS_PREFIX = "snap push account of "
+SHELL = "/bin/sh"
+NOLOGIN = "/usr/sbin/nologin"
+
+
+class AccountError(Exception):
+    """An account that cannot be made or repaired; the message says why."""
+
+
+@dataclasses.dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    gecos: str
+    home: str
+    shell: str
+    password: str = ""
+    expire: str = ""
+
+    @property
+    def bound_to(self) -> str | None:
+        if self.gecos.startswith(GECOS_PREFIX):
+            return self.gecos[len(GECOS_PREFIX) :].split(",")[0]
+        return None
+
+
+def _read_shadow(path: str) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 8:
+                    out[fields[0]] = (fields[1], fields[7])
+    except FileNotFoundError:
+        pass
+    return out
+
+
+class Tables:
+    """One read of the user, group and shadow tables."""
+
+    def __init__(self, group: str, shadow: str = "/etc/shadow"):
+        self.group = group
+        self.users: dict[str, User] = {}
+        self.uids: set[int] = set()
+        shadow_of = _read_shadow(shadow)
+        for pw in pwd.getpwall():
+            password, expire = shadow_of.get(pw.pw_name, ("", ""))
+            self.users[pw.pw_name] = User(
+                pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_gecos, pw.pw_dir, pw.pw_shell, password, expire
+            )
+            self.uids.add(pw.pw_uid)
+        try:
+            gr = grp.getgrnam(group)
+            self.gid: int | None = gr.gr_gid
+            self.members = set(gr.gr_mem)
+        except KeyError:
+            self.gid, self.members = None, set()
+        self._next_uid: int | None = None
+
+    def push_accounts(self) -> Iterable[User]:
+        """Every account of the push group (primary group or member)."""
+        for user in self.users.values():
+            if user.name in self.members or (self.gid is not None and user.gid == self.gid):
+                yield user
+
+    def bindings(self) -> dict[str, str]:
+        """``{account: minion id it was made for}`` of the push accounts."""
+        return {u.name: u.bound_to for u in self.push_accounts() if u.bound_to is not None}
+
+    def in_group(self, user: User) -> bool:
+        return user.name in self.members or (self.gid is not None and user.gid == self.gid)
+
+    def free_uid(self, first: int, last: int) -> int:
+        """The lowest uid in ``first..last`` nobody has (amortised constant time)."""
+        uid = max(first, self._next_uid or first)
+        while uid in self.uids:
+            uid += 1
+        if uid > last:
+            raise AccountError(
+                f"no free uid left in snap:server:uid_range {first}-{last}: widen the range "
+                f"({len([u for u in self.uids if first <= u <= last])} uids in it are taken)"
+            )
+        self._next_uid = uid
+        return uid
+
+
+def parse_uid_range(value) -> tuple[int, int]:
+    """Pillar ``snap:server:uid_range``: ``[first, last]`` or ``"first-last"``."""
+    if isinstance(value, str) and "-" in value:
+        value = value.split("-", 1)
+    try:
+        first, last = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise AccountError(f"snap:server:uid_range must be [first, last], got {value!r}") from None
+    if not 1000 <= first <= last < 2**31 - 1:
+        raise AccountError(
+            f"snap:server:uid_range {first}-{last} is not a range of regular uids (1000 <= first <= last < 2^31-1)"
+        )
+    return first, last
+
+
+def plan(
+    tables: Tables, account: str, minion_id: str, home: str, uid_range: tuple[int, int]
+) -> tuple[list[str] | None, dict]:
+    """The one command that makes ``account`` what it must be, and the changes it makes.
+
+    ``(None, {})`` when the account is right already. Raises
+    :class:`AccountError` when the name belongs to another server or to an
+    account that is not snap's: nothing is ever taken over."""
+    gecos = GECOS_PREFIX + minion_id
+    if tables.gid is None:
+        raise AccountError(f"group {tables.group} does not exist")
+    user = tables.users.get(account)
+    if user is None:
+        uid = tables.free_uid(*uid_range)
+        cmd = ["useradd", "-M", "-u", str(uid), "-g", str(tables.gid), "-c", gecos, "-d", home, "-s", SHELL]
+        cmd += ["-p", "*", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", account]
+        return cmd, {"user": {"old": None, "new": {"name": account, "uid": uid, "group": tables.group}}}
+    if user.bound_to != minion_id:
+        whose = f"server {user.bound_to!r}" if user.bound_to else "an account snap did not make"
+        raise AccountError(f"account {account} exists and belongs to {whose} ({user.gecos!r}); it is left alone")
+    opts: list[str] = []
+    changes: dict = {}
+
+    def want(field, old, new, *flag):
+        if old != new:
+            changes[field] = {"old": old, "new": new}
+            opts.extend(flag)
+
+    want("home", user.home, home, "-d", home)
+    want("shell", user.shell, SHELL, "-s", SHELL)
+    want("password", "locked" if user.password == "*" else "other", "locked", "-p", "*")
+    want("expire", user.expire or None, None, "-e", "")
+    if not tables.in_group(user):
+        changes["groups"] = {"old": None, "new": tables.group}
+        opts += ["-a", "-G", tables.group]
+    if not opts:
+        return None, {}
+    return ["usermod", *opts, account], changes
+
+
+def applied(tables: Tables, account: str, minion_id: str, home: str, cmd: list[str]) -> None:
+    """Record in ``tables`` what ``cmd`` (from :func:`plan`) did."""
+    user = tables.users.get(account)
+    if cmd[0] == "useradd":
+        uid = int(cmd[cmd.index("-u") + 1])
+        tables.users[account] = User(account, uid, tables.gid or 0, GECOS_PREFIX + minion_id, home, SHELL, "*", "")
+        tables.uids.add(uid)
+        return
+    if user is not None:
+        user.home, user.shell, user.password, user.expire = home, SHELL, "*", ""
+        if "-G" in cmd:
+            tables.members.add(account)
+
+
+def write_root_file(path: str, text: str, mode: int, dry_run: bool = False) -> bool:
+    """Make ``path`` a root-owned regular file holding ``text`` with ``mode``.
+
+    Compares first and writes only on a difference, atomically (a temporary
+    file beside it, renamed over it): a reader never sees half a key file.
+    Returns whether anything changed (or would)."""
+    data = text.encode()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        fd = None
+    except OSError:  # a symlink or worse where the file belongs: replace it
+        fd = None
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            same = (
+                stat.S_ISREG(st.st_mode)
+                and st.st_uid == 0
+                and st.st_gid == 0
+                and (st.st_mode & 0o7777) == mode
+                and st.st_size == len(data)
+                and os.read(fd, len(data) + 1) == data
+            )
+        finally:
+            os.close(fd)
+        if same:
+            return False
+    if dry_run:
+        return True
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp_fd, tmp = tempfile.mkstemp(prefix=".snap-", dir=directory)
+    try:
+        with os.fdopen(tmp_fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            os.fchown(handle.fileno(), 0, 0)
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
