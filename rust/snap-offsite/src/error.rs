@@ -14,6 +14,7 @@ use snap_core::{Error, ErrorKind};
 /// - 412 (an `If-None-Match: *` that found an object): `AlreadyExists`;
 /// - 404, NoSuchKey, NoSuchUpload, ResourceNotFound: `NotFound`;
 /// - InvalidObjectState (archived, not restored): `NotReady`;
+/// - a 2xx answer the SDK could not parse: `Integrity`;
 /// - other 4xx: `Refused` with the service's code and message.
 pub(crate) fn sdk_error<E>(what: impl Display, err: SdkError<E, HttpResponse>) -> Error
 where
@@ -103,6 +104,9 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(412) => ErrorKind::AlreadyExists,
         Some(404) => ErrorKind::NotFound,
         Some(403) | Some(401) => ErrorKind::Refused,
+        // A 2xx the SDK could not read: the answer itself is malformed (a
+        // hostile key raw in a listing's marker), never a refusal.
+        Some(s) if (200..300).contains(&s) => ErrorKind::Integrity,
         Some(408) | Some(429) => ErrorKind::Network,
         Some(s) if s >= 500 => ErrorKind::Network,
         _ => ErrorKind::Refused,
@@ -158,6 +162,11 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(classify(Some(412), None), ErrorKind::AlreadyExists);
+        assert_eq!(
+            classify(Some(403), Some("AccessDenied")),
+            ErrorKind::Refused
+        );
+        assert_eq!(classify(Some(200), None), ErrorKind::Integrity);
         assert_eq!(
             classify(Some(403), Some("AccessDenied")),
             ErrorKind::Refused
