@@ -48,6 +48,12 @@ where
     }
     if let Some(s) = status {
         text.push_str(&format!(" (HTTP {s})"));
+        if kind == ErrorKind::Integrity {
+            text.push_str(
+                ": the answer could not be read (in a listing: a key XML cannot carry, sent raw in \
+                 a page marker; someone with put rights named objects so)",
+            );
+        }
     }
     let e = Error::new(kind, text);
     if matches!(err, SdkError::ServiceError(_)) {
