@@ -123,17 +123,7 @@ pub fn versions_or_current(
                 .list(prefix)?
                 .into_iter()
                 .filter(|o| !only_key || o.key == prefix);
-            let entries = current
-                .map(|o| VersionEntry {
-                    key: o.key,
-                    version_id: None,
-                    size: o.size,
-                    storage_class: o.storage_class,
-                    last_modified: o.last_modified,
-                    is_latest: true,
-                    delete_marker: false,
-                })
-                .collect();
+            let entries = current.map(VersionEntry::from).collect();
             Ok((
                 entries,
                 Some(format!(
