@@ -181,13 +181,17 @@ def _restore_list(args):
     if not rows:
         print(f"no archive under {args.prefix!r} on {store.describe()}")
         return None
+    unchecked = next((row["unchecked"] for row in rows if row.get("unchecked")), None)
+    if unchecked:
+        print(f"WARNING: {unchecked}")
     for row in rows:
         if row["error"]:
             print(f"{row['key']}: ERROR {row['error']}")
             continue
         retrieval = f", retrieval {row['retrieval']}" if row.get("retrieval") else ""
         print(
-            f"{row['created']}  {row['key']}\n"
+            f"landed {row['landed']} (the store's clock; its manifest says the run began {row['created']})  "
+            f"{row['key']}\n"
             f"    servers {', '.join(row['servers'])}; snapshots {', '.join(row['snapshots'])}\n"
             f"    {_human_bytes(row['size'])} encrypted ({_human_bytes(row['plaintext_size'])} image); "
             f"{row['storage_class']}{retrieval}; {row['lock_mode'] or 'no lock'} until {row['retain_until']}"

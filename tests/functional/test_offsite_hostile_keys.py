@@ -13,6 +13,16 @@ attack, and says what it tried and what the readers made of it.
   readers order archives by when the store says they landed, and flag it;
 - the newest archive overwritten: a restore of "the newest" refuses, naming
   it, instead of quietly restoring an older one.
+
+And from the third cold attack (RGW 16 sends a listing's NextKeyMarker raw,
+even when asked for EncodingType=url, and ends pages where it likes):
+
+- a flood of keys holding a literal ``%7A`` just before the newest archive:
+  a page ending on one of them must not resume past the decoded key and
+  skip the archive;
+- a flood of keys XML cannot carry right after a manifest's key: the page
+  whose raw marker the SDK cannot parse must never be taken for a refused
+  ListBucketVersions (which would read current versions, unchecked).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -109,7 +120,7 @@ def test_a_double_suffix_manifest_is_not_a_second_row(site):
 def test_newest_is_by_when_the_store_says_it_landed(site):
     site["archive"]("20260101T000000Z")
     liar = site["archive"]("20260201T000000Z", created="~ sorts after every date")
-    later = site["archive"]("20260301T000000Z", created="2026-03-01T00:00:00Z")
+    later = site["archive"]("20260301T000000Z")
     store = site["store"]
     assert store.newest(PREFIX)["archive"]["key"] == later
     rows = {r["key"]: r for r in store.list(PREFIX, False)}
@@ -135,3 +146,47 @@ def test_an_overwritten_newest_archive_is_not_skipped_in_silence(site):
     assert "was written again off-site" in text and f"--archive {newest}" in text, text
     # Named explicitly, the first version (snap's) is what is read.
     assert store.manifest(newest)["archive"]["key"] == newest
+
+
+def _flood(p, keys):
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: p(k, b""), keys))
+
+
+def test_a_page_that_ends_on_a_hostile_marker_skips_nothing(site, capsys):
+    older = site["archive"]("20260101T000000Z")
+    newest = site["archive"]("20260601T000000Z")
+    stem = newest.split("-0123")[0]  # '%' sorts before '-': the flood sits just before the newest archive
+    started = time.time()
+    _flood(site["p"], [f"{stem}%7A{i:04d}" for i in range(1100)])
+    store = site["store"]
+    assert [r["key"] for r in store.list(PREFIX, False)] == [older, newest]
+    assert store.newest(PREFIX)["archive"]["key"] == newest
+    with capsys.disabled():
+        print(f"\nCeph RGW: 1,100 keys '...%7A####' in {time.time() - started:.0f}s before the newest archive: "
+              "both archives listed, the newest is still the newest")  # fmt: skip
+
+
+def test_an_unparseable_listing_never_turns_the_overwrite_check_off(site, capsys):
+    old = site["archive"]("20260101T000000Z")
+    store = site["store"]
+    genuine = store.manifest(old)["archive"]["version_id"]
+    forged = site["p"](old, b"FORGED")
+    site["p"](old + ".manifest.json", json.dumps(_manifest(old, forged, _iso(), snapshots=7)).encode())
+    # Right after the manifest's key, 1,250 versions of keys XML cannot carry:
+    # some page of the manifest's versions ends on one, its raw marker unparseable.
+    _flood(site["p"], [f"{old}.manifest.json!\ufffe{i:03d}" for i in range(250) for _ in range(5)])
+    seen = []
+    for what, call in (("manifest by key", lambda: store.manifest(old)["archive"]["version_id"]),
+                       ("listing", lambda: [r["version_id"] for r in store.list(PREFIX, False)]),
+                       ("newest", lambda: store.newest(PREFIX)["archive"]["version_id"])):  # fmt: skip
+        try:
+            got = call()
+            assert forged not in (got if isinstance(got, list) else [got]), (what, got)
+            assert genuine in (got if isinstance(got, list) else [got]), (what, got)
+            seen.append(f"{what}: snap's version")
+        except snap_core.IntegrityError as refused:
+            assert "unchecked" not in str(refused).lower(), refused
+            seen.append(f"{what}: refused ({str(refused)[:80]}...)")
+    with capsys.disabled():
+        print("\nCeph RGW: overwrite + 1,250 unparseable keys: " + "; ".join(seen))

@@ -14,6 +14,7 @@ use snap_core::{Error, ErrorKind};
 /// - 412 (an `If-None-Match: *` that found an object): `AlreadyExists`;
 /// - 404, NoSuchKey, NoSuchUpload, ResourceNotFound: `NotFound`;
 /// - InvalidObjectState (archived, not restored): `NotReady`;
+/// - a 2xx answer the SDK could not parse: `Integrity`;
 /// - other 4xx: `Refused` with the service's code and message.
 pub(crate) fn sdk_error<E>(what: impl Display, err: SdkError<E, HttpResponse>) -> Error
 where
@@ -47,6 +48,12 @@ where
     }
     if let Some(s) = status {
         text.push_str(&format!(" (HTTP {s})"));
+        if kind == ErrorKind::Integrity {
+            text.push_str(
+                ": the answer could not be read (in a listing: a key XML cannot carry, sent raw in \
+                 a page marker; someone with put rights named objects so)",
+            );
+        }
     }
     let e = Error::new(kind, text);
     if matches!(err, SdkError::ServiceError(_)) {
@@ -103,6 +110,9 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(412) => ErrorKind::AlreadyExists,
         Some(404) => ErrorKind::NotFound,
         Some(403) | Some(401) => ErrorKind::Refused,
+        // A 2xx the SDK could not read: the answer itself is malformed (a
+        // hostile key raw in a listing's marker), never a refusal.
+        Some(s) if (200..300).contains(&s) => ErrorKind::Integrity,
         Some(408) | Some(429) => ErrorKind::Network,
         Some(s) if s >= 500 => ErrorKind::Network,
         _ => ErrorKind::Refused,
@@ -158,6 +168,11 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(classify(Some(412), None), ErrorKind::AlreadyExists);
+        assert_eq!(
+            classify(Some(403), Some("AccessDenied")),
+            ErrorKind::Refused
+        );
+        assert_eq!(classify(Some(200), None), ErrorKind::Integrity);
         assert_eq!(
             classify(Some(403), Some("AccessDenied")),
             ErrorKind::Refused

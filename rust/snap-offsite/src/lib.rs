@@ -203,6 +203,21 @@ pub struct VersionEntry {
     pub delete_marker: bool,
 }
 
+/// A listed object as its only version (a target without versions).
+impl From<ListEntry> for VersionEntry {
+    fn from(o: ListEntry) -> Self {
+        VersionEntry {
+            key: o.key,
+            version_id: None,
+            size: o.size,
+            storage_class: o.storage_class,
+            last_modified: o.last_modified,
+            is_latest: true,
+            delete_marker: false,
+        }
+    }
+}
+
 /// The most objects (or object versions) a listing holds. Two years of a
 /// fleet's archives are a few thousand; anyone who can put objects can
 /// make more, and a listing is held in memory.
@@ -308,15 +323,7 @@ pub trait ArchiveTarget: Send + Sync {
         Ok(self
             .list(prefix)?
             .into_iter()
-            .map(|o| VersionEntry {
-                key: o.key,
-                version_id: None,
-                size: o.size,
-                storage_class: o.storage_class,
-                last_modified: o.last_modified,
-                is_latest: true,
-                delete_marker: false,
-            })
+            .map(VersionEntry::from)
             .collect())
     }
 

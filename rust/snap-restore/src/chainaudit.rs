@@ -25,13 +25,6 @@ pub struct ChainAudit {
     pub newest: Option<(SystemTime, String)>,
 }
 
-fn days_between(a: SystemTime, b: SystemTime) -> f64 {
-    match a.duration_since(b) {
-        Ok(d) => d.as_secs_f64() / 86400.0,
-        Err(e) => -e.duration().as_secs_f64() / 86400.0,
-    }
-}
-
 fn row(key: &str) -> AuditRow {
     AuditRow {
         key: key.to_string(),
@@ -74,31 +67,14 @@ fn check_object(
     r.storage_class = first.storage_class.clone();
     let by_policy = made + Duration::from_secs(u64::from(policy.min_retain_days) * 86400);
     let wanted = wanted_at_least.map_or(by_policy, |w| w.max(by_policy));
-    match snap_offsite::read_lock(
+    r.read_lock_back(
         target,
-        &r.key,
         version_id.or(first.version_id.as_deref()),
+        made,
         wanted,
-    ) {
-        Ok(check) => {
-            r.lock_mode = check.now.mode.clone();
-            r.retain_until = check.now.retain_until.map(rfc3339);
-            if let Some(until) = check.now.retain_until {
-                r.days_left = Some(days_between(until, now));
-                r.retained_days = Some(days_between(until, made));
-            }
-            if !check.is_locked() {
-                r.problems.push(format!(
-                    "{} (the link needs it locked until {})",
-                    check.detail,
-                    rfc3339(wanted)
-                ));
-            }
-        }
-        Err(e) => r
-            .problems
-            .push(format!("its lock could not be read back: {e}")),
-    }
+        now,
+        || format!("the link needs it locked until {}", rfc3339(wanted)),
+    );
 }
 
 /// Audit every chain link under `prefix`.

@@ -116,22 +116,14 @@ pub fn versions_or_current(
     };
     match listed {
         Ok(v) => Ok((v, None)),
-        Err(e) if e.kind() == ErrorKind::Refused => {
+        // Only a real refusal (403 AccessDenied): anything else, e.g. an
+        // answer that could not be parsed, must never turn the check off.
+        Err(e) if e.kind() == ErrorKind::Refused && e.to_string().contains("AccessDenied") => {
             let current = target
                 .list(prefix)?
                 .into_iter()
                 .filter(|o| !only_key || o.key == prefix);
-            let entries = current
-                .map(|o| VersionEntry {
-                    key: o.key,
-                    version_id: None,
-                    size: o.size,
-                    storage_class: o.storage_class,
-                    last_modified: o.last_modified,
-                    is_latest: true,
-                    delete_marker: false,
-                })
-                .collect();
+            let entries = current.map(VersionEntry::from).collect();
             Ok((
                 entries,
                 Some(format!(
@@ -249,6 +241,10 @@ pub struct ArchiveListing {
 /// began (clocks differ): more is a manifest that lies about its time.
 const CREATED_SLACK_SECONDS: i64 = 600;
 
+/// How much earlier than its landing a run may have begun (packing and
+/// uploading a large history over a slow line): more is a backdated manifest.
+const CREATED_EARLY_SECONDS: i64 = 7 * 86400;
+
 pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -334,7 +330,19 @@ pub fn list_archives(
         row.manifest_version_id = mfirst.and_then(|v| v.version_id.clone());
         let read = mfirst
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no object {mkey} off-site")))
-            .and_then(|v| get_small_at(target, mkey, v.version_id.as_deref()))
+            .and_then(|v| {
+                // The listing says how big it is: nothing that size is downloaded.
+                if v.size > MANIFEST_MAX_BYTES as u64 {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "{} bytes, more than a manifest ever holds ({MANIFEST_MAX_BYTES}): not read",
+                            v.size
+                        ),
+                    ));
+                }
+                get_small_at(target, mkey, v.version_id.as_deref())
+            })
             .map_err(|e| e.context(format!("reading the manifest {mkey}")))
             .and_then(|buf| check_manifest(&buf, mkey));
         match read {
@@ -348,6 +356,15 @@ pub fn list_archives(
                         row.error = Some(format!(
                             "the manifest's creation time {:?} is not a time",
                             m.created
+                        ))
+                    }
+                    (Some(c), Some(l)) if c + CREATED_EARLY_SECONDS < unix(l) => {
+                        row.error = Some(format!(
+                            "the manifest says the run began {}, more than {} days before the store says \
+                             the archive landed ({}): no run takes that long",
+                            m.created,
+                            CREATED_EARLY_SECONDS / 86400,
+                            rfc3339(l)
                         ))
                     }
                     (Some(c), Some(l)) if c > unix(l) + CREATED_SLACK_SECONDS => {

@@ -530,6 +530,39 @@ pub struct AuditRow {
     pub problems: Vec<String>,
 }
 
+impl AuditRow {
+    /// Read the lock of this row's object at `version` back (the same
+    /// judgement the archive run applies) and note what it says: mode,
+    /// retain-until, days left and retained, and a problem (ending in
+    /// `why()`) unless COMPLIANCE holds until `wanted`.
+    pub(crate) fn read_lock_back(
+        &mut self,
+        target: &dyn ArchiveTarget,
+        version: Option<&str>,
+        made: SystemTime,
+        wanted: SystemTime,
+        now: SystemTime,
+        why: impl FnOnce() -> String,
+    ) {
+        match snap_offsite::read_lock(target, &self.key, version, wanted) {
+            Ok(check) => {
+                self.lock_mode = check.now.mode.clone();
+                self.retain_until = check.now.retain_until.map(rfc3339);
+                if let Some(until) = check.now.retain_until {
+                    self.days_left = Some(signed_days(until, now));
+                    self.retained_days = Some(signed_days(until, made));
+                }
+                if !check.is_locked() {
+                    self.problems.push(format!("{} ({})", check.detail, why()));
+                }
+            }
+            Err(e) => self
+                .problems
+                .push(format!("its lock could not be read back: {e}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
     pub checked_at: String,
@@ -546,7 +579,7 @@ fn days(d: Duration) -> f64 {
     d.as_secs_f64() / 86400.0
 }
 
-fn signed_days(a: SystemTime, b: SystemTime) -> f64 {
+pub(crate) fn signed_days(a: SystemTime, b: SystemTime) -> f64 {
     match a.duration_since(b) {
         Ok(d) => days(d),
         Err(e) => -days(e.duration()),
@@ -601,25 +634,12 @@ pub fn audit(
                     };
                     let wanted =
                         made + Duration::from_secs(u64::from(policy.min_retain_days) * 86400);
-                    match snap_offsite::read_lock(target, key, version.as_deref(), wanted) {
-                        Ok(check) => {
-                            row.lock_mode = check.now.mode.clone();
-                            row.retain_until = check.now.retain_until.map(rfc3339);
-                            if let Some(until) = check.now.retain_until {
-                                row.days_left = Some(signed_days(until, now));
-                                row.retained_days = Some(signed_days(until, made));
-                            }
-                            if !check.is_locked() {
-                                row.problems.push(format!(
-                                    "{} (policy: {} for at least {} days from upload)",
-                                    check.detail, policy.lock_mode, policy.min_retain_days
-                                ));
-                            }
-                        }
-                        Err(e) => row
-                            .problems
-                            .push(format!("its lock could not be read back: {e}")),
-                    }
+                    row.read_lock_back(target, version.as_deref(), made, wanted, now, || {
+                        format!(
+                            "policy: {} for at least {} days from upload",
+                            policy.lock_mode, policy.min_retain_days
+                        )
+                    });
                     if key == &l.key
                         && let Some(made) = info.last_modified
                         && newest.as_ref().is_none_or(|(t, _)| made > *t)

@@ -151,7 +151,7 @@ impl S3Target {
         let mut version_marker: Option<String> = None;
         let (retries, backoff) = self.retries();
         let what = format!(
-            "listing the object versions under s3://{}/{prefix} (a reader needs s3:ListBucketVersions)",
+            "listing the object versions under s3://{}/{prefix}",
             self.config.bucket
         );
         loop {
@@ -167,7 +167,15 @@ impl S3Target {
                         .set_key_marker(key_marker.clone())
                         .set_version_id_marker(version_marker.clone())
                         .send()
-                }))?;
+                }))
+                .map_err(|e| {
+                    if e.kind() == ErrorKind::Refused {
+                        e.context("a reader needs s3:ListBucketVersions")
+                    } else {
+                        e
+                    }
+                })?;
+            let page_start = entries.len();
             for v in out.versions() {
                 let n = entries.len();
                 entries.push((
@@ -198,6 +206,15 @@ impl S3Target {
                     },
                 ));
             }
+            // Where the next page starts: the greatest key this page holds
+            // (decoded from its <Key>), never the service's NextKeyMarker
+            // alone: Ceph RGW 16 sends that one raw even when asked for
+            // EncodingType=url, and decoding a raw marker would resume past
+            // keys (a hostile `%7A` key made a listing skip an archive).
+            let page_last = entries[page_start..]
+                .iter()
+                .map(|(_, e)| e.key.clone())
+                .max();
             if only_key {
                 let others = entries.iter().any(|(_, e)| e.key != prefix);
                 entries.retain(|(_, e)| e.key == prefix);
@@ -206,19 +223,32 @@ impl S3Target {
                 }
             }
             self.check_listed(prefix, entries.len())?;
-            let next = (
-                out.next_key_marker().map(|k| url_key(Some(k))),
-                out.next_version_id_marker().map(str::to_owned),
-            );
-            match (out.is_truncated(), next) {
-                (Some(true), (Some(k), v))
-                    if (Some(&k), v.as_ref()) != (key_marker.as_ref(), version_marker.as_ref()) =>
-                {
-                    key_marker = Some(k);
-                    version_marker = v;
-                }
-                _ => break,
+            if out.is_truncated() != Some(true) {
+                break;
             }
+            let broken = |why: String| {
+                Error::new(
+                    ErrorKind::Integrity,
+                    format!("{what}: the listing cannot be followed: {why}"),
+                )
+            };
+            let Some(last) = page_last else {
+                return Err(broken("a page marked truncated holds no entry".into()));
+            };
+            if let Some(raw) = out.next_key_marker()
+                && raw != last
+                && url_key(Some(raw)) != last
+            {
+                return Err(broken(format!(
+                    "the service says to go on after {raw:?}, its last key is {last:?}"
+                )));
+            }
+            let version = out.next_version_id_marker().map(str::to_owned);
+            if (Some(&last), version.as_ref()) == (key_marker.as_ref(), version_marker.as_ref()) {
+                return Err(broken(format!("no progress past {last:?}")));
+            }
+            key_marker = Some(last);
+            version_marker = version;
         }
         // The service lists a key's versions newest first; oldest first here
         // (by time, then the reverse of the service's order).
