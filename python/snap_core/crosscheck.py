@@ -130,7 +130,9 @@ def check(
         }
     if archive:
         obj = (archive.get("manifest") or {}).get("archive") or {}
-        src["archive"] = {"result": str(archive.get("result")), "key": obj.get("key"),
+        # A chain link is listed by its manifest's key, the one its run recorded.
+        key = archive.get("manifest_key") if archive.get("chain") else obj.get("key")
+        src["archive"] = {"result": str(archive.get("result")), "key": key,
                           "finished": _unix(archive.get("finished")) or 0.0}  # fmt: skip
     return _rust.crosscheck_status(json.dumps(src))
 

@@ -129,9 +129,44 @@ def build(
             "archive_state": state,
             "archive_key": obj.get("key") or "-",
         }
+        arc.update(_chain_and_cost(archive, now))
         if archive.get("result") != "ok":
             arc["error"] = archive.get("error")
         elif finished is None:
             arc["error"] = f"the backup server's archive record has no valid finish time: {archive.get('finished')!r}"
     ok = all(r["state"] == "OK" for r in rows) and arc["archive_state"] in ("OK", "NOT CONFIGURED")
     return {"servers": rows, "archive": arc, "ok": ok}
+
+
+def _chain_and_cost(archive: Mapping, now: float) -> dict:
+    """For the archive row: what is held under lock and its monthly cost
+    (the run's estimate), and for a chain link the chain's age, its dead
+    share and what the last link uploaded. The record is the backup
+    server's word: anything malformed is left out, never fatal."""
+    out: dict = {}
+    try:
+        storage = archive.get("storage") or {}
+        if storage:
+            out["held_bytes"] = int(storage["bytes_locked"])
+            out["monthly_usd"] = round(float(storage["monthly_usd"]), 2)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    try:
+        chain = archive.get("chain") or {}
+        if not chain:
+            return out
+        info = chain["chain"]
+        base = _unix(info.get("base_created"))
+        own = [p for p in chain.get("pieces") or [] if p.get("link") == info.get("link")]
+        out["archive_key"] = str(archive.get("manifest_key") or "-")
+        out["retain_until"] = str(info.get("restorable_until") or "-")
+        out["chain"] = {
+            "id": str(info.get("id")),
+            "link": int(info.get("link")),
+            "age_days": round((now - base) / 86400, 1) if base is not None else None,
+            "dead_ratio": round(float((chain.get("image") or {}).get("dead_ratio") or 0.0), 3),
+            "last_link_bytes": sum(int(p.get("size") or 0) for p in own),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        out["chain"] = {"error": "the archive record's chain could not be read"}
+    return out

@@ -189,6 +189,19 @@ def _restore_list(args):
             print(f"{row['key']}: ERROR {row['error']}")
             continue
         retrieval = f", retrieval {row['retrieval']}" if row.get("retrieval") else ""
+        chain = row.get("chain")
+        if chain:
+            print(
+                f"landed {row['landed']} (the store's clock; its manifest says the run began {row['created']})  "
+                f"{row['key']}\n"
+                f"    chain {chain['id']} link {chain['link']} (base {chain['base_created']}): "
+                f"{_human_bytes(chain['link_bytes'])} uploaded for this link, {chain['pieces']} pieces needed, "
+                f"{chain['dead_ratio']:.0%} of the image dead\n"
+                f"    servers {', '.join(row['servers'])}; snapshots {', '.join(row['snapshots'])}\n"
+                f"    {_human_bytes(row['size'])} encrypted in all ({_human_bytes(row['plaintext_size'])} image); "
+                f"{row['storage_class']}; {row['lock_mode'] or 'no lock'} until {row['retain_until']}"
+            )
+            continue
         print(
             f"landed {row['landed']} (the store's clock; its manifest says the run began {row['created']})  "
             f"{row['key']}\n"
@@ -256,7 +269,7 @@ def _restore_offsite(args):
     manifest = store.manifest(args.archive) if args.archive else store.newest(args.prefix)
     kwargs = _selection_kwargs(args, manifest)
     # A chain link is restored by its manifest's key (*.chain.json).
-    archive_key = args.archive if "chain" in manifest else manifest["archive"]["key"]
+    archive_key = manifest["key"] if "chain" in manifest else manifest["archive"]["key"]
     rep = store.restore(
         archive_key, key, args.to, passphrase=passphrase, prompt=_prompt,
         overwrite=args.overwrite, work_dir=args.work_dir, request=not args.no_request, tier=args.tier,
@@ -496,11 +509,19 @@ def cmd_drill_sample(args):
 
 
 def newest_local_manifest(manifests_dir: str) -> dict:
-    names = sorted(n for n in os.listdir(manifests_dir) if n.endswith(".manifest.json"))
+    """The newest of the manifests the archive runs kept here (a full
+    archive's or a chain link's), by the time each run began."""
+    names = [n for n in os.listdir(manifests_dir) if n.endswith((".manifest.json", ".chain.json"))]
     if not names:
         raise errors.NotFound(f"no manifest in {manifests_dir}: no archive was made here yet")
-    with open(os.path.join(manifests_dir, names[-1]), encoding="utf-8") as handle:
-        return json.load(handle)
+    newest = None
+    for name in names:
+        with open(os.path.join(manifests_dir, name), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        # RFC 3339 times in UTC, all written alike: their text sorts as time.
+        if newest is None or (manifest.get("created") or "") > (newest.get("created") or ""):
+            newest = manifest
+    return newest
 
 
 def drill_sample_from(history, manifest_path, manifests_dir, random_files=50, max_bytes=256 << 20, seed=None) -> dict:

@@ -13,6 +13,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -172,6 +173,48 @@ def test_every_link_restores_with_snap(chain, tmp_path):
         assert sorted(os.listdir(dest)) == sorted(expected)
         for name, (_, as_server) in expected.items():
             assert describe(dest / name) == as_server, (rec["chain"]["chain"]["link"], name)
+
+
+def test_the_listing_a_default_restore_and_a_drill_take_the_newest_link(chain, tmp_path):
+    """With chains, the restore points are links: `restore list` shows each
+    (what it uploaded, the pieces it needs), a restore without --archive takes
+    the newest link, and the restore drill samples history for it and proves
+    it from off-site."""
+    import snap_core
+
+    moto, _, root, _, secret, links = chain
+    target = json.dumps(moto.target(profile="admin"))
+    rows = json.loads(restore_cli("restore", "list", "--target", target, "--prefix", PREFIX + "/").stdout)
+    chain_rows = [r for r in rows if r["chain"]]
+    assert [r["key"] for r in chain_rows] == [rec["manifest_key"] for rec, _, _ in links], rows
+    for row, (rec, _, _) in zip(chain_rows, links, strict=True):
+        m = rec["chain"]
+        assert row["error"] is None and row["tampered"] is None, (row["key"], row["error"])
+        assert row["chain"]["link"] == m["chain"]["link"] and row["chain"]["pieces"] == len(m["pieces"])
+        assert row["size"] == sum(p["size"] for p in m["pieces"]) and row["plaintext_size"] == m["image"]["size"]
+        assert row["lock_mode"] == "COMPLIANCE" and row["retain_until"], row
+    base, last = chain_rows[0]["chain"], chain_rows[-1]["chain"]
+    assert last["link_bytes"] < base["link_bytes"] / 2, (base, last)
+    text = subprocess.run([sys.executable, "-m", "snap_core", "restore", "list", "--target", target, "--prefix",
+                           PREFIX + "/"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "link 3" in text and "uploaded for this link" in text, text
+
+    dest = tmp_path / "newest"
+    restore_cli("restore", "--target", target, "--prefix", PREFIX + "/", "--key", secret, "--to", dest,
+                "--quiet", "--tier", "Expedited")  # fmt: skip
+    rec, expected, _ = links[-1]
+    assert sorted(os.listdir(dest)) == sorted(expected)
+    for name, (_, as_server) in expected.items():
+        assert describe(dest / name) == as_server, name
+
+    # The drill: a sample of history for the newest link, proven from off-site.
+    sample = snap_core.drill_sample(root / "history", rec["chain"], random_files=5, max_bytes=1 << 20, seed=7)
+    assert sample["archive_key"] == rec["manifest_key"] and sample["history_snapshot"] == "recent.0", sample
+    store = snap_core.ArchiveStore(moto.target(profile="admin"))
+    verified = store.verify(PREFIX + "/", sample=sample, secret_key=pathlib.Path(secret).read_bytes(),
+                            work_dir=tmp_path, max_age_days=10**6, tier="Expedited")  # fmt: skip
+    assert verified["result"] == "ok" and verified["drill"]["ok"], verified
+    assert verified["drill"]["files_checked"] > 0, verified["drill"]
 
 
 # -- locks ----------------------------------------------------------------------------------
@@ -341,5 +384,14 @@ def test_the_audit_reads_every_piece_of_every_link_and_sees_one_written_twice(ch
     audit = store.audit(PREFIX + "/", 90, 10**6, "COMPLIANCE")
     found = [p for p in audit["problems"] if p.startswith(data["key"])]
     assert not audit["ok"] and found and "TAMPERING" in found[0], audit["problems"]
+    # The listing names every link that needs the piece (the base's data: all
+    # of this chain's) tampered, and none of the chain a rebase started.
+    rows = [r for r in store.list(PREFIX + "/", False) if r["chain"]]
+    needs = [r for r in rows if data["key"] in {p["key"] for rec, _, _ in links for p in rec["chain"]["pieces"]}
+             and r["chain"]["id"] == links[0][0]["chain"]["chain"]["id"]]  # fmt: skip
+    others = [r for r in rows if r["chain"]["id"] != links[0][0]["chain"]["chain"]["id"]]
+    assert len(needs) >= len(links), rows
+    assert all("TAMPERING" in (r["tampered"] or "") for r in needs), needs
+    assert all(r["tampered"] is None for r in others), others
     with capsys.disabled():
         print(f"\nchain audit: {len(keys)} objects read back; a piece written twice: {found[0][:160]}")

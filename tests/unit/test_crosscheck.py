@@ -51,3 +51,18 @@ def test_an_archive_record_off_site_does_not_hold_marks_the_archive():
     events = crosscheck.mark(table, crosscheck.check([], {}, {}, archive, offsite, NOW))
     assert table["archive"]["archive_state"] == "SUSPECT" and "no such archive" in table["archive"]["error"]
     assert events[0]["subject"] == "archive"
+
+
+def test_a_chain_link_record_is_matched_by_its_manifest_key():
+    """A chain run records its link's manifest key; the listing shows the link
+    under that key: they agree, and a record naming another link does not."""
+    link = "snap/b/chain/2027-01-15T030000Z.link-0002.chain.json"
+    finished = "2027-01-15T03:00:00Z"
+    archive = {"result": "ok", "finished": finished, "manifest": None, "manifest_key": link,
+               "chain": {"chain": {"id": "c1", "link": 2}}}  # fmt: skip
+    landed = crosscheck._unix(finished) - 30
+    offsite = [{"key": link, "landed": landed, "created": landed - 60, "servers": {}, "error": None}]
+    assert crosscheck.check([], {}, {}, archive, offsite, NOW)["findings"] == []
+    other = dict(archive, manifest_key=link.replace("0002", "0003"))
+    found = crosscheck.check([], {}, {}, other, offsite, NOW)["findings"]
+    assert found and "no such archive" in found[0]["message"], found

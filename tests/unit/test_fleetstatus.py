@@ -91,3 +91,26 @@ def test_archive_state():
     assert build(None, "2026-11-10T00:00:00Z")["archive_state"] == "NEVER"
     assert build(None, "2026-11-10T00:00:00Z", expected=False)["archive_state"] == "NOT CONFIGURED"
     assert build({"result": "failed", "error": "x"}, "2026-11-10T00:00:00Z")["archive_state"] == "FAILED"
+
+
+def test_a_chain_link_shows_its_age_dead_share_last_link_and_the_bill():
+    """The archive row of a chain run: chain age, dead share, what the last
+    link uploaded, and what is held under lock at what monthly cost; a
+    malformed record (the backup server's word) is named, never fatal."""
+    link = {"result": "ok", "finished": "2026-11-09T05:00:00Z", "manifest": None,
+            "manifest_key": "snap/b/chain/x.link-0002.chain.json",
+            "storage": {"bytes_locked": 3 << 30, "monthly_usd": 0.1234567, "objects": 9},
+            "chain": {"chain": {"id": "c1", "link": 2, "base_created": "2026-11-01T05:00:00Z",
+                                "restorable_until": "2027-02-08T05:00:00Z"},
+                      "image": {"dead_ratio": 0.1234},
+                      "pieces": [{"link": 0, "size": 1000}, {"link": 1, "size": 50}, {"link": 2, "size": 20},
+                                 {"link": 2, "size": 5}]}}  # fmt: skip
+    arc = fleetstatus.build([], {}, {}, {}, link, now=at("2026-11-10T05:00:00Z"), archive_expected=True)["archive"]
+    assert arc["archive_state"] == "OK" and arc["archive_key"] == link["manifest_key"], arc
+    assert arc["retain_until"] == "2027-02-08T05:00:00Z"
+    assert arc["chain"] == {"id": "c1", "link": 2, "age_days": 9.0, "dead_ratio": 0.123, "last_link_bytes": 25}
+    assert arc["held_bytes"] == 3 << 30 and arc["monthly_usd"] == 0.12
+    broken = dict(link, chain={"chain": {"id": "c1", "link": "two"}}, storage={"bytes_locked": "lots"})
+    arc = fleetstatus.build([], {}, {}, {}, broken, now=at("2026-11-10T05:00:00Z"), archive_expected=True)["archive"]
+    assert arc["chain"] == {"error": "the archive record's chain could not be read"} and "held_bytes" not in arc
+    assert arc["archive_state"] == "OK"

@@ -244,7 +244,10 @@ impl ArchiveStore {
         let m = py
             .detach(|| rs::list::newest(self.inner.target.as_ref(), prefix))
             .py()?;
-        to_python(py, &m)
+        match m {
+            rs::list::Newest::Archive(m) => to_python(py, &m),
+            rs::list::Newest::Chain(m) => to_python(py, &m),
+        }
     }
 
     /// Retrieval state of an archive, asking for a retrieval if `request`.
@@ -324,25 +327,31 @@ impl ArchiveStore {
         let t = self.inner.target.as_ref();
         let rep = py
             .detach(|| {
-                if let Some(k) = key.as_deref().filter(|k| rs::chain::is_chain_manifest(k)) {
-                    let m = rs::chain::load_chain_manifest(t, k)?;
-                    return rs::chain::restore_chain(
-                        &rs::chain::Pieces::Offsite(t),
-                        &m,
-                        k,
-                        &secret,
-                        rs::Output {
-                            selection: &sel,
-                            dest: &dest,
-                            overwrite,
-                        },
-                        &opts,
-                        sink,
-                    );
-                }
-                let manifest = match &key {
-                    Some(k) => rs::load_manifest(t, k)?,
+                let point = match key.as_deref() {
+                    Some(k) if rs::chain::is_chain_manifest(k) => {
+                        rs::list::Newest::Chain(rs::chain::load_chain_manifest(t, k)?)
+                    }
+                    Some(k) => rs::list::Newest::Archive(rs::load_manifest(t, k)?),
                     None => rs::list::newest(t, prefix)?,
+                };
+                let manifest = match point {
+                    rs::list::Newest::Archive(m) => m,
+                    rs::list::Newest::Chain(m) => {
+                        let k = m.key.clone().unwrap_or_default();
+                        return rs::chain::restore_chain(
+                            &rs::chain::Pieces::Offsite(t),
+                            &m,
+                            &k,
+                            &secret,
+                            rs::Output {
+                                selection: &sel,
+                                dest: &dest,
+                                overwrite,
+                            },
+                            &opts,
+                            sink,
+                        );
+                    }
                 };
                 rs::restore_offsite(
                     t,
@@ -756,14 +765,21 @@ fn drill_sample<'py>(
     seed: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let history = path_arg(history)?;
-    let manifest: snap_archive::Manifest = from_json(manifest, "manifest")?;
+    // A full archive's manifest or a chain link's (it has "chain").
+    let point = if manifest.getattr("get")?.call1(("chain",))?.is_none() {
+        let m: snap_archive::Manifest = from_json(manifest, "manifest")?;
+        rs::proof::RestorePoint::from(&m)
+    } else {
+        let m: snap_archive::chain::ChainManifest = from_json(manifest, "chain manifest")?;
+        rs::proof::RestorePoint::chain(&m).py()?
+    };
     let opts = rs::proof::SampleOptions {
         random_files,
         max_bytes,
         seed,
     };
     let s = py
-        .detach(|| rs::proof::sample(&history, &manifest, &opts))
+        .detach(|| rs::proof::sample(&history, &point, &opts))
         .py()?;
     to_python(py, &s)
 }

@@ -78,7 +78,22 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ChainManifest> {
 pub fn load_chain_manifest(target: &dyn ArchiveTarget, key: &str) -> Result<ChainManifest> {
     // Its first version, like an archive's manifest: a later one is not snap's.
     let buf = crate::list::get_small_first(target, key)?;
-    parse_manifest(&buf, key)
+    let m = parse_manifest(&buf, key)?;
+    keyed(m, key)
+}
+
+/// The manifest with its own key: the one it was read from. A manifest
+/// that names another key was put there by someone else.
+pub fn keyed(mut m: ChainManifest, key: &str) -> Result<ChainManifest> {
+    match m.key.as_deref() {
+        Some(k) if k != key => Err(integrity(format!(
+            "chain manifest {key} describes {k}, not itself"
+        ))),
+        _ => {
+            m.key = Some(key.to_string());
+            Ok(m)
+        }
+    }
 }
 
 /// Where the pieces come from.

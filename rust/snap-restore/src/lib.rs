@@ -25,6 +25,7 @@
 
 pub mod chain;
 pub mod chainaudit;
+pub mod chainlist;
 pub mod channel;
 pub mod creds;
 pub mod extract;
@@ -138,6 +139,12 @@ pub fn drill_offsite(
     opts: &FetchOptions,
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<proof::DrillReport> {
+    if chain::is_chain_manifest(&sample.archive_key) {
+        let m = chain::load_chain_manifest(target, &sample.archive_key)?;
+        let (image, _checks, work) =
+            chain::fetch_chain(&chain::Pieces::Offsite(target), &m, key, opts, sink)?;
+        return proof::check_sample(&image, sample, &work.dir);
+    }
     let manifest = load_manifest(target, &sample.archive_key)?;
     let img = fetch_offsite(target, &manifest, key, opts, sink)?;
     proof::check_sample(&img.path, sample, img.work_dir())

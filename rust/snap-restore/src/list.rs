@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use snap_archive::chain::CHAIN_MANIFEST_SUFFIX;
 use snap_archive::{ARCHIVE_SUFFIX, MANIFEST_SUFFIX, Manifest};
 use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_offsite::{ArchiveTarget, VersionEntry};
@@ -235,6 +236,10 @@ pub struct ArchiveListing {
     /// Set when versions could not be listed (the identity lacks
     /// s3:ListBucketVersions): the current objects were read, unchecked.
     pub unchecked: Option<String>,
+    /// Set for a link of an incremental chain: `key` and `manifest_key` are
+    /// then its manifest (`*.chain.json`, what `--archive` takes), `size`
+    /// every encrypted piece it needs and `plaintext_size` its image.
+    pub chain: Option<crate::chainlist::ChainListing>,
 }
 
 /// How much later than the archive's landing a manifest may say its run
@@ -255,6 +260,28 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         t.duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     )
+}
+
+/// What is wrong with a manifest's `created` against when the store says
+/// its object landed. The manifest is written by the run; the landing time
+/// is the store's: a run cannot begin after it, nor weeks before it.
+pub(crate) fn created_problem(created: &str, landed: Option<SystemTime>) -> Option<String> {
+    match (snap_core::record::parse_unix(created), landed) {
+        (None, _) => Some(format!(
+            "the manifest's creation time {created:?} is not a time"
+        )),
+        (Some(c), Some(l)) if c + CREATED_EARLY_SECONDS < unix(l) => Some(format!(
+            "the manifest says the run began {created}, more than {} days before the store says \
+             the archive landed ({}): no run takes that long",
+            CREATED_EARLY_SECONDS / 86400,
+            rfc3339(l)
+        )),
+        (Some(c), Some(l)) if c > unix(l) + CREATED_SLACK_SECONDS => Some(format!(
+            "the manifest says the run began {created}, after the store says the archive landed ({})",
+            rfc3339(l)
+        )),
+        _ => None,
+    }
 }
 
 /// Every archive under `prefix` that has a manifest, oldest first. With
@@ -283,6 +310,14 @@ pub fn list_archives(
     };
     let mut out = Vec::new();
     for (&mkey, versions) in by_key.iter() {
+        if mkey.ends_with(CHAIN_MANIFEST_SUFFIX) {
+            if live(mkey) {
+                let mut row = crate::chainlist::chain_row(target, mkey, versions, &by_key, head);
+                row.unchecked = unchecked.clone();
+                out.push(row);
+            }
+            continue;
+        }
         // Only `<archive>.sqfs.gpg.manifest.json`: a key that ends in the
         // suffix twice would otherwise be a second row for the same archive.
         let Some(akey) = mkey
@@ -319,6 +354,7 @@ pub fn list_archives(
             error: None,
             tampered: None,
             unchecked: unchecked.clone(),
+            chain: None,
         };
         let mut tampered: Vec<String> = Vec::new();
         tampered.extend(overwritten(mkey, versions));
@@ -328,54 +364,11 @@ pub fn list_archives(
         ));
         let mfirst = versions.iter().find(|e| !e.delete_marker);
         row.manifest_version_id = mfirst.and_then(|v| v.version_id.clone());
-        let read = mfirst
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no object {mkey} off-site")))
-            .and_then(|v| {
-                // The listing says how big it is: nothing that size is downloaded.
-                if v.size > MANIFEST_MAX_BYTES as u64 {
-                    return Err(Error::new(
-                        ErrorKind::Integrity,
-                        format!(
-                            "{} bytes, more than a manifest ever holds ({MANIFEST_MAX_BYTES}): not read",
-                            v.size
-                        ),
-                    ));
-                }
-                get_small_at(target, mkey, v.version_id.as_deref())
-            })
-            .map_err(|e| e.context(format!("reading the manifest {mkey}")))
-            .and_then(|buf| check_manifest(&buf, mkey));
+        let read = read_first(target, mkey, versions).and_then(|buf| check_manifest(&buf, mkey));
         match read {
             Ok(m) => {
                 row.created = Some(m.created.clone());
-                // The manifest is written by the run; when the store says the
-                // archive landed is not: a run cannot begin after it.
-                let landed = afirst.and_then(|v| v.last_modified);
-                match (snap_core::record::parse_unix(&m.created), landed) {
-                    (None, _) => {
-                        row.error = Some(format!(
-                            "the manifest's creation time {:?} is not a time",
-                            m.created
-                        ))
-                    }
-                    (Some(c), Some(l)) if c + CREATED_EARLY_SECONDS < unix(l) => {
-                        row.error = Some(format!(
-                            "the manifest says the run began {}, more than {} days before the store says \
-                             the archive landed ({}): no run takes that long",
-                            m.created,
-                            CREATED_EARLY_SECONDS / 86400,
-                            rfc3339(l)
-                        ))
-                    }
-                    (Some(c), Some(l)) if c > unix(l) + CREATED_SLACK_SECONDS => {
-                        row.error = Some(format!(
-                            "the manifest says the run began {}, after the store says the archive landed ({})",
-                            m.created,
-                            rfc3339(l)
-                        ))
-                    }
-                    _ => {}
-                }
+                row.error = created_problem(&m.created, afirst.and_then(|v| v.last_modified));
                 row.version_id = m.archive.version_id.clone();
                 row.backup_server = Some(m.backup_server.clone());
                 row.servers = m.servers.clone();
@@ -446,12 +439,65 @@ pub fn list_archives(
     }
     // By when the store says each archive first landed (the store's clock;
     // a manifest's own `created` is the writer's word), then key.
-    out.sort_by(|a, b| (a.landed.as_deref(), &a.key).cmp(&(b.landed.as_deref(), &b.key)));
+    // Links of one chain that land in the same second keep their order.
+    let order = |r: &ArchiveListing| {
+        (
+            r.landed.clone(),
+            r.chain.as_ref().map(|c| (c.id.clone(), c.link)),
+            r.key.clone(),
+        )
+    };
+    out.sort_by_key(order);
     Ok(out)
 }
 
-/// The newest archive under `prefix` whose manifest reads.
-pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Manifest> {
+/// A manifest read whole from `versions` (the listing of its key): its
+/// first version, never anything the listing says is bigger than a manifest.
+pub(crate) fn read_first(
+    target: &dyn ArchiveTarget,
+    key: &str,
+    versions: &[&VersionEntry],
+) -> Result<Vec<u8>> {
+    let read = || {
+        let first = versions
+            .iter()
+            .find(|e| !e.delete_marker)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no object {key} off-site")))?;
+        // The listing says how big it is: nothing that size is downloaded.
+        if first.size > MANIFEST_MAX_BYTES as u64 {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "{} bytes, more than a manifest ever holds ({MANIFEST_MAX_BYTES}): not read",
+                    first.size
+                ),
+            ));
+        }
+        get_small_at(target, key, first.version_id.as_deref())
+    };
+    read().map_err(|e| e.context(format!("reading the manifest {key}")))
+}
+
+/// The newest restore point under `prefix`: a full archive's manifest or a
+/// chain link's.
+#[derive(Debug, Clone)]
+pub enum Newest {
+    Archive(Manifest),
+    Chain(snap_archive::chain::ChainManifest),
+}
+
+impl Newest {
+    /// What `restore --archive` takes for it.
+    pub fn key(&self) -> &str {
+        match self {
+            Newest::Archive(m) => &m.archive.key,
+            Newest::Chain(m) => m.key.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// The newest archive or chain link under `prefix` whose manifest reads.
+pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Newest> {
     let rows = list_archives(target, prefix, false)?;
     // An overwritten archive newer than every sound one is not skipped in
     // silence: that would restore older data than the operator believes.
@@ -476,7 +522,10 @@ pub fn newest(target: &dyn ArchiveTarget, prefix: &str) -> Result<Manifest> {
             ),
         ));
     }
-    load_manifest(target, &row.manifest_key)
+    if row.chain.is_some() {
+        return crate::chain::load_chain_manifest(target, &row.manifest_key).map(Newest::Chain);
+    }
+    load_manifest(target, &row.manifest_key).map(Newest::Archive)
 }
 
 /// Is `key` an archive key snap writes?

@@ -19,7 +19,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use snap_archive::Manifest;
+use snap_archive::chain::ChainManifest;
+use snap_archive::{Manifest, SnapshotEntry};
 use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_offsite::ArchiveTarget;
 use snap_pack::FakeStat;
@@ -259,31 +260,89 @@ pub struct Sample {
     pub seed: u64,
 }
 
-/// The snapshot of `manifest` that history still holds, matched by the
-/// snapshot directory's mtime and servers (rotation renames, never touches
-/// them). The newest match; `.sync` (still changing) never matches.
-pub fn match_snapshot(history: &Path, manifest: &Manifest) -> Result<(String, String)> {
+/// What a drill sample needs of a restore point: its key (what restore
+/// takes) and its snapshots (names inside the image, servers, times).
+#[derive(Debug, Clone)]
+pub struct RestorePoint {
+    pub key: String,
+    pub snapshots: Vec<SnapshotEntry>,
+    /// A chain link: its image names snapshots by their time, so history's
+    /// snapshots are matched by the name the chain gives them.
+    pub chain: bool,
+}
+
+impl From<&Manifest> for RestorePoint {
+    fn from(m: &Manifest) -> Self {
+        RestorePoint {
+            key: m.archive.key.clone(),
+            snapshots: m.snapshots.clone(),
+            chain: false,
+        }
+    }
+}
+
+impl RestorePoint {
+    /// A chain link; its manifest must carry its key (one read from
+    /// off-site, or written by a snap that records it).
+    pub fn chain(m: &ChainManifest) -> Result<Self> {
+        let key = m.key.clone().ok_or_else(|| {
+            Error::invalid_input(format!(
+                "chain {} link {}: the manifest does not name its key; take it from off-site",
+                m.chain.id, m.chain.link
+            ))
+        })?;
+        Ok(RestorePoint {
+            key,
+            snapshots: m.snapshot_entries(),
+            chain: true,
+        })
+    }
+}
+
+/// The snapshot of `point` that history still holds: for a full archive
+/// matched by the snapshot directory's mtime and servers (rotation renames,
+/// never touches them), for a chain link by the name the chain gives it.
+/// The newest match; `.sync` (still changing) never matches.
+pub fn match_snapshot(history: &Path, point: &RestorePoint) -> Result<(String, String)> {
     let inv = snap_archive::inventory(history, None)?;
-    let mut snaps: Vec<_> = manifest
+    let chain_names: BTreeMap<String, String> = if point.chain {
+        snap_pack::chain::snapshots(history)?
+            .into_iter()
+            .map(|s| (s.dir.to_string_lossy().into_owned(), s.name))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut snaps: Vec<_> = point
         .snapshots
         .iter()
         .filter(|s| s.name != ".sync")
         .collect();
     snaps.sort_by_key(|s| std::cmp::Reverse(s.mtime));
     for s in snaps {
-        if let Some(h) = inv
-            .iter()
-            .find(|h| h.name != ".sync" && h.mtime == s.mtime && h.servers == s.servers)
-        {
+        if let Some(h) = inv.iter().find(|h| {
+            h.name != ".sync"
+                && h.servers == s.servers
+                && if point.chain {
+                    chain_names.get(&h.name) == Some(&s.name)
+                } else {
+                    h.mtime == s.mtime
+                }
+        }) {
             return Ok((s.name.clone(), h.name.clone()));
         }
     }
     Err(Error::new(
         ErrorKind::NotFound,
         format!(
-            "none of the snapshots in archive {} is still in history {} (matched by time and servers)",
-            manifest.archive.key,
-            history.display()
+            "none of the snapshots in archive {} is still in history {} (matched by {} and servers)",
+            point.key,
+            history.display(),
+            if point.chain {
+                "their names in the chain"
+            } else {
+                "time"
+            }
         ),
     ))
 }
@@ -317,10 +376,10 @@ fn regular_files(root: &Path, rel: &[u8], out: &mut Vec<(Vec<u8>, u64)>) -> Resu
     Ok(())
 }
 
-/// Pick a drill sample from the snapshot of `manifest` that is still in
+/// Pick a drill sample from the snapshot of `point` that is still in
 /// `history`, and describe it as the server had it.
-pub fn sample(history: &Path, manifest: &Manifest, opts: &SampleOptions) -> Result<Sample> {
-    let (snapshot, history_snapshot) = match_snapshot(history, manifest)?;
+pub fn sample(history: &Path, point: &RestorePoint, opts: &SampleOptions) -> Result<Sample> {
+    let (snapshot, history_snapshot) = match_snapshot(history, point)?;
     let snap_dir = history.join(&history_snapshot);
     let seed = opts.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -380,7 +439,7 @@ pub fn sample(history: &Path, manifest: &Manifest, opts: &SampleOptions) -> Resu
     let expected = describe(&snap_dir, &paths, true)?;
     let nfiles = expected.values().filter(|d| d.kind == "file").count() as u64;
     Ok(Sample {
-        archive_key: manifest.archive.key.clone(),
+        archive_key: point.key.clone(),
         snapshot,
         history_snapshot,
         server,

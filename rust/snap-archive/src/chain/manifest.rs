@@ -123,6 +123,11 @@ pub struct ChainSnapshot {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainManifest {
     pub format: String,
+    /// This manifest's own key off-site (readers check it against the key
+    /// they read it from; a local copy names its link by it). Older links
+    /// have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub tool_version: String,
     pub created: String,
     pub backup_server: String,

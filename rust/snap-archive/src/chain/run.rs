@@ -373,7 +373,13 @@ pub fn run_chain(
         .iter()
         .flat_map(|s| s.servers.iter().cloned())
         .collect();
+    let manifest_key = snap_offsite::archive_key(
+        &state.key_prefix,
+        SystemTime::now(),
+        &format!(".link-{n:04}{CHAIN_MANIFEST_SUFFIX}"),
+    )?;
     let manifest = ChainManifest {
+        key: Some(manifest_key.clone()),
         format: CHAIN_MANIFEST_FORMAT.into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         created: rfc3339(now),
@@ -424,11 +430,6 @@ pub fn run_chain(
     };
     let text = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
-    let manifest_key = snap_offsite::archive_key(
-        &state.key_prefix,
-        SystemTime::now(),
-        &format!(".link-{n:04}{CHAIN_MANIFEST_SUFFIX}"),
-    )?;
     let mput = PutOptions::manifest()
         .with_storage_class(cfg.manifest_storage_class.clone())
         .with_retain_days(cfg.retain_days)
