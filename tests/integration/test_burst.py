@@ -47,7 +47,8 @@ def burst_fleet(pushed, tmp_path_factory):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         # Any PEM public key marks the id accepted; these never connect.
         (accepted / minion_id).write_text(master_pub)
-        cache.store(f"minions/{minion_id}", "mine", {"snap.pubkey": snap_fleet.mine_entry(minion_id, key)})
+        # Salt 3008 keeps the mine in bank "mine", one key per minion.
+        cache.store("mine", minion_id, {"snap.pubkey": snap_fleet.mine_entry(minion_id, key)})
         clients[minion_id] = key
     try:
         assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
@@ -79,7 +80,7 @@ def burst_fleet(pushed, tmp_path_factory):
     finally:
         for minion_id in clients:
             (accepted / minion_id).unlink(missing_ok=True)
-            cache.flush(f"minions/{minion_id}")
+            cache.flush("mine", minion_id)
         purge = sorted(published.values())
         fleet.set_pillar(f"snap: {{server: {{purge: [{', '.join(purge)}]}}}}\n" if purge else "")
         assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
