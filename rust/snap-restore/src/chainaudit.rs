@@ -13,9 +13,9 @@ use snap_archive::chain::CHAIN_MANIFEST_SUFFIX;
 use snap_core::Result;
 use snap_offsite::{ArchiveTarget, VersionEntry};
 
+use crate::audit::{AuditPolicy, AuditRow};
 use crate::chain::parse_manifest;
 use crate::list::{get_small_first, overwritten, rfc3339, versions_or_current};
-use crate::proof::{AuditPolicy, AuditRow};
 
 /// What the chains under a prefix add to an audit.
 pub struct ChainAudit {
