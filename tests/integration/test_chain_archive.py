@@ -12,8 +12,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -358,6 +360,64 @@ def test_a_new_base_when_too_much_of_the_image_is_dead(chain):
     assert c["link"] == 0 and c["id"] != links[0][0]["chain"]["chain"]["id"]
     assert "dead" in c["rebase_reason"], c
     assert rec["chain"]["pieces"][0]["link"] == 0 and len(rec["chain"]["pieces"]) == 2
+
+
+def test_killed_anywhere_a_link_is_whole_or_absent_and_the_next_run_makes_it(chain, tmp_path, capsys):
+    """SIGKILL (no cleanup of any kind runs) at several points of a link's run:
+    starting, packing, uploading, putting the manifest, committing. After each,
+    every link manifest off-site names only pieces that are there (a listing
+    checks each), and the chain state is unchanged or exactly one whole link
+    on (or a whole new base). A last run then makes the next link, restorable."""
+    import snap_core
+
+    moto, _, root, cfg, secret, _ = chain
+    store = snap_core.ArchiveStore(moto.target(profile="admin"))
+    history = pathlib.Path(json.loads(cfg.read_text())["history_dir"])
+    state_path = root / "state" / "chain" / "state.json"
+    seen = []
+
+    def next_link(k):
+        rotate(history, 10 + k)
+        # Enough new data that packing and uploading take a while.
+        (history / "recent.0" / "web1" / "data" / f"kill-{k}.bin").write_bytes(os.urandom(16 << 20))
+
+    next_link(0)
+    t0 = time.monotonic()
+    archive(cfg)
+    whole = time.monotonic() - t0  # one whole run, start to end: kill along it
+    for k, share in enumerate((0.3, 0.45, 0.6, 0.7, 0.8, 0.9, 0.97), start=1):
+        delay = share * whole
+        next_link(k)
+        before = json.loads(state_path.read_text())
+        proc = subprocess.Popen([sys.executable, "-m", "snap_core", "--json", "archive", "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        after = json.loads(state_path.read_text())
+        if after == before:
+            outcome = "no link"
+        elif after["id"] == before["id"]:
+            assert after["links"][:-1] == before["links"] and len(after["links"]) == len(before["links"]) + 1, after
+            outcome = f"link {after['links'][-1]['number']} whole"
+        else:
+            assert [link["number"] for link in after["links"]] == [0], after
+            outcome = "a new base, whole"
+        broken = [(r["key"], r["error"]) for r in store.list(PREFIX + "/", False) if r["chain"] and r["error"]]
+        assert broken == [], broken
+        seen.append(f"{'killed' if killed else 'done'} at {delay:.2f} s of {whole:.2f}: {outcome}")
+    assert sum("killed" in s and "no link" in s for s in seen) >= 2, seen
+    rec, _ = archive(cfg)
+    expected = point_in_time(history, rec["chain"])
+    dest = tmp_path / "after-kills"
+    restore_cli("restore", "--target", json.dumps(moto.target(profile="admin")), "--prefix", PREFIX + "/",
+                "--key", secret, "--to", dest, "--quiet", "--tier", "Expedited")  # fmt: skip
+    for name, (_, as_server) in expected.items():
+        assert describe(dest / name) == as_server, name
+    with capsys.disabled():
+        print("\nSIGKILL mid-link: " + "; ".join(seen) + f"; then link {rec['chain']['chain']['link']} restored whole")
 
 
 # -- the audit (last: it writes a second version of a piece) --------------------------------

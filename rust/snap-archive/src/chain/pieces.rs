@@ -203,6 +203,10 @@ pub fn upload(
             enc.plaintext_bytes
         )));
     }
+    // As for a full archive: a server may store a multipart upload without
+    // the lock its headers asked for (Ceph RGW 16, moto); set it, or fail.
+    snap_offsite::ensure_upload_locked(up.target, &done)
+        .map_err(|e| Error::new(e.kind(), format!("piece {name}: {e}")))?;
     Ok(Uploaded {
         piece: ChainPiece {
             name: name.to_string(),
