@@ -511,7 +511,10 @@ def cmd_drill_sample(args):
 def newest_local_manifest(manifests_dir: str) -> dict:
     """The newest of the manifests the archive runs kept here (a full
     archive's or a chain link's), by the time each run began."""
-    names = [n for n in os.listdir(manifests_dir) if n.endswith((".manifest.json", ".chain.json"))]
+    try:
+        names = [n for n in os.listdir(manifests_dir) if n.endswith((".manifest.json", ".chain.json"))]
+    except FileNotFoundError:
+        names = []
     if not names:
         raise errors.NotFound(f"no manifest in {manifests_dir}: no archive was made here yet")
     newest = None
