@@ -182,10 +182,13 @@ class Fleet:
         self.salt("saltutil.refresh_pillar", wait=True)
         self.salt("mine.update")
 
-    def set_pillar(self, text: str):
-        """Replace local.sls (YAML, merged last) and refresh every minion's pillar."""
+    def set_pillar(self, text: str, tgt: str = "*"):
+        """Replace local.sls (YAML, merged last) and refresh the pillar of the
+        minions ``tgt`` names (every minion by default; a test that adds
+        accepted ids that never answer names the live ones, or each call
+        waits out Salt's timeout for them)."""
         (self.pillar_root / "local.sls").write_text(text or "{}\n")
-        self.salt("saltutil.refresh_pillar", wait=True)
+        self.salt("saltutil.refresh_pillar", wait=True, tgt=tgt)
 
     def highstate(self, tgt: str = "*", **kwargs):
         return self.salt("state.highstate", tgt=tgt, **kwargs)
