@@ -323,9 +323,13 @@ def _offsite_settings(minion=None, pillar=None):
         snap = (compiled or {}).get("snap") or {}
         settings = dict(snap.get("offsite") or {})
         # The cap on retention leaves room for incremental chains (docs/OFFSITE.md).
-        chain_age = ((snap.get("archive") or {}).get("chain") or {}).get("max_age_days")
-        if chain_age is not None and settings:
-            settings.setdefault("chain_max_age_days", chain_age)
+        chain = (snap.get("archive") or {}).get("chain") or {}
+        if chain.get("max_age_days") is not None and settings:
+            settings.setdefault("chain_max_age_days", chain["max_age_days"])
+        # Ceph keeps only the bucket's default lock on multipart uploads: with
+        # chains, that default must cover a chain's whole life.
+        if chain.get("enabled") and settings:
+            settings.setdefault("chains", True)
     if pillar:
         if not isinstance(pillar, dict):
             raise SaltInvocationError("pillar= must be a dict")

@@ -131,7 +131,7 @@ def moto_evaluable(policy: dict) -> dict:
 
 def ceph_server_for(ceph) -> offsite_scenario.Server:
     settings = {
-        "provider": "ceph", "bucket": "snap-scenario", "prefix": "snap", "region": "us-east-1",
+        "provider": "ceph", "bucket": "snap-scenario", "prefix": "snap", "region": "us-east-1", "chains": True,
         "endpoint_url": ceph.endpoint, "identity": {"type": "user", "name": ceph.BACKUP},
         "admins": [ceph.arn(ceph.ADMIN)],
         "confirm_irreversible": provision.CONFIRM_PHRASE,
@@ -203,6 +203,11 @@ def test_archive_lock_audit_restore_and_attacks(name, request, tmp_path, capsys)
     assert row["version_id"] == out["archive"]["version_id"] and row["server_snapshots"] == {"db1": 2}, row
     assert forged["audit"]["returncode"] != 0 and any("TAMPERING" in p for p in forged["audit"]["problems"]), forged
     assert forged["restore"]["matches"], forged["restore"]
+    # A chain on this server: every piece locked at least as long as the link
+    # needs it (read back by the administrator), the newest link restored.
+    chain = out["chain"]
+    assert chain["links"] == [0, 1] and all(p["ok"] for p in chain["pieces"]), chain
+    assert chain["restore"]["matches"], chain["restore"]
     # The calls tried: what each server did, against what snap relies on.
     for call, want in EXPECTED.items():
         got = out["calls"][call]
@@ -223,7 +228,9 @@ def test_archive_lock_audit_restore_and_attacks(name, request, tmp_path, capsys)
               f"{sum(v.startswith('refused') for v in out['calls'].values())}/{len(out['calls'])} calls refused\n"
               f"{name}: after the overwrite and a forged manifest, readers say: {row['tampered'][:200]}...; "
               f"audit exit {forged['audit']['returncode']}; restore of the first version bit-exact: "
-              f"{forged['restore']['matches']}")  # fmt: skip
+              f"{forged['restore']['matches']}\n"
+              f"{name}: chain base + link ({chain['link_bytes']} bytes, multipart), every piece locked as "
+              f"needed (read back by the administrator): {all(p['ok'] for p in chain['pieces'])}")  # fmt: skip
 
 
 def test_the_table_of_calls_per_server(capsys):

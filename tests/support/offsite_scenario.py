@@ -166,6 +166,8 @@ def run(server: Server, work: pathlib.Path) -> dict:
                           "matches": restored.returncode == 0
                           and describe(dest) == describe(made["recent.0"]["db1"], fake_super=True)}  # fmt: skip
 
+        out["chain"] = _chain(server, admin, putonly, reader, env, work, pub, secret, history, made)
+
     # 6. What an attacker (or a fat finger) tries.
     bomb = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=36500)
     put = _client(_session(server.putonly_keys()), server.endpoint)
@@ -236,6 +238,55 @@ def run(server: Server, work: pathlib.Path) -> dict:
     out["after"] = {"first_version_locked": locked, "first_version_size": whole,
                     "versions_of_the_key": len(versions), "first_version_listed": version in versions}  # fmt: skip
     return out
+
+
+def _chain(server, admin, putonly, reader, env, work, pub, secret, history, made) -> dict:
+    """Issue 13 on this server: a chain (a base, then a link whose data piece
+    is a multipart upload) as the put-only identity; every piece's lock read
+    back by the administrator at the version the manifest names, against the
+    retain-until the link relies on; the link restored as the reader."""
+    from tests.support.treegen import describe
+
+    bucket = server.settings["bucket"]
+    config = work / "chain.json"
+    config.write_text(json.dumps({
+        "minion_id": "backup1", "history_dir": str(history), "work_dir": str(work / "chain-work"),
+        "state_dir": str(work / "chain-state"), "recipients": [{"file": str(pub)}], "target": putonly,
+        "prefix": PREFIX, "retain_days": 91, "storage_class": "STANDARD", "pack": {"compressor": "zstd", "level": 1},
+        "chain": {"enabled": True},
+    }))  # fmt: skip
+    # A chain names snapshots by their time: make_history gave them one.
+    for age, snap in ((7200, "recent.1"), (3600, "recent.0")):
+        os.utime(history / snap, (time.time() - age,) * 2)
+    runs = []
+    for step in ("base", "link"):
+        if step == "link":  # a new snapshot holding 7 MiB of new data: the link's data piece is multipart
+            # (recent.0 stays as it is: the steps after this one compare with it)
+            subprocess.run(["cp", "-al", str(history / "recent.0"), str(history / "daily.0")], check=True)
+            (history / "daily.0" / "db1" / "data" / "new.bin").write_bytes(os.urandom(7 << 20))
+            os.utime(history / "daily.0", (time.time() + 60,) * 2)
+        proc = _snap("archive", "--config", config, env=env)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    link = runs[-1]["chain"]
+    pieces = []
+    for p in link["pieces"]:
+        r = admin.get_object_retention(Bucket=bucket, Key=p["key"], VersionId=p["version_id"])["Retention"]
+        want = datetime.datetime.fromtimestamp(p["retain_until_unix"], datetime.timezone.utc)
+        pieces.append({"piece": p["name"], "mode": r["Mode"], "until": r["RetainUntilDate"].isoformat(),
+                       "ok": r["Mode"] == "COMPLIANCE" and r["RetainUntilDate"] >= want})  # fmt: skip
+    dest = work / "chain-restored"
+    restored = _snap("restore", "--target", json.dumps(reader), "--prefix", PREFIX + "/", "--key", secret,
+                     "--server", "db1", "--to", dest, "--quiet", env=env)  # fmt: skip
+    newest = next(s["name"] for s in sorted(link["snapshots"], key=lambda s: -s["mtime"]))
+    return {
+        "links": [r["chain"]["chain"]["link"] for r in runs],
+        "link_bytes": sum(p["size"] for p in link["pieces"] if p["link"] == link["chain"]["link"]),
+        "pieces": pieces,
+        "restore": {"returncode": restored.returncode, "stderr": restored.stderr[-1500:], "snapshot": newest,
+                    "matches": restored.returncode == 0
+                    and describe(dest) == describe(history / "daily.0" / "db1", fake_super=True)},
+    }  # fmt: skip
 
 
 def _forge_and_read(server, admin, put, reader, env, work, secret, made, key, version, manifest_key) -> dict:

@@ -475,3 +475,18 @@ def test_without_repair_the_backup_identity_never_touches_a_retention():
                                  noncurrent_expire_days=400))  # fmt: skip
     assert [r["ID"] for r in docs["lifecycle"]["Rules"]] == [
         "snap-archive-transition", "snap-noncurrent-expiry", "snap-abort-incomplete-uploads"]  # fmt: skip
+
+
+def test_with_chains_the_ceph_default_retention_covers_a_chain_and_stays_under_the_cap():
+    """Ceph RGW 16 keeps only the bucket default on multipart uploads: with
+    chains, a data piece needs the chain's whole life (measured: a 7 MiB base
+    piece was refused, locked 92 days, needed 182). AWS keeps every lock."""
+    ceph = dict(provider="ceph", endpoint_url="http://127.0.0.1:7480", admins=["arn:aws:iam:::user/a"])
+    plain = provision.load_spec(base(**ceph))
+    chained = provision.load_spec(base(**ceph, chains=True, chain_max_age_days=60))
+    days = provision.lock_configuration(chained)["Rule"]["DefaultRetention"]["Days"]
+    assert provision.lock_configuration(plain)["Rule"]["DefaultRetention"]["Days"] == 91
+    assert days == 90 + 1 + 60 + 1 and days <= chained.retention_cap_days
+    assert provision.load_spec(base(chains=True)).default_retention_days == 90
+    with pytest.raises(provision.ProvisionError, match="chain:enabled must be true or false"):
+        provision.load_spec(base(**ceph, chains="yes"))

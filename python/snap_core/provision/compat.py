@@ -35,7 +35,8 @@ def manual_steps(spec: OffsiteSpec) -> list[str]:
             "by hand if you need encryption at rest: RGW's SSE-S3 needs a KMS (Vault) configured on the gateway; "
             "the archives are OpenPGP-encrypted either way",
             f"the bucket's default retention is COMPLIANCE {spec.default_retention_days} days (a day more than "
-            "retain_days): RGW 16 stores multipart uploads with the default only (tracker 63724), and snap reads "
+            "retain_days, and with chains their whole life: max_age_days + 1 more): RGW 16 stores multipart "
+            "uploads with the default only (tracker 63724), and snap reads "
             "every lock back. Leave snap:offsite:retention_repair off there: RGW 16 evaluates no bound on "
             "PutObjectRetention, and a retain-until past 2106 wraps to the past (the object is unlocked)",
         ]

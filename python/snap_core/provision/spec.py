@@ -171,6 +171,9 @@ class OffsiteSpec:
     #: snap:archive:chain:max_age_days (an incremental chain's base must
     #: stay locked as long as its newest increment needs it).
     chain_max_age_days: int = CHAIN_MAX_AGE_DAYS
+    #: snap:archive:chain:enabled: the backup server archives chains, whose
+    #: data pieces must stay locked for the chain's whole life.
+    chains: bool = False
     #: The backup identity may extend a lock the server dropped
     #: (PutObjectRetention, COMPLIANCE, within [retain_days, cap]; the
     #: bounds are enforced by AWS, not by Ceph RGW 16, see retention_repair
@@ -215,8 +218,15 @@ class OffsiteSpec:
         multipart upload with only the bucket default (tracker 63724), counted
         from the upload; snap asks every object for retain_days plus a day
         (its margin for clock skew), so the default there is a day longer and
-        the lock read back holds without a repair."""
-        return self.retain_days + (1 if self.provider == "ceph" else 0)
+        the lock read back holds without a repair. With chains, a data piece
+        is asked for the chain's whole life (base + max_age_days + retain_days
+        + a day): there the default covers that (counted from each piece's
+        upload, never earlier than the base), within the cap on retention.
+        Measured on Ceph RGW 16: without it, the first multipart data piece
+        of a chain was refused (locked 92 days, needed 182)."""
+        if self.provider != "ceph":
+            return self.retain_days
+        return self.retain_days + 1 + (self.chain_max_age_days + 1 if self.chains else 0)
 
     @property
     def secure_transport_only(self) -> bool:
@@ -399,6 +409,9 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
     # bucket default on multipart uploads, and there a PutObjectRetention
     # right is a way to *unlock* (a date past 2106 wraps to the past,
     # measured) which no policy condition can bound.
+    chains = settings.get("chains", False)
+    if not isinstance(chains, bool):
+        raise ProvisionError(f"snap:archive:chain:enabled must be true or false, not {chains!r}")
     repair = settings.get("retention_repair", False)
     if not isinstance(repair, bool):
         raise ProvisionError(f"snap:offsite:retention_repair must be true or false, not {repair!r}")
@@ -440,6 +453,7 @@ def load_spec(settings: dict[str, Any]) -> OffsiteSpec:
         account_id=settings.get("account_id"),
         provider=provider,
         chain_max_age_days=chain_age,
+        chains=chains,
         retention_repair=repair,
     )
 
