@@ -26,7 +26,7 @@ Configuration (pillar):
 import logging
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 3)
+NEEDS_CORE_API = (2, 4)
 
 try:
     import snap_core

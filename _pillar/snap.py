@@ -21,6 +21,14 @@ Master configuration:
 Per-minion pillar ``snap:schedule:hours`` / ``snap:schedule:slots`` (from the
 pillar tree) overrides the options above for that minion.
 
+Several backup servers: when the pillar tree gives a minion
+``snap:backup_servers`` (``{minion id: {host, port, host_keys}}``) and
+optionally ``snap:assignment`` (``{minion id: backup server}``), the minion
+also gets ``snap:backup_server``: the one it is assigned to (the explicit map,
+else rendezvous hashing, ``snap_core.assign_backup_server``; a backup server is
+its own). Every backup server makes accounts only for the servers assigned to
+it (docs/SCALE.md).
+
 An invalid setting raises, so the minion's pillar carries the error and
 highstate refuses to run rather than silently schedule nothing.
 """
@@ -28,7 +36,7 @@ highstate refuses to run rather than silently schedule nothing.
 import logging
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 3)
+NEEDS_CORE_API = (2, 4)
 
 try:
     import snap_core
@@ -95,4 +103,34 @@ def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
     minute = snap_core.backup_minute(source, slots)
     second = snap_core.backup_splay(source, slots)
     log.debug("snap ext_pillar: %s -> minute %s second %s (key %s=%r)", minion_id, minute, second, key, source)
-    return {"snap": {"schedule": {"minute": minute, "second": second, "hours": hours, "slots": slots, "key": key}}}
+    out = {"schedule": {"minute": minute, "second": second, "hours": hours, "slots": slots, "key": key}}
+    out.update(_assigned_backup_server(minion_id, pillar.get("snap") or {}))
+    return {"snap": out}
+
+
+def _assigned_backup_server(minion_id, snap):
+    """``{"backup_server": {...}}`` from ``snap:backup_servers`` (none: {})."""
+    servers = snap.get("backup_servers")
+    if not servers:
+        return {}
+    if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
+        raise ValueError(
+            "snap ext_pillar: snap:backup_servers must map each backup server's minion id to "
+            f"{{host, port, host_keys}}, got {servers!r}"
+        )
+    explicit = snap.get("assignment") or {}
+    if not isinstance(explicit, dict) or not all(isinstance(v, str) for v in explicit.values()):
+        raise ValueError(f"snap ext_pillar: snap:assignment must map minion ids to backup server ids, got {explicit!r}")
+    if minion_id in servers:
+        chosen = minion_id  # a backup server pushes nowhere; it is its own
+    else:
+        chosen = snap_core.assign_backup_server(minion_id, sorted(servers), {str(k): v for k, v in explicit.items()})
+    entry = servers[chosen]
+    return {
+        "backup_server": {
+            "minion_id": chosen,
+            "host": entry.get("host") or chosen,
+            "port": entry.get("port") or 22,
+            "host_keys": list(entry.get("host_keys") or []),
+        }
+    }

@@ -12,7 +12,7 @@ import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 3)
+NEEDS_CORE_API = (2, 4)
 
 try:
     from snap_core import fleet as snap_fleet
@@ -94,6 +94,11 @@ def _backup_server():
         )
         == m
     ]
+    if len(servers) > 1:
+        raise salt.exceptions.SaltInvocationError(
+            f"several backup servers ({', '.join(servers)}, pillar snap:backup_servers): pass tgt=<one of them>; "
+            "views over all of them at once are not built yet (docs/SCALE.md)"
+        )
     if len(servers) != 1:
         raise salt.exceptions.SaltInvocationError(
             f"cannot tell the backup server: snap.hostkey is published by {published or 'no minion'}, and "
@@ -107,7 +112,9 @@ def archive(tgt=None, timeout=86400):
     """
     Run the archive pipeline on the backup server and return its manifest:
     the history packed (SquashFS), encrypted to the offline OpenPGP public
-    key(s), uploaded off-site under Object Lock COMPLIANCE.
+    key(s), uploaded off-site under Object Lock COMPLIANCE. With chains
+    (``snap:archive:chain:enabled``) the run uploads only what is new and
+    returns its link's manifest as ``chain`` (``manifest`` is then None).
 
     tgt
         The backup server's minion id (default: the minion that publishes
@@ -131,7 +138,12 @@ def archive(tgt=None, timeout=86400):
     if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
         return {"result": False, "error": answer.get("ret"), "retcode": 1}
     record = answer["ret"]
-    return {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"], "retcode": 0}
+    out = {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"], "retcode": 0}
+    # A chain run: its link's manifest (the whole chain it needs) and what is held under lock.
+    for extra in ("chain", "storage"):
+        if record.get(extra):
+            out[extra] = record[extra]
+    return out
 
 
 def _accepted_minions():
@@ -162,7 +174,10 @@ def _offsite_reader(backup, offsite, pillar):
         verify = (pillar.get("snap") or {}).get("verify") or {}
         offsite = verify.get("minion") if verify.get("target") else None
     if not offsite:
-        return None, "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)"
+        return (
+            None,
+            "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)",
+        )
     if offsite == backup:
         return None, f"not read: {offsite} is the backup server, whose word is what is being checked"
     return offsite, None
@@ -245,7 +260,9 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     own = {}
     for m in minions:
         answer = records.get(m)
-        own[m] = answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
+        own[m] = (
+            answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
+        )
     clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
     thresholds = policy["thresholds"]
     at = float(now) if now is not None else time.time()

@@ -68,6 +68,18 @@ snap:
     # host_keys:
     #   - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...
 
+  # Several backup servers (docs/SCALE.md): the snap ext_pillar then gives
+  # every server its own snap:backup_server (this map wins over the one
+  # above), by rendezvous hashing or by the explicit assignment; each backup
+  # server makes accounts only for its own servers. Not yet in the runners'
+  # fleet-wide views (pass tgt=). Each backup server publishes snap.hostkey
+  # and snap.accounts (the mine_functions above, for each of them).
+  # backup_servers:
+  #   backup1: {host: backup1.example.com, port: 22}
+  #   backup2: {host: backup2.example.com, port: 22}
+  # assignment:
+  #   db1.example.com: backup2
+
   client:
     # This server's own snap SSH key (Ed25519, generated once, never replaced).
     # key: /etc/snap/id_ed25519

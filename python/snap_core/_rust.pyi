@@ -28,6 +28,10 @@ class PublicKey(TypedDict):
 def backup_minute(key: str, slots: int = 60) -> int:
     """``zlib.crc32(key.encode()) % slots``. Raises InvalidInput if slots is 0."""
 
+def assign_backup_server(minion_id: str, backups: list[str], explicit: dict[str, str] | None = None) -> str:
+    """The backup server ``minion_id`` pushes to: ``explicit[minion_id]`` (it must be one of
+    ``backups``), else rendezvous hashing. Raises InvalidInput for a malformed id or an empty list."""
+
 def backup_splay(key: str, slots: int = 60) -> int:
     """``(zlib.crc32(key.encode()) // slots) % 60``: seconds a server waits into its minute."""
 

@@ -238,7 +238,7 @@ def server_fleet(env):
         srv = env.settings_view()["server"]
         excluded = set(srv.get("exclude") or []) | {env.opts["id"]}
         mine = env.salt["mine.get"]("*", fleet.MINE_FUNCTION)
-        mine = {k: v for k, v in mine.items() if k not in excluded}
+        mine = {k: v for k, v in mine.items() if k not in excluded and assigned_here(env, k)}
         result = core(fleet.validate_mine, mine, srv.get("account_overrides") or {}, account_bindings(env))
         for minion_id, reason in result["rejected"].items():
             env.log.error("snap: rejected mine key of %s: %s", minion_id, reason)
@@ -246,6 +246,28 @@ def server_fleet(env):
     # Read-only for callers: one copy of the fleet table per account made the
     # server state O(N^2).
     return env.context["snap.server_fleet"]
+
+
+def assigned_here(env, minion_id):
+    """With several backup servers (pillar ``snap:backup_servers``), whether
+    ``minion_id`` is assigned to this one (the same choice the ext_pillar
+    makes for the server: docs/SCALE.md). A malformed id stays in, for
+    ``validate_mine`` to reject by name."""
+    view = env.settings_view()
+    servers = view.get("backup_servers")
+    if not servers:
+        return True
+    if not isinstance(servers, dict):
+        raise CommandExecutionError(f"snap:backup_servers must map backup server ids to settings, got {servers!r}")
+    explicit = dict(view.get("assignment") or {})
+    try:
+        chosen = snap_core.assign_backup_server(minion_id, sorted(servers), explicit)
+    except snap_core.InvalidInput as exc:
+        if minion_id in explicit:  # sent to a backup server that is not named: not here
+            env.log.error("snap: %s", exc)
+            return False
+        return True
+    return chosen == env.opts["id"]
 
 
 def fleet_account_names(env):

@@ -60,3 +60,45 @@ def test_hostname_key_uses_the_grain():
 def test_bad_options_raise_naming_the_problem(options, message):
     with pytest.raises(ValueError, match=message):
         schedule(**options)
+
+
+BACKUPS = {"backup1": {"host": "10.0.0.1", "port": 2222}, "backup2": {"host": "10.0.0.2", "host_keys": ["k2"]}}
+
+
+def assigned(minion_id, **snap):
+    return ext.ext_pillar(minion_id, {"snap": snap})["snap"].get("backup_server")
+
+
+def test_without_several_backup_servers_nothing_is_assigned():
+    assert assigned("web1.example.com") is None
+
+
+def test_every_server_gets_its_backup_server_and_adding_one_moves_only_what_goes_to_it():
+    import snap_core
+
+    ids = [f"web{i}.dc{i % 2}.example.com" for i in range(400)]
+    two = {m: assigned(m, backup_servers=BACKUPS) for m in ids}
+    for m, b in two.items():
+        assert b["minion_id"] == snap_core.assign_backup_server(m, ["backup1", "backup2"]), m
+        want = BACKUPS[b["minion_id"]]
+        assert (b["host"], b["port"], b["host_keys"]) == (want["host"], want.get("port", 22), want.get("host_keys", []))
+    counts = {k: sum(b["minion_id"] == k for b in two.values()) for k in BACKUPS}
+    assert min(counts.values()) > 150, counts
+    three = dict(BACKUPS, backup3={"host": "10.0.0.3"})
+    moved = {m for m in ids if assigned(m, backup_servers=three)["minion_id"] != two[m]["minion_id"]}
+    assert moved and all(assigned(m, backup_servers=three)["minion_id"] == "backup3" for m in moved)
+    assert len(moved) < len(ids) / 2, len(moved)
+    # A backup server is its own; the explicit map wins.
+    assert assigned("backup2", backup_servers=BACKUPS)["minion_id"] == "backup2"
+    m = ids[0]
+    other = "backup1" if two[m]["minion_id"] == "backup2" else "backup2"
+    assert assigned(m, backup_servers=BACKUPS, assignment={m: other})["minion_id"] == other
+
+
+def test_a_bad_backup_server_map_or_assignment_is_refused_by_name():
+    with pytest.raises(ValueError, match="snap:backup_servers must map"):
+        assigned("web1", backup_servers=["backup1"])
+    with pytest.raises(ValueError, match="snap:assignment must map"):
+        assigned("web1", backup_servers=BACKUPS, assignment=["backup1"])
+    with pytest.raises(ValueError, match="backup9"):
+        assigned("web1", backup_servers=BACKUPS, assignment={"web1": "backup9"})

@@ -5,6 +5,7 @@
 //! `snap-offsite` (S3 with Object Lock, Glacier vaults).
 
 pub mod account;
+pub mod assign;
 pub mod config;
 pub mod crosscheck;
 pub mod error;

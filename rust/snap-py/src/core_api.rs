@@ -23,6 +23,18 @@ fn backup_splay(key: &str, slots: u32) -> PyResult<u32> {
     schedule::backup_splay(key, slots).py()
 }
 
+/// The backup server `minion_id` pushes to among `backups` (explicit map
+/// first, else rendezvous hashing; docs/SCALE.md).
+#[pyfunction]
+#[pyo3(signature = (minion_id, backups, explicit = None))]
+fn assign_backup_server(
+    minion_id: &str,
+    backups: Vec<String>,
+    explicit: Option<BTreeMap<String, String>>,
+) -> PyResult<String> {
+    snap_core::assign::assign(minion_id, &backups, &explicit.unwrap_or_default()).py()
+}
+
 /// Distinct hours 0-23, sorted.
 #[pyfunction]
 fn validate_hours(hours: Vec<u32>) -> PyResult<Vec<u32>> {
@@ -119,6 +131,7 @@ fn restore_public<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup_minute, m)?)?;
+    m.add_function(wrap_pyfunction!(assign_backup_server, m)?)?;
     m.add_function(wrap_pyfunction!(backup_splay, m)?)?;
     m.add_function(wrap_pyfunction!(validate_hours, m)?)?;
     m.add_function(wrap_pyfunction!(minute_spread, m)?)?;
