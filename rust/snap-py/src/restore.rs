@@ -334,37 +334,21 @@ impl ArchiveStore {
                     Some(k) => rs::list::Newest::Archive(rs::load_manifest(t, k)?),
                     None => rs::list::newest(t, prefix)?,
                 };
-                let manifest = match point {
-                    rs::list::Newest::Archive(m) => m,
+                let out = rs::Output {
+                    selection: &sel,
+                    dest: &dest,
+                    overwrite,
+                };
+                match point {
+                    rs::list::Newest::Archive(m) => {
+                        rs::restore_offsite(t, &m, &secret, out, &opts, sink)
+                    }
                     rs::list::Newest::Chain(m) => {
                         let k = m.key.clone().unwrap_or_default();
-                        return rs::chain::restore_chain(
-                            &rs::chain::Pieces::Offsite(t),
-                            &m,
-                            &k,
-                            &secret,
-                            rs::Output {
-                                selection: &sel,
-                                dest: &dest,
-                                overwrite,
-                            },
-                            &opts,
-                            sink,
-                        );
+                        let pieces = rs::chain::Pieces::Offsite(t);
+                        rs::chain::restore_chain(&pieces, &m, &k, &secret, out, &opts, sink)
                     }
-                };
-                rs::restore_offsite(
-                    t,
-                    &manifest,
-                    &secret,
-                    rs::Output {
-                        selection: &sel,
-                        dest: &dest,
-                        overwrite,
-                    },
-                    &opts,
-                    sink,
-                )
+                }
             })
             .py()?;
         to_python(py, &rep)

@@ -46,6 +46,20 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
+    /// A row for `key`, nothing read yet.
+    pub fn new(key: &str) -> Self {
+        AuditRow {
+            key: key.to_string(),
+            created: None,
+            storage_class: None,
+            lock_mode: None,
+            retain_until: None,
+            retained_days: None,
+            days_left: None,
+            problems: Vec::new(),
+        }
+    }
+
     /// Read the lock of this row's object at `version` back (the same
     /// judgement the archive run applies) and note what it says: mode,
     /// retain-until, days left and retained, and a problem (ending in
@@ -119,16 +133,7 @@ pub fn audit(
     let mut newest: Option<(SystemTime, String)> = None;
     for l in &listing {
         for key in [&l.key, &l.manifest_key] {
-            let mut row = AuditRow {
-                key: key.clone(),
-                created: None,
-                storage_class: None,
-                lock_mode: None,
-                retain_until: None,
-                retained_days: None,
-                days_left: None,
-                problems: Vec::new(),
-            };
+            let mut row = AuditRow::new(key);
             if key == &l.key
                 && let Some(e) = &l.error
             {

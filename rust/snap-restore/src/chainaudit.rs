@@ -25,19 +25,6 @@ pub struct ChainAudit {
     pub newest: Option<(SystemTime, String)>,
 }
 
-fn row(key: &str) -> AuditRow {
-    AuditRow {
-        key: key.to_string(),
-        created: None,
-        storage_class: None,
-        lock_mode: None,
-        retain_until: None,
-        retained_days: None,
-        days_left: None,
-        problems: Vec::new(),
-    }
-}
-
 /// One object, at the version recorded for it, locked until `wanted`.
 fn check_object(
     target: &dyn ArchiveTarget,
@@ -102,7 +89,7 @@ pub fn audit_chains(
         .collect();
     for key in links {
         let versions = &by_key[key];
-        let mut mrow = row(key);
+        let mut mrow = AuditRow::new(key);
         check_object(target, &mut mrow, versions, None, None, policy, now);
         if let Some(first) = versions.iter().find(|v| !v.delete_marker)
             && let Some(t) = first.last_modified
@@ -124,7 +111,7 @@ pub fn audit_chains(
             if !seen.insert((piece.key.clone(), piece.version_id.clone())) {
                 continue; // a data piece every later link of the chain names too
             }
-            let mut prow = row(&piece.key);
+            let mut prow = AuditRow::new(&piece.key);
             let wanted = piece
                 .retain_until_unix
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64));

@@ -41,24 +41,8 @@ pub(crate) fn chain_row(
         version_id: mfirst.and_then(|v| v.version_id.clone()),
         manifest_key: mkey.to_string(),
         manifest_version_id: mfirst.and_then(|v| v.version_id.clone()),
-        created: None,
-        backup_server: None,
-        servers: Vec::new(),
-        snapshots: Vec::new(),
-        server_snapshots: BTreeMap::new(),
         landed: mfirst.and_then(|v| v.last_modified).map(rfc3339),
-        size: None,
-        plaintext_size: None,
-        recipients: Vec::new(),
-        storage_class: None,
-        lock_mode: None,
-        retain_until: None,
-        retrieval: None,
-        retrieval_expires: None,
-        error: None,
-        tampered: None,
-        unchecked: None,
-        chain: None,
+        ..ArchiveListing::default()
     };
     let mut tampered: Vec<String> = overwritten(mkey, versions).into_iter().collect();
     let read = read_first(target, mkey, versions).and_then(|buf| {

@@ -201,7 +201,7 @@ fn check_manifest(buf: &[u8], mkey: &str) -> Result<Manifest> {
 }
 
 /// One archive in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ArchiveListing {
     pub key: String,
     /// The archive's version id as its manifest recorded it.
@@ -333,28 +333,11 @@ pub fn list_archives(
         let afirst = first(&akey);
         let mut row = ArchiveListing {
             key: akey.clone(),
-            version_id: None,
             manifest_key: mkey.to_string(),
-            manifest_version_id: None,
-            created: None,
-            backup_server: None,
-            servers: Vec::new(),
-            snapshots: Vec::new(),
-            server_snapshots: BTreeMap::new(),
             // When the archive first landed: a later version is not snap's.
             landed: afirst.and_then(|v| v.last_modified).map(rfc3339),
-            size: None,
-            plaintext_size: None,
-            recipients: Vec::new(),
-            storage_class: None,
-            lock_mode: None,
-            retain_until: None,
-            retrieval: None,
-            retrieval_expires: None,
-            error: None,
-            tampered: None,
             unchecked: unchecked.clone(),
-            chain: None,
+            ..ArchiveListing::default()
         };
         let mut tampered: Vec<String> = Vec::new();
         tampered.extend(overwritten(mkey, versions));
