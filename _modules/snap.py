@@ -508,6 +508,22 @@ def ensure_quota(account, minion_id):
     return _server.ensure_quota(_env(), account, minion_id)
 
 
+def assigned_here(minion_id):
+    """
+    Backup server: whether ``minion_id`` is one of the servers this backup
+    server keeps. Always True with one backup server; with several (pillar
+    ``snap:backup_servers``) the assignment the ext_pillar gives the server
+    (docs/SCALE.md), and never for another backup server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.assigned_here web1.example.com
+    """
+    return _server.assigned_here(_env(), minion_id)
+
+
 def server_fleet():
     """
     The servers the backup server keeps: :func:`fleet_keys` without the

@@ -110,22 +110,16 @@ def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
 
 def _assigned_backup_server(minion_id, snap):
     """``{"backup_server": {...}}`` from ``snap:backup_servers`` (none: {})."""
-    servers = snap.get("backup_servers")
-    if not servers:
+    from snap_core import fleet
+
+    try:
+        assignment = fleet.backup_assignment(snap)
+    except snap_core.InvalidInput as exc:
+        raise ValueError(f"snap ext_pillar: {exc}") from exc
+    if assignment is None:
         return {}
-    if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
-        raise ValueError(
-            "snap ext_pillar: snap:backup_servers must map each backup server's minion id to "
-            f"{{host, port, host_keys}}, got {servers!r}"
-        )
-    explicit = snap.get("assignment") or {}
-    if not isinstance(explicit, dict) or not all(isinstance(v, str) for v in explicit.values()):
-        raise ValueError(f"snap ext_pillar: snap:assignment must map minion ids to backup server ids, got {explicit!r}")
-    if minion_id in servers:
-        chosen = minion_id  # a backup server pushes nowhere; it is its own
-    else:
-        chosen = snap_core.assign_backup_server(minion_id, sorted(servers), {str(k): v for k, v in explicit.items()})
-    entry = servers[chosen]
+    chosen = fleet.assigned_backup_server(minion_id, *assignment)
+    entry = {str(k): v for k, v in snap["backup_servers"].items()}[chosen]
     return {
         "backup_server": {
             "minion_id": chosen,

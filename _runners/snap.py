@@ -15,6 +15,7 @@ from salt.exceptions import SaltInvocationError
 NEEDS_CORE_API = (2, 4)
 
 try:
+    from snap_core import errors as snap_errors
     from snap_core import fleet as snap_fleet
     from snap_core import provision as snap_provision
     from snap_core.api import incompatible
@@ -183,6 +184,32 @@ def _offsite_reader(backup, offsite, pillar):
     return offsite, None
 
 
+def _servers_of(tgt, pillar, minions):
+    """With several backup servers (``snap:backup_servers`` in ``tgt``'s
+    pillar as the master compiles it), the servers assigned to ``tgt`` (the
+    ext_pillar's choice); other backup servers are nobody's servers. A
+    malformed id stays in (status shows it rejected)."""
+    try:
+        assignment = snap_fleet.backup_assignment(pillar.get("snap") or {})
+    except snap_errors.InvalidInput as exc:
+        raise salt.exceptions.SaltInvocationError(str(exc)) from exc
+    if assignment is None:
+        return minions
+    backups, explicit = assignment
+    kept = []
+    for m in minions:
+        if m in backups:
+            continue
+        try:
+            if snap_fleet.assigned_backup_server(m, backups, explicit) != tgt:
+                continue
+        except ValueError:  # InvalidInput is one
+            if m in explicit:
+                continue
+        kept.append(m)
+    return kept
+
+
 def _status_policy(pillar):
     """Who is left out, when a server is late, whether an archive is due: from
     the backup server's pillar as the master compiles it."""
@@ -241,9 +268,9 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     # The backup server's pillar, compiled here once: the policy and the reader.
     pillar = __salt__["pillar.show_pillar"](minion=tgt) or {}
     reader, offsite_note = _offsite_reader(tgt, offsite, pillar)
+    minions = _servers_of(tgt, pillar, [m for m in _accepted_minions() if m != tgt])
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
-        minions = [m for m in _accepted_minions() if m != tgt]
         records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
         listing = client.cmd(reader, "snap.offsite_inventory", timeout=max(int(timeout), 120)) if reader else {}
     if tgt not in view or not isinstance(view[tgt], dict):

@@ -14,7 +14,7 @@ import os
 from typing import Any, Mapping
 
 from snap_core import _rust
-from snap_core.errors import Error, InvalidKey, NotFound
+from snap_core.errors import Error, InvalidInput, InvalidKey, NotFound
 
 #: The execution-module function to list under ``mine_functions``.
 MINE_FUNCTION = "snap.pubkey"
@@ -117,3 +117,29 @@ def validate_mine(
     for minion_id, key in accepted.items():
         key["account"] = names[minion_id]
     return {"accepted": accepted, "rejected": rejected, "names": names}
+
+
+def backup_assignment(snap: Mapping[str, Any]) -> tuple[list[str], dict[str, str]] | None:
+    """Pillar ``snap:backup_servers`` and ``snap:assignment`` as the assignment
+    reads them (the ext_pillar on the master and every backup server read
+    them alike): the sorted backup server ids and the explicit map, or None
+    with one backup server. Raises InvalidInput naming what is malformed."""
+    servers = snap.get("backup_servers")
+    if not servers:
+        return None
+    if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
+        raise InvalidInput(
+            f"snap:backup_servers must map each backup server's minion id to {{host, port, host_keys}}, got {servers!r}"
+        )
+    explicit = snap.get("assignment") or {}
+    if not isinstance(explicit, dict) or not all(isinstance(v, str) for v in explicit.values()):
+        raise InvalidInput(f"snap:assignment must map minion ids to backup server ids, got {explicit!r}")
+    return sorted(str(k) for k in servers), {str(k): v for k, v in explicit.items()}
+
+
+def assigned_backup_server(minion_id: str, backups: list[str], explicit: Mapping[str, str]) -> str:
+    """The backup server ``minion_id`` pushes to; a backup server is its own
+    (it pushes nowhere, and no backup server makes it an account)."""
+    if minion_id in backups:
+        return minion_id
+    return _rust.assign_backup_server(minion_id, backups, dict(explicit))

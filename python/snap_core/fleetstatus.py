@@ -44,11 +44,16 @@ def _age(seconds) -> str:
 
 
 def _unix(text):
+    """Seconds since the epoch of an RFC 3339 time; None for anything else
+    (records come from other machines: a malformed time is unknown, never fatal)."""
     if not text:
         return None
     import datetime
 
-    return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def observed(server_view: Mapping | None, client_record: Mapping | None) -> dict:
@@ -149,7 +154,7 @@ def _chain_and_cost(archive: Mapping, now: float) -> dict:
         if storage:
             out["held_bytes"] = int(storage["bytes_locked"])
             out["monthly_usd"] = round(float(storage["monthly_usd"]), 2)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         pass
     try:
         chain = archive.get("chain") or {}
@@ -167,6 +172,6 @@ def _chain_and_cost(archive: Mapping, now: float) -> dict:
             "dead_ratio": round(float((chain.get("image") or {}).get("dead_ratio") or 0.0), 3),
             "last_link_bytes": sum(int(p.get("size") or 0) for p in own),
         }
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         out["chain"] = {"error": "the archive record's chain could not be read"}
     return out

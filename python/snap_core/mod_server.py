@@ -251,18 +251,21 @@ def server_fleet(env):
 def assigned_here(env, minion_id):
     """With several backup servers (pillar ``snap:backup_servers``), whether
     ``minion_id`` is assigned to this one (the same choice the ext_pillar
-    makes for the server: docs/SCALE.md). A malformed id stays in, for
-    ``validate_mine`` to reject by name."""
-    view = env.settings_view()
-    servers = view.get("backup_servers")
-    if not servers:
-        return True
-    if not isinstance(servers, dict):
-        raise CommandExecutionError(f"snap:backup_servers must map backup server ids to settings, got {servers!r}")
-    explicit = dict(view.get("assignment") or {})
+    makes for the server: docs/SCALE.md). A backup server is never one of
+    another's servers (no backup server may log in to another). A malformed
+    id stays in, for ``validate_mine`` to reject by name."""
     try:
-        chosen = snap_core.assign_backup_server(minion_id, sorted(servers), explicit)
+        assignment = fleet.backup_assignment(env.settings_view())
     except snap_core.InvalidInput as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    if assignment is None:
+        return True
+    backups, explicit = assignment
+    if minion_id in backups:
+        return False
+    try:
+        chosen = fleet.assigned_backup_server(minion_id, backups, explicit)
+    except (snap_core.InvalidInput, ValueError) as exc:
         if minion_id in explicit:  # sent to a backup server that is not named: not here
             env.log.error("snap: %s", exc)
             return False

@@ -49,7 +49,8 @@ snap-dir-{{ loop.index }}:
 {%- set mine = salt["mine.get"]("*", "snap.pubkey") %}
 {%- set excluded = (srv.exclude or []) + [grains["id"]] %}
 {%- for minion_id in mine | sort %}
-{%-   if minion_id not in excluded %}
+{#-   With several backup servers, only the servers assigned to this one. #}
+{%-   if minion_id not in excluded and salt["snap.assigned_here"](minion_id) %}
 {{ ("snap-account-" ~ minion_id) | json }}:
   snap.account:
     - name: {{ minion_id | json }}

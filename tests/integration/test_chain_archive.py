@@ -283,6 +283,34 @@ def test_a_broken_piece_is_named_and_nothing_is_restored(chain, newest_pieces, t
     assert not dest.exists() or not any(dest.iterdir())
 
 
+@pytest.mark.parametrize("forgery", ["a key under two versions", "a piece named twice", "10,001 pieces"])
+def test_a_forged_manifest_is_refused_before_any_piece_is_read(chain, newest_pieces, tmp_path, forgery):
+    """Cold attack on 964306a, finding 3: anyone who can put objects writes
+    manifests, and one of 15 MiB cost every reader a minute (a range looked up
+    its piece by a linear search). The lists are now bounded and each piece is
+    named once, at one version."""
+    _, _, _, _, secret, _ = chain
+    m, good, _ = newest_pieces
+    forged = json.loads(json.dumps(m))
+    first = forged["pieces"][0]
+    if forgery == "a key under two versions":
+        forged["pieces"].append(dict(first, name="extra", version_id="another"))
+        want = "under two versions"
+    elif forgery == "a piece named twice":
+        forged["pieces"].append(dict(first, key=first["key"] + "-again"))
+        want = "names piece"
+    else:
+        forged["pieces"] += [dict(first, name=f"p{i}", key=f"{first['key']}-{i}") for i in range(10_001)]
+        want = "more than a chain ever has"
+    manifest = tmp_path / "forged.chain.json"
+    manifest.write_text(json.dumps(forged))
+    dest = tmp_path / "dest"
+    proc = restore_cli("restore", "--from-file", good, "--manifest", manifest, "--key", secret, "--to", dest,
+                       "--quiet", check=False)  # fmt: skip
+    assert proc.returncode != 0 and want in proc.stderr, proc.stderr
+    assert not dest.exists() or not any(dest.iterdir())
+
+
 def test_the_good_pieces_restore_from_a_directory(chain, newest_pieces, tmp_path):
     _, _, _, _, secret, links = chain
     _, good, manifest = newest_pieces

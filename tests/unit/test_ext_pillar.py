@@ -102,3 +102,9 @@ def test_a_bad_backup_server_map_or_assignment_is_refused_by_name():
         assigned("web1", backup_servers=BACKUPS, assignment=["backup1"])
     with pytest.raises(ValueError, match="backup9"):
         assigned("web1", backup_servers=BACKUPS, assignment={"web1": "backup9"})
+
+
+def test_integer_ids_in_yaml_read_as_the_backup_servers_read_them():
+    numeric = {12345: {"host": "h"}, "backup1": {"host": "b"}}
+    assert assigned("678", backup_servers=numeric, assignment={678: "12345"})["host"] == "h"
+    assert assigned("12345", backup_servers=numeric)["minion_id"] == "12345"

@@ -18,7 +18,9 @@ UTC = {"timezone": "UTC", "grace_seconds": 7200, "missing_after": 2}
 def view(good=None, failed=None, running=None):
     return {
         "account": "snap-x",
-        "last_good": {"run_id": "r", "started": at(good), "finished": at(good) + 5, "files": 1, "bytes": 10} if good else None,
+        "last_good": {"run_id": "r", "started": at(good), "finished": at(good) + 5, "files": 1, "bytes": 10}
+        if good
+        else None,
         "last_failed": {"at": at(failed), "reason": "the data transfer broke off (rsync exit 12)"} if failed else None,
         "running_since": at(running) if running else None,
     }
@@ -85,7 +87,8 @@ def test_archive_state():
     ok = {"result": "ok", "finished": "2026-11-01T05:00:00Z",
           "manifest": {"archive": {"key": "k", "retain_until": "2027-02-01T00:00:00Z"}}}  # fmt: skip
     build = lambda arc, now, expected=True: fleetstatus.build(  # noqa: E731
-        [], {}, {}, {}, arc, now=at(now), thresholds=UTC, archive_expected=expected)["archive"]
+        [], {}, {}, {}, arc, now=at(now), thresholds=UTC, archive_expected=expected
+    )["archive"]
     assert build(ok, "2026-11-10T00:00:00Z")["archive_state"] == "OK"
     assert build(ok, "2026-11-30T00:00:00Z")["archive_state"] == "LATE"
     assert build(None, "2026-11-10T00:00:00Z")["archive_state"] == "NEVER"
@@ -114,3 +117,9 @@ def test_a_chain_link_shows_its_age_dead_share_last_link_and_the_bill():
     arc = fleetstatus.build([], {}, {}, {}, broken, now=at("2026-11-10T05:00:00Z"), archive_expected=True)["archive"]
     assert arc["chain"] == {"error": "the archive record's chain could not be read"} and "held_bytes" not in arc
     assert arc["archive_state"] == "OK"
+    # Infinite numbers and a time that is none (cold attack on 964306a, finding 5).
+    inf = dict(link, storage={"bytes_locked": float("inf"), "monthly_usd": 1.0},
+               chain=dict(link["chain"], pieces=[{"link": 2, "size": float("inf")}]), finished="not a time")  # fmt: skip
+    arc = fleetstatus.build([], {}, {}, {}, inf, now=at("2026-11-10T05:00:00Z"), archive_expected=True)["archive"]
+    assert arc["chain"] == {"error": "the archive record's chain could not be read"} and "held_bytes" not in arc
+    assert arc["archive_state"] == "FAILED" and "no valid finish time" in arc["error"], arc

@@ -131,7 +131,8 @@ pub fn audit(
         problems.push(format!("{prefix}: {note}"));
     }
     let mut newest: Option<(SystemTime, String)> = None;
-    for l in &listing {
+    // Chain links are audited below (every piece each needs), once.
+    for l in listing.iter().filter(|l| l.chain.is_none()) {
         for key in [&l.key, &l.manifest_key] {
             let mut row = AuditRow::new(key);
             if key == &l.key

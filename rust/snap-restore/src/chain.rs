@@ -10,6 +10,7 @@
 //! and checked; nothing reaches the destination before. A missing,
 //! tampered, truncated or reordered piece fails naming the piece.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -33,6 +34,9 @@ fn integrity(message: String) -> Error {
     Error::new(ErrorKind::Integrity, message)
 }
 
+/// The most pieces a chain manifest may list: a link a day for years.
+pub const MAX_PIECES: usize = 10_000;
+
 /// Whether `key` names a chain manifest.
 pub fn is_chain_manifest(key: &str) -> bool {
     key.ends_with(CHAIN_MANIFEST_SUFFIX)
@@ -49,21 +53,48 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ChainManifest> {
             m.format
         )));
     }
-    let mut at = 0;
+    // Anyone who can put objects can write a manifest: its lists are bounded
+    // and checked in one pass each (a forged one must cost readers nothing).
+    if m.pieces.len() > MAX_PIECES || m.ranges.len() > MAX_PIECES + 2 {
+        return Err(integrity(format!(
+            "{what}: {} pieces and {} ranges, more than a chain ever has ({MAX_PIECES})",
+            m.pieces.len(),
+            m.ranges.len()
+        )));
+    }
+    let mut by_name: HashMap<&str, &ChainPiece> = HashMap::with_capacity(m.pieces.len());
+    let mut by_key: HashMap<&str, Option<&str>> = HashMap::with_capacity(m.pieces.len());
+    for p in &m.pieces {
+        if by_name.insert(p.name.as_str(), p).is_some() {
+            return Err(integrity(format!("{what}: names piece {} twice", p.name)));
+        }
+        if let Some(v) = by_key.insert(p.key.as_str(), p.version_id.as_deref())
+            && v != p.version_id.as_deref()
+        {
+            return Err(integrity(format!(
+                "{what}: names {} under two versions",
+                p.key
+            )));
+        }
+    }
+    let mut at: u64 = 0;
     for r in &m.ranges {
-        let Some(p) = m.pieces.iter().find(|p| p.name == r.piece) else {
+        let Some(p) = by_name.get(r.piece.as_str()) else {
             return Err(integrity(format!(
                 "{what}: a range names piece {}, which the manifest does not list",
                 r.piece
             )));
         };
-        if r.offset != at || r.piece_offset + r.len > p.plaintext_size {
+        let end = r.piece_offset.checked_add(r.len);
+        if r.offset != at || end.is_none_or(|e| e > p.plaintext_size) {
             return Err(integrity(format!(
                 "{what}: the range at {} ({} bytes of {} at {}) does not fit",
                 r.offset, r.len, r.piece, r.piece_offset
             )));
         }
-        at += r.len;
+        at = at
+            .checked_add(r.len)
+            .ok_or_else(|| integrity(format!("{what}: the ranges add up past 2^64 bytes")))?;
     }
     if at != m.image.size || m.ranges.first().is_none_or(|r| r.len != SUPERBLOCK) {
         return Err(integrity(format!(
