@@ -197,32 +197,60 @@ def archive(fleet: Fleet, moto: Moto, gpg: GnuPG) -> dict:
     section("archive: backup1 packs the history, encrypts it to the offline public key, uploads it under Object Lock")
     public = gpg.gpg("--armor", "--export", gpg.fingerprint).stdout.decode()
     fleet.set_pillar(yaml.safe_dump({"snap": {"archive": {
-        "recipients": [public], "target": moto.target(), "pack": {"compressor": "zstd", "level": 3}}}}))  # fmt: skip
+        "recipients": [public], "target": moto.target(), "pack": {"compressor": "zstd", "level": 3},
+        "chain": {"enabled": True}}}}))  # fmt: skip
     failures = state_failures({"backup1": fleet.highstate(tgt="backup1")})
     if failures:
         raise SystemExit(f"highstate of backup1 FAILED: {failures}")
     say(f"  local S3 API (moto) on {moto.endpoint}; backup1 uploads as a put-only identity")
     say(f"  offline key {gpg.fingerprint} (its private half stays off the backup server)")
-    result = fleet.run("snap.archive")
-    if not result.get("result"):
-        raise SystemExit(f"salt-run snap.archive FAILED: {result}")
-    m = result["manifest"]
-    a = m["archive"]
-    say("  salt-run snap.archive ->")
-    for k, v in (("archive", a["key"]), ("size", human(a["size"])), ("sha256", a["sha256"]),
-                 ("lock", f"{a['lock_mode']} until {a['retain_until']}"), ("storage class", a["storage_class"]),
-                 ("servers", ", ".join(m["servers"])), ("snapshots", ", ".join(s["name"] for s in m["snapshots"])),
-                 ("image", f"squashfs, {human(m['plaintext']['size'])}, {m['plaintext']['files']} files"),
-                 ("manifest", result["manifest_key"])):  # fmt: skip
-        say(f"    {k:14} {v}")
+    say("  incremental (snap:archive:chain:enabled): the first run uploads a base, every later one a link")
+    base = _archive_once(fleet, "the base: the whole history")
+    # A day later: db1 changes one file, pushes, backup1 rotates; the next archive is a small link.
+    data = fleet.client_data("db1")
+    (data / "changed-today.conf").write_text("max_connections = 200\n" * 40)
+    _push(fleet, "db1")
+    fleet.salt("snap.rotate", "recent", tgt="backup1")
+    say("  db1 changed one file and pushed; backup1 rotated its history")
+    link = _archive_once(fleet, "the next run: a link, only what is new")
+    base_bytes = _own_bytes(base["chain"])
+    say(
+        f"  the link uploaded {human(_own_bytes(link['chain']))}, the base {human(base_bytes)}: "
+        f"{_own_bytes(link['chain']) / max(base_bytes, 1):.1%}"
+    )
     from botocore.exceptions import ClientError
 
     s3 = moto.client("putonly")
+    piece = base["chain"]["pieces"][0]["key"]
     try:
-        s3.delete_object(Bucket=moto.BUCKET, Key=a["key"])
+        s3.delete_object(Bucket=moto.BUCKET, Key=piece)
         raise SystemExit("the delete was NOT refused")
     except ClientError as exc:
-        say(f"  delete {a['key']} as backup1's identity -> {exc.response['Error']['Code']}")
+        say(f"  delete {piece} as backup1's identity -> {exc.response['Error']['Code']}")
+    return link
+
+
+def _own_bytes(manifest: dict) -> int:
+    """What one link uploaded: its own pieces."""
+    return sum(p["size"] for p in manifest["pieces"] if p["link"] == manifest["chain"]["link"])
+
+
+def _archive_once(fleet: Fleet, what: str) -> dict:
+    result = fleet.run("snap.archive")
+    if not result.get("result") or not result.get("chain"):
+        raise SystemExit(f"salt-run snap.archive FAILED: {result}")
+    m = result["chain"]
+    held = result.get("storage") or {}
+    say(f"  salt-run snap.archive -> {what}")
+    for k, v in (("chain", f"{m['chain']['id']}, link {m['chain']['link']}"),
+                 ("uploaded", f"{human(_own_bytes(m))} in {sum(p['link'] == m['chain']['link'] for p in m['pieces'])} pieces"),
+                 ("restorable", f"until {m['chain']['restorable_until']} (COMPLIANCE, every piece read back)"),
+                 ("servers", ", ".join(m["servers"])), ("snapshots", ", ".join(s["name"] for s in m["snapshots"])),
+                 ("image", f"squashfs, {human(m['image']['size'])}, {m['image']['new_files']} new files, "
+                           f"{m['image']['reused_files']} reused"),
+                 ("held off-site", f"{human(held.get('bytes_locked'))}, ~{held.get('monthly_usd', 0):.4f} USD/month"),
+                 ("manifest", result["manifest_key"])):  # fmt: skip
+        say(f"    {k:14} {v}")
     return result
 
 
@@ -258,6 +286,11 @@ def status(fleet: Fleet) -> None:
               ["server", "state", "schedule", "last good push", "age", "missed", "note"]))  # fmt: skip
     arc = data["archive"]
     say(f"  last archive: {arc['last_archive']} ({arc['archive_state']}), retained until {arc['retain_until']}")
+    chain = arc.get("chain") or {}
+    if "link" in chain:
+        say(f"  chain {chain['id']}: link {chain['link']}, {chain['age_days']} days old, "
+            f"{chain['dead_ratio']:.0%} dead, the last link uploaded {human(chain['last_link_bytes'])}; "
+            f"held under lock {human(arc.get('held_bytes'))}, ~{arc.get('monthly_usd', 0):.2f} USD/month")  # fmt: skip
     say(f"  exit code {ret.returncode} ({'all OK' if data['ok'] else 'something needs attention'})")
 
 
