@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use snap_offsite::{ArchiveTarget, VersionEntry};
 
-use crate::list::{ArchiveListing, created_problem, overwritten, read_first, rfc3339};
+use crate::list::{
+    ArchiveListing, created_problem, other_version, overwritten, read_first, rfc3339,
+};
 
 /// What a listing says of one link of a chain.
 #[derive(Debug, Clone, Serialize)]
@@ -77,11 +79,7 @@ pub(crate) fn chain_row(
                         if let (Some(named), Some(real)) = (&p.version_id, &v.version_id)
                             && named != real
                         {
-                            tampered.push(format!(
-                                "TAMPERING: the manifest names version {named} of {}, but the \
-                                 version snap uploaded first is {real}",
-                                p.key
-                            ));
+                            tampered.push(other_version(named, &p.key, real));
                         }
                     }
                 }
@@ -117,13 +115,6 @@ pub(crate) fn chain_row(
             Err(_) => {}
         }
     }
-    if !tampered.is_empty() {
-        let text = tampered.join("; ");
-        row.error = Some(match row.error.take() {
-            Some(e) => format!("{text}; {e}"),
-            None => text.clone(),
-        });
-        row.tampered = Some(text);
-    }
+    row.mark_tampered(&tampered);
     row
 }

@@ -242,6 +242,31 @@ pub struct ArchiveListing {
     pub chain: Option<crate::chainlist::ChainListing>,
 }
 
+impl ArchiveListing {
+    /// Record what was found written again (if anything): as `tampered`, and
+    /// as an error too, so every reader that skips broken rows skips it.
+    pub(crate) fn mark_tampered(&mut self, found: &[String]) {
+        if found.is_empty() {
+            return;
+        }
+        let text = found.join("; ");
+        self.error = Some(match self.error.take() {
+            Some(e) => format!("{text}; {e}"),
+            None => text.clone(),
+        });
+        self.tampered = Some(text);
+    }
+}
+
+/// The finding for a manifest naming a version of `key` other than the
+/// first the store holds.
+pub(crate) fn other_version(named: &str, key: &str, real: &str) -> String {
+    format!(
+        "TAMPERING: the manifest names version {named} of {key}, but the version snap uploaded \
+         first is {real}"
+    )
+}
+
 /// How much later than the archive's landing a manifest may say its run
 /// began (clocks differ): more is a manifest that lies about its time.
 const CREATED_SLACK_SECONDS: i64 = 600;
@@ -371,10 +396,7 @@ pub fn list_archives(
                     (&m.archive.version_id, afirst.map(|v| v.version_id.as_ref()))
                     && named != real
                 {
-                    tampered.push(format!(
-                        "TAMPERING: the manifest names version {named} of {akey}, but the version \
-                         snap uploaded first is {real}"
-                    ));
+                    tampered.push(other_version(named, &akey, real));
                 }
             }
             Err(e) => row.error = Some(e.to_string()),
@@ -409,15 +431,7 @@ pub fn list_archives(
                 Err(_) => {}
             }
         }
-        if !tampered.is_empty() {
-            let text = tampered.join("; ");
-            // An error too: every reader that skips broken rows skips it.
-            row.error = Some(match row.error.take() {
-                Some(e) => format!("{text}; {e}"),
-                None => text.clone(),
-            });
-            row.tampered = Some(text);
-        }
+        row.mark_tampered(&tampered);
         out.push(row);
     }
     // By when the store says each archive first landed (the store's clock;
