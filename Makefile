@@ -116,7 +116,12 @@ $(STAMPS)/localstack: tests/support/localstack_venv.sh | $(STAMPS)
 		echo "LocalStack: $$(cat $(STAMPS)/localstack.python)"; else rm -f $(STAMPS)/localstack.python; fi
 	@touch $@
 
-test: install lint test-rust test-python
+# `make test`: the integration tier (a real fleet, mostly waiting on Salt, ssh
+# and rsync) in front; beside it, one after another, lint, the Rust tests and
+# the unit, functional and wheel tiers, into a log printed when both have
+# ended (the side stream takes about half as long as the integration tier).
+test: install
+	@$(MAKE) --no-print-directory BESIDE="lint test-rust" test-python
 
 lint: install
 	cargo fmt --all --check
@@ -128,20 +133,23 @@ lint: install
 test-rust: install
 	cargo test --release --workspace
 
-# Two pytest runs side by side: the integration tier (a real fleet, mostly
-# waiting on Salt, ssh and rsync) in front, the unit, functional and wheel
-# tiers beside it into a log printed when both have ended. They share nothing:
-# each starts its own daemons on free loopback ports under its own root, and
-# only the integration tier makes users, sudoers rules and cron entries.
+# Two streams side by side: the integration tier in front, the unit,
+# functional and wheel tiers (after the make targets in BESIDE, if any) beside
+# it. They share nothing: each starts its own daemons on free loopback ports
+# under its own root, only the integration tier makes users, sudoers rules and
+# cron entries, and only the side stream runs cargo. Every step runs even when
+# one before it failed; the exit code is the worst of them.
 SIDE_TIERS := tests/unit tests/functional tests/wheel
+BESIDE :=
 test-python: install
 	@export SNAP_LOCALSTACK_PYTHON=$$(cat $(STAMPS)/localstack.python 2>/dev/null); \
 	side=$$(mktemp); trap 'rm -f "$$side"' EXIT; \
-	$(VPY) -m pytest $(SIDE_TIERS) > "$$side" 2>&1 & pid=$$!; \
+	{ rc=0; for t in $(BESIDE); do $(MAKE) --no-print-directory $$t || rc=1; done; \
+	  $(VPY) -m pytest $(SIDE_TIERS) || rc=1; exit $$rc; } > "$$side" 2>&1 & pid=$$!; \
 	rc=0; $(VPY) -m pytest tests/integration || rc=$$?; \
 	side_rc=0; wait $$pid || side_rc=$$?; \
-	echo "---- $(SIDE_TIERS), run beside tests/integration ----"; cat "$$side"; \
-	echo "pytest: tests/integration exit $$rc, $(SIDE_TIERS) exit $$side_rc"; \
+	echo "---- $(BESIDE) $(SIDE_TIERS), run beside tests/integration ----"; cat "$$side"; \
+	echo "pytest: tests/integration exit $$rc; beside it ($(BESIDE) $(SIDE_TIERS)) exit $$side_rc"; \
 	[ $$rc -eq 0 ] && [ $$side_rc -eq 0 ]
 
 demo: install
