@@ -26,7 +26,7 @@ import logging
 import os
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 4)
+NEEDS_CORE_API = (2, 5)
 
 try:
     from snap_core.api import incompatible

@@ -26,7 +26,7 @@ Configuration (pillar):
 import logging
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 4)
+NEEDS_CORE_API = (2, 5)
 
 try:
     import snap_core
@@ -680,7 +680,8 @@ def backup_view():
     The backup server's own view of every server: the last push it received
     completely, the last that broke off, whether one is being received now,
     what went into history; and the last archive run. From receipts that
-    snap-receive writes where clients cannot.
+    snap-receive writes where clients cannot. ``held``: what history still
+    holds of servers with no account here any more (moved or gone).
 
     CLI Example:
 

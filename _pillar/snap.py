@@ -29,6 +29,15 @@ else rendezvous hashing, ``snap_core.assign_backup_server``; a backup server is
 its own). Every backup server makes accounts only for the servers assigned to
 it (docs/SCALE.md).
 
+Mine functions by role: every minion also gets ``mine_functions``. A backup
+server (the minion its own ``snap:backup_server:minion_id`` names)
+publishes ``snap.hostkey`` (servers pin it) and ``snap.accounts`` (each
+server's account name); every other minion ``snap.pubkey`` (its snap key)
+and ``snap.push_history`` (its own push records, for status). So a backup
+server added to ``snap:backup_servers`` needs no change anywhere else (the
+example top file reads the same pillar). Other mine functions of your own
+merge beside these.
+
 An invalid setting raises, so the minion's pillar carries the error and
 highstate refuses to run rather than silently schedule nothing.
 """
@@ -36,7 +45,7 @@ highstate refuses to run rather than silently schedule nothing.
 import logging
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 4)
+NEEDS_CORE_API = (2, 5)
 
 try:
     import snap_core
@@ -68,6 +77,13 @@ def __virtual__():
     if stale:
         return (False, stale)
     return __virtualname__
+
+
+# What each role publishes through the mine (who reads it validates it again).
+MINE_FUNCTIONS = {
+    "backup_server": {"snap.hostkey": [], "snap.accounts": []},
+    "server": {"snap.pubkey": [], "snap.push_history": []},
+}
 
 
 def _int_list(value, what):
@@ -105,7 +121,9 @@ def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
     log.debug("snap ext_pillar: %s -> minute %s second %s (key %s=%r)", minion_id, minute, second, key, source)
     out = {"schedule": {"minute": minute, "second": second, "hours": hours, "slots": slots, "key": key}}
     out.update(_assigned_backup_server(minion_id, pillar.get("snap") or {}))
-    return {"snap": out}
+    backup = (out.get("backup_server") or ((pillar.get("snap") or {}).get("backup_server") or {})).get("minion_id")
+    role = "backup_server" if backup is not None and str(backup) == minion_id else "server"
+    return {"snap": out, "mine_functions": dict(MINE_FUNCTIONS[role])}
 
 
 def _assigned_backup_server(minion_id, snap):

@@ -12,12 +12,12 @@ import salt.exceptions
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 4)
+NEEDS_CORE_API = (2, 5)
 
 try:
-    from snap_core import errors as snap_errors
     from snap_core import fleet as snap_fleet
     from snap_core import provision as snap_provision
+    from snap_core import run_status as snap_run_status
     from snap_core.api import incompatible
 
     HAS_CORE = True
@@ -81,11 +81,11 @@ def fleet(tgt="*", tgt_type="glob"):
     return report
 
 
-def _backup_server():
-    """The backup server: the minion that publishes snap.hostkey in the mine
-    AND that its own pillar (compiled here, on the master) names as
-    ``snap:backup_server:minion_id``. Any client minion can publish a host key
-    (a compromised one would); none can change what the pillar says."""
+def _backup_servers():
+    """Every backup server: each minion that publishes snap.hostkey in the
+    mine AND that its own pillar (compiled here, on the master) names as
+    ``snap:backup_server:minion_id``. Any client minion can publish a host
+    key (a compromised one would); none can change what the pillar says."""
     published = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
     servers = [
         m
@@ -95,18 +95,31 @@ def _backup_server():
         )
         == m
     ]
-    if len(servers) > 1:
-        raise salt.exceptions.SaltInvocationError(
-            f"several backup servers ({', '.join(servers)}, pillar snap:backup_servers): pass tgt=<one of them>; "
-            "views over all of them at once are not built yet (docs/SCALE.md)"
-        )
-    if len(servers) != 1:
+    if not servers:
         raise salt.exceptions.SaltInvocationError(
             f"cannot tell the backup server: snap.hostkey is published by {published or 'no minion'}, and "
-            f"{servers or 'none'} of them is named snap:backup_server:minion_id by its own pillar; "
-            "pass tgt=<its minion id>"
+            "none of them is named snap:backup_server:minion_id by its own pillar; pass tgt=<its minion id>"
         )
-    return servers[0]
+    return servers
+
+
+def _backup_server_of(server, backup=None):
+    """The backup server that holds ``server``'s history: ``backup`` when
+    given (history from before a move lives on the old one), else the one
+    the server's pillar names (the ext_pillar's assignment). Either must be
+    a backup server."""
+    servers = _backup_servers()
+    if not backup:
+        snap = (__salt__["pillar.show_pillar"](minion=server) or {}).get("snap") or {}
+        backup = (snap.get("backup_server") or {}).get("minion_id")
+        if not backup and len(servers) == 1:
+            backup = servers[0]
+    if backup not in servers:
+        raise salt.exceptions.SaltInvocationError(
+            f"{backup!r} is not a backup server (backup servers: {', '.join(servers)}); "
+            f"pass backup=<the backup server that holds {server}'s history>"
+        )
+    return backup
 
 
 def archive(tgt=None, timeout=86400):
@@ -118,8 +131,10 @@ def archive(tgt=None, timeout=86400):
     returns its link's manifest as ``chain`` (``manifest`` is then None).
 
     tgt
-        The backup server's minion id (default: the minion that publishes
-        ``snap.hostkey`` in the mine).
+        One backup server's minion id. Default: every backup server, each
+        archiving its own history to its own prefix at the same time; with
+        several, ``backup_servers`` holds each one's result and the run
+        fails if any failed.
 
     CLI Example:
 
@@ -130,12 +145,21 @@ def archive(tgt=None, timeout=86400):
     """
     import salt.client
 
-    tgt = tgt or _backup_server()
+    backups = [tgt] if tgt else _backup_servers()
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        ret = client.cmd(tgt, "snap.archive", timeout=timeout, full_return=True)
-    if tgt not in ret:
-        raise salt.exceptions.CommandExecutionError(f"backup server {tgt} did not answer")
-    answer = ret[tgt]
+        ret = client.cmd(backups, "snap.archive", tgt_type="list", timeout=timeout, full_return=True)
+    if len(backups) == 1:
+        return _archive_result(backups[0], ret)
+    each = {b: _archive_result(b, ret) for b in backups}
+    failed = sorted(b for b, out in each.items() if not out.get("result"))
+    return {"result": not failed, "failed": failed, "backup_servers": each, "retcode": 1 if failed else 0}
+
+
+def _archive_result(backup, ret):
+    """One backup server's archive answer, shaped for the runner's return."""
+    if backup not in ret:
+        return {"result": False, "error": f"backup server {backup} did not answer", "retcode": 1}
+    answer = ret[backup]
     if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
         return {"result": False, "error": answer.get("ret"), "retcode": 1}
     record = answer["ret"]
@@ -147,79 +171,9 @@ def archive(tgt=None, timeout=86400):
     return out
 
 
-def _accepted_minions():
-    import salt.wheel
-
-    keys = salt.wheel.WheelClient(__opts__).cmd("key.list", ["accepted"], print_event=False)
-    return keys.get("minions", []) if isinstance(keys, dict) else []
-
-
-def _valid_schedule(value):
-    if not isinstance(value, dict):
-        return None
-    minute, second, hours = value.get("minute"), value.get("second", 0), value.get("hours")
-    if not (isinstance(minute, int) and isinstance(second, int) and isinstance(hours, list)
-            and all(isinstance(h, int) for h in hours)):  # fmt: skip
-        return None
-    return {"minute": minute, "second": second, "hours": hours}
-
-
-def _offsite_reader(backup, offsite, pillar):
-    """The minion that lists off-site with a read-only identity: ``offsite``,
-    else pillar ``snap:verify:minion`` of the backup server (``pillar``, as
-    the master compiles it); never the backup server itself. (None, why)
-    when there is none."""
-    if offsite is False or offsite == "":
-        return None, "not read (offsite=False)"
-    if not offsite:
-        verify = (pillar.get("snap") or {}).get("verify") or {}
-        offsite = verify.get("minion") if verify.get("target") else None
-    if not offsite:
-        return (
-            None,
-            "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)",
-        )
-    if offsite == backup:
-        return None, f"not read: {offsite} is the backup server, whose word is what is being checked"
-    return offsite, None
-
-
 def _servers_of(tgt, pillar, minions):
-    """With several backup servers (``snap:backup_servers`` in ``tgt``'s
-    pillar as the master compiles it), the servers assigned to ``tgt`` (the
-    ext_pillar's choice); other backup servers are nobody's servers. A
-    malformed id stays in (status shows it rejected)."""
-    try:
-        assignment = snap_fleet.backup_assignment(pillar.get("snap") or {})
-    except snap_errors.InvalidInput as exc:
-        raise salt.exceptions.SaltInvocationError(str(exc)) from exc
-    if assignment is None:
-        return minions
-    backups, explicit = assignment
-    kept = []
-    for m in minions:
-        if m in backups:
-            continue
-        try:
-            if snap_fleet.assigned_backup_server(m, backups, explicit) != tgt:
-                continue
-        except ValueError:  # InvalidInput is one
-            if m in explicit:
-                continue
-        kept.append(m)
-    return kept
-
-
-def _status_policy(pillar):
-    """Who is left out, when a server is late, whether an archive is due: from
-    the backup server's pillar as the master compiles it."""
-    snap = pillar.get("snap") or {}
-    status = snap.get("status") or {}
-    return {
-        "exclude": set((snap.get("server") or {}).get("exclude") or []),
-        "thresholds": {k: v for k, v in status.items() if k in ("grace_seconds", "missing_after", "timezone")},
-        "archive_expected": bool((snap.get("archive") or {}).get("target")),
-    }
+    """The servers assigned to backup server ``tgt`` (``run_status.servers_of``)."""
+    return snap_run_status.servers_of(tgt, pillar, minions)
 
 
 def status(now=None, tgt=None, timeout=15, offsite=None):
@@ -243,8 +197,13 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         Judge as of this time (unix seconds); default: now.
 
     tgt
-        The backup server's minion id (default: the minion that publishes
-        ``snap.hostkey`` in the mine).
+        One backup server's minion id. Default: every backup server (the
+        minions that publish ``snap.hostkey`` in the mine and that their own
+        pillar names as the backup server); with several, one table over all
+        of them: each server as the backup server it is assigned to judges
+        it (column ``backup_server``), ``older_history`` where history from
+        before it moved still lives, and one archive row per backup server,
+        each checked against its own off-site prefix.
 
     offsite
         The minion that lists off-site (default: pillar ``snap:verify:minion``
@@ -258,64 +217,13 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         salt-run snap.status --out=json
         salt-run snap.status offsite=drill1
     """
-    import time
-
-    import salt.client
-
-    from snap_core import crosscheck, fleetstatus
-
-    tgt = tgt or _backup_server()
-    # The backup server's pillar, compiled here once: the policy and the reader.
-    pillar = __salt__["pillar.show_pillar"](minion=tgt) or {}
-    reader, offsite_note = _offsite_reader(tgt, offsite, pillar)
-    minions = _servers_of(tgt, pillar, [m for m in _accepted_minions() if m != tgt])
-    with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
-        records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
-        listing = client.cmd(reader, "snap.offsite_inventory", timeout=max(int(timeout), 120)) if reader else {}
-    if tgt not in view or not isinstance(view[tgt], dict):
-        return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
-    view = view[tgt]
-    # What to judge by is the master's word (pillar it compiles), never the
-    # backup server's answer: it could drop a server or stretch the grace.
-    policy = _status_policy(pillar)
-    minions = [m for m in minions if m not in policy["exclude"]]
-    mine = __salt__["mine.get"]("*", snap_fleet.MINE_FUNCTION)
-    schedules = {m: _valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
-    # Each server's own records: its answer now, else what it last put in the mine.
-    published = __salt__["mine.get"]("*", "snap.push_history")
-    own = {}
-    for m in minions:
-        answer = records.get(m)
-        own[m] = (
-            answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
-        )
-    clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
-    thresholds = policy["thresholds"]
-    at = float(now) if now is not None else time.time()
-    table = fleetstatus.build(
-        minions,
-        {m: s for m, s in schedules.items() if s},
-        view["servers"],
-        clients,
-        view.get("archive"),
-        now=at,
-        thresholds=thresholds or None,
-        archive_expected=policy["archive_expected"],
-    )
-    inventory = None
-    if reader:
-        inventory = listing.get(reader)
-        if not isinstance(inventory, list):
-            offsite_note = f"not read: {reader} answered {inventory!r}"
-            inventory = None
-            table["ok"] = False  # a configured source that cannot be read cannot vouch
-        else:
-            offsite_note = f"read by {reader}: {len(inventory)} archives"
-    result = crosscheck.check(minions, view["servers"], own, view.get("archive"), inventory, at)
-    for event in crosscheck.mark(table, result, offsite_note):
-        log.warning("snap status: %s is SUSPECT: %s", event["subject"], "; ".join(event["findings"]))
-        __salt__["event.send"](crosscheck.EVENT_TAG, event)
+    backups = [tgt] if tgt else _backup_servers()
+    if len(backups) == 1:
+        table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite)
+    else:
+        table = snap_run_status.status_all(__salt__, __opts__, backups, now, timeout, offsite)
+    if "error" in table:
+        return table
     # salt-run exits with the "retcode" of the returned mapping.
     table["retcode"] = 0 if table["ok"] else 1
     return table
@@ -495,7 +403,7 @@ def _one(client, tgt, fun, arg=(), kwarg=None, timeout=3600):
 
 
 def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, special=False, chunk_size=512 << 10,
-            timeout=3600):  # fmt: skip
+            timeout=3600, backup=None):  # fmt: skip
     """
     Put a file, a directory or a whole server (``path=/``) from the backup
     server's history back onto the server ``tgt`` (or into the directory
@@ -521,6 +429,11 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
     server
         Whose data (default: ``tgt`` itself).
 
+    backup
+        The backup server to take it from (default: the one ``server`` is
+        assigned to; history from before a move stays on the old one, which
+        ``salt-run snap.status`` names under ``older_history``).
+
     special
         Allow device nodes, set-uid/set-gid files and file capabilities in
         the pick (always allowed for ``/``). Without it they are refused:
@@ -533,11 +446,12 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
         salt-run snap.restore db1 /etc/nginx
         salt-run snap.restore db1 / to=/srv/restored snapshot=daily.1
         salt-run snap.restore db2 /srv/data server=db1 to=/srv/from-db1
+        salt-run snap.restore web1 /etc backup=backup1 snapshot=weekly.3
     """
     import salt.client
 
-    backup = _backup_server()
     server = server or tgt
+    backup = _backup_server_of(server, backup)
     chunk_size = int(chunk_size)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         packed = _one(client, backup, "snap.restore_pack", [server],
@@ -578,7 +492,7 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
     }
 
 
-def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=86400):
+def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=86400, backup=None):
     """
     Prove the archives: on the drill minion ``tgt`` (pillar
     ``snap:verify:minion`` of the backup server by default), the off-site
@@ -590,16 +504,40 @@ def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=
     touches the backup server, the archive key is not used at all. The
     record is kept on the drill minion (verify-last.json, verify.jsonl).
 
+    backup
+        One backup server's archives. Default: every backup server's, each
+        under its own prefix, one after the other; with several,
+        ``backup_servers`` holds each one's result and the run fails if any
+        failed.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run snap.verify
         salt-run snap.verify tgt=drill1 audit_only=True
+        salt-run snap.verify backup=backup2
     """
+    backups = [backup] if backup else _backup_servers()
+    if len(backups) == 1:
+        return _verify_one(backups[0], tgt, random_files, max_bytes, audit_only, timeout)
+    each = {}
+    for b in backups:
+        pillar = __salt__["pillar.show_pillar"](minion=b) or {}
+        prefix = snap_run_status.archive_prefix(b, pillar)
+        try:
+            each[b] = _verify_one(b, tgt, random_files, max_bytes, audit_only, timeout, prefix)
+        except salt.exceptions.SaltException as exc:
+            each[b] = {"summary": {"result": "failed"}, "error": str(exc), "retcode": 1}
+    failed = sorted(b for b, out in each.items() if out.get("retcode"))
+    return {"failed": failed, "backup_servers": each, "retcode": 1 if failed else 0}
+
+
+def _verify_one(backup, tgt, random_files, max_bytes, audit_only, timeout, prefix=None):
+    """``verify`` of one backup server's archives (``prefix``: theirs, when
+    the drill minion's own configured prefix is not the one)."""
     import salt.client
 
-    backup = _backup_server()
     if not tgt:
         pillar = __salt__["pillar.show_pillar"](minion=backup) or {}
         tgt = ((pillar.get("snap") or {}).get("verify") or {}).get("minion")
@@ -618,7 +556,8 @@ def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=
             if max_bytes:
                 kwarg["max_bytes"] = max_bytes
             sample = _one(client, backup, "snap.drill_sample", kwarg=kwarg, timeout=timeout)
-        ret = client.cmd(tgt, "snap.verify", kwarg={"sample": sample}, timeout=timeout, full_return=True)
+        kwarg = {"sample": sample, **({"prefix": prefix} if prefix else {})}
+        ret = client.cmd(tgt, "snap.verify", kwarg=kwarg, timeout=timeout, full_return=True)
     if tgt not in ret or not isinstance(ret[tgt].get("ret"), dict):
         return {"result": "failed", "error": (ret.get(tgt) or {}).get("ret") or f"{tgt} did not answer", "retcode": 1}
     rec = ret[tgt]["ret"]

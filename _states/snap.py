@@ -17,7 +17,7 @@ import os
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
-NEEDS_CORE_API = (2, 4)
+NEEDS_CORE_API = (2, 5)
 
 try:
     from snap_core import provision as snap_provision

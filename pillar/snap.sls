@@ -17,19 +17,13 @@
 
 {%- set backup_server = "backup1" %}
 
-# Publish keys through the Salt mine: every server its own snap public key,
-# the backup server its SSH host key (servers pin it; no trust on first use).
-# Whoever reads them validates them again. Servers also publish their own
-# push records: salt-run snap.status checks the backup server's receipts
-# against them (the backup server cannot write another minion's mine data).
-mine_functions:
-{%- if grains["id"] == backup_server %}
-  snap.hostkey: []
-  snap.accounts: []
-{%- else %}
-  snap.pubkey: []
-  snap.push_history: []
-{%- endif %}
+# Keys go through the Salt mine: every server publishes its own snap public
+# key and push records, each backup server its SSH host key (servers pin
+# it; no trust on first use) and the account names it gave. The snap
+# ext_pillar sets these mine_functions by role (the minion that
+# snap:backup_server:minion_id names is a backup server), so there is
+# nothing to list here; whoever reads them validates them again, and a
+# minion can only publish its own mine data.
 
 # Turn snap's run records (pushes, rotations, archives) into Salt events
 # (salt/beacon/<id>/snap/push/done, .../push/failed, ...), for reactors

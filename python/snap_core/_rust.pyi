@@ -118,6 +118,10 @@ def backup_server_view(config: _Path) -> dict[str, dict]:
     """{minion id: {account, last_good, last_failed, running_since, transfers, in_history}}
     from the backup server's own receipts and records (server.json)."""
 
+def history_without_account(config: _Path) -> dict[str, dict]:
+    """{minion id: {run_id, seq, pushed_started, pushed_finished, synced, stats}}: the newest
+    push of each server that history holds but that has no account here any more (moved or gone)."""
+
 def write_metrics(config: _Path, path: _Path, now: float | None = None) -> str:
     """Write Prometheus textfile-collector metrics (atomically); returns the text."""
 

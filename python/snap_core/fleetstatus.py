@@ -175,3 +175,46 @@ def _chain_and_cost(archive: Mapping, now: float) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         out["chain"] = {"error": "the archive record's chain could not be read"}
     return out
+
+
+def history_elsewhere(held: Mapping[str, Any] | None) -> dict:
+    """``{minion id: newest push in history}`` from a backup server's ``held``
+    (servers with no account there any more); malformed entries are left out."""
+    out = {}
+    for minion_id, rec in (held or {}).items() if isinstance(held, Mapping) else ():
+        if isinstance(minion_id, str) and isinstance(rec, Mapping):
+            out[minion_id] = str(rec.get("synced") or rec.get("pushed_finished") or "-")
+    return out
+
+
+def merge(tables: Mapping[str, Mapping], held: Mapping[str, Mapping] | None = None) -> dict:
+    """One fleet-wide table from each backup server's (``{backup server:
+    table from build}``): every server's row as the backup server it is
+    assigned to judges it, marked with that ``backup_server``, and
+    ``older_history``: the other backup servers whose history still holds
+    it (a server that moved: its history there ages out with rotation).
+    ``held`` is ``{backup server: history_elsewhere(...)}``. A server only
+    held (gone from the fleet) gets a row of its own that does not count
+    against ``ok``. One archive row per backup server."""
+    rows, archives = [], []
+    for backup, table in sorted(tables.items()):
+        for row in table.get("servers") or []:
+            rows.append(dict(row, backup_server=backup))
+        archives.append(dict(table.get("archive") or {}, backup_server=backup))
+    older: dict[str, list[str]] = {}
+    for backup, servers in sorted((held or {}).items()):
+        for minion_id, synced in sorted(servers.items()):
+            older.setdefault(minion_id, []).append(f"{backup} (newest {synced})")
+    seen = set()
+    for row in rows:
+        seen.add(row["server"])
+        row["older_history"] = ", ".join(
+            where for where in older.get(row["server"], ()) if not where.startswith(f"{row['backup_server']} (")
+        )
+    for minion_id in sorted(set(older) - seen):
+        rows.append({"server": minion_id, "backup_server": "-", "state": "HISTORY ONLY", "schedule": "-",
+                     "last_good_push": "-", "age": "-", "missed_slots": 0,
+                     "note": "no longer in the fleet", "older_history": ", ".join(older[minion_id])})  # fmt: skip
+    rows.sort(key=lambda r: (r["server"], r["backup_server"]))
+    ok = all(bool(t.get("ok")) for t in tables.values()) and bool(tables)
+    return {"servers": rows, "archives": archives, "backup_servers": sorted(tables), "ok": ok}

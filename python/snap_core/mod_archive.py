@@ -106,9 +106,12 @@ def backup_view(env):
         pass
     except (OSError, ValueError) as exc:
         raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
+    # What history still holds of servers with no account here (moved to
+    # another backup server, or gone): fleet-wide status says where it lives.
+    held = core(snap_core.history_without_account, srv["config"])
     # Only what the backup server saw: what status judges by (exclusions,
     # thresholds, whether an archive is due) the master reads from pillar.
-    return {"servers": view, "archive": archive}
+    return {"servers": view, "archive": archive, "held": held}
 
 
 def write_metrics(env, path=None):

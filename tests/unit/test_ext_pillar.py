@@ -108,3 +108,20 @@ def test_integer_ids_in_yaml_read_as_the_backup_servers_read_them():
     numeric = {12345: {"host": "h"}, "backup1": {"host": "b"}}
     assert assigned("678", backup_servers=numeric, assignment={678: "12345"})["host"] == "h"
     assert assigned("12345", backup_servers=numeric)["minion_id"] == "12345"
+
+
+def test_mine_functions_follow_the_role_so_a_new_backup_server_needs_no_other_change():
+    def mine(minion_id, snap):
+        return ext.ext_pillar(minion_id, {"snap": snap})["mine_functions"]
+
+    backup = {"snap.hostkey": [], "snap.accounts": []}
+    server = {"snap.pubkey": [], "snap.push_history": []}
+    one = {"backup_server": {"minion_id": "backup1", "host": "b"}}
+    assert mine("backup1", one) == backup and mine("web1", one) == server
+    several = {**one, "backup_servers": BACKUPS}
+    # backup2 is a backup server by the list alone; the fixed backup_server
+    # entry of the pillar tree does not make backup1 anyone else's.
+    assert mine("backup2", several) == backup and mine("backup1", several) == backup
+    assert mine("web1", several) == server
+    # No backup server named at all: a server.
+    assert mine("web1", {}) == server

@@ -130,12 +130,30 @@ pub fn summarize(
     (good, failed, running_since)
 }
 
-/// The view of every server of `cfg`, by minion id.
-pub fn backup_server_view(cfg: &ServerConfig) -> Result<BTreeMap<String, ServerView>> {
-    let received: BTreeMap<String, Received> = fs::read(cfg.state_dir.join("received.json"))
+/// What went into history from each server (`received.json`); empty when
+/// there is none or it cannot be read (the view then says "not in history").
+fn received(cfg: &ServerConfig) -> BTreeMap<String, Received> {
+    fs::read(cfg.state_dir.join("received.json"))
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// What history holds of servers that have no account here any more (moved
+/// to another backup server, or gone from the fleet), by minion id: the
+/// newest push of each that went into history. Those snapshots stay until
+/// rotation ages them out; fleet-wide status says where they live.
+pub fn history_without_account(cfg: &ServerConfig) -> BTreeMap<String, Received> {
+    let current: std::collections::BTreeSet<&String> = cfg.accounts.values().collect();
+    received(cfg)
+        .into_iter()
+        .filter(|(minion_id, _)| !current.contains(minion_id))
+        .collect()
+}
+
+/// The view of every server of `cfg`, by minion id.
+pub fn backup_server_view(cfg: &ServerConfig) -> Result<BTreeMap<String, ServerView>> {
+    let received = received(cfg);
     let mut out = BTreeMap::new();
     for (account, minion_id) in &cfg.accounts {
         let jail = cfg.jail(account);

@@ -19,7 +19,7 @@ mod status;
 /// The API snap's Salt loader modules are written against, `(major, minor)`
 /// (see `snap_core.api`): bump the minor when adding something they may call,
 /// the major when changing or removing something they call.
-const API_VERSION: (u32, u32) = (2, 4);
+const API_VERSION: (u32, u32) = (2, 5);
 
 #[pymodule]
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -31,6 +31,14 @@ fn backup_server_view<'py>(py: Python<'py>, config: PathBuf) -> PyResult<Bound<'
     to_python(py, &py.detach(|| report::backup_server_view(&cfg)).py()?)
 }
 
+/// What history holds of servers with no account here any more, by minion
+/// id: the newest push of each that went into history.
+#[pyfunction]
+fn history_without_account<'py>(py: Python<'py>, config: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let cfg = ServerConfig::load(&config).py()?;
+    to_python(py, &py.detach(|| report::history_without_account(&cfg)))
+}
+
 /// Write the Prometheus textfile metrics of the backup server; returns the text.
 #[pyfunction]
 #[pyo3(signature = (config, path, now = None))]
@@ -76,6 +84,7 @@ fn crosscheck_status<'py>(py: Python<'py>, sources: &str) -> PyResult<Bound<'py,
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup_server_view, m)?)?;
+    m.add_function(wrap_pyfunction!(history_without_account, m)?)?;
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(assess_status, m)?)?;
     m.add_function(wrap_pyfunction!(crosscheck_status, m)?)?;

@@ -1,0 +1,185 @@
+"""The body of ``salt-run snap.status`` (``_runners/snap.py`` stays thin):
+one backup server's table, and the fleet-wide table over several.
+
+Every function takes what the runner has (its ``__salt__`` and ``__opts__``)
+as arguments; nothing here is a loader module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from salt.exceptions import SaltInvocationError
+
+from snap_core import crosscheck, fleetstatus
+from snap_core import errors as snap_errors
+from snap_core import fleet as snap_fleet
+
+log = logging.getLogger(__name__)
+
+
+def accepted_minions(opts):
+    import salt.wheel
+
+    keys = salt.wheel.WheelClient(opts).cmd("key.list", ["accepted"], print_event=False)
+    return keys.get("minions", []) if isinstance(keys, dict) else []
+
+
+def valid_schedule(value):
+    if not isinstance(value, dict):
+        return None
+    minute, second, hours = value.get("minute"), value.get("second", 0), value.get("hours")
+    if not (isinstance(minute, int) and isinstance(second, int) and isinstance(hours, list)
+            and all(isinstance(h, int) for h in hours)):  # fmt: skip
+        return None
+    return {"minute": minute, "second": second, "hours": hours}
+
+
+def offsite_reader(backup, offsite, pillar):
+    """The minion that lists off-site with a read-only identity: ``offsite``,
+    else pillar ``snap:verify:minion`` of the backup server (``pillar``, as
+    the master compiles it); never the backup server itself. (None, why)
+    when there is none."""
+    if offsite is False or offsite == "":
+        return None, "not read (offsite=False)"
+    if not offsite:
+        verify = (pillar.get("snap") or {}).get("verify") or {}
+        offsite = verify.get("minion") if verify.get("target") else None
+    if not offsite:
+        return (
+            None,
+            "not read: no reader (pillar snap:verify:minion with a read-only snap:verify:target, or offsite=<minion>)",
+        )
+    if offsite == backup:
+        return None, f"not read: {offsite} is the backup server, whose word is what is being checked"
+    return offsite, None
+
+
+def archive_prefix(backup, pillar):
+    """Where ``backup`` archives (its pillar ``snap:archive:prefix``, else
+    ``snap/<its id>``), with the trailing slash listings take."""
+    prefix = ((pillar.get("snap") or {}).get("archive") or {}).get("prefix") or f"snap/{backup}"
+    return str(prefix).rstrip("/") + "/"
+
+
+def servers_of(tgt, pillar, minions):
+    """With several backup servers (``snap:backup_servers`` in ``tgt``'s
+    pillar as the master compiles it), the servers assigned to ``tgt`` (the
+    ext_pillar's choice); other backup servers are nobody's servers. A
+    malformed id stays in (status shows it rejected)."""
+    try:
+        assignment = snap_fleet.backup_assignment(pillar.get("snap") or {})
+    except snap_errors.InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    if assignment is None:
+        return minions
+    backups, explicit = assignment
+    kept = []
+    for m in minions:
+        if m in backups:
+            continue
+        try:
+            if snap_fleet.assigned_backup_server(m, backups, explicit) != tgt:
+                continue
+        except ValueError:  # InvalidInput is one
+            if m in explicit:
+                continue
+        kept.append(m)
+    return kept
+
+
+def status_policy(pillar):
+    """Who is left out, when a server is late, whether an archive is due: from
+    the backup server's pillar as the master compiles it."""
+    snap = pillar.get("snap") or {}
+    status = snap.get("status") or {}
+    return {
+        "exclude": set((snap.get("server") or {}).get("exclude") or []),
+        "thresholds": {k: v for k, v in status.items() if k in ("grace_seconds", "missing_after", "timezone")},
+        "archive_expected": bool((snap.get("archive") or {}).get("target")),
+    }
+
+
+def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None, accepted=None):
+    """One backup server's table (``fleetstatus.build``, cross-checked), with
+    ``held``: what its history holds of servers with no account there."""
+    import salt.client
+
+    # The backup server's pillar, compiled here once: the policy and the reader.
+    pillar = salt_["pillar.show_pillar"](minion=tgt) or {}
+    reader, offsite_note = offsite_reader(tgt, offsite, pillar)
+    accepted = accepted_minions(opts) if accepted is None else accepted
+    minions = servers_of(tgt, pillar, [m for m in accepted if m != tgt])
+    with salt.client.get_local_client(opts["conf_file"]) as client:
+        view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
+        records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
+        kwarg = {"prefix": prefix} if prefix else {}
+        listing = (
+            client.cmd(reader, "snap.offsite_inventory", kwarg=kwarg, timeout=max(int(timeout), 120)) if reader else {}
+        )
+    if tgt not in view or not isinstance(view[tgt], dict):
+        return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
+    view = view[tgt]
+    # What to judge by is the master's word (pillar it compiles), never the
+    # backup server's answer: it could drop a server or stretch the grace.
+    policy = status_policy(pillar)
+    minions = [m for m in minions if m not in policy["exclude"]]
+    mine = salt_["mine.get"]("*", snap_fleet.MINE_FUNCTION)
+    schedules = {m: valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
+    # Each server's own records: its answer now, else what it last put in the mine.
+    published = salt_["mine.get"]("*", "snap.push_history")
+    own = {}
+    for m in minions:
+        answer = records.get(m)
+        own[m] = (
+            answer if isinstance(answer, list) else published.get(m) if isinstance(published.get(m), list) else None
+        )
+    clients = {m: own[m][-1] if own[m] else None for m in minions if own[m] is not None}
+    thresholds = policy["thresholds"]
+    at = float(now) if now is not None else time.time()
+    servers = view.get("servers") if isinstance(view.get("servers"), dict) else {}
+    table = fleetstatus.build(
+        minions,
+        {m: s for m, s in schedules.items() if s},
+        servers,
+        clients,
+        view.get("archive"),
+        now=at,
+        thresholds=thresholds or None,
+        archive_expected=policy["archive_expected"],
+    )
+    inventory = None
+    if reader:
+        inventory = listing.get(reader)
+        if not isinstance(inventory, list):
+            offsite_note = f"not read: {reader} answered {inventory!r}"
+            inventory = None
+            table["ok"] = False  # a configured source that cannot be read cannot vouch
+        else:
+            offsite_note = f"read by {reader}: {len(inventory)} archives"
+    result = crosscheck.check(minions, servers, own, view.get("archive"), inventory, at)
+    for event in crosscheck.mark(table, result, offsite_note):
+        log.warning("snap status: %s is SUSPECT: %s", event["subject"], "; ".join(event["findings"]))
+        salt_["event.send"](crosscheck.EVENT_TAG, event)
+    held = fleetstatus.history_elsewhere(view.get("held"))
+    if held:
+        table["history_only"] = held
+    return table
+
+
+def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
+    """The fleet-wide table over ``backups`` (``fleetstatus.merge``): each
+    backup server judges the servers assigned to it, its archive is checked
+    against its own off-site prefix, and a backup server that does not
+    answer makes the whole view not OK (its servers cannot be vouched for)."""
+    accepted = accepted_minions(opts)
+    tables, held = {}, {}
+    for backup in backups:
+        pillar = salt_["pillar.show_pillar"](minion=backup) or {}
+        table = status_one(salt_, opts, backup, now, timeout, offsite, archive_prefix(backup, pillar), accepted)
+        if "error" in table:
+            table = {"servers": [], "archive": {"archive_state": "NO ANSWER", "error": table["error"]}, "ok": False}
+        held[backup] = table.pop("history_only", {})
+        tables[backup] = table
+    return fleetstatus.merge(tables, held)

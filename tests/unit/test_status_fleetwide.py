@@ -1,0 +1,166 @@
+"""salt-run snap.status / archive / restore over several backup servers (issue 14).
+
+The runner is loaded as a plain module with Salt's plumbing faked, as in
+test_status_hostile.py (what the minions answer, the mine, the accepted keys,
+the pillar the master compiles); tests/integration/test_two_backup_servers.py
+runs the same views against a real fleet with two backup servers.
+
+The fleet: backup1 and backup2; db1 is assigned to backup1, web1 to backup2
+(it moved: backup1's history still holds its pushes from before).
+"""
+
+import copy
+import datetime
+
+import pytest
+import salt.client
+import salt.exceptions
+import salt.wheel
+
+from tests.support.loader_modules import load
+
+NOW = 1_800_000_000.0
+SCHEDULE = {"minute": 5, "second": 0, "hours": [2, 10, 18]}
+BACKUPS = {"backup1": {"host": "10.0.0.1", "port": 22}, "backup2": {"host": "10.0.0.2", "port": 22}}
+ASSIGNMENT = {"db1": "backup1", "drill1": "backup1", "web1": "backup2"}
+
+
+def iso(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def own(last):
+    return [{"run_id": "r1", "started": iso(last), "finished": iso(last + 60), "result": "ok", "error": None}]
+
+
+LAST = NOW - 2 * 3600  # 02:05 slot passed, pushed then
+OWN = {"web1": own(LAST), "db1": own(LAST)}
+
+
+def view(servers, held=None):
+    return {
+        "servers": {m: {"last_good": {"run_id": "r1", "started": LAST + 30}, "last_failed": None,
+                        "running_since": None} for m in servers},
+        "archive": None,
+        "held": held or {},
+    }  # fmt: skip
+
+
+VIEWS = {
+    "backup1": view(["db1"], held={"web1": {"run_id": "r0", "synced": "2027-01-14T10:07:00Z", "seq": 3}}),
+    "backup2": view(["web1"]),
+}
+
+
+def pillar_of(minion):
+    snap = {"backup_servers": BACKUPS, "assignment": ASSIGNMENT,
+            "verify": {"minion": "drill1", "target": {"bucket": "b"}}}  # fmt: skip
+    snap["backup_server"] = {"minion_id": minion if minion in BACKUPS else ASSIGNMENT.get(minion)}
+    return {"snap": snap}
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    """The runner with a fleet of two backup servers; ``runner.calls`` lists
+    what was asked of whom, ``runner.views`` what each backup server answers."""
+    mod = load("runners")
+    mod.calls = []
+    mod.views = copy.deepcopy(VIEWS)
+    mine = {
+        "snap.hostkey": {"backup1": "ssh-ed25519 AAAA1", "backup2": "ssh-ed25519 AAAA2"},
+        "snap.pubkey": {m: {"schedule": SCHEDULE} for m in OWN},
+        "snap.push_history": {},
+    }
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def cmd(self, tgt, fun, *args, **kwargs):
+            mod.calls.append((tgt, fun, kwargs.get("kwarg")))
+            if fun == "snap.backup_view":
+                return {tgt: mod.views[tgt]} if tgt in mod.views else {}
+            if fun == "snap.push_history":
+                return {m: OWN.get(m, []) for m in tgt}
+            if fun == "snap.offsite_inventory":
+                return {tgt: []}
+            if fun == "snap.archive":
+                return {b: {"retcode": 0, "ret": {"manifest_key": f"snap/{b}/m.json", "manifest": {"b": b}}}
+                        for b in tgt if b != "backup2" or "backup2" in mod.views}  # fmt: skip
+            raise AssertionError(fun)
+
+    class Wheel:
+        def __init__(self, opts):
+            pass
+
+        def cmd(self, fun, arg, print_event=False):
+            return {"minions": ["backup1", "backup2", "db1", "drill1", "web1"]}
+
+    monkeypatch.setattr(salt.client, "get_local_client", lambda conf: Client())
+    monkeypatch.setattr(salt.wheel, "WheelClient", Wheel)
+    mod.__opts__ = {"conf_file": "/dev/null"}
+    mod.__salt__ = {
+        "mine.get": lambda tgt, fun, **kw: mine[fun],
+        "pillar.show_pillar": lambda minion=None: pillar_of(minion),
+        "event.send": lambda tag, data: True,
+    }
+    return mod
+
+
+def test_one_table_over_both_backup_servers_each_judging_its_own(runner):
+    table = runner.status(now=NOW)
+    rows = {r["server"]: r for r in table["servers"]}
+    assert sorted(rows) == ["db1", "drill1", "web1"], rows
+    assert rows["db1"]["backup_server"] == "backup1" and rows["db1"]["state"] == "OK", rows["db1"]
+    assert rows["web1"]["backup_server"] == "backup2" and rows["web1"]["state"] == "OK", rows["web1"]
+    # Where web1's history from before the move lives.
+    assert rows["web1"]["older_history"] == "backup1 (newest 2027-01-14T10:07:00Z)", rows["web1"]
+    assert rows["db1"]["older_history"] == ""
+    assert table["backup_servers"] == ["backup1", "backup2"]
+    assert [a["backup_server"] for a in table["archives"]] == ["backup1", "backup2"]
+    # Each backup server's archive is checked against its own prefix.
+    asked = [(tgt, kw) for tgt, fun, kw in runner.calls if fun == "snap.offsite_inventory"]
+    assert asked == [("drill1", {"prefix": "snap/backup1/"}), ("drill1", {"prefix": "snap/backup2/"})], asked
+    # drill1 has no schedule (never highstated as a client): NEVER, so not OK.
+    assert rows["drill1"]["state"] == "NEVER" and table["retcode"] == 1
+
+
+def test_a_backup_server_that_does_not_answer_fails_the_view(runner):
+    del runner.views["backup2"]
+    table = runner.status(now=NOW)
+    archives = {a["backup_server"]: a for a in table["archives"]}
+    assert archives["backup2"]["archive_state"] == "NO ANSWER", archives
+    assert "backup2 did not answer" in archives["backup2"]["error"]
+    assert table["ok"] is False and table["retcode"] == 1
+    # web1 is backup2's: no other backup server vouches for it.
+    assert "web1" not in {r["server"] for r in table["servers"] if r["backup_server"] == "backup1"}
+
+
+def test_one_backup_server_alone_keeps_the_single_table(runner):
+    table = runner.status(now=NOW, tgt="backup1")
+    assert "archive" in table and "archives" not in table
+    assert [r["server"] for r in table["servers"]] == ["db1", "drill1"]
+    assert table["history_only"] == {"web1": "2027-01-14T10:07:00Z"}
+
+
+def test_archive_runs_on_every_backup_server_and_fails_if_one_does(runner):
+    out = runner.archive()
+    assert out["result"] is True and out["retcode"] == 0, out
+    assert sorted(out["backup_servers"]) == ["backup1", "backup2"]
+    assert out["backup_servers"]["backup2"]["manifest_key"] == "snap/backup2/m.json"
+    del runner.views["backup2"]
+    out = runner.archive()
+    assert out["failed"] == ["backup2"] and out["retcode"] == 1, out
+    assert "backup2 did not answer" in out["backup_servers"]["backup2"]["error"]
+
+
+def test_restore_takes_the_backup_server_the_server_is_assigned_to(runner):
+    assert runner._backup_server_of("web1") == "backup2"
+    assert runner._backup_server_of("db1") == "backup1"
+    # History from before the move: asked for by name.
+    assert runner._backup_server_of("web1", "backup1") == "backup1"
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="'web1' is not a backup server"):
+        runner._backup_server_of("db1", "web1")
