@@ -65,9 +65,10 @@ snap:
   # Several backup servers (docs/SCALE.md): the snap ext_pillar then gives
   # every server its own snap:backup_server (this map wins over the one
   # above), by rendezvous hashing or by the explicit assignment; each backup
-  # server makes accounts only for its own servers. Not yet in the runners'
-  # fleet-wide views (pass tgt=). Each backup server publishes snap.hostkey
-  # and snap.accounts (the mine_functions above, for each of them).
+  # server makes accounts only for its own servers, takes snap.server by the
+  # example top file and publishes snap.hostkey and snap.accounts (the
+  # ext_pillar's mine_functions). salt-run snap.status, archive, verify and
+  # restore span every backup server (tgt= picks one).
   # backup_servers:
   #   backup1: {host: backup1.example.com, port: 22}
   #   backup2: {host: backup2.example.com, port: 22}
