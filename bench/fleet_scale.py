@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import grp
 import json
 import os
 import pathlib
+import pwd
 import shutil
 import subprocess
 import sys
@@ -199,13 +201,75 @@ def apply(conf: pathlib.Path) -> dict:
     return {"wall": wall, "rc": proc.returncode, "failed": failed, "changed": changed, "states": len(states)}
 
 
+def _rewrite(path: str, keep) -> None:
+    """Rewrite one account table without the lines ``keep`` rejects (atomic rename)."""
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    kept = [line for line in lines if keep(line.rstrip("\n").split(":"))]
+    if len(kept) == len(lines):
+        return
+    st = os.stat(path)
+    tmp = f"{path}.snap-bench"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchown(handle.fileno(), st.st_uid, st.st_gid)
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def remove_accounts(users: set[str], groups: set[str]) -> None:
+    """Delete the bench's accounts and groups in one pass over each table.
+
+    ``userdel`` rewrites /etc/passwd and /etc/shadow once per account (about
+    0.1 s each at 1,000 accounts, O(N^2) in all): 10,000 would hold the
+    machine lock for tens of minutes. Here the tables are rewritten once,
+    under ``lckpwdf(3)`` (the lock shadow-utils takes). Only accounts this
+    run made, with a uid in the bench's range, are removed; anything else
+    goes through ``userdel``. The bench makes no home, mail spool, crontab,
+    subuid or lastlog entry for them (useradd -M -l, SUB_UID_COUNT=0)."""
+    import ctypes
+
+    ours = {u for u in users if UID_RANGE[0] <= pwd.getpwnam(u).pw_uid <= UID_RANGE[1]}
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if ours and libc.lckpwdf() == 0:
+        try:
+            _rewrite("/etc/passwd", lambda f: f[0] not in ours)
+            _rewrite("/etc/shadow", lambda f: f[0] not in ours)
+
+            def group_line(f):
+                if f[0] in groups:
+                    return False
+                return len(f) < 4 or not set(f[3].split(",")) & ours
+
+            # A group of the machine never lists bench accounts (only the bench's group is theirs).
+            _rewrite("/etc/group", group_line)
+            if os.path.exists("/etc/gshadow"):
+                _rewrite("/etc/gshadow", group_line)
+        finally:
+            libc.ulckpwdf()
+        users = users - ours
+    for name in sorted(users):
+        subprocess.run(["userdel", name], capture_output=True)
+    for name in sorted(groups - _gone(groups)):
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+def _gone(groups: set[str]) -> set[str]:
+    out = set()
+    for name in groups:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            out.add(name)
+    return out
+
+
 def cleanup(root: pathlib.Path, users_before: set[str], groups_before: set[str]) -> float:
     t0 = time.monotonic()
     with machine_lock():
-        for name in sorted(system.users() - users_before):
-            subprocess.run(["userdel", name], capture_output=True)
-        for name in sorted(system.groups() - groups_before):
-            subprocess.run(["groupdel", name], capture_output=True)
+        remove_accounts(system.users() - users_before, system.groups() - groups_before)
     shutil.rmtree(root, ignore_errors=True)
     return time.monotonic() - t0
 
