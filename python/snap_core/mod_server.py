@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 
 from salt.exceptions import CommandExecutionError
 
@@ -117,9 +118,11 @@ def ensure_account(env, minion_id):
     except acc.AccountError as exc:
         raise CommandExecutionError(str(exc)) from None
     if cmd and not dry:
-        res = env.salt["cmd.run_all"](cmd, python_shell=False, ignore_retcode=True)
-        if res["retcode"]:
-            raise CommandExecutionError(f"{cmd[0]} {account} failed: {res['stderr'] or res['stdout']}")
+        # subprocess directly: cmd.run_all added ~2 ms per account of Salt's
+        # command machinery to a ~20 ms useradd (docs/BENCHMARKS.md, Fleet scale).
+        res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+        if res.returncode:
+            raise CommandExecutionError(f"{cmd[0]} {account} failed: {(res.stderr or res.stdout).strip()}")
         acc.applied(tabs, account, minion_id, jail, cmd)
     if dry and cmd and cmd[0] == "useradd":
         return {"account": account, "jail": jail, "changes": changes}
