@@ -82,14 +82,24 @@ def fleet(tgt="*", tgt_type="glob"):
 
 
 def _backup_servers():
-    """Every backup server: each minion that publishes snap.hostkey in the
-    mine AND that its own pillar (compiled here, on the master) names as
-    ``snap:backup_server:minion_id``. Any client minion can publish a host
-    key (a compromised one would); none can change what the pillar says."""
+    """Every backup server, by the master's word: the minions listed in
+    ``snap:backup_servers`` of the pillars compiled here, and (one backup
+    server) the minion that publishes snap.hostkey in the mine; each kept
+    only if its own pillar names it ``snap:backup_server:minion_id``. The
+    mine is a minion's own word: a backup server that deletes its entry
+    still counts (and, not answering, fails the views), and any client
+    minion can publish a host key (a compromised one would) without
+    becoming one."""
     published = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
+    candidates = set(published)
+    for m in published:
+        snap = (__salt__["pillar.show_pillar"](minion=m) or {}).get("snap") or {}
+        listed = snap.get("backup_servers")
+        if isinstance(listed, dict):
+            candidates.update(str(b) for b in listed)
     servers = [
         m
-        for m in published
+        for m in sorted(candidates)
         if (((__salt__["pillar.show_pillar"](minion=m) or {}).get("snap") or {}).get("backup_server") or {}).get(
             "minion_id"
         )
@@ -103,22 +113,36 @@ def _backup_servers():
     return servers
 
 
-def _backup_server_of(server, backup=None):
-    """The backup server that holds ``server``'s history: ``backup`` when
-    given (history from before a move lives on the old one), else the one
-    the server's pillar names (the ext_pillar's assignment). Either must be
-    a backup server."""
+def _backup_server_of(server, backup=None, unconfirmed=False):
+    """The backup server that holds ``server``'s history: the one the
+    server's pillar names (the ext_pillar's assignment), or ``backup`` (the
+    old one, for history from before a move). Another than the assigned one
+    must be named by the server's own push records (it pushed there), else
+    its history there is that backup server's word only and is refused
+    unless ``unconfirmed``."""
     servers = _backup_servers()
-    if not backup:
-        snap = (__salt__["pillar.show_pillar"](minion=server) or {}).get("snap") or {}
-        backup = (snap.get("backup_server") or {}).get("minion_id")
-        if not backup and len(servers) == 1:
-            backup = servers[0]
+    snap = (__salt__["pillar.show_pillar"](minion=server) or {}).get("snap") or {}
+    assigned = (snap.get("backup_server") or {}).get("minion_id")
+    if not assigned and len(servers) == 1:
+        assigned = servers[0]
+    backup = backup or assigned
     if backup not in servers:
         raise salt.exceptions.SaltInvocationError(
             f"{backup!r} is not a backup server (backup servers: {', '.join(servers)}); "
             f"pass backup=<the backup server that holds {server}'s history>"
         )
+    if backup != assigned and not unconfirmed:
+        pillar = __salt__["pillar.show_pillar"](minion=backup) or {}
+        where = snap_run_status.endpoint(backup, pillar)
+        records = client_cmd_quiet(server, "snap.push_history")
+        if not isinstance(records, list):
+            records = __salt__["mine.get"](server, "snap.push_history").get(server)
+        pushed = {str(r.get("server")) for r in records or [] if isinstance(r, dict)}
+        if where is None or where not in pushed:
+            raise salt.exceptions.SaltInvocationError(
+                f"{server}'s own push records do not name {backup} ({where}): what {backup} holds of it is "
+                f"{backup}'s word only; pass unconfirmed=True to restore from it anyway"
+            )
     return backup
 
 
@@ -163,7 +187,10 @@ def _archive_result(backup, ret):
     if answer.get("retcode", 0) != 0 or not isinstance(answer.get("ret"), dict):
         return {"result": False, "error": answer.get("ret"), "retcode": 1}
     record = answer["ret"]
-    out = {"result": True, "manifest_key": record["manifest_key"], "manifest": record["manifest"], "retcode": 0}
+    if not isinstance(record.get("manifest_key"), str):
+        return {"result": False, "error": f"backup server {backup} answered no manifest key: {record!r:.300}",
+                "retcode": 1}  # fmt: skip
+    out = {"result": True, "manifest_key": record["manifest_key"], "manifest": record.get("manifest"), "retcode": 0}
     # A chain run: its link's manifest (the whole chain it needs) and what is held under lock.
     for extra in ("chain", "storage"):
         if record.get(extra):
@@ -219,7 +246,12 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
     """
     backups = [tgt] if tgt else _backup_servers()
     if len(backups) == 1:
-        table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite)
+        # Its own prefix only: a listing of every backup server's archives
+        # would let this one pass another's archive off as its own.
+        pillar = __salt__["pillar.show_pillar"](minion=backups[0]) or {}
+        prefix = snap_run_status.archive_prefix(backups[0], pillar)
+        table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix)
+        table.pop("_pushed_to", None)
     else:
         table = snap_run_status.status_all(__salt__, __opts__, backups, now, timeout, offsite)
     if "error" in table:
@@ -403,7 +435,7 @@ def _one(client, tgt, fun, arg=(), kwarg=None, timeout=3600):
 
 
 def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, special=False, chunk_size=512 << 10,
-            timeout=3600, backup=None):  # fmt: skip
+            timeout=3600, backup=None, unconfirmed=False):  # fmt: skip
     """
     Put a file, a directory or a whole server (``path=/``) from the backup
     server's history back onto the server ``tgt`` (or into the directory
@@ -432,7 +464,10 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
     backup
         The backup server to take it from (default: the one ``server`` is
         assigned to; history from before a move stays on the old one, which
-        ``salt-run snap.status`` names under ``older_history``).
+        ``salt-run snap.status`` names under ``older_history``). Another
+        than the assigned one must be named by ``server``'s own push records
+        (it pushed there), else ``unconfirmed=True`` is needed: what a
+        backup server says it holds of a server is otherwise its word only.
 
     special
         Allow device nodes, set-uid/set-gid files and file capabilities in
@@ -451,7 +486,7 @@ def restore(tgt, path="/", server=None, snapshot=None, to="/", overwrite=False, 
     import salt.client
 
     server = server or tgt
-    backup = _backup_server_of(server, backup)
+    backup = _backup_server_of(server, backup, unconfirmed)
     chunk_size = int(chunk_size)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
         packed = _one(client, backup, "snap.restore_pack", [server],
@@ -519,15 +554,16 @@ def verify(tgt=None, random_files=50, max_bytes=None, audit_only=False, timeout=
         salt-run snap.verify backup=backup2
     """
     backups = [backup] if backup else _backup_servers()
-    if len(backups) == 1:
-        return _verify_one(backups[0], tgt, random_files, max_bytes, audit_only, timeout)
     each = {}
     for b in backups:
+        # Each backup server's archives under its own prefix only.
         pillar = __salt__["pillar.show_pillar"](minion=b) or {}
         prefix = snap_run_status.archive_prefix(b, pillar)
+        if len(backups) == 1:
+            return _verify_one(b, tgt, random_files, max_bytes, audit_only, timeout, prefix)
         try:
             each[b] = _verify_one(b, tgt, random_files, max_bytes, audit_only, timeout, prefix)
-        except salt.exceptions.SaltException as exc:
+        except Exception as exc:  # one backup server's failure never skips the others
             each[b] = {"summary": {"result": "failed"}, "error": str(exc), "retcode": 1}
     failed = sorted(b for b, out in each.items() if out.get("retcode"))
     return {"failed": failed, "backup_servers": each, "retcode": 1 if failed else 0}

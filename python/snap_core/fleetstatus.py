@@ -177,13 +177,25 @@ def _chain_and_cost(archive: Mapping, now: float) -> dict:
     return out
 
 
+MAX_HELD = 10_000
+
+
 def history_elsewhere(held: Mapping[str, Any] | None) -> dict:
     """``{minion id: newest push in history}`` from a backup server's ``held``
-    (servers with no account there any more); malformed entries are left out."""
+    (servers with no account there any more: its word). Only valid minion
+    ids, at most ``MAX_HELD`` of them, times cut to 40 characters; anything
+    malformed is left out."""
     out = {}
     for minion_id, rec in (held or {}).items() if isinstance(held, Mapping) else ():
-        if isinstance(minion_id, str) and isinstance(rec, Mapping):
-            out[minion_id] = str(rec.get("synced") or rec.get("pushed_finished") or "-")
+        if len(out) >= MAX_HELD:
+            break
+        if not (isinstance(minion_id, str) and isinstance(rec, Mapping)):
+            continue
+        try:
+            _rust.validate_minion_id(minion_id)
+        except ValueError:
+            continue
+        out[minion_id] = str(rec.get("synced") or rec.get("pushed_finished") or "-")[:40]
     return out
 
 

@@ -165,21 +165,64 @@ def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None
     held = fleetstatus.history_elsewhere(view.get("held"))
     if held:
         table["history_only"] = held
+    # Where each server says it pushed (its own records): what a claim of
+    # another backup server to hold its older history is checked against.
+    table["_pushed_to"] = {
+        m: sorted({str(r.get("server")) for r in own[m] or [] if isinstance(r, dict) and r.get("server")})
+        for m in minions
+    }
     return table
+
+
+def endpoint(backup, pillar):
+    """``host:port`` the servers push to for ``backup`` (what their push
+    records name), from ``snap:backup_servers`` in the master's pillar."""
+    entry = ((pillar.get("snap") or {}).get("backup_servers") or {}).get(backup)
+    if not isinstance(entry, dict):
+        entry = {str(k): v for k, v in ((pillar.get("snap") or {}).get("backup_servers") or {}).items()}.get(backup)
+    if not isinstance(entry, dict):
+        return None
+    return f"{entry.get('host') or backup}:{entry.get('port') or 22}"
 
 
 def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
     """The fleet-wide table over ``backups`` (``fleetstatus.merge``): each
     backup server judges the servers assigned to it, its archive is checked
-    against its own off-site prefix, and a backup server that does not
-    answer makes the whole view not OK (its servers cannot be vouched for)."""
+    against its own off-site prefix. A backup server that does not answer,
+    or answers something malformed, gets an archive row saying so and makes
+    the view not OK, and so does every server no answering backup server
+    judged. Another backup server's claim to hold a server's older history
+    is shown as confirmed only when the server's own records say it pushed
+    there."""
     accepted = accepted_minions(opts)
-    tables, held = {}, {}
+    tables, held, pushed_to, endpoints, excluded = {}, {}, {}, {}, set()
     for backup in backups:
         pillar = salt_["pillar.show_pillar"](minion=backup) or {}
-        table = status_one(salt_, opts, backup, now, timeout, offsite, archive_prefix(backup, pillar), accepted)
+        endpoints[backup] = endpoint(backup, pillar)
+        excluded |= status_policy(pillar)["exclude"]
+        try:
+            table = status_one(salt_, opts, backup, now, timeout, offsite, archive_prefix(backup, pillar), accepted)
+        except Exception as exc:  # one backup server's answer never takes the others' view down
+            log.warning("snap status: the answer of %s could not be judged: %s", backup, exc)
+            table = {"error": f"the answer of backup server {backup} could not be judged: {exc}"}
         if "error" in table:
             table = {"servers": [], "archive": {"archive_state": "NO ANSWER", "error": table["error"]}, "ok": False}
         held[backup] = table.pop("history_only", {})
+        pushed_to.update(table.pop("_pushed_to", {}))
         tables[backup] = table
-    return fleetstatus.merge(tables, held)
+    # A claim of older history stands when the server's own records name that backup server.
+    claims = {}
+    for backup, servers in held.items():
+        claims[backup] = {
+            m: (synced if endpoints.get(backup) in pushed_to.get(m, ()) else f"{synced}, its word only")
+            for m, synced in servers.items()
+        }
+    merged = fleetstatus.merge(tables, claims)
+    judged = {r["server"] for r in merged["servers"] if r.get("backup_server") not in (None, "-")}
+    for m in sorted(set(accepted) - set(backups) - excluded - judged):
+        merged["servers"].append({"server": m, "backup_server": "-", "state": "NOT JUDGED", "schedule": "-",
+                                  "last_good_push": "-", "age": "-", "missed_slots": 0, "older_history": "",
+                                  "note": "no backup server that answered judges it"})  # fmt: skip
+        merged["ok"] = False
+    merged["servers"].sort(key=lambda r: (r["server"], r["backup_server"]))
+    return merged

@@ -29,17 +29,21 @@ def iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def own(last):
-    return [{"run_id": "r1", "started": iso(last), "finished": iso(last + 60), "result": "ok", "error": None}]
+def own(last, *servers):
+    """A server's own push records, the newest last, to these backup servers (host:port)."""
+    return [{"run_id": f"r{i}", "started": iso(last - (len(servers) - 1 - i) * 3600), "server": to,
+             "finished": iso(last - (len(servers) - 1 - i) * 3600 + 60), "result": "ok", "error": None}
+            for i, to in enumerate(servers)]  # fmt: skip
 
 
 LAST = NOW - 2 * 3600  # 02:05 slot passed, pushed then
-OWN = {"web1": own(LAST), "db1": own(LAST)}
+# web1 pushed to backup1 before it moved to backup2; db1 only ever to backup1.
+OWN = {"web1": own(LAST, "10.0.0.1:22", "10.0.0.2:22"), "db1": own(LAST, "10.0.0.1:22")}
 
 
 def view(servers, held=None):
     return {
-        "servers": {m: {"last_good": {"run_id": "r1", "started": LAST + 30}, "last_failed": None,
+        "servers": {m: {"last_good": {"run_id": OWN[m][-1]["run_id"], "started": LAST + 30}, "last_failed": None,
                         "running_since": None} for m in servers},
         "archive": None,
         "held": held or {},
@@ -66,7 +70,7 @@ def runner(monkeypatch):
     mod = load("runners")
     mod.calls = []
     mod.views = copy.deepcopy(VIEWS)
-    mine = {
+    mod.mine = mine = {
         "snap.hostkey": {"backup1": "ssh-ed25519 AAAA1", "backup2": "ssh-ed25519 AAAA2"},
         "snap.pubkey": {m: {"schedule": SCHEDULE} for m in OWN},
         "snap.push_history": {},
@@ -82,9 +86,9 @@ def runner(monkeypatch):
         def cmd(self, tgt, fun, *args, **kwargs):
             mod.calls.append((tgt, fun, kwargs.get("kwarg")))
             if fun == "snap.backup_view":
-                return {tgt: mod.views[tgt]} if tgt in mod.views else {}
+                return {tgt: copy.deepcopy(mod.views[tgt])} if tgt in mod.views else {}
             if fun == "snap.push_history":
-                return {m: OWN.get(m, []) for m in tgt}
+                return {m: OWN.get(m, []) for m in ([tgt] if isinstance(tgt, str) else tgt)}
             if fun == "snap.offsite_inventory":
                 return {tgt: []}
             if fun == "snap.archive":
@@ -164,3 +168,48 @@ def test_restore_takes_the_backup_server_the_server_is_assigned_to(runner):
     assert runner._backup_server_of("web1", "backup1") == "backup1"
     with pytest.raises(salt.exceptions.SaltInvocationError, match="'web1' is not a backup server"):
         runner._backup_server_of("db1", "web1")
+
+
+# -- the cold attack on the first version (/work/wt/attack14.md) ------------------------------------
+
+
+def test_a_backup_server_that_deletes_its_mine_entry_still_counts_and_fails_the_view(runner):
+    """H1: backup2 drops its snap.hostkey from the mine and stops answering:
+    it is still a backup server (pillar's word), and web1 is not quietly lost."""
+    del runner.mine["snap.hostkey"]["backup2"]
+    del runner.views["backup2"]
+    table = runner.status(now=NOW)
+    assert table["backup_servers"] == ["backup1", "backup2"], table
+    rows = {r["server"]: r for r in table["servers"]}
+    assert rows["web1"]["state"] == "NOT JUDGED" and table["ok"] is False and table["retcode"] == 1, rows
+
+
+def test_a_malformed_answer_from_one_backup_server_leaves_the_others_judged(runner):
+    """M1: a list for an archive record once raised out of the whole view."""
+    runner.views["backup2"]["archive"] = ["x"]
+    runner.views["backup2"]["servers"]["web1"] = {"last_good": {"started": 1e308}}
+    table = runner.status(now=NOW)
+    rows = {r["server"]: r for r in table["servers"]}
+    assert rows["db1"]["state"] == "OK" and rows["db1"]["backup_server"] == "backup1", rows
+    archives = {a["backup_server"]: a for a in table["archives"]}
+    assert archives["backup2"]["archive_state"] == "NO ANSWER" and "could not be judged" in archives["backup2"]["error"]
+    assert rows["web1"]["state"] == "NOT JUDGED" and table["ok"] is False
+
+
+def test_a_claim_to_hold_another_servers_history_is_its_word_only_and_restore_refuses_it(runner):
+    """M2: backup2 says it holds db1's history; db1 never pushed there."""
+    runner.views["backup2"]["held"] = {"db1": {"synced": "2027-01-01T00:00:00Z"}, "bad id!\x1b[2J": {"synced": "x"}}
+    table = runner.status(now=NOW)
+    rows = {r["server"]: r for r in table["servers"]}
+    assert rows["db1"]["older_history"] == "backup2 (newest 2027-01-01T00:00:00Z, its word only)", rows["db1"]
+    assert not any("bad id" in r["server"] for r in table["servers"]), "an invalid id is no row"
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="db1's own push records do not name backup2"):
+        runner._backup_server_of("db1", "backup2")
+    assert runner._backup_server_of("db1", "backup2", unconfirmed=True) == "backup2"
+
+
+def test_one_backup_server_alone_lists_only_its_own_prefix(runner):
+    """M3: tgt=backup2 once listed snap/ (every backup server's archives)."""
+    runner.status(now=NOW, tgt="backup2")
+    asked = [kw for tgt, fun, kw in runner.calls if fun == "snap.offsite_inventory"]
+    assert asked == [{"prefix": "snap/backup2/"}], asked
