@@ -207,6 +207,11 @@ def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
             table = {"error": f"the answer of backup server {backup} could not be judged: {exc}"}
         if "error" in table:
             table = {"servers": [], "archive": {"archive_state": "NO ANSWER", "error": table["error"]}, "ok": False}
+        else:
+            # Only the backup server a server is assigned to judges it: rows
+            # another one adds for it (from its own view) are dropped.
+            own = set(servers_of(backup, pillar, [m for m in accepted if m != backup]))
+            table["servers"] = [r for r in table["servers"] if r["server"] in own or r["server"] not in accepted]
         held[backup] = table.pop("history_only", {})
         pushed_to.update(table.pop("_pushed_to", {}))
         tables[backup] = table

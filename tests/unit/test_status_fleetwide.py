@@ -213,3 +213,11 @@ def test_one_backup_server_alone_lists_only_its_own_prefix(runner):
     runner.status(now=NOW, tgt="backup2")
     asked = [kw for tgt, fun, kw in runner.calls if fun == "snap.offsite_inventory"]
     assert asked == [{"prefix": "snap/backup2/"}], asked
+
+
+def test_rows_a_backup_server_adds_for_servers_not_its_own_are_dropped(runner):
+    """L2: backup2 answers for db1 (backup1's) too: only backup1 judges db1."""
+    runner.views["backup2"]["servers"]["db1"] = {"last_good": None, "last_failed": None, "running_since": None}
+    table = runner.status(now=NOW)
+    assert [(r["server"], r["backup_server"]) for r in table["servers"] if r["server"] == "db1"] == [("db1", "backup1")]
+    assert {r["server"]: r["state"] for r in table["servers"]}["db1"] == "OK"
