@@ -123,7 +123,25 @@ def ext_pillar(minion_id, pillar, hours=None, slots=None, key="id", **kwargs):
     out.update(_assigned_backup_server(minion_id, pillar.get("snap") or {}))
     backup = (out.get("backup_server") or ((pillar.get("snap") or {}).get("backup_server") or {})).get("minion_id")
     role = "backup_server" if backup is not None and str(backup) == minion_id else "server"
+    if role == "server" and backup is not None:
+        _remember(minion_id, str(backup))
     return {"snap": out, "mine_functions": dict(MINE_FUNCTIONS[role])}
+
+
+def _remember(minion_id, backup):
+    """The master's record of every backup server this server was assigned
+    to (``<cachedir>/snap/assigned/<id>``): what says, after a move, that
+    the old backup server's history of it is real and not that backup
+    server's word only (docs/SCALE.md). Never fails the pillar."""
+    from snap_core import fleet
+
+    cachedir = __opts__.get("cachedir")  # a master always has one
+    if not cachedir:
+        return
+    try:
+        fleet.remember_assignment(cachedir, minion_id, backup)
+    except (OSError, ValueError) as exc:
+        log.warning("snap ext_pillar: cannot record that %s is assigned to %s: %s", minion_id, backup, exc)
 
 
 def _assigned_backup_server(minion_id, snap):

@@ -137,11 +137,12 @@ def _backup_server_of(server, backup=None, unconfirmed=False):
         records = client_cmd_quiet(server, "snap.push_history")
         if not isinstance(records, list):
             records = __salt__["mine.get"](server, "snap.push_history").get(server)
-        pushed = {str(r.get("server")) for r in records or [] if isinstance(r, dict)}
-        if where is None or where not in pushed:
+        pushed = snap_run_status.pushed_to(records if isinstance(records, list) else [])
+        if not snap_run_status.confirmed(__opts__, server, backup, where, pushed):
             raise salt.exceptions.SaltInvocationError(
-                f"{server}'s own push records do not name {backup} ({where}): what {backup} holds of it is "
-                f"{backup}'s word only; pass unconfirmed=True to restore from it anyway"
+                f"{server} was never assigned to {backup} (the master's record) and its own push records do not "
+                f"name {backup} ({where}): what {backup} holds of it is {backup}'s word only; pass "
+                "unconfirmed=True to restore from it anyway"
             )
     return backup
 
@@ -250,7 +251,10 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         # would let this one pass another's archive off as its own.
         pillar = __salt__["pillar.show_pillar"](minion=backups[0]) or {}
         prefix = snap_run_status.archive_prefix(backups[0], pillar)
-        table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix)
+        try:
+            table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix)
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            return {"error": f"the answer of backup server {backups[0]} could not be judged: {exc}", "retcode": 2}
         table.pop("_pushed_to", None)
     else:
         table = snap_run_status.status_all(__salt__, __opts__, backups, now, timeout, offsite)

@@ -68,6 +68,8 @@ def read_push_history(state_dir: str | os.PathLike, limit: int = HISTORY_LIMIT) 
                 "finished": rec.get("finished") or rec["started"],
                 "result": str(rec.get("result")),
                 "error": rec.get("error"),
+                # Where it pushed (host:port): what says an old backup server's history of it is real.
+                "server": str(rec.get("server") or "")[:300],
             })  # fmt: skip
         except (ValueError, KeyError, TypeError):
             continue

@@ -10,6 +10,7 @@ are used further on.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -147,3 +148,38 @@ def assigned_backup_server(minion_id: str, backups: list[str], explicit: Mapping
     # (docs/BENCHMARKS.md, Fleet scale).
     pinned = {minion_id: explicit[minion_id]} if minion_id in explicit else {}
     return _rust.assign_backup_server(minion_id, backups, pinned)
+
+
+# -- the master's own record of assignments ------------------------------------------------------
+
+
+def _assigned_path(cachedir, minion_id: str) -> str:
+    _rust.validate_minion_id(minion_id)  # a file name: letters, digits, '.', '-', '_'; no '..'
+    return os.path.join(os.fspath(cachedir), "snap", "assigned", minion_id)
+
+
+def assigned_ever(cachedir, minion_id: str) -> list[str]:
+    """Every backup server the master has assigned ``minion_id`` to (its own
+    record under its cachedir, which neither the server nor any backup
+    server can write); [] when there is none or it cannot be read."""
+    try:
+        with open(_assigned_path(cachedir, minion_id), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    return [str(b) for b in data if isinstance(b, str)][:100] if isinstance(data, list) else []
+
+
+def remember_assignment(cachedir, minion_id: str, backup: str) -> bool:
+    """Add ``backup`` to the master's record of ``minion_id``'s backup
+    servers (written only when it is new, atomically). True when written."""
+    known = assigned_ever(cachedir, minion_id)
+    if backup in known:
+        return False
+    path = _assigned_path(cachedir, minion_id)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump([*known, backup][-100:], handle)
+    os.replace(tmp, path)
+    return True

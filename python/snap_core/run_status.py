@@ -12,11 +12,22 @@ import time
 
 from salt.exceptions import SaltInvocationError
 
-from snap_core import crosscheck, fleetstatus
+from snap_core import _rust, crosscheck, fleetstatus
 from snap_core import errors as snap_errors
 from snap_core import fleet as snap_fleet
 
 log = logging.getLogger(__name__)
+
+
+MAX_UNKNOWN_ROWS = 1_000
+
+
+def valid_id(minion_id):
+    try:
+        _rust.validate_minion_id(minion_id)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def accepted_minions(opts):
@@ -167,11 +178,26 @@ def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None
         table["history_only"] = held
     # Where each server says it pushed (its own records): what a claim of
     # another backup server to hold its older history is checked against.
-    table["_pushed_to"] = {
-        m: sorted({str(r.get("server")) for r in own[m] or [] if isinstance(r, dict) and r.get("server")})
-        for m in minions
-    }
+    table["_pushed_to"] = {m: pushed_to(own[m]) for m in minions}
     return table
+
+
+def pushed_to(records):
+    """The backup servers (host:port) a server's own records say it pushed
+    to completely."""
+    return sorted(
+        {str(r.get("server")) for r in records or [] if isinstance(r, dict) and r.get("server")
+         and r.get("result") in ("ok", "partial")}
+    )  # fmt: skip
+
+
+def confirmed(opts, minion_id, backup, where, pushed):
+    """Whether ``backup`` really held ``minion_id``: the master assigned it
+    there once (its own record, fleet.assigned_ever), or the server's own
+    records say it pushed to ``where`` (its host:port)."""
+    if opts.get("cachedir") and backup in snap_fleet.assigned_ever(opts["cachedir"], minion_id):
+        return True
+    return where is not None and where in pushed
 
 
 def endpoint(backup, pillar):
@@ -195,7 +221,7 @@ def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
     is shown as confirmed only when the server's own records say it pushed
     there."""
     accepted = accepted_minions(opts)
-    tables, held, pushed_to, endpoints, excluded = {}, {}, {}, {}, set()
+    tables, held, pushed, endpoints, excluded = {}, {}, {}, {}, set()
     for backup in backups:
         pillar = salt_["pillar.show_pillar"](minion=backup) or {}
         endpoints[backup] = endpoint(backup, pillar)
@@ -211,23 +237,49 @@ def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
             # Only the backup server a server is assigned to judges it: rows
             # another one adds for it (from its own view) are dropped.
             own = set(servers_of(backup, pillar, [m for m in accepted if m != backup]))
-            table["servers"] = [r for r in table["servers"] if r["server"] in own or r["server"] not in accepted]
+            others = [r for r in table["servers"] if r["server"] not in accepted and valid_id(r["server"])]
+            table["servers"] = [r for r in table["servers"] if r["server"] in own] + others[:MAX_UNKNOWN_ROWS]
+            if len(others) > MAX_UNKNOWN_ROWS:
+                table["ok"] = False
+                table["archive"]["note"] = (
+                    f"{len(others)} rows for ids the master does not know; shown: {MAX_UNKNOWN_ROWS}"
+                )
         held[backup] = table.pop("history_only", {})
-        pushed_to.update(table.pop("_pushed_to", {}))
+        pushed.update(table.pop("_pushed_to", {}))
         tables[backup] = table
     # A claim of older history stands when the server's own records name that backup server.
     claims = {}
     for backup, servers in held.items():
         claims[backup] = {
-            m: (synced if endpoints.get(backup) in pushed_to.get(m, ()) else f"{synced}, its word only")
+            m: (
+                synced
+                if confirmed(opts, m, backup, endpoints.get(backup), pushed.get(m, ()))
+                else f"{synced}, its word only"
+            )
             for m, synced in servers.items()
         }
     merged = fleetstatus.merge(tables, claims)
     judged = {r["server"] for r in merged["servers"] if r.get("backup_server") not in (None, "-")}
     for m in sorted(set(accepted) - set(backups) - excluded - judged):
+        # Its "history only" row (older history elsewhere) is no proof it left the fleet.
+        older = [r for r in merged["servers"] if r["server"] == m]
+        merged["servers"] = [r for r in merged["servers"] if r["server"] != m]
         merged["servers"].append({"server": m, "backup_server": "-", "state": "NOT JUDGED", "schedule": "-",
-                                  "last_good_push": "-", "age": "-", "missed_slots": 0, "older_history": "",
+                                  "last_good_push": "-", "age": "-", "missed_slots": 0,
+                                  "older_history": ", ".join(r["older_history"] for r in older if r["older_history"]),
                                   "note": "no backup server that answered judges it"})  # fmt: skip
         merged["ok"] = False
+    # Two backup servers archiving under one prefix would pass each other's archives off as their own.
+    prefixes = {}
+    for backup in backups:
+        prefixes.setdefault(archive_prefix(backup, salt_["pillar.show_pillar"](minion=backup) or {}), []).append(backup)
+    shared = {p: b for p, b in prefixes.items() if len(b) > 1}
+    if shared:
+        merged["ok"] = False
+        merged["note"] = "; ".join(
+            f"backup servers {', '.join(b)} archive under one prefix {p} (pillar snap:archive:prefix): "
+            "give each its own or leave it unset"
+            for p, b in sorted(shared.items())
+        )
     merged["servers"].sort(key=lambda r: (r["server"], r["backup_server"]))
     return merged

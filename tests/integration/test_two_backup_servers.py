@@ -168,7 +168,10 @@ def test_status_shows_both_backup_servers_and_where_older_history_lives(two):
     assert rows["web1"]["backup_server"] == "backup2" and rows["web1"]["state"] == "OK", rows["web1"]
     assert rows["db1"]["backup_server"] == "backup1" and rows["db1"]["state"] == "OK", rows["db1"]
     # web1's history from before the move is still on backup1, and status says so.
+    # Confirmed: web1's own push records name backup1 (its host:port), and
+    # the master recorded the assignment (the ext_pillar) since the move.
     assert rows["web1"]["older_history"].startswith("backup1 (newest "), rows["web1"]
+    assert "its word only" not in rows["web1"]["older_history"], rows["web1"]
     assert [a["backup_server"] for a in table["archives"]] == ["backup1", "backup2"]
     # One backup server alone: only its own servers.
     one = fleet.master.salt_run_cli(timeout=180).run("snap.status", "tgt=backup2", "offsite=False").data

@@ -23,7 +23,8 @@ def test_push_history_reads_the_tail_and_skips_garbage(tmp_path):
     (tmp_path / "push.jsonl").write_text("\n".join(lines) + "\n")
     got = crosscheck.read_push_history(tmp_path, limit=21)
     assert [r["run_id"] for r in got] == [f"r{i}" for i in range(4, 25)]
-    assert set(got[0]) == {"run_id", "started", "finished", "result", "error"}
+    assert set(got[0]) == {"run_id", "started", "finished", "result", "error", "server"}
+    assert got[0]["server"] == "127.0.0.1"
     # A long history: only its tail is read, the cut first line skipped.
     (tmp_path / "push.jsonl").write_text("\n".join([json.dumps(record("old", "2026-01-01T00:00:00Z"))] * 3000) + "\n")
     assert len(crosscheck.read_push_history(tmp_path, limit=0)) < 3000

@@ -30,10 +30,22 @@ def iso(t):
 
 
 def own(last, *servers):
-    """A server's own push records, the newest last, to these backup servers (host:port)."""
-    return [{"run_id": f"r{i}", "started": iso(last - (len(servers) - 1 - i) * 3600), "server": to,
-             "finished": iso(last - (len(servers) - 1 - i) * 3600 + 60), "result": "ok", "error": None}
-            for i, to in enumerate(servers)]  # fmt: skip
+    """A server's own push records, the newest last, to these backup servers
+    (host:port), as its snap.push_history returns them: written as the push
+    writes push.jsonl, read back by the real reader."""
+    import json
+    import tempfile
+
+    from snap_core import crosscheck
+
+    with tempfile.TemporaryDirectory() as state:
+        with open(f"{state}/push.jsonl", "w") as handle:
+            for i, to in enumerate(servers):
+                at = last - (len(servers) - 1 - i) * 3600
+                handle.write(json.dumps({"run_id": f"r{i}", "minion_id": "x", "account": "snap-x", "server": to,
+                                         "started": iso(at), "finished": iso(at + 60), "seconds": 60.0,
+                                         "result": "ok", "error": None, "attempts": 1}) + "\n")  # fmt: skip
+        return crosscheck.read_push_history(state)
 
 
 LAST = NOW - 2 * 3600  # 02:05 slot passed, pushed then
@@ -64,7 +76,7 @@ def pillar_of(minion):
 
 
 @pytest.fixture
-def runner(monkeypatch):
+def runner(monkeypatch, tmp_path):
     """The runner with a fleet of two backup servers; ``runner.calls`` lists
     what was asked of whom, ``runner.views`` what each backup server answers."""
     mod = load("runners")
@@ -105,7 +117,7 @@ def runner(monkeypatch):
 
     monkeypatch.setattr(salt.client, "get_local_client", lambda conf: Client())
     monkeypatch.setattr(salt.wheel, "WheelClient", Wheel)
-    mod.__opts__ = {"conf_file": "/dev/null"}
+    mod.__opts__ = {"conf_file": "/dev/null", "cachedir": str(tmp_path / "cache")}
     mod.__salt__ = {
         "mine.get": lambda tgt, fun, **kw: mine[fun],
         "pillar.show_pillar": lambda minion=None: pillar_of(minion),
@@ -203,7 +215,10 @@ def test_a_claim_to_hold_another_servers_history_is_its_word_only_and_restore_re
     rows = {r["server"]: r for r in table["servers"]}
     assert rows["db1"]["older_history"] == "backup2 (newest 2027-01-01T00:00:00Z, its word only)", rows["db1"]
     assert not any("bad id" in r["server"] for r in table["servers"]), "an invalid id is no row"
-    with pytest.raises(salt.exceptions.SaltInvocationError, match="db1's own push records do not name backup2"):
+    with pytest.raises(
+        salt.exceptions.SaltInvocationError,
+        match="db1 was never assigned to backup2 .* its own push records do not name backup2",
+    ):
         runner._backup_server_of("db1", "backup2")
     assert runner._backup_server_of("db1", "backup2", unconfirmed=True) == "backup2"
 
@@ -221,3 +236,35 @@ def test_rows_a_backup_server_adds_for_servers_not_its_own_are_dropped(runner):
     table = runner.status(now=NOW)
     assert [(r["server"], r["backup_server"]) for r in table["servers"] if r["server"] == "db1"] == [("db1", "backup1")]
     assert {r["server"]: r["state"] for r in table["servers"]}["db1"] == "OK"
+
+
+def test_the_masters_own_record_of_assignments_confirms_older_history(runner, tmp_path):
+    """attack14b M1: a server's own records keep about a week of pushes; the
+    master's record (written by the ext_pillar) keeps every backup server it
+    was ever assigned to."""
+    from snap_core import fleet
+
+    runner.views["backup2"]["held"] = {"db1": {"synced": "2027-01-01T00:00:00Z"}}
+    rows = {r["server"]: r for r in runner.status(now=NOW)["servers"]}
+    assert rows["db1"]["older_history"].endswith("its word only)")
+    cache = tmp_path / "cache"
+    assert fleet.remember_assignment(cache, "db1", "backup2") is True
+    assert fleet.remember_assignment(cache, "db1", "backup2") is False  # written once
+    assert fleet.assigned_ever(cache, "db1") == ["backup2"]
+    rows = {r["server"]: r for r in runner.status(now=NOW)["servers"]}
+    assert rows["db1"]["older_history"] == "backup2 (newest 2027-01-01T00:00:00Z)", rows["db1"]
+    assert runner._backup_server_of("db1", "backup2") == "backup2"
+    with pytest.raises(ValueError):
+        fleet.remember_assignment(cache, "../etc", "backup2")
+
+
+def test_two_backup_servers_under_one_prefix_fail_the_view(runner, monkeypatch):
+    """attack14b L7: a snap:archive:prefix kept from one backup server."""
+    shared = {m: pillar_of(m) for m in ("backup1", "backup2")}
+    for p in shared.values():
+        p["snap"]["archive"] = {"prefix": "snap/fleet"}
+    monkeypatch.setitem(
+        runner.__salt__, "pillar.show_pillar", lambda minion=None: shared.get(minion) or pillar_of(minion)
+    )
+    table = runner.status(now=NOW)
+    assert table["ok"] is False and "archive under one prefix snap/fleet/" in table["note"], table.get("note")
