@@ -252,7 +252,8 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         pillar = __salt__["pillar.show_pillar"](minion=backups[0]) or {}
         prefix = snap_run_status.archive_prefix(backups[0], pillar)
         try:
-            table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix)
+            table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix,
+                                               pillar=pillar)  # fmt: skip
         except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             return {"error": f"the answer of backup server {backups[0]} could not be judged: {exc}", "retcode": 2}
         table.pop("_pushed_to", None)

@@ -112,13 +112,15 @@ def status_policy(pillar):
     }
 
 
-def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None, accepted=None):
+def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None, accepted=None, pillar=None):
     """One backup server's table (``fleetstatus.build``, cross-checked), with
-    ``held``: what its history holds of servers with no account there."""
+    ``held``: what its history holds of servers with no account there.
+    ``pillar``: the backup server's, when the caller compiled it already."""
     import salt.client
 
     # The backup server's pillar, compiled here once: the policy and the reader.
-    pillar = salt_["pillar.show_pillar"](minion=tgt) or {}
+    if pillar is None:
+        pillar = salt_["pillar.show_pillar"](minion=tgt) or {}
     reader, offsite_note = offsite_reader(tgt, offsite, pillar)
     accepted = accepted_minions(opts) if accepted is None else accepted
     minions = servers_of(tgt, pillar, [m for m in accepted if m != tgt])
@@ -221,13 +223,14 @@ def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
     is shown as confirmed only when the server's own records say it pushed
     there."""
     accepted = accepted_minions(opts)
-    tables, held, pushed, endpoints, excluded = {}, {}, {}, {}, set()
+    tables, held, pushed, endpoints, excluded, pillars = {}, {}, {}, {}, set(), {}
     for backup in backups:
-        pillar = salt_["pillar.show_pillar"](minion=backup) or {}
+        pillar = pillars[backup] = salt_["pillar.show_pillar"](minion=backup) or {}
         endpoints[backup] = endpoint(backup, pillar)
         excluded |= status_policy(pillar)["exclude"]
         try:
-            table = status_one(salt_, opts, backup, now, timeout, offsite, archive_prefix(backup, pillar), accepted)
+            prefix = archive_prefix(backup, pillar)
+            table = status_one(salt_, opts, backup, now, timeout, offsite, prefix, accepted, pillar)
         except Exception as exc:  # one backup server's answer never takes the others' view down
             log.warning("snap status: the answer of %s could not be judged: %s", backup, exc)
             table = {"error": f"the answer of backup server {backup} could not be judged: {exc}"}
@@ -272,7 +275,7 @@ def status_all(salt_, opts, backups, now=None, timeout=15, offsite=None):
     # Two backup servers archiving under one prefix would pass each other's archives off as their own.
     prefixes = {}
     for backup in backups:
-        prefixes.setdefault(archive_prefix(backup, salt_["pillar.show_pillar"](minion=backup) or {}), []).append(backup)
+        prefixes.setdefault(archive_prefix(backup, pillars[backup]), []).append(backup)
     shared = {p: b for p, b in prefixes.items() if len(b) > 1}
     if shared:
         merged["ok"] = False
