@@ -415,6 +415,26 @@ def ensure_account(minion_id):
     return _server.ensure_account(_env(), minion_id)
 
 
+def make_accounts():
+    """
+    Make every missing push account of this backup server's fleet in one
+    pass of the account tables (``newusers -r``, then ``chpasswd -e`` for the
+    ``*`` password): the same accounts one ``useradd`` each would make, for a
+    10,000-server fleet in seconds instead of minutes. Fewer than two are
+    left to :func:`ensure_account`. What was made is read back from the
+    tables. Returns ``{"made": {account: minion id}, "planned": n, "error":
+    text}``; with ``test=True`` what would be made. Jails, quotas and keys
+    stay with each server's ``snap.account`` state.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup1 snap.make_accounts
+    """
+    return _server.make_accounts(_env())
+
+
 def write_root_file(path, text, mode="0644"):
     """
     Make ``path`` a root-owned file holding ``text`` (mode ``mode``), written

@@ -49,10 +49,15 @@ def __virtual__():
 
 def fleet(tgt="*", tgt_type="glob"):
     """
-    Every server's backup schedule and key, read back through the master.
+    Every server's backup schedule, key and backup server, read back
+    through the master.
 
     Keys come from the mine (``snap.pubkey``) and are validated again here;
-    schedules come from each minion's pillar as the master compiles it.
+    schedules and the backup server each server is assigned to
+    (``backup_server``) come from each minion's pillar as the master
+    compiles it. ``account`` is the name the fleet's naming rule gives;
+    ``account_made`` is what that backup server publishes it made
+    (``snap.accounts`` in the mine, its own word), or None before it has.
     Servers whose key was rejected are listed with the reason.
 
     CLI Example:
@@ -64,13 +69,20 @@ def fleet(tgt="*", tgt_type="glob"):
     """
     mine = __salt__["mine.get"](tgt, snap_fleet.MINE_FUNCTION, tgt_type=tgt_type)
     checked = snap_fleet.validate_mine(mine)
+    published = __salt__["mine.get"]("*", "snap.accounts")
     report = {}
     for minion_id in sorted(set(mine) | set(checked["rejected"])):
         pillar = __salt__["pillar.show_pillar"](minion=minion_id) or {}
-        sched = (pillar.get("snap") or {}).get("schedule") or {}
+        snap = pillar.get("snap") or {}
+        sched = snap.get("schedule") or {}
+        backup = (snap.get("backup_server") or {}).get("minion_id")
+        made = published.get(backup) if isinstance(backup, str) else None
+        made = made.get(minion_id) if isinstance(made, dict) else None
         row = {
             "minute": sched.get("minute"),
             "hours": sched.get("hours"),
+            "backup_server": backup,
+            "account_made": made if isinstance(made, str) else None,
         }
         key = checked["accepted"].get(minion_id)
         if key:

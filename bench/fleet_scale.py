@@ -141,7 +141,17 @@ def write_mine(path: pathlib.Path, n: int) -> None:
     path.write_text(json.dumps({"snap.pubkey": mine}))
 
 
-def setup(root: pathlib.Path, n: int) -> pathlib.Path:
+def one_by_one_sls() -> str:
+    """salt/snap/server.sls without its one-pass account state: each server's
+    own state makes its account with one ``useradd``, as before issue 14's
+    last change (``--compare``)."""
+    text = (REPO / "salt" / "snap" / "server.sls").read_text()
+    start = text.index("snap-accounts-made:")
+    end = text.index('{%- set mine = salt["mine.get"]')
+    return text[:start] + text[end:]
+
+
+def setup(root: pathlib.Path, n: int, one_by_one: bool = False) -> pathlib.Path:
     conf = root / "conf"
     overlay = root / "overlay" / "snap"
     pillar = root / "pillar"
@@ -149,6 +159,8 @@ def setup(root: pathlib.Path, n: int) -> pathlib.Path:
         d.mkdir(parents=True)
     # The core is installed in this Python already: snap.core is a no-op here.
     (overlay / "core.sls").write_text("snap-core-tools:\n  test.nop: []\nsnap-core:\n  test.nop: []\n")
+    if one_by_one:
+        (overlay / "server.sls").write_text(one_by_one_sls())
     (conf / "minion").write_text(
         json.dumps(
             {
@@ -284,12 +296,17 @@ def cleanup(root: pathlib.Path, users_before: set[str], groups_before: set[str])
     return time.monotonic() - t0
 
 
-def run_size(n: int) -> dict:
+def run_size(n: int, one_by_one: bool = False) -> dict:
     root = pathlib.Path(tempfile.mkdtemp(prefix=f"snap-bench-scale-{n}-", dir="/var/tmp"))
     users_before, groups_before = system.users(), system.groups()
     crontab_before = system.crontab_lines()
+    # `sshd -t` (state snap-sshd-check) needs sshd's privilege separation
+    # directory, which only a running system sshd makes.
+    made_privsep = not os.path.isdir("/run/sshd")
+    if made_privsep:
+        os.makedirs("/run/sshd", mode=0o755)
     try:
-        conf = setup(root, n)
+        conf = setup(root, n, one_by_one)
         first = apply(conf)
         second = apply(conf)
         made = len(system.users() - users_before)
@@ -301,7 +318,11 @@ def run_size(n: int) -> dict:
                 kept = [line for line in now if line not in mine_lines]
                 subprocess.run(["crontab", "-u", "root", "-"], input="\n".join(kept) + "\n", text=True)
         removal = cleanup(root, users_before, groups_before)
-    return {"n": n, "first": first, "second": second, "accounts": made, "removal": removal}
+        if made_privsep:
+            with contextlib.suppress(OSError):
+                os.rmdir("/run/sshd")
+    how = "one useradd each" if one_by_one else "one pass"
+    return {"n": n, "how": how, "first": first, "second": second, "accounts": made, "removal": removal}
 
 
 # -- pieces: what salt-run snap.status and the ext_pillar compute, at N servers --------
@@ -453,6 +474,11 @@ def main() -> int:
         metavar="N",
         help="time what salt-run snap.status and the ext_pillar compute for N servers (no accounts, no root)",
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="each size also with one useradd per account (the state before the one-pass account state)",
+    )
     args = parser.parse_args()
     if args.pieces:
         print(f"| piece (N = {args.pieces:,}) | wall (median of 3) | note |")
@@ -464,12 +490,15 @@ def main() -> int:
         print("fleet_scale.py creates real accounts: run it as root", file=sys.stderr)
         return 2
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        res = run_size(n)
+    runs = [(int(s), False) for s in args.sizes.split(",")]
+    if args.compare:
+        runs = [(n, how) for n, _ in runs for how in (False, True)]
+    for n, one_by_one in runs:
+        res = run_size(n, one_by_one)
         rows.append(res)
         f, s = res["first"], res["second"]
         print(
-            f"N={n}: first {f['wall']:.1f} s ({len(f['failed'])} failed, {f['changed']} changed), "
+            f"N={n} ({res['how']}): first {f['wall']:.1f} s ({len(f['failed'])} failed, {f['changed']} changed), "
             f"no-op {s['wall']:.1f} s ({len(s['failed'])} failed, {s['changed']} changed, rc {s['rc']}), "
             f"{res['accounts']} accounts made, removed in {res['removal']:.1f} s",
             flush=True,
@@ -477,13 +506,13 @@ def main() -> int:
         for name, comment in (f["failed"] + s["failed"])[:5]:
             print(f"  failed: {name}: {comment[:300]}")
     print()
-    print("| N | first run | no-op run | failed states | accounts | before (first / no-op) |")
-    print("|---:|---:|---:|---:|---:|---|")
+    print("| N | accounts made | first run | no-op run | failed states | accounts | before (first / no-op) |")
+    print("|---:|---|---:|---:|---:|---:|---|")
     for r in rows:
         before = TODAY.get(r["n"], ("", "", ""))
         note = f" ({before[2]})" if before[2] else ""
         print(
-            f"| {r['n']:,} | {r['first']['wall']:.1f} s | {r['second']['wall']:.1f} s | "
+            f"| {r['n']:,} | {r['how']} | {r['first']['wall']:.1f} s | {r['second']['wall']:.1f} s | "
             f"{len(r['first']['failed'])} / {len(r['second']['failed'])} | {r['accounts']:,} | "
             f"{before[0]} / {before[1]}{note} |"
         )

@@ -46,6 +46,19 @@ snap-dir-{{ loop.index }}:
     - makedirs: True
 {%- endfor %}
 
+{#- The fleet's new accounts in one pass of the account tables; each
+    server's state below completes its own (and makes it alone if this
+    failed: no requisite on it). #}
+snap-accounts-made:
+  snap.accounts_made:
+    - name: {{ srv.group }}
+    - require:
+      - group: snap-push-group
+      - snap-core
+{%- for i in range(1, 8) %}
+      - file: snap-dir-{{ i }}
+{%- endfor %}
+
 {%- set mine = salt["mine.get"]("*", "snap.pubkey") %}
 {%- set excluded = (srv.exclude or []) + [grains["id"]] %}
 {%- for minion_id in mine | sort %}

@@ -26,6 +26,11 @@ def test_first_highstate_succeeds_and_makes_keys_for_servers_only(deployed):
         assert key.exists() and (key.parent / "id_ed25519.pub").exists()
         changed = [c for c in state_changes({minion_id: runs["first"][minion_id]}) if "snap-keypair" in c[1]]
         assert changed, f"{minion_id}: keypair state reported no change on first run"
+    # Both servers' accounts were made in one pass of the account tables
+    # (newusers), and their own states then completed them (they log in later).
+    made = [r for tag, r in runs["accounts"]["backup1"].items() if "snap-accounts-made" in tag]
+    assert len(made) == 1, "the one-pass account state ran on the backup server"
+    assert set(made[0]["changes"]["users"]["new"].values()) == set(fleet.clients), made[0]
     # The backup server gets no push key of its own.
     assert not (fleet.root_of("backup1") / "etc" / "snap" / "id_ed25519").exists()
 
@@ -87,3 +92,4 @@ def test_runner_reports_schedule_and_fingerprint_through_the_master(deployed):
         assert row["minute"] == zlib.crc32(minion_id.encode()) % 60
         assert row["key"] == "ok" and row["fingerprint"].startswith("SHA256:")
         assert row["account"] == f"snap-{minion_id}"
+        assert row["backup_server"] == "backup1" and row["account_made"] == f"snap-{minion_id}", row

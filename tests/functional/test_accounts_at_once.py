@@ -1,0 +1,134 @@
+"""New push accounts made in one pass of the real account tables
+(snap_core.accounts.make_at_once: shadow-utils' newusers and chpasswd), and
+the same as one ``useradd`` each would make them.
+
+Makes real users (CI runs as root); removes exactly the users and the group
+it made, by name, never "whatever appeared meanwhile" (the integration tier
+makes accounts beside it)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pathlib
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from snap_core import accounts as acc
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes real accounts: needs root (CI runs as root)")
+
+TABLES = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/subuid", "/etc/subgid")
+
+
+def _free_gid(first: int) -> int:
+    taken = {g.gr_gid for g in grp.getgrall()} | {p.pw_uid for p in pwd.getpwall()}
+    while first in taken:
+        first += 1
+    return first
+
+
+@pytest.fixture
+def push_group():
+    gid = _free_gid(291000)
+    name = f"snap-t{gid}"
+    jails = pathlib.Path(tempfile.mkdtemp(prefix="snap-atonce-", dir="/var/tmp"))
+    jails.chmod(0o711)
+    subprocess.run(["groupadd", "-g", str(gid), name], check=True)
+    made: list[str] = []
+    try:
+        yield name, gid, jails, made
+    finally:
+        for user in made:
+            subprocess.run(["userdel", user], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+        shutil.rmtree(jails, ignore_errors=True)
+
+
+def _shadow(name: str) -> list[str]:
+    for line in pathlib.Path("/etc/shadow").read_text().splitlines():
+        if line.split(":", 1)[0] == name:
+            return line.split(":")
+    raise AssertionError(f"{name} has no /etc/shadow entry")
+
+
+def _plans(tables, names, jails, uid_range):
+    planned = {}
+    for name in names:
+        home = str(jails / name)
+        cmd, _ = acc.plan(tables, name, f"{name}.example.com", home, uid_range)
+        planned[name] = (f"{name}.example.com", home, cmd)
+        acc.applied(tables, name, f"{name}.example.com", home, cmd)
+    return planned
+
+
+def test_many_accounts_in_one_pass_are_what_useradd_makes(push_group):
+    group, gid, jails, made = push_group
+    uid_range = (gid + 1, gid + 999)
+    names = [f"snaptao{gid}x{i}" for i in range(5)]
+    made.extend(names + [f"snaptao{gid}u"])
+    subuid_before = pathlib.Path("/etc/subuid").read_text()
+    tables = acc.Tables(group)
+    planned = _plans(tables, names, jails, uid_range)
+
+    done, error = acc.make_at_once(tables, planned)
+    print(f"made at once: {done}; error: {error!r}")
+    assert error == "" and done == sorted(names)
+
+    # One more the old way (one useradd) to compare with field by field.
+    single = f"snaptao{gid}u"
+    cmd, _ = acc.plan(tables, single, f"{single}.example.com", str(jails / single), uid_range)
+    subprocess.run(cmd, check=True, capture_output=True)
+    ref = _shadow(single)
+    for i, name in enumerate(names):
+        pw = pwd.getpwnam(name)
+        assert (pw.pw_uid, pw.pw_gid) == (gid + 1 + i, gid), "uid from the range, the shared group"
+        assert pw.pw_gecos == f"snap push account of {name}.example.com"
+        assert (pw.pw_dir, pw.pw_shell) == (str(jails / name), acc.SHELL)
+        assert _shadow(name)[1:] == ref[1:], f"{name}: shadow entry differs from useradd's {ref}"
+        st = os.lstat(jails / name)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o711), "home made by snap, root 0711"
+        assert acc.plan(tables, name, f"{name}.example.com", str(jails / name), uid_range) == (None, {}), (
+            "the tables handed back know the account: its own state has nothing left to do"
+        )
+    assert _shadow(names[0])[1] == "*", "no password login, yet not locked (sshd refuses keys of '!' accounts)"
+    assert pathlib.Path("/etc/subuid").read_text() == subuid_before, "no subordinate ids for a push account"
+    assert grp.getgrnam(group).gr_mem == [], "no private group, no membership needed"
+
+
+def test_a_batch_newusers_refuses_changes_nothing_and_says_why(push_group):
+    group, gid, jails, made = push_group
+    uid_range = (gid + 1, gid + 999)
+    names = [f"snaptao{gid}y{i}" for i in range(3)]
+    made.extend(names)
+    tables = acc.Tables(group)
+    planned = _plans(tables, names, jails, uid_range)
+    # newusers refuses a name useradd would too; it changes all or nothing.
+    minion_id, home, cmd = planned.pop(names[1])
+    planned["-bad"] = (minion_id, home, [*cmd[:-1], "-bad"])
+    before = {path: pathlib.Path(path).read_bytes() for path in TABLES}
+
+    done, error = acc.make_at_once(tables, planned)
+    print(f"made at once: {done}; error: {error!r}")
+    assert done == [] and "newusers failed" in error and "-bad" in error
+    assert {path: pathlib.Path(path).read_bytes() for path in TABLES} == before, "the tables are untouched"
+    assert names[0] not in tables.users, "the tables handed back are the real ones, not the plan"
+
+
+def test_a_field_that_would_split_a_line_is_refused_before_anything_runs(push_group):
+    group, gid, jails, made = push_group
+    tables = acc.Tables(group)
+    name = f"snaptao{gid}z"
+    made.append(name)
+    planned = _plans(tables, [name], jails, (gid + 1, gid + 999))
+    minion_id, home, cmd = planned[name]
+    planned[name] = ("evil:0:0:root", home, cmd)
+    before = pathlib.Path("/etc/passwd").read_bytes()
+    done, error = acc.make_at_once(tables, planned)
+    assert done == [] and "':'" in error
+    assert pathlib.Path("/etc/passwd").read_bytes() == before
+    assert not (jails / name).exists(), "nothing made, not even the home"
