@@ -223,6 +223,19 @@ def apply(conf: pathlib.Path) -> dict:
     return {"wall": wall, "rc": proc.returncode, "failed": failed, "changed": changed, "states": len(states)}
 
 
+def call_time(conf: pathlib.Path, *fun: str) -> tuple[float, int]:
+    """Wall time of one ``salt-call --local <fun>`` (and the size of its JSON answer)."""
+    salt_call = pathlib.Path(sys.executable).with_name("salt-call")
+    cmd = [str(salt_call), "--local", f"--config-dir={conf}", *fun, "--out=json", "-l", "quiet"]
+    with machine_lock():
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+    if proc.returncode:
+        raise SystemExit(f"salt-call {' '.join(fun)} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return wall, len(proc.stdout)
+
+
 def _rewrite(path: str, keep) -> None:
     """Rewrite one account table without the lines ``keep`` rejects (atomic rename)."""
     with open(path, encoding="utf-8") as handle:
@@ -309,7 +322,11 @@ def run_size(n: int, one_by_one: bool = False) -> dict:
         conf = setup(root, n, one_by_one)
         first = apply(conf)
         second = apply(conf)
-        made = len(system.users() - users_before)
+        made = sum(1 for u in system.users() - users_before if pwd.getpwnam(u).pw_gid == GID)
+        # What the backup server answers `salt-run snap.status` with: it
+        # opens every jail, takes its lock, reads its receipts.
+        view = call_time(conf, "snap.backup_view")
+        base = call_time(conf, "test.true")
     finally:
         with machine_lock():
             now = system.crontab_lines()
@@ -322,7 +339,8 @@ def run_size(n: int, one_by_one: bool = False) -> dict:
             with contextlib.suppress(OSError):
                 os.rmdir("/run/sshd")
     how = "one useradd each" if one_by_one else "one pass"
-    return {"n": n, "how": how, "first": first, "second": second, "accounts": made, "removal": removal}
+    return {"n": n, "how": how, "first": first, "second": second, "accounts": made, "removal": removal,
+            "view": view, "base": base}  # fmt: skip
 
 
 # -- pieces: what salt-run snap.status and the ext_pillar compute, at N servers --------
@@ -500,7 +518,8 @@ def main() -> int:
         print(
             f"N={n} ({res['how']}): first {f['wall']:.1f} s ({len(f['failed'])} failed, {f['changed']} changed), "
             f"no-op {s['wall']:.1f} s ({len(s['failed'])} failed, {s['changed']} changed, rc {s['rc']}), "
-            f"{res['accounts']} accounts made, removed in {res['removal']:.1f} s",
+            f"{res['accounts']} accounts made, removed in {res['removal']:.1f} s; snap.backup_view "
+            f"{res['view'][0]:.1f} s ({res['view'][1]:,} bytes of JSON; salt-call test.true {res['base'][0]:.1f} s)",
             flush=True,
         )
         for name, comment in (f["failed"] + s["failed"])[:5]:
