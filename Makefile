@@ -17,12 +17,13 @@ DIST := dist
 # The master serves the wheel to the fleet from the salt file tree (state snap.core).
 SALT_DIST := salt/snap/files/dist
 
-# System packages the project and its tests use (Debian names). radosgw,
+# System packages the project and its tests use (Debian names; btrfs-progs:
+# the tests put jails on btrfs, quota enforces ext4 jail limits). radosgw,
 # ceph-mon and ceph-osd: a one-node Ceph RADOS Gateway, the real S3 server
 # the off-site tests run against (tests/support/ceph.py; ~70 MB download).
 APT_PACKAGES := rsync rsnapshot openssh-server openssh-client cron \
 	squashfs-tools squashfs-tools-ng libsquashfs-dev libclang-dev clang pkg-config \
-	gnupg acl attr util-linux procps time iproute2 \
+	gnupg acl attr util-linux procps time iproute2 quota btrfs-progs \
 	python3-venv python3-dev gcc make \
 	radosgw ceph-mon ceph-osd
 
