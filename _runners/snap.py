@@ -56,8 +56,10 @@ def fleet(tgt="*", tgt_type="glob"):
     schedules and the backup server each server is assigned to
     (``backup_server``) come from each minion's pillar as the master
     compiles it. ``account`` is the name the fleet's naming rule gives;
-    ``account_made`` is what that backup server publishes it made
-    (``snap.accounts`` in the mine, its own word), or None before it has.
+    ``account_published`` the name that backup server publishes for it
+    (``snap.accounts`` in the mine: what the server pushes as; its word,
+    whether or not the account is complete yet; ``salt-run snap.status``
+    says whether pushes land), or None before it has.
     Servers whose key was rejected are listed with the reason.
 
     CLI Example:
@@ -69,20 +71,23 @@ def fleet(tgt="*", tgt_type="glob"):
     """
     mine = __salt__["mine.get"](tgt, snap_fleet.MINE_FUNCTION, tgt_type=tgt_type)
     checked = snap_fleet.validate_mine(mine)
-    published = __salt__["mine.get"]("*", "snap.accounts")
+    ids = sorted(set(mine) | set(checked["rejected"]))
+    snaps = {m: (__salt__["pillar.show_pillar"](minion=m) or {}).get("snap") or {} for m in ids}
+    backups = {m: (s.get("backup_server") or {}).get("minion_id") for m, s in snaps.items()}
+    # Only the backup servers' publications: any minion can publish its own.
+    named = sorted({b for b in backups.values() if isinstance(b, str)})
+    published = __salt__["mine.get"](named, "snap.accounts", tgt_type="list") if named else {}
     report = {}
-    for minion_id in sorted(set(mine) | set(checked["rejected"])):
-        pillar = __salt__["pillar.show_pillar"](minion=minion_id) or {}
-        snap = pillar.get("snap") or {}
-        sched = snap.get("schedule") or {}
-        backup = (snap.get("backup_server") or {}).get("minion_id")
-        made = published.get(backup) if isinstance(backup, str) else None
-        made = made.get(minion_id) if isinstance(made, dict) else None
+    for minion_id in ids:
+        sched = snaps[minion_id].get("schedule") or {}
+        backup = backups[minion_id]
+        names = published.get(backup) if isinstance(backup, str) else None
+        name = names.get(minion_id) if isinstance(names, dict) else None
         row = {
             "minute": sched.get("minute"),
             "hours": sched.get("hours"),
             "backup_server": backup,
-            "account_made": made if isinstance(made, str) else None,
+            "account_published": name if isinstance(name, str) else None,
         }
         key = checked["accepted"].get(minion_id)
         if key:

@@ -19,7 +19,9 @@ group: they are members of the push group, which is all snap needs.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import copy
 import dataclasses
 import grp
 import os
@@ -70,15 +72,41 @@ def _read_shadow(path: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _read_subids(path: str) -> list[tuple[int, int]]:
+    """The subordinate id ranges of ``/etc/subuid`` (``name:first:count``),
+    merged, as sorted ``(first, last)``."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit() and int(fields[2]) > 0:
+                    out.append((int(fields[1]), int(fields[1]) + int(fields[2]) - 1))
+    except FileNotFoundError:
+        pass
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(out):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
 class Tables:
     """One read of the user, group and shadow tables."""
 
-    def __init__(self, group: str, shadow: str = "/etc/shadow"):
+    def __init__(self, group: str, shadow: str = "/etc/shadow", subuid: str = "/etc/subuid"):
         self.group = group
         self.shadow = shadow
+        self.subuid = subuid
         self.users: dict[str, User] = {}
         self.uids: set[int] = set()
         shadow_of = _read_shadow(shadow)
+        self.shadow_names = set(shadow_of)
+        # A uid in another user's subordinate range is that user's to map in
+        # a user namespace (and so to own the jail): never given to an account.
+        self.subuid_ranges = _read_subids(subuid)
         for pw in pwd.getpwall():
             password, expire = shadow_of.get(pw.pw_name, ("", ""))
             self.users[pw.pw_name] = User(
@@ -106,11 +134,24 @@ class Tables:
     def in_group(self, user: User) -> bool:
         return user.name in self.members or (self.gid is not None and user.gid == self.gid)
 
+    def subordinate(self, uid: int) -> tuple[int, int] | None:
+        """The subordinate uid range (``/etc/subuid``) ``uid`` lies in, if any."""
+        i = bisect.bisect_right(self.subuid_ranges, (uid, float("inf"))) - 1
+        if i >= 0 and self.subuid_ranges[i][0] <= uid <= self.subuid_ranges[i][1]:
+            return self.subuid_ranges[i]
+        return None
+
     def free_uid(self, first: int, last: int) -> int:
-        """The lowest uid in ``first..last`` nobody has (amortised constant time)."""
+        """The lowest uid in ``first..last`` nobody has and no subordinate
+        range holds (amortised constant time)."""
         uid = max(first, self._next_uid or first)
-        while uid in self.uids:
-            uid += 1
+        while uid <= last:
+            if uid in self.uids:
+                uid += 1
+            elif sub := self.subordinate(uid):
+                uid = sub[1] + 1
+            else:
+                break
         if uid > last:
             raise AccountError(
                 f"no free uid left in snap:server:uid_range {first}-{last}: widen the range "
@@ -192,8 +233,9 @@ def applied(tables: Tables, account: str, minion_id: str, home: str, cmd: list[s
 
 
 #: Lines ``newusers`` prints for every account when it asks PAM for a
-#: password it was not given (shadow-utils 4.13, Debian 12); later versions
-#: skip the empty password without a word.
+#: password it was not given (shadow-utils 4.13, Debian 12). Later versions
+#: skip the empty password without a word (and write no shadow line for it;
+#: ``chpasswd -e`` then adds one with ``*``).
 _PAM_NOISE = (
     "No password has been supplied.",
     "pam_chauthtok() failed",
@@ -202,63 +244,133 @@ _PAM_NOISE = (
 )
 
 
+def scratch(tables: Tables) -> Tables:
+    """A copy of ``tables`` to plan on: what :func:`applied` records there
+    (uids handed out) is not taken for real by anyone reading ``tables``."""
+    out = copy.copy(tables)
+    out.users, out.uids, out.members = dict(tables.users), set(tables.uids), set(tables.members)
+    return out
+
+
+def _unclaimed(tables: Tables, planned: dict[str, tuple[str, str, list[str]]]) -> dict[str, str]:
+    """Why each planned account must not go to ``newusers`` (it creates *or
+    updates* the accounts it is given, and does not check uids): its name or
+    uid already taken (by the tables now, or by a directory the tables do not
+    list), a stale ``/etc/shadow`` line under its name (newusers would keep
+    its hash), or a home that is not the root-owned directory made for it."""
+    shadow_names = set(_read_shadow(tables.shadow))
+    refused = {}
+    for account, (_, home, cmd) in planned.items():
+        uid = int(cmd[cmd.index("-u") + 1])
+        try:
+            pwd.getpwnam(account)
+            refused[account] = "the name is taken"
+            continue
+        except KeyError:
+            pass
+        try:
+            refused[account] = f"uid {uid} is taken by {pwd.getpwuid(uid).pw_name}"
+            continue
+        except KeyError:
+            pass
+        if account in shadow_names:
+            refused[account] = "/etc/shadow holds a stale line for the name"
+            continue
+        try:
+            st = os.lstat(home)
+        except OSError as exc:
+            refused[account] = f"home {home}: {exc.strerror}"
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            refused[account] = f"home {home} is not a root-owned directory"
+    return refused
+
+
 def make_at_once(tables: Tables, planned: dict[str, tuple[str, str, list[str]]]) -> tuple[list[str], str]:
     """Make several new accounts in one pass of the tables.
 
     ``planned`` maps each account to ``(minion id, home, useradd command)``
-    as :func:`plan` gave them. One ``useradd`` per account rewrites all four
-    tables each time (O(N) each, so O(N^2) for a fleet: 10,000 accounts took
-    11 min); here shadow-utils' own tools write them once: ``newusers -r``
+    as :func:`plan` gave them (on a :func:`scratch` copy). One ``useradd``
+    per account rewrites all four tables each time (O(N) each, so O(N^2) for
+    a fleet); here shadow-utils' own tools write them once: ``newusers -r``
     (``-r``: no subordinate uids, which ``useradd`` gets from
     ``SUB_UID_COUNT=0``; the uid and group are given, so it changes nothing
-    else) makes every user with a locked password, then ``chpasswd -e``
-    sets ``*`` for all of them, as ``useradd -p *`` would. Homes are made
-    first, root-owned 0711, so ``newusers`` neither makes nor chowns them.
+    else) makes every user with a locked password (``!``), then ``chpasswd
+    -e`` sets ``*`` for the ones read back as made, as ``useradd -p *``
+    would. Homes are made first, root-owned 0711, so ``newusers`` neither
+    makes nor chowns them.
 
-    ``newusers`` changes all accounts or none. What was made is read back
-    from the tables, never assumed: returns ``(accounts made as planned,
-    error)``, the error empty when all of them were. An account missing from
-    the result is left to its own state (one ``useradd``)."""
-    lines, passwords = [], []
-    for account, (minion_id, home, cmd) in sorted(planned.items()):
-        uid = cmd[cmd.index("-u") + 1]
-        fields = [account, "", uid, str(tables.gid), GECOS_PREFIX + minion_id, home, SHELL]
-        if any(":" in f or "\n" in f for f in fields):
-            return [], f"account {account} of {minion_id}: a field holds ':' or a newline"
-        lines.append(":".join(fields) + "\n")
-        passwords.append(f"{account}:*\n")
-    for _, home, _ in planned.values():
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(home, 0o711)
-            os.chown(home, 0, 0)
-            os.chmod(home, 0o711)
-    res = subprocess.run(["newusers", "-r"], input="".join(lines), capture_output=True, text=True, check=False)
-    noise = [ln for ln in res.stderr.splitlines() if ln.strip() and not any(n in ln for n in _PAM_NOISE)]
-    error = ""
-    if res.returncode and noise:
-        error = f"newusers failed (exit {res.returncode}): {' / '.join(noise[:3])}"
-    else:
-        res = subprocess.run(["chpasswd", "-e"], input="".join(passwords), capture_output=True, text=True, check=False)
-        if res.returncode:
-            error = f"chpasswd -e failed (exit {res.returncode}): {res.stderr.strip()[:300]}"
-    fresh = Tables(tables.group, tables.shadow)
+    ``newusers`` updates an account it is given that exists, and takes any
+    uid: every name, uid, stale shadow line and home is checked again just
+    before it runs (:func:`_unclaimed`), and what was made is read back from
+    the tables, never assumed (its uid held by no one else). It writes all
+    or nothing for an error it finds before writing. Returns ``(accounts
+    made, error)``: made means the user exists as planned, even if its
+    password is still ``!`` (then the error says so, and its own state's
+    ``usermod -p *`` finishes it). ``tables`` is read again in every case;
+    an account not made is left to its own state (one ``useradd``)."""
+    made: list[str] = []
+    problems: list[str] = []
+    sent: list[str] = []
+    try:
+        lines, bad = [], {}
+        for account, (minion_id, home, cmd) in sorted(planned.items()):
+            fields = [account, "", cmd[cmd.index("-u") + 1], str(tables.gid), GECOS_PREFIX + minion_id, home, SHELL]
+            if any(":" in f or "\n" in f for f in fields):
+                bad[account] = "a field holds ':' or a newline"
+            lines.append((account, ":".join(fields) + "\n"))
+        for account, (_, home, _) in planned.items():
+            if account not in bad:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(home, 0o711)
+                    os.chown(home, 0, 0)
+                    os.chmod(home, 0o711)
+        bad.update(_unclaimed(tables, {a: p for a, p in planned.items() if a not in bad}))
+        problems += [f"{a}: {why}" for a, why in sorted(bad.items())]
+        sent = [account for account, _ in lines if account not in bad]
+        if sent:
+            todo = "".join(line for account, line in lines if account not in bad)
+            res = subprocess.run(["newusers", "-r"], input=todo, capture_output=True, text=True, check=False)
+            noise = [ln for ln in res.stderr.splitlines() if ln.strip() and not any(n in ln for n in _PAM_NOISE)]
+            if res.returncode and noise:
+                problems.append(f"newusers failed (exit {res.returncode}): {' / '.join(noise[:3])}")
+            made = _read_back(Tables(tables.group, tables.shadow, tables.subuid), planned, tables.gid)
+            if made:
+                passwords = "".join(f"{account}:*\n" for account in made)
+                res = subprocess.run(["chpasswd", "-e"], input=passwords, capture_output=True, text=True, check=False)
+                if res.returncode:
+                    problems.append(f"chpasswd -e failed (exit {res.returncode}): {res.stderr.strip()[:300]}")
+    except OSError as exc:
+        problems.append(f"{exc.filename or 'the account tables'}: {exc.strerror or exc}")
+    finally:
+        fresh = Tables(tables.group, tables.shadow, tables.subuid)
+        tables.__dict__.update(fresh.__dict__)
+    pending = [a for a in made if getattr(tables.users.get(a), "password", None) != "*"]
+    if pending:
+        problems.append(f"{len(pending)} made with their password still locked (their own states set '*')")
+    astray = set(sent) - set(made)
+    if astray and not any(p.startswith("newusers") for p in problems):
+        problems.append(f"{len(astray)} of {len(sent)} accounts are not as planned after newusers")
+    return sorted(made), "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+
+
+def _read_back(fresh: Tables, planned: dict[str, tuple[str, str, list[str]]], gid: int | None) -> list[str]:
+    """The planned accounts the tables now hold exactly as planned, each
+    with a uid no other account has."""
+    holders: dict[int, int] = {}
+    for user in fresh.users.values():
+        holders[user.uid] = holders.get(user.uid, 0) + 1
     made = []
     for account, (minion_id, home, cmd) in planned.items():
         user = fresh.users.get(account)
         uid = int(cmd[cmd.index("-u") + 1])
-        if user is not None and (user.uid, user.gid, user.bound_to, user.home, user.shell, user.password) == (
-            uid,
-            tables.gid,
-            minion_id,
-            home,
-            SHELL,
-            "*",
+        if (
+            user is not None
+            and (user.uid, user.gid, user.bound_to, user.home, user.shell) == (uid, gid, minion_id, home, SHELL)
+            and holders.get(uid) == 1
         ):
             made.append(account)
-    if not error and len(made) != len(planned):
-        error = f"{len(planned) - len(made)} of {len(planned)} accounts are not as planned after newusers"
-    tables.__dict__.update(fresh.__dict__)
-    return sorted(made), error
+    return made
 
 
 def write_root_file(path: str, text: str, mode: int, dry_run: bool = False) -> bool:

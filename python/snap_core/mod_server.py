@@ -150,22 +150,27 @@ def make_accounts(env):
     missing = {m: key["account"] for m, key in fleet["accepted"].items() if key["account"] not in tabs.users}
     if len(missing) < MAKE_AT_ONCE_MIN:
         return {"made": {}, "planned": len(missing), "error": ""}
-    if env.opts.get("test") or tabs.gid is None:
+    if env.opts.get("test"):
         return {"made": {a: m for m, a in missing.items()}, "planned": len(missing), "error": ""}
+    if tabs.gid is None:
+        return {"made": {}, "planned": len(missing), "error": f"group {tabs.group} does not exist"}
     try:
         uid_range = acc.parse_uid_range(srv.get("uid_range") or [200000, 299999])
     except acc.AccountError as exc:
         raise CommandExecutionError(str(exc)) from None
+    # Planned on a copy: if the pass makes nothing, the run's tables must
+    # not believe in the uids handed out here.
+    draft = acc.scratch(tabs)
     planned = {}
     for minion_id, account in sorted(missing.items()):
         home = os.path.join(jails, account)
         try:
-            cmd, _ = acc.plan(tabs, account, minion_id, home, uid_range)
+            cmd, _ = acc.plan(draft, account, minion_id, home, uid_range)
         except acc.AccountError:
             continue  # its own state names the problem
         if cmd and cmd[0] == "useradd":
             planned[account] = (minion_id, home, cmd)
-            acc.applied(tabs, account, minion_id, home, cmd)  # the next plan takes the next uid
+            acc.applied(draft, account, minion_id, home, cmd)  # the next plan takes the next uid
     made, error = acc.make_at_once(tabs, planned) if planned else ([], "")
     return {"made": {a: planned[a][0] for a in made}, "planned": len(planned), "error": error}
 

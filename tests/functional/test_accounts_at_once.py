@@ -57,12 +57,15 @@ def _shadow(name: str) -> list[str]:
 
 
 def _plans(tables, names, jails, uid_range):
+    """Planned as snap.make_accounts plans them: on a scratch copy."""
+    draft = acc.scratch(tables)
     planned = {}
     for name in names:
         home = str(jails / name)
-        cmd, _ = acc.plan(tables, name, f"{name}.example.com", home, uid_range)
+        cmd, _ = acc.plan(draft, name, f"{name}.example.com", home, uid_range)
         planned[name] = (f"{name}.example.com", home, cmd)
-        acc.applied(tables, name, f"{name}.example.com", home, cmd)
+        acc.applied(draft, name, f"{name}.example.com", home, cmd)
+    assert not set(names) & set(tables.users), "planning takes nothing in the run's own tables"
     return planned
 
 
@@ -132,3 +135,58 @@ def test_a_field_that_would_split_a_line_is_refused_before_anything_runs(push_gr
     assert done == [] and "':'" in error
     assert pathlib.Path("/etc/passwd").read_bytes() == before
     assert not (jails / name).exists(), "nothing made, not even the home"
+
+
+def test_an_account_or_uid_taken_after_planning_is_never_updated_or_shared(push_group, tmp_path):
+    """newusers updates an account it is given that exists, and takes any
+    uid: the pass checks every name, uid and stale shadow line again just
+    before it runs, and leaves those accounts to their own states."""
+    group, gid, jails, made = push_group
+    uid_range = (gid + 1, gid + 999)
+    names = [f"snaptao{gid}w{i}" for i in range(4)]
+    intruder = f"snaptao{gid}i"
+    made.extend(names + [intruder])
+    tables = acc.Tables(group)
+    planned = _plans(tables, names, jails, uid_range)
+    # Between planning and the pass: someone makes names[1] (not snap's), and
+    # another account takes the uid planned for names[2].
+    hashed = "$6$salt$" + "x" * 86
+    subprocess.run(["useradd", "-M", "-u", str(gid + 900), "-c", "not snap's", "-p", hashed, names[1]], check=True)
+    taken_uid = int(planned[names[2]][2][planned[names[2]][2].index("-u") + 1])
+    subprocess.run(["useradd", "-M", "-u", str(taken_uid), "-c", "intruder", intruder], check=True)
+    # And a stale /etc/shadow line under names[3] (read from a copy: the real
+    # file is not touched by hand).
+    shadow = tmp_path / "shadow"
+    shadow.write_text(pathlib.Path("/etc/shadow").read_text() + f"{names[3]}:{hashed}:20000:0:99999:7:::\n")
+    tables.shadow = str(shadow)
+
+    done, error = acc.make_at_once(tables, planned)
+    print(f"made at once: {done}; error: {error!r}")
+    assert done == [names[0]]
+    assert f"{names[1]}: the name is taken" in error
+    assert f"{names[2]}: uid {taken_uid} is taken by {intruder}" in error
+    assert f"{names[3]}: /etc/shadow holds a stale line" in error
+    other = pwd.getpwnam(names[1])
+    assert (other.pw_uid, other.pw_gecos) == (gid + 900, "not snap's"), "an existing account is never rewritten"
+    assert _shadow(names[1])[1] == hashed, "nor its password"
+    assert [p.pw_name for p in pwd.getpwall() if p.pw_uid == taken_uid] == [intruder], "no uid is ever shared"
+    with pytest.raises(KeyError):
+        pwd.getpwnam(names[3])
+
+
+def test_free_uids_skip_other_users_subordinate_ranges(tmp_path):
+    """A uid inside someone's /etc/subuid range is theirs to map in a user
+    namespace: a push account never gets one (Debian hands the third
+    regular user 231072-296607, inside the default 200000-299999)."""
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\nbob:165536:65536\ncarol:231072:65536\nbad line\n")
+    tables = acc.Tables("root", subuid=str(subuid))
+    assert tables.subuid_ranges == [(100000, 296607)], "merged"
+    assert tables.free_uid(200000, 299999) == 296608
+    subuid.write_text("carol:231072:65536\n")
+    tables = acc.Tables("root", subuid=str(subuid))
+    assert tables.free_uid(200000, 299999) == 200000
+    tables._next_uid = 231072
+    assert tables.free_uid(200000, 299999) == 296608
+    with pytest.raises(acc.AccountError, match="no free uid left"):
+        acc.Tables("root", subuid=str(subuid)).free_uid(231072, 296607)

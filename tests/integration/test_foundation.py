@@ -92,4 +92,4 @@ def test_runner_reports_schedule_and_fingerprint_through_the_master(deployed):
         assert row["minute"] == zlib.crc32(minion_id.encode()) % 60
         assert row["key"] == "ok" and row["fingerprint"].startswith("SHA256:")
         assert row["account"] == f"snap-{minion_id}"
-        assert row["backup_server"] == "backup1" and row["account_made"] == f"snap-{minion_id}", row
+        assert row["backup_server"] == "backup1" and row["account_published"] == f"snap-{minion_id}", row

@@ -173,10 +173,10 @@ def test_status_shows_both_backup_servers_and_where_older_history_lives(two):
     assert rows["web1"]["older_history"].startswith("backup1 (newest "), rows["web1"]
     assert "its word only" not in rows["web1"]["older_history"], rows["web1"]
     assert [a["backup_server"] for a in table["archives"]] == ["backup1", "backup2"]
-    # snap.fleet: each server's backup server, and the account that one made.
+    # snap.fleet: each server's backup server, and the account name that one gives it.
     report = fleet.run("snap.fleet")
-    assert (report["web1"]["backup_server"], report["web1"]["account_made"]) == ("backup2", "snap2-web1"), report
-    assert (report["db1"]["backup_server"], report["db1"]["account_made"]) == ("backup1", "snap-db1"), report
+    assert (report["web1"]["backup_server"], report["web1"]["account_published"]) == ("backup2", "snap2-web1"), report
+    assert (report["db1"]["backup_server"], report["db1"]["account_published"]) == ("backup1", "snap-db1"), report
     # One backup server alone: only its own servers.
     one = fleet.master.salt_run_cli(timeout=180).run("snap.status", "tgt=backup2", "offsite=False").data
     assert [r["server"] for r in one["servers"]] == ["web1"], one
