@@ -118,8 +118,8 @@ snap:
     # The push accounts' one group (their primary group) and where their
     # uids come from: away from system and regular users.
     group: snap-push
-    gid: 200000
-    uid_range: [200000, 299999]
+    gid: 65536
+    uid_range: [65536, 99999]
     # Retention, lowest level first: two years by default.
     levels:
       - {name: recent, keep: 6}     # 3 a day for 2 days

@@ -11,8 +11,8 @@ option at once). The snapshot is updated with what the command did, so the
 next account sees the uid as taken.
 
 New accounts get a uid from a range chosen for them (pillar
-``snap:server:uid_range``, default 200000-299999: far from the system range
-and from the regular users') and the shared push group as their primary
+``snap:server:uid_range``, default 65536-99999: far from the system range
+and the regular users, below other users' subordinate ids) and the shared push group as their primary
 group; no private group per account. Accounts made before keep their uid and
 group: they are members of the push group, which is all snap needs.
 """
@@ -34,6 +34,9 @@ from collections.abc import Iterable
 #: The comment that binds an account to the minion id it was made for.
 GECOS_PREFIX = "snap push account of "
 SHELL = "/bin/sh"
+#: The comment that takes back a binding snap gave an account by mistake
+#: (newusers updated an account that appeared while it ran).
+REFUSED_GECOS = "not a snap push account (changed by snap by mistake)"
 NOLOGIN = "/usr/sbin/nologin"
 
 
@@ -102,6 +105,7 @@ class Tables:
         self.subuid = subuid
         self.users: dict[str, User] = {}
         self.uids: set[int] = set()
+        self.uid_holders: dict[int, int] = {}
         shadow_of = _read_shadow(shadow)
         self.shadow_names = set(shadow_of)
         # A uid in another user's subordinate range is that user's to map in
@@ -113,6 +117,7 @@ class Tables:
                 pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_gecos, pw.pw_dir, pw.pw_shell, password, expire
             )
             self.uids.add(pw.pw_uid)
+            self.uid_holders[pw.pw_uid] = self.uid_holders.get(pw.pw_uid, 0) + 1
         try:
             gr = grp.getgrnam(group)
             self.gid: int | None = gr.gr_gid
@@ -154,8 +159,9 @@ class Tables:
                 break
         if uid > last:
             raise AccountError(
-                f"no free uid left in snap:server:uid_range {first}-{last}: widen the range "
-                f"({len([u for u in self.uids if first <= u <= last])} uids in it are taken)"
+                f"no free uid left in snap:server:uid_range {first}-{last}: widen or move the range "
+                f"({len([u for u in self.uids if first <= u <= last])} uids in it are taken, the rest lie in "
+                "other users' subordinate ranges, /etc/subuid)"
             )
         self._next_uid = uid
         return uid
@@ -198,6 +204,18 @@ def plan(
     if user.bound_to != minion_id:
         whose = f"server {user.bound_to!r}" if user.bound_to else "an account snap did not make"
         raise AccountError(f"account {account} exists and belongs to {whose} ({user.gecos!r}); it is left alone")
+    if tables.uid_holders.get(user.uid, 1) > 1:
+        raise AccountError(
+            f"account {account} shares uid {user.uid} with another account: whoever holds that uid owns its "
+            "jail; give one of them another uid by hand"
+        )
+    sub = tables.subordinate(user.uid)
+    if sub:
+        raise AccountError(
+            f"uid {user.uid} of account {account} lies in a subordinate uid range ({sub[0]}-{sub[1]}, "
+            "/etc/subuid): the user it belongs to can own the jail from a user namespace; move that range "
+            "or the account (snap:server:uid_range)"
+        )
     opts: list[str] = []
     changes: dict = {}
 
@@ -225,6 +243,7 @@ def applied(tables: Tables, account: str, minion_id: str, home: str, cmd: list[s
         uid = int(cmd[cmd.index("-u") + 1])
         tables.users[account] = User(account, uid, tables.gid or 0, GECOS_PREFIX + minion_id, home, SHELL, "*", "")
         tables.uids.add(uid)
+        tables.uid_holders[uid] = tables.uid_holders.get(uid, 0) + 1
         return
     if user is not None:
         user.home, user.shell, user.password, user.expire = home, SHELL, "*", ""
@@ -248,7 +267,8 @@ def scratch(tables: Tables) -> Tables:
     """A copy of ``tables`` to plan on: what :func:`applied` records there
     (uids handed out) is not taken for real by anyone reading ``tables``."""
     out = copy.copy(tables)
-    out.users, out.uids, out.members = dict(tables.users), set(tables.uids), set(tables.members)
+    out.users = {name: copy.copy(user) for name, user in tables.users.items()}
+    out.uids, out.members, out.uid_holders = set(tables.uids), set(tables.members), dict(tables.uid_holders)
     return out
 
 
@@ -310,6 +330,7 @@ def make_at_once(tables: Tables, planned: dict[str, tuple[str, str, list[str]]])
     ``usermod -p *`` finishes it). ``tables`` is read again in every case;
     an account not made is left to its own state (one ``useradd``)."""
     made: list[str] = []
+    refused: list[str] = []
     problems: list[str] = []
     sent: list[str] = []
     try:
@@ -326,40 +347,78 @@ def make_at_once(tables: Tables, planned: dict[str, tuple[str, str, list[str]]])
                     os.chown(home, 0, 0)
                     os.chmod(home, 0o711)
         bad.update(_unclaimed(tables, {a: p for a, p in planned.items() if a not in bad}))
-        problems += [f"{a}: {why}" for a, why in sorted(bad.items())]
+        refused = [f"{a}: {why}" for a, why in sorted(bad.items())]
         sent = [account for account, _ in lines if account not in bad]
         if sent:
             todo = "".join(line for account, line in lines if account not in bad)
-            res = subprocess.run(["newusers", "-r"], input=todo, capture_output=True, text=True, check=False)
+            res = _run(["newusers", "-r"], todo)
             noise = [ln for ln in res.stderr.splitlines() if ln.strip() and not any(n in ln for n in _PAM_NOISE)]
             if res.returncode and noise:
                 problems.append(f"newusers failed (exit {res.returncode}): {' / '.join(noise[:3])}")
-            made = _read_back(Tables(tables.group, tables.shadow, tables.subuid), planned, tables.gid)
+            fresh = Tables(tables.group, tables.shadow, tables.subuid)
+            made = _read_back(fresh, planned, tables.gid)
+            problems += _undo_astray(fresh, {a: planned[a] for a in sent if a not in made})
             if made:
-                passwords = "".join(f"{account}:*\n" for account in made)
-                res = subprocess.run(["chpasswd", "-e"], input=passwords, capture_output=True, text=True, check=False)
+                res = _run(["chpasswd", "-e"], "".join(f"{account}:*\n" for account in made))
                 if res.returncode:
                     problems.append(f"chpasswd -e failed (exit {res.returncode}): {res.stderr.strip()[:300]}")
     except OSError as exc:
         problems.append(f"{exc.filename or 'the account tables'}: {exc.strerror or exc}")
     finally:
-        fresh = Tables(tables.group, tables.shadow, tables.subuid)
-        tables.__dict__.update(fresh.__dict__)
+        try:
+            fresh = Tables(tables.group, tables.shadow, tables.subuid)
+            tables.__dict__.update(fresh.__dict__)
+        except Exception as exc:  # noqa: BLE001 - reported; the run's states then fail on their own
+            problems.append(f"cannot read the account tables again: {exc}")
     pending = [a for a in made if getattr(tables.users.get(a), "password", None) != "*"]
     if pending:
         problems.append(f"{len(pending)} made with their password still locked (their own states set '*')")
-    astray = set(sent) - set(made)
-    if astray and not any(p.startswith("newusers") for p in problems):
-        problems.append(f"{len(astray)} of {len(sent)} accounts are not as planned after newusers")
-    return sorted(made), "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    # What went wrong with the pass itself first; then the accounts left to their own states.
+    problems += refused
+    shown = problems[:6]
+    more = f" (+{len(problems) - 6} more)" if len(problems) > 6 else ""
+    return sorted(made), "; ".join(shown) + more
+
+
+def _run(cmd: list[str], text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, input=text, capture_output=True, text=True, errors="replace", check=False)
+
+
+def _undo_astray(fresh: Tables, astray: dict[str, tuple[str, str, list[str]]]) -> list[str]:
+    """Accounts given to ``newusers`` that the tables do not hold as planned.
+
+    Two ways that happens while it runs (someone else made the account, or
+    took the uid, after the last check): ``newusers`` then *updated* an
+    account that was not snap's (its comment now binds it to the server,
+    and the next run would complete it), or made snap's account with a uid
+    another account holds (the other could own its jail). The binding is
+    taken back (comment :data:`REFUSED_GECOS`: every snap state
+    refuses it), and an account snap just made with a shared uid is
+    removed; both are named."""
+    out = []
+    for account, (minion_id, _, cmd) in sorted(astray.items()):
+        user = fresh.users.get(account)
+        uid = int(cmd[cmd.index("-u") + 1])
+        if user is None:
+            out.append(f"{account}: not made")
+        elif user.uid == uid and user.bound_to == minion_id and fresh.uid_holders.get(uid, 0) > 1:
+            res = _run(["userdel", account], "")
+            out.append(f"{account}: made with uid {uid}, which another account took meanwhile; removed"
+                       + ("" if res.returncode == 0 else f" FAILED ({res.stderr.strip()[:200]}): remove it by hand"))  # fmt: skip
+        elif user.bound_to == minion_id:
+            res = _run(["usermod", "-c", REFUSED_GECOS, account], "")
+            out.append(f"{account}: existed (uid {user.uid}) and newusers changed it; its binding to {minion_id} "
+                       "is taken back, check its home and shell by hand"
+                       + ("" if res.returncode == 0 else f"; taking it back FAILED ({res.stderr.strip()[:200]})"))  # fmt: skip
+        else:
+            out.append(f"{account}: not as planned after newusers")
+    return out
 
 
 def _read_back(fresh: Tables, planned: dict[str, tuple[str, str, list[str]]], gid: int | None) -> list[str]:
     """The planned accounts the tables now hold exactly as planned, each
     with a uid no other account has."""
-    holders: dict[int, int] = {}
-    for user in fresh.users.values():
-        holders[user.uid] = holders.get(user.uid, 0) + 1
+    holders = fresh.uid_holders
     made = []
     for account, (minion_id, home, cmd) in planned.items():
         user = fresh.users.get(account)

@@ -21,6 +21,10 @@ from snap_core.mod_env import core, server_dirs
 
 #: Fewer new accounts than this are made one ``useradd`` each by their own states.
 MAKE_AT_ONCE_MIN = 2
+#: snap:server:uid_range's default (salt/snap/defaults.yaml): above nobody
+#: and 16-bit -1, below shadow-utils' subordinate ids (SUB_UID_MIN 100000)
+#: and systemd's container ranges (524288 up).
+DEFAULT_UID_RANGE = (65536, 99999)
 
 
 def server_config(env):
@@ -72,6 +76,7 @@ def complete(env, account, minion_id):
         user is not None
         and user.bound_to == minion_id
         and tabs.in_group(user)
+        and tabs.uid_holders.get(user.uid, 1) == 1  # whoever shares the uid owns the jail
         and os.path.isdir(os.path.join(jails, account, "incoming"))
     )
 
@@ -115,18 +120,19 @@ def ensure_account(env, minion_id):
     if dry and tabs.gid is None:  # the group comes with this same run
         new = {"name": account, "group": srv["group"]}
         return {"account": account, "jail": jail, "changes": {"user": {"old": None, "new": new}}}
-    try:
-        uid_range = acc.parse_uid_range(srv.get("uid_range") or [200000, 299999])
-        cmd, changes = acc.plan(tabs, account, minion_id, jail, uid_range)
-    except acc.AccountError as exc:
-        raise CommandExecutionError(str(exc)) from None
-    if cmd and not dry:
-        # subprocess directly: cmd.run_all added ~2 ms per account of Salt's
-        # command machinery to a ~20 ms useradd (docs/BENCHMARKS.md, Fleet scale).
-        res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
-        if res.returncode:
-            raise CommandExecutionError(f"{cmd[0]} {account} failed: {(res.stderr or res.stdout).strip()}")
-        acc.applied(tabs, account, minion_id, jail, cmd)
+    with _accounts_lock(env, dry):
+        try:
+            uid_range = acc.parse_uid_range(srv.get("uid_range") or list(DEFAULT_UID_RANGE))
+            cmd, changes = acc.plan(tabs, account, minion_id, jail, uid_range)
+        except acc.AccountError as exc:
+            raise CommandExecutionError(str(exc)) from None
+        if cmd and not dry:
+            # subprocess directly: cmd.run_all added ~2 ms per account of Salt's
+            # command machinery to a ~20 ms useradd (docs/BENCHMARKS.md, Fleet scale).
+            res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+            if res.returncode:
+                raise CommandExecutionError(f"{cmd[0]} {account} failed: {(res.stderr or res.stdout).strip()}")
+            acc.applied(tabs, account, minion_id, jail, cmd)
     if dry and cmd and cmd[0] == "useradd":
         return {"account": account, "jail": jail, "changes": changes}
     jail_changes = prepare_jail(env, account, minion_id)
@@ -150,29 +156,53 @@ def make_accounts(env):
     missing = {m: key["account"] for m, key in fleet["accepted"].items() if key["account"] not in tabs.users}
     if len(missing) < MAKE_AT_ONCE_MIN:
         return {"made": {}, "planned": len(missing), "error": ""}
-    if env.opts.get("test"):
-        return {"made": {a: m for m, a in missing.items()}, "planned": len(missing), "error": ""}
+    dry = bool(env.opts.get("test"))
     if tabs.gid is None:
+        if dry:  # the group comes with this same run
+            return {"made": {a: m for m, a in missing.items()}, "planned": len(missing), "error": ""}
         return {"made": {}, "planned": len(missing), "error": f"group {tabs.group} does not exist"}
     try:
-        uid_range = acc.parse_uid_range(srv.get("uid_range") or [200000, 299999])
+        uid_range = acc.parse_uid_range(srv.get("uid_range") or list(DEFAULT_UID_RANGE))
     except acc.AccountError as exc:
         raise CommandExecutionError(str(exc)) from None
-    # Planned on a copy: if the pass makes nothing, the run's tables must
-    # not believe in the uids handed out here.
-    draft = acc.scratch(tabs)
-    planned = {}
-    for minion_id, account in sorted(missing.items()):
-        home = os.path.join(jails, account)
-        try:
-            cmd, _ = acc.plan(draft, account, minion_id, home, uid_range)
-        except acc.AccountError:
-            continue  # its own state names the problem
-        if cmd and cmd[0] == "useradd":
-            planned[account] = (minion_id, home, cmd)
-            acc.applied(draft, account, minion_id, home, cmd)  # the next plan takes the next uid
-    made, error = acc.make_at_once(tabs, planned) if planned else ([], "")
+    with _accounts_lock(env, dry):
+        # Planned on a copy: if the pass makes nothing, the run's tables must
+        # not believe in the uids handed out here.
+        draft = acc.scratch(tabs)
+        planned = {}
+        for minion_id, account in sorted(missing.items()):
+            home = os.path.join(jails, account)
+            try:
+                cmd, _ = acc.plan(draft, account, minion_id, home, uid_range)
+            except acc.AccountError:
+                continue  # its own state names the problem
+            if cmd and cmd[0] == "useradd":
+                planned[account] = (minion_id, home, cmd)
+                acc.applied(draft, account, minion_id, home, cmd)  # the next plan takes the next uid
+        if dry:
+            return {"made": {a: p[0] for a, p in planned.items()}, "planned": len(planned), "error": ""}
+        made, error = acc.make_at_once(tabs, planned) if planned else ([], "")
     return {"made": {a: planned[a][0] for a in made}, "planned": len(planned), "error": error}
+
+
+@contextlib.contextmanager
+def _accounts_lock(env, dry=False):
+    """One snap call at a time makes or changes push accounts on this backup
+    server (``<run_dir>/accounts.lock``): a second one planning from the same
+    tables would hand out the same uids."""
+    if dry:
+        yield
+        return
+    import fcntl
+
+    run_dir = env.settings_view()["server"]["run_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    fd = os.open(os.path.join(run_dir, "accounts.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_root_file(env, path, text, mode="0644"):

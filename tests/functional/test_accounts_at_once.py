@@ -190,3 +190,35 @@ def test_free_uids_skip_other_users_subordinate_ranges(tmp_path):
     assert tables.free_uid(200000, 299999) == 296608
     with pytest.raises(acc.AccountError, match="no free uid left"):
         acc.Tables("root", subuid=str(subuid)).free_uid(231072, 296607)
+
+
+def test_if_the_last_check_misses_a_change_the_pass_takes_it_back(push_group, monkeypatch):
+    """The window between the last check and newusers, forced open: an
+    account someone else made meanwhile is updated by newusers (it does
+    that), and a uid someone else took meanwhile is shared. The pass reads
+    back, takes back the binding it gave the foreign account (every snap
+    state then refuses it) and removes the account it made with a shared
+    uid, naming both."""
+    group, gid, jails, made = push_group
+    uid_range = (gid + 1, gid + 999)
+    names = [f"snaptao{gid}r{i}" for i in range(3)]
+    intruder = f"snaptao{gid}j"
+    made.extend(names + [intruder])
+    tables = acc.Tables(group)
+    planned = _plans(tables, names, jails, uid_range)
+    subprocess.run(["useradd", "-M", "-u", str(gid + 900), "-c", "not snap's", names[1]], check=True)
+    taken_uid = int(planned[names[2]][2][planned[names[2]][2].index("-u") + 1])
+    subprocess.run(["useradd", "-M", "-u", str(taken_uid), "-c", "intruder", intruder], check=True)
+    monkeypatch.setattr(acc, "_unclaimed", lambda tables, planned: {})
+
+    done, error = acc.make_at_once(tables, planned)
+    print(f"made at once: {done}; error: {error!r}")
+    assert done == [names[0]]
+    assert f"{names[1]}: existed (uid {gid + 900}) and newusers changed it" in error
+    assert f"{names[2]}: made with uid {taken_uid}, which another account took meanwhile; removed" in error
+    assert pwd.getpwnam(names[1]).pw_gecos == acc.REFUSED_GECOS
+    with pytest.raises(acc.AccountError, match="an account snap did not make"):
+        acc.plan(tables, names[1], f"{names[1]}.example.com", str(jails / names[1]), uid_range)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(names[2])
+    assert [p.pw_name for p in pwd.getpwall() if p.pw_uid == taken_uid] == [intruder]

@@ -64,7 +64,7 @@ def test_one_jailed_key_only_account_per_server(deployed):
         assert stat.S_IMODE(incoming.st_mode) == 0o700 and incoming.st_uid == pw.pw_uid
         assert pw.pw_shell == "/bin/sh" and pw.pw_gecos == f"snap push account of {minion_id}"
         # A uid from the push range, the shared group as its primary group.
-        assert 200000 <= pw.pw_uid <= 299999 and grp.getgrgid(pw.pw_gid).gr_name == "snap-push"
+        assert 65536 <= pw.pw_uid <= 99999 and grp.getgrgid(pw.pw_gid).gr_name == "snap-push"
         shadow = next(l for l in pathlib.Path("/etc/shadow").read_text().splitlines() if l.startswith(account + ":"))
         assert shadow.split(":")[1] == "*", "no password may log in"
         keyfile = root / "etc" / "snap" / "authorized_keys" / account
@@ -374,7 +374,7 @@ def test_a_newcomer_sharing_a_short_name_gets_its_own_account(pushed):
             assert state_failures({"backup1": fleet.highstate(tgt="backup1")}) == []
             new = pwd.getpwnam("snap-web1-dc2")
             assert new.pw_gecos == "snap push account of web1.dc2"
-            assert 200000 <= new.pw_uid <= 299999 and grp.getgrgid(new.pw_gid).gr_name == "snap-push"
+            assert 65536 <= new.pw_uid <= 99999 and grp.getgrgid(new.pw_gid).gr_name == "snap-push"
             assert (keys / "snap-web1").read_text() == before, "a newcomer never changes another's account"
             assert "snap:web1.dc2" in (keys / "snap-web1-dc2").read_text()
             # The backup server publishes the name; the newcomer's push goes there.

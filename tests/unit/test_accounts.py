@@ -15,6 +15,10 @@ def tables(users=(), gid=200000, members=()):
     t.group, t.gid, t.members = "snap-push", gid, set(members)
     t.users = {u.name: u for u in users}
     t.uids = {u.uid for u in users}
+    t.uid_holders = {}
+    for u in users:
+        t.uid_holders[u.uid] = t.uid_holders.get(u.uid, 0) + 1
+    t.subuid_ranges = []
     t._next_uid = None
     return t
 
@@ -114,3 +118,14 @@ def test_root_files_are_written_atomically_and_only_on_a_difference(tmp_path):
     assert acc.write_root_file(path, "b\n", 0o644) is True
     assert not os.path.islink(path) and open(path).read() == "b\n"
     assert sorted(os.listdir(tmp_path / "keys")) == ["snap-web1"], "no temporary file left"
+
+
+def test_an_account_sharing_its_uid_or_inside_a_subordinate_range_is_refused():
+    """Whoever holds the uid, or may map it in a user namespace, owns the jail."""
+    t = tables([user("snap-web1", 70000, "web1"), user("alias", 70000, "x", gid=5)])
+    with pytest.raises(acc.AccountError, match="shares uid 70000 with another account"):
+        acc.plan(t, "snap-web1", "web1", "/srv/snap/jails/snap-web1", RANGE)
+    t = tables([user("snap-web1", 70000, "web1")])
+    t.subuid_ranges = [(65536, 131071)]
+    with pytest.raises(acc.AccountError, match=r"lies in a subordinate uid range \(65536-131071"):
+        acc.plan(t, "snap-web1", "web1", "/srv/snap/jails/snap-web1", RANGE)
