@@ -104,10 +104,9 @@ class Tables:
         self.shadow = shadow
         self.subuid = subuid
         self.users: dict[str, User] = {}
-        self.uids: set[int] = set()
+        #: uid -> how many accounts hold it.
         self.uid_holders: dict[int, int] = {}
         shadow_of = _read_shadow(shadow)
-        self.shadow_names = set(shadow_of)
         # A uid in another user's subordinate range is that user's to map in
         # a user namespace (and so to own the jail): never given to an account.
         self.subuid_ranges = _read_subids(subuid)
@@ -116,7 +115,6 @@ class Tables:
             self.users[pw.pw_name] = User(
                 pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_gecos, pw.pw_dir, pw.pw_shell, password, expire
             )
-            self.uids.add(pw.pw_uid)
             self.uid_holders[pw.pw_uid] = self.uid_holders.get(pw.pw_uid, 0) + 1
         try:
             gr = grp.getgrnam(group)
@@ -151,7 +149,7 @@ class Tables:
         range holds (amortised constant time)."""
         uid = max(first, self._next_uid or first)
         while uid <= last:
-            if uid in self.uids:
+            if uid in self.uid_holders:
                 uid += 1
             elif sub := self.subordinate(uid):
                 uid = sub[1] + 1
@@ -160,7 +158,7 @@ class Tables:
         if uid > last:
             raise AccountError(
                 f"no free uid left in snap:server:uid_range {first}-{last}: widen or move the range "
-                f"({len([u for u in self.uids if first <= u <= last])} uids in it are taken, the rest lie in "
+                f"({len([u for u in self.uid_holders if first <= u <= last])} uids in it are taken, the rest lie in "
                 "other users' subordinate ranges, /etc/subuid)"
             )
         self._next_uid = uid
@@ -236,13 +234,17 @@ def plan(
     return ["usermod", *opts, account], changes
 
 
+def planned_uid(cmd: list[str]) -> int:
+    """The uid a ``useradd`` command from :func:`plan` gives."""
+    return int(cmd[cmd.index("-u") + 1])
+
+
 def applied(tables: Tables, account: str, minion_id: str, home: str, cmd: list[str]) -> None:
     """Record in ``tables`` what ``cmd`` (from :func:`plan`) did."""
     user = tables.users.get(account)
     if cmd[0] == "useradd":
-        uid = int(cmd[cmd.index("-u") + 1])
+        uid = planned_uid(cmd)
         tables.users[account] = User(account, uid, tables.gid or 0, GECOS_PREFIX + minion_id, home, SHELL, "*", "")
-        tables.uids.add(uid)
         tables.uid_holders[uid] = tables.uid_holders.get(uid, 0) + 1
         return
     if user is not None:
@@ -268,7 +270,7 @@ def scratch(tables: Tables) -> Tables:
     (uids handed out) is not taken for real by anyone reading ``tables``."""
     out = copy.copy(tables)
     out.users = {name: copy.copy(user) for name, user in tables.users.items()}
-    out.uids, out.members, out.uid_holders = set(tables.uids), set(tables.members), dict(tables.uid_holders)
+    out.members, out.uid_holders = set(tables.members), dict(tables.uid_holders)
     return out
 
 
@@ -281,7 +283,7 @@ def _unclaimed(tables: Tables, planned: dict[str, tuple[str, str, list[str]]]) -
     shadow_names = set(_read_shadow(tables.shadow))
     refused = {}
     for account, (_, home, cmd) in planned.items():
-        uid = int(cmd[cmd.index("-u") + 1])
+        uid = planned_uid(cmd)
         try:
             pwd.getpwnam(account)
             refused[account] = "the name is taken"
@@ -336,7 +338,7 @@ def make_at_once(tables: Tables, planned: dict[str, tuple[str, str, list[str]]])
     try:
         lines, bad = [], {}
         for account, (minion_id, home, cmd) in sorted(planned.items()):
-            fields = [account, "", cmd[cmd.index("-u") + 1], str(tables.gid), GECOS_PREFIX + minion_id, home, SHELL]
+            fields = [account, "", str(planned_uid(cmd)), str(tables.gid), GECOS_PREFIX + minion_id, home, SHELL]
             if any(":" in f or "\n" in f for f in fields):
                 bad[account] = "a field holds ':' or a newline"
             lines.append((account, ":".join(fields) + "\n"))
@@ -398,7 +400,7 @@ def _undo_astray(fresh: Tables, astray: dict[str, tuple[str, str, list[str]]]) -
     out = []
     for account, (minion_id, _, cmd) in sorted(astray.items()):
         user = fresh.users.get(account)
-        uid = int(cmd[cmd.index("-u") + 1])
+        uid = planned_uid(cmd)
         if user is None:
             out.append(f"{account}: not made")
         elif user.uid == uid and user.bound_to == minion_id and fresh.uid_holders.get(uid, 0) > 1:
@@ -422,7 +424,7 @@ def _read_back(fresh: Tables, planned: dict[str, tuple[str, str, list[str]]], gi
     made = []
     for account, (minion_id, home, cmd) in planned.items():
         user = fresh.users.get(account)
-        uid = int(cmd[cmd.index("-u") + 1])
+        uid = planned_uid(cmd)
         if (
             user is not None
             and (user.uid, user.gid, user.bound_to, user.home, user.shell) == (uid, gid, minion_id, home, SHELL)

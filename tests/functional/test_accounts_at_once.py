@@ -69,6 +69,16 @@ def _plans(tables, names, jails, uid_range):
     return planned
 
 
+def _taken_meanwhile(planned, names, gid, intruder, *foreign_opts) -> int:
+    """What someone else does between planning and the pass: makes
+    ``names[1]`` (not snap's, uid gid+900), and has ``intruder`` take the uid
+    planned for ``names[2]``, which it returns."""
+    subprocess.run(["useradd", "-M", "-u", str(gid + 900), "-c", "not snap's", *foreign_opts, names[1]], check=True)
+    taken_uid = acc.planned_uid(planned[names[2]][2])
+    subprocess.run(["useradd", "-M", "-u", str(taken_uid), "-c", "intruder", intruder], check=True)
+    return taken_uid
+
+
 def test_many_accounts_in_one_pass_are_what_useradd_makes(push_group):
     group, gid, jails, made = push_group
     uid_range = (gid + 1, gid + 999)
@@ -151,9 +161,7 @@ def test_an_account_or_uid_taken_after_planning_is_never_updated_or_shared(push_
     # Between planning and the pass: someone makes names[1] (not snap's), and
     # another account takes the uid planned for names[2].
     hashed = "$6$salt$" + "x" * 86
-    subprocess.run(["useradd", "-M", "-u", str(gid + 900), "-c", "not snap's", "-p", hashed, names[1]], check=True)
-    taken_uid = int(planned[names[2]][2][planned[names[2]][2].index("-u") + 1])
-    subprocess.run(["useradd", "-M", "-u", str(taken_uid), "-c", "intruder", intruder], check=True)
+    taken_uid = _taken_meanwhile(planned, names, gid, intruder, "-p", hashed)
     # And a stale /etc/shadow line under names[3] (read from a copy: the real
     # file is not touched by hand).
     shadow = tmp_path / "shadow"
@@ -206,9 +214,7 @@ def test_if_the_last_check_misses_a_change_the_pass_takes_it_back(push_group, mo
     made.extend(names + [intruder])
     tables = acc.Tables(group)
     planned = _plans(tables, names, jails, uid_range)
-    subprocess.run(["useradd", "-M", "-u", str(gid + 900), "-c", "not snap's", names[1]], check=True)
-    taken_uid = int(planned[names[2]][2][planned[names[2]][2].index("-u") + 1])
-    subprocess.run(["useradd", "-M", "-u", str(taken_uid), "-c", "intruder", intruder], check=True)
+    taken_uid = _taken_meanwhile(planned, names, gid, intruder)
     monkeypatch.setattr(acc, "_unclaimed", lambda tables, planned: {})
 
     done, error = acc.make_at_once(tables, planned)

@@ -14,7 +14,6 @@ def tables(users=(), gid=200000, members=()):
     t = acc.Tables.__new__(acc.Tables)
     t.group, t.gid, t.members = "snap-push", gid, set(members)
     t.users = {u.name: u for u in users}
-    t.uids = {u.uid for u in users}
     t.uid_holders = {}
     for u in users:
         t.uid_holders[u.uid] = t.uid_holders.get(u.uid, 0) + 1
