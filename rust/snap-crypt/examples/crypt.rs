@@ -10,6 +10,14 @@ use std::path::Path;
 use snap_core::Progress;
 use snap_crypt::{KeySource, SecretKeySource, inspect_keys, load_recipients};
 
+/// Both SHA-256 digests, less those `NO_PLAINTEXT_SHA256` / `NO_CIPHERTEXT_SHA256` leave out.
+fn digests() -> snap_crypt::Digests {
+    snap_crypt::Digests {
+        plaintext: std::env::var_os("NO_PLAINTEXT_SHA256").is_none(),
+        ciphertext: std::env::var_os("NO_CIPHERTEXT_SHA256").is_none(),
+    }
+}
+
 fn main() {
     // fds 0 and 1 as unbuffered files, not closed at the end.
     let stdin = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
@@ -22,7 +30,7 @@ fn main() {
                 .iter()
                 .map(|p| KeySource::from_file(Path::new(p)).expect("key file"))
                 .collect();
-            let hash = std::env::var_os("NO_PLAINTEXT_SHA256").is_none();
+            let hash = digests();
             load_recipients(&sources).and_then(|r| {
                 snap_crypt::encrypt_with(&*stdin, "stdin", &*stdout, "stdout", &r, hash, &progress)
                     .map(|s| format!("{s:#?}"))
@@ -34,7 +42,7 @@ fn main() {
             if let Some(pw) = args.get(2) {
                 secret = secret.with_passphrase(pw.as_bytes());
             }
-            let hash = std::env::var_os("NO_PLAINTEXT_SHA256").is_none();
+            let hash = digests();
             snap_crypt::decrypt_with(
                 &*stdin, "stdin", &*stdout, "stdout", &secret, hash, &progress,
             )

@@ -31,8 +31,8 @@ use crate::cfb::MdcReader;
 use crate::keys::{SecretState, hex_upper};
 use crate::literal::{LiteralReader, is_literal};
 use crate::pipe::{
-    ChanReader, ChanWriter, DEPTH, Digested, Pool, StageError, fill_chunk, is_full, read_stage,
-    write_stage,
+    ChanReader, ChanWriter, DEPTH, Digested, Digests, Pool, StageError, fill_chunk, hex_if,
+    is_full, read_stage, write_stage,
 };
 use crate::scan::scan;
 
@@ -152,20 +152,28 @@ pub fn decrypt_named(
     secret: &SecretKeySource,
     progress: &Progress,
 ) -> Result<DecryptSummary> {
-    decrypt_with(input, reading, output, writing, secret, true, progress)
+    decrypt_with(
+        input,
+        reading,
+        output,
+        writing,
+        secret,
+        Digests::BOTH,
+        progress,
+    )
 }
 
-/// [`decrypt_named`]; `plaintext_sha256: false` leaves out the SHA-256 of
-/// the plaintext (the summary's is then empty), for callers that check the
-/// plaintext otherwise (a chain's assembly checks every range): the MDC and
-/// the ciphertext's SHA-256 are checked either way.
+/// [`decrypt_named`] computing only the SHA-256 digests `digests` asks for
+/// (the summary's others are empty), for callers that check the data
+/// otherwise: a chain's assembly checks every range of the plaintext, a
+/// download hashed the ciphertext as it arrived. The MDC is checked always.
 pub fn decrypt_with(
     input: impl Read + Send,
     reading: &str,
     output: impl Write + Send,
     writing: &str,
     secret: &SecretKeySource,
-    plaintext_sha256: bool,
+    digests: Digests,
     progress: &Progress,
 ) -> Result<DecryptSummary> {
     let start = Instant::now();
@@ -179,8 +187,10 @@ pub fn decrypt_with(
         let (ptx, prx) = sync_channel(DEPTH);
         let in_pool = &in_pool;
         let out_pool = &out_pool;
-        let reader = s.spawn(move || read_stage(input, reading, ctx, in_pool, progress));
-        let writer = s.spawn(move || write_stage(output, writing, prx, out_pool, plaintext_sha256));
+        let reader =
+            s.spawn(move || read_stage(input, reading, ctx, in_pool, digests.ciphertext, progress));
+        let writer =
+            s.spawn(move || write_stage(output, writing, prx, out_pool, digests.plaintext));
         let dec = run_rpgp(
             ChanReader::new(crx, in_pool),
             ChanWriter::new(ptx, out_pool),
@@ -208,13 +218,9 @@ pub fn decrypt_with(
     };
     Ok(DecryptSummary {
         plaintext_bytes: plain.bytes,
-        plaintext_sha256: if plaintext_sha256 {
-            hex::encode(plain.sha256)
-        } else {
-            String::new()
-        },
+        plaintext_sha256: hex_if(digests.plaintext, plain.sha256),
         ciphertext_bytes: cipher.bytes,
-        ciphertext_sha256: hex::encode(cipher.sha256),
+        ciphertext_sha256: hex_if(digests.ciphertext, cipher.sha256),
         key_id: used.key_id,
         key_fingerprint: used.key_fingerprint,
         compressed: used.compressed,

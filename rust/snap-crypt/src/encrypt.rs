@@ -15,7 +15,7 @@ use snap_core::{Error, Progress, Result};
 use zeroize::Zeroizing;
 
 use crate::keys::Recipient;
-use crate::pipe::{DEPTH, Digested, Pool, StageError};
+use crate::pipe::{DEPTH, Digested, Digests, Pool, StageError, hex_if};
 use crate::seipd::{cfb_stage, frame_stage, seal_stage};
 
 /// What [`encrypt`] did.
@@ -72,19 +72,29 @@ pub fn encrypt_named(
     recipients: &[Recipient],
     progress: &Progress,
 ) -> Result<EncryptSummary> {
-    encrypt_with(input, reading, output, writing, recipients, true, progress)
+    encrypt_with(
+        input,
+        reading,
+        output,
+        writing,
+        recipients,
+        Digests::BOTH,
+        progress,
+    )
 }
 
-/// [`encrypt_named`]; `plaintext_sha256: false` leaves out the SHA-256 of the
-/// plaintext (the summary's is then empty) for callers that hashed it
-/// already (a chain link hashes its tail).
+/// [`encrypt_named`] computing only the SHA-256 digests `digests` asks for
+/// (the summary's others are empty), for callers that get them elsewhere: an
+/// upload writer hashes the ciphertext it sends, a chain piece's plaintext
+/// is hashed where it is read. Each digest left out is a pass of SHA-256
+/// less on the cores the three stages share.
 pub fn encrypt_with(
     input: impl Read + Send,
     reading: &str,
     output: impl Write + Send,
     writing: &str,
     recipients: &[Recipient],
-    plaintext_sha256: bool,
+    digests: Digests,
     progress: &Progress,
 ) -> Result<EncryptSummary> {
     if recipients.is_empty() {
@@ -105,8 +115,9 @@ pub fn encrypt_with(
         let pool = &pool;
         let head = &head;
         let reader =
-            s.spawn(move || seal_stage(input, reading, ptx, pool, plaintext_sha256, progress));
-        let writer = s.spawn(move || frame_stage(output, writing, head, crx, pool));
+            s.spawn(move || seal_stage(input, reading, ptx, pool, digests.plaintext, progress));
+        let writer =
+            s.spawn(move || frame_stage(output, writing, head, crx, pool, digests.ciphertext));
         // Dropping the channel ends (inside cfb_stage) unblocks both stages.
         let enc = cfb_stage(prx, ctx, &session_key);
         let plain = join(reader);
@@ -132,11 +143,7 @@ pub fn encrypt_with(
             "encryption pipeline: a stage stopped without an error",
         ));
     };
-    let mut sum = summary(plain, cipher, recipients, start.elapsed());
-    if !plaintext_sha256 {
-        sum.plaintext_sha256.clear();
-    }
-    Ok(sum)
+    Ok(summary(plain, cipher, digests, recipients, start.elapsed()))
 }
 
 /// One PKESK v3 packet per recipient for `session_key` (AES-256).
@@ -176,14 +183,15 @@ fn join(
 fn summary(
     plain: Digested,
     cipher: Digested,
+    digests: Digests,
     recipients: &[Recipient],
     duration: Duration,
 ) -> EncryptSummary {
     EncryptSummary {
         plaintext_bytes: plain.bytes,
         ciphertext_bytes: cipher.bytes,
-        plaintext_sha256: hex::encode(plain.sha256),
-        ciphertext_sha256: hex::encode(cipher.sha256),
+        plaintext_sha256: hex_if(digests.plaintext, plain.sha256),
+        ciphertext_sha256: hex_if(digests.ciphertext, cipher.sha256),
         recipients: recipients.iter().map(|r| r.fingerprint.clone()).collect(),
         duration,
     }

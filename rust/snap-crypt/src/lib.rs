@@ -31,6 +31,7 @@ pub use keys::{
     ComponentInfo, KeyInfo, KeySource, MIN_RSA_BITS, Recipient, SecretState, inspect_keys,
     load_recipients,
 };
+pub use pipe::Digests;
 pub use snap_core::{Error, ErrorKind, Result};
 
 /// Run `work` on a temporary file next to `dst`; on success sync it and move

@@ -87,6 +87,53 @@ impl From<Error> for StageError {
     }
 }
 
+/// Which SHA-256 digests a pipeline computes besides the MDC's SHA-1.
+///
+/// Each costs a pass of SHA-256 over every byte, on the two cores a
+/// pipeline shares with its three stages: a caller that gets a digest
+/// elsewhere (an upload writer hashes what it sends, a chain's ranges are
+/// hashed where they are read or written) leaves it out here. A digest left
+/// out is an empty string in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digests {
+    /// SHA-256 of the plaintext (read by encrypt, written by decrypt).
+    pub plaintext: bool,
+    /// SHA-256 of the ciphertext (written by encrypt, read by decrypt).
+    pub ciphertext: bool,
+}
+
+impl Digests {
+    /// Both digests.
+    pub const BOTH: Digests = Digests {
+        plaintext: true,
+        ciphertext: true,
+    };
+    /// Neither: the caller hashes what it needs itself.
+    pub const NONE: Digests = Digests {
+        plaintext: false,
+        ciphertext: false,
+    };
+    /// Only the plaintext's.
+    pub const PLAINTEXT: Digests = Digests {
+        plaintext: true,
+        ciphertext: false,
+    };
+    /// Only the ciphertext's.
+    pub const CIPHERTEXT: Digests = Digests {
+        plaintext: false,
+        ciphertext: true,
+    };
+}
+
+/// Lowercase hex of a digest, or "" when it was not computed.
+pub(crate) fn hex_if(wanted: bool, sha256: [u8; 32]) -> String {
+    if wanted {
+        hex::encode(sha256)
+    } else {
+        String::new()
+    }
+}
+
 /// What an I/O stage saw: byte count and SHA-256.
 pub(crate) struct Digested {
     pub bytes: u64,
@@ -121,12 +168,13 @@ pub(crate) fn fill<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Resul
     Ok(n)
 }
 
-/// Reader stage: read `input` in chunks, hash and count them, pass them on.
+/// Reader stage: read `input` in chunks, count (and if asked hash) them, pass them on.
 pub(crate) fn read_stage<R: Read>(
     mut input: R,
     what: &str,
     tx: SyncSender<Msg>,
     pool: &Pool,
+    hash: bool,
     progress: &Progress,
 ) -> Result<Digested, StageError> {
     let mut hasher = Sha256::new();
@@ -135,7 +183,9 @@ pub(crate) fn read_stage<R: Read>(
         let mut chunk = pool.get();
         let n = fill(&mut input, &mut chunk.buf).map_err(|e| io_error(what, e))?;
         chunk.len = n;
-        hasher.update(chunk.data());
+        if hash {
+            hasher.update(chunk.data());
+        }
         bytes += n as u64;
         progress.add(n as u64);
         if n > 0 && tx.send(Msg::Data(chunk)).is_err() {

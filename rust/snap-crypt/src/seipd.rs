@@ -184,30 +184,33 @@ pub(crate) fn cfb_stage(
 /// Output that hashes and counts what is written.
 struct Hashed<W: Write> {
     out: W,
-    sha: Sha256,
+    sha: Option<Sha256>,
     bytes: u64,
 }
 
 impl<W: Write> Hashed<W> {
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
-        self.sha.update(data);
+        if let Some(sha) = &mut self.sha {
+            sha.update(data);
+        }
         self.bytes += data.len() as u64;
         self.out.write_all(data)
     }
 }
 
 /// Stage 3: write `head` (the PKESKs), then the SEIPD packet around the
-/// ciphertext chunks, hashing all that is written.
+/// ciphertext chunks, hashing all that is written if `hash`.
 pub(crate) fn frame_stage<W: Write>(
     output: W,
     what: &str,
     head: &[u8],
     rx: Receiver<Msg>,
     pool: &Pool,
+    hash: bool,
 ) -> Result<Digested, StageError> {
     let mut w = Hashed {
         out: output,
-        sha: Sha256::new(),
+        sha: hash.then(Sha256::new),
         bytes: 0,
     };
     let err = |e| StageError::from(io_error(what, e));
@@ -244,7 +247,7 @@ pub(crate) fn frame_stage<W: Write>(
     w.out.flush().map_err(err)?;
     Ok(Digested {
         bytes: w.bytes,
-        sha256: w.sha.finalize().into(),
+        sha256: w.sha.map(|s| s.finalize().into()).unwrap_or_default(),
     })
 }
 

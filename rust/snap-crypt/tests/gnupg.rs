@@ -640,3 +640,89 @@ fn a_snap_error_from_the_output_writer_keeps_its_kind() {
         "{e}"
     );
 }
+
+#[test]
+fn each_digest_is_computed_only_when_asked_and_the_message_is_the_same_kind() {
+    // A caller that hashes elsewhere (an upload writer, a chain's ranges)
+    // leaves a digest out: the summary's is then empty, the other still
+    // right, and the message still what gpg and snap decrypt.
+    use snap_crypt::{Digests, decrypt_with, encrypt_with};
+    let k = keys();
+    let rcpts = recipients(&[("rsa.asc", &k.rsa.public_armored)]);
+    let home = GpgHome::new();
+    home.import(&k.rsa.secret_armored);
+    let plain = data(300_001, 7);
+    let p = Progress::silent("t");
+    for digests in [
+        Digests::BOTH,
+        Digests::NONE,
+        Digests::PLAINTEXT,
+        Digests::CIPHERTEXT,
+    ] {
+        let mut cipher = Vec::new();
+        let s = encrypt_with(
+            Cursor::new(&plain),
+            "in",
+            &mut cipher,
+            "out",
+            &rcpts,
+            digests,
+            &p,
+        )
+        .expect("encrypt");
+        assert_eq!(s.plaintext_bytes, plain.len() as u64);
+        assert_eq!(s.ciphertext_bytes, cipher.len() as u64);
+        let want = |on: bool, bytes: &[u8]| if on { sha256_hex(bytes) } else { String::new() };
+        assert_eq!(
+            s.plaintext_sha256,
+            want(digests.plaintext, &plain),
+            "{digests:?}"
+        );
+        assert_eq!(
+            s.ciphertext_sha256,
+            want(digests.ciphertext, &cipher),
+            "{digests:?}"
+        );
+        assert!(gpg_decrypt(&home, &cipher) == plain, "{digests:?}");
+
+        let mut back = Vec::new();
+        let d = decrypt_with(
+            Cursor::new(&cipher),
+            "in",
+            &mut back,
+            "out",
+            &secret(&k.rsa),
+            digests,
+            &p,
+        )
+        .expect("decrypt");
+        assert!(back == plain, "{digests:?}");
+        assert_eq!(d.plaintext_bytes, plain.len() as u64);
+        assert_eq!(d.ciphertext_bytes, cipher.len() as u64);
+        assert_eq!(
+            d.plaintext_sha256,
+            want(digests.plaintext, &plain),
+            "{digests:?}"
+        );
+        assert_eq!(
+            d.ciphertext_sha256,
+            want(digests.ciphertext, &cipher),
+            "{digests:?}"
+        );
+        // Leaving the digests out never leaves out the MDC.
+        let mut bad = cipher.clone();
+        let at = bad.len() - 30;
+        bad[at] ^= 1;
+        let e = decrypt_with(
+            Cursor::new(&bad),
+            "in",
+            &mut Vec::new(),
+            "out",
+            &secret(&k.rsa),
+            digests,
+            &p,
+        )
+        .expect_err("a flipped bit");
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{digests:?}: {e}");
+    }
+}

@@ -5,7 +5,10 @@
 //!   chain_restore SECRET_KEY LINK_JSON SUPERBLOCK DIR OUT
 //!
 //! LINK_JSON: `{"ranges": [...]}` as a link reports them; DIR holds
-//! `tail-<n>.gpg` for every link n.
+//! `tail-<n>.gpg` for every link n. Each piece's ciphertext is hashed while
+//! it decrypts, as `snap-backup restore` does for pieces from a directory;
+//! with `NO_CIPHERTEXT_SHA256` set it is not, as for pieces it downloaded
+//! (the download hashed them as they arrived).
 
 use std::fs::File;
 use std::path::Path;
@@ -29,6 +32,11 @@ fn main() {
         .try_into()
         .expect("96 bytes");
     let progress = Progress::silent("restore");
+    let digests = if std::env::var_os("NO_CIPHERTEXT_SHA256").is_some() {
+        snap_crypt::Digests::NONE
+    } else {
+        snap_crypt::Digests::CIPHERTEXT
+    };
     let run = || -> snap_core::Result<u64> {
         let mut image = ImageWriter::create(Path::new(&a[5]), &ranges, &sb)?;
         for r in &ranges {
@@ -38,7 +46,7 @@ fn main() {
                 File::open(&path).map_err(|e| snap_core::Error::io_path("opening", &path, e))?;
             let name = path.display().to_string();
             let mut w = image.piece(n, &name)?;
-            snap_crypt::decrypt_with(&f, &name, &mut w, "the image", &key, false, &progress)?;
+            snap_crypt::decrypt_with(&f, &name, &mut w, "the image", &key, digests, &progress)?;
             w.finish()?;
         }
         image.finish()

@@ -2,13 +2,16 @@
 //!
 //! The link's manifest lists every piece and the byte ranges that make the
 //! image. Pieces are taken one at a time: the ciphertext is downloaded into
-//! the root-only work directory (or read from a directory of downloaded
-//! pieces), its size and SHA-256 checked against the manifest, then
-//! decrypted straight into its places in the image (no second plaintext
-//! copy), the MDC, the plaintext's size and SHA-256 and every range's
-//! SHA-256 checked. The image gets its name only when every range is there
-//! and checked; nothing reaches the destination before. A missing,
-//! tampered, truncated or reordered piece fails naming the piece.
+//! the root-only work directory, hashed as it arrives and its size and
+//! SHA-256 checked against the manifest (or it is read from a directory of
+//! downloaded pieces and hashed while it decrypts), then decrypted straight
+//! into its places in the image (no second plaintext copy), the MDC, the
+//! plaintext's size and every range's SHA-256 checked. Each byte is hashed
+//! once as ciphertext and once as plaintext (the range that holds it; bytes
+//! in no range never reach the image). The image gets its name only when
+//! every range is there and checked; nothing reaches the destination
+//! before. A missing, tampered, truncated or reordered piece fails naming
+//! the piece.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -24,7 +27,7 @@ use snap_archive::chain::{
 };
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result};
-use snap_crypt::SecretKeySource;
+use snap_crypt::{Digests, SecretKeySource};
 use snap_offsite::ArchiveTarget;
 
 use crate::fetch::{Checks, FetchOptions, WorkArea, ensure_readable, key_check};
@@ -185,23 +188,59 @@ fn label(p: &ChainPiece) -> String {
     format!("piece {} ({})", p.name, p.key)
 }
 
-/// Get the ciphertext of `p` into a file and check its size and SHA-256.
+/// A piece's ciphertext in a file, and whether its SHA-256 is proven already.
+struct Cipher {
+    path: PathBuf,
+    /// A download hashed it as it arrived and it matched: decryption need
+    /// not hash it again.
+    proven: bool,
+}
+
+/// A piece's size or SHA-256 differs from what the manifest says.
+fn wrong_piece(p: &ChainPiece, size: u64, sha: &str) -> Error {
+    integrity(format!(
+        "{} is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}{}: \
+         a wrong, changed or reordered piece; nothing restored",
+        label(p),
+        p.size,
+        p.sha256,
+        if size < p.size { " (truncated)" } else { "" }
+    ))
+}
+
+/// Get the ciphertext of `p` into a file. A download is hashed as it
+/// arrives and checked here, before anything decrypts it; a piece from a
+/// directory is hashed while it decrypts (one pass, not two) and checked
+/// after (see [`fetch_chain`]). Either way nothing reaches the target
+/// unchecked.
 fn ciphertext(
     source: &Pieces<'_>,
     p: &ChainPiece,
     work: &Path,
     opts: &FetchOptions,
     sink: &Option<Arc<dyn ProgressSink>>,
-) -> Result<PathBuf> {
-    let path = match source {
-        Pieces::Dir(d) => d.join(p.key.rsplit('/').next().unwrap_or(&p.key)),
+) -> Result<Cipher> {
+    match source {
+        Pieces::Dir(d) => {
+            let path = d.join(p.key.rsplit('/').next().unwrap_or(&p.key));
+            if !path.is_file() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{} is missing: no file {}", label(p), path.display()),
+                ));
+            }
+            Ok(Cipher {
+                path,
+                proven: false,
+            })
+        }
         Pieces::Offsite(t) => {
             ensure_readable(*t, &p.key, &opts.retrieval, sink)
                 .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
             let path = work.join("piece.gpg");
             let progress =
                 Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
-            snap_offsite::download_to_file(
+            let got = snap_offsite::download_to_file(
                 *t,
                 &p.key,
                 p.version_id.as_deref(),
@@ -211,27 +250,13 @@ fn ciphertext(
             )
             .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
             progress.finish();
-            path
+            let size = got.resumed_from + got.fetched;
+            if size != p.size || got.sha256 != p.sha256 {
+                return Err(wrong_piece(p, size, &got.sha256));
+            }
+            Ok(Cipher { path, proven: true })
         }
-    };
-    if !path.is_file() {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!("{} is missing: no file {}", label(p), path.display()),
-        ));
     }
-    let (size, sha) = sha256_file(&path)?;
-    if size != p.size || sha != p.sha256 {
-        return Err(integrity(format!(
-            "{} is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}{}: \
-             a wrong, changed or reordered piece; nothing restored",
-            label(p),
-            p.size,
-            p.sha256,
-            if size < p.size { " (truncated)" } else { "" }
-        )));
-    }
-    Ok(path)
 }
 
 /// The image of the link `m` describes, every piece and range checked, in a
@@ -278,30 +303,53 @@ pub(crate) fn fetch_chain(
                 .collect(),
             pos: 0,
         };
-        let input = File::open(&cipher).map_err(|e| Error::io_path("opening", &cipher, e))?;
+        let input =
+            File::open(&cipher.path).map_err(|e| Error::io_path("opening", &cipher.path, e))?;
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
-        let sum = snap_crypt::decrypt_named(
+        // What reaches the image is checked range by range below; the
+        // ciphertext is hashed here only if its download did not prove it.
+        let digests = if cipher.proven {
+            Digests::NONE
+        } else {
+            Digests::CIPHERTEXT
+        };
+        let decrypted = snap_crypt::decrypt_with(
             &input,
             &format!("reading {}", label(p)),
             &mut out,
             &format!("writing the image in {}", work.dir.display()),
             key,
+            digests,
             &progress,
-        )
-        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
-        progress.finish();
+        );
         if matches!(source, Pieces::Offsite(_)) {
-            let _ = fs::remove_file(&cipher);
+            let _ = fs::remove_file(&cipher.path);
+        }
+        let sum = match decrypted {
+            Ok(sum) => sum,
+            // A wrong piece from a directory: say so rather than what the
+            // decryption of a wrong piece tripped on.
+            Err(e) => {
+                let file = (!cipher.proven).then(|| sha256_file(&cipher.path));
+                return Err(match file {
+                    Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
+                        wrong_piece(p, size, &sha)
+                    }
+                    _ => Error::new(e.kind(), format!("{}: {e}", label(p))),
+                });
+            }
+        };
+        progress.finish();
+        if !cipher.proven && (sum.ciphertext_bytes != p.size || sum.ciphertext_sha256 != p.sha256) {
+            return Err(wrong_piece(p, sum.ciphertext_bytes, &sum.ciphertext_sha256));
         }
         checks.key_fingerprint = sum.key_fingerprint.clone();
-        if sum.plaintext_bytes != p.plaintext_size || sum.plaintext_sha256 != p.plaintext_sha256 {
+        if sum.plaintext_bytes != p.plaintext_size {
             return Err(integrity(format!(
-                "{} decrypts to {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; nothing restored",
+                "{} decrypts to {} bytes, the manifest says {}; nothing restored",
                 label(p),
                 sum.plaintext_bytes,
-                sum.plaintext_sha256,
                 p.plaintext_size,
-                p.plaintext_sha256
             )));
         }
         for (&i, (_, _, _, h)) in mine.iter().zip(out.ranges) {

@@ -151,6 +151,10 @@ pub struct PieceName<'a> {
 /// Encrypt `input` (`size` bytes) straight into a new object `id.key` and
 /// check the upload against what was encrypted. `ranges`: plaintext ranges
 /// whose SHA-256 is wanted.
+///
+/// Every digest is computed once: the plaintext's (the whole piece, and each
+/// range) where it is read, the ciphertext's by the upload writer, which
+/// hashes what it sends; the encryption adds only the MDC's SHA-1.
 pub fn upload(
     up: &Upload<'_>,
     id: &PieceName<'_>,
@@ -171,13 +175,20 @@ pub fn upload(
         .with_size_hint(size + size / 100 + (64 << 10))
         .with_description(format!("snap chain piece {name}"));
     let mut writer = up.target.create_writer(key, &put, up.progress)?;
-    let mut hasher = RangeHasher::new(input, ranges);
-    let enc = snap_crypt::encrypt_named(
+    // The whole piece is one more range, unless a range is the whole piece.
+    let whole = ranges.iter().position(|&r| r == (0, size));
+    let mut all = ranges.to_vec();
+    if whole.is_none() {
+        all.push((0, size));
+    }
+    let mut hasher = RangeHasher::new(input, &all);
+    let enc = snap_crypt::encrypt_with(
         &mut hasher,
         &format!("reading piece {name}"),
         &mut *writer,
         &format!("uploading piece {name} to {}", up.target.describe()),
         up.recipients,
+        snap_crypt::Digests::NONE,
         &Progress::silent("encrypt"),
     );
     let enc = match enc {
@@ -188,12 +199,12 @@ pub fn upload(
         }
     };
     let done = writer.finish()?;
-    if done.sha256 != enc.ciphertext_sha256 || done.size != enc.ciphertext_bytes {
+    if done.size != enc.ciphertext_bytes {
         return Err(Error::new(
             ErrorKind::Integrity,
             format!(
-                "uploaded piece {name} ({key}: {} bytes, sha256 {}) differs from what was encrypted ({} bytes, sha256 {})",
-                done.size, done.sha256, enc.ciphertext_bytes, enc.ciphertext_sha256
+                "uploaded piece {name} ({key}: {} bytes) differs from what was encrypted ({} bytes)",
+                done.size, enc.ciphertext_bytes
             ),
         ));
     }
@@ -203,6 +214,7 @@ pub fn upload(
             enc.plaintext_bytes
         )));
     }
+    let digests = hasher.finish();
     // As for a full archive: a server may store a multipart upload without
     // the lock its headers asked for (Ceph RGW 16, moto); set it, or fail.
     snap_offsite::ensure_upload_locked(up.target, &done)
@@ -217,7 +229,7 @@ pub fn upload(
             size: done.size,
             sha256: done.sha256,
             plaintext_size: enc.plaintext_bytes,
-            plaintext_sha256: enc.plaintext_sha256,
+            plaintext_sha256: digests[whole.unwrap_or(ranges.len())].clone(),
             storage_class: done
                 .storage_class
                 .unwrap_or_else(|| up.put.storage_class.clone()),
@@ -226,7 +238,7 @@ pub fn upload(
             retain_until_unix: None,
             uploaded: record::now(),
         },
-        range_sha256: hasher.finish(),
+        range_sha256: digests[..ranges.len()].to_vec(),
         seconds: began.elapsed().as_secs_f64(),
     })
 }
