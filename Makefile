@@ -157,8 +157,11 @@ demo: install
 	$(VPY) -m demo
 
 bench: install
+	@command -v restic >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends restic; }
 	$(VPY) bench/run.py
 	$(VPY) bench/rotation.py
+	$(VPY) bench/chain.py --year --crypto --repeat 3
 
 clean:
 	rm -rf $(STAMPS) $(DIST) $(SALT_DIST) target .venv-localstack $(SALT_VENV) python/snap_backup.libs python/snap_core/_rust.abi3.so

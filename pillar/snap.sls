@@ -185,7 +185,7 @@ snap:
       level: 15
     chain:                  # incremental archives (docs/RESTORE.md)
       enabled: False        # True: a base, then links that upload only what is new
-      max_age_days: 90      # a new base once the chain is this old; the off-site retention cap is
+      max_age_days: 180     # a new base once the chain is this old; the off-site retention cap is
                             # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
       max_dead_ratio: 0.5   # ... or once half the image's data has expired from history
     prices: {}              # USD per GiB-month over the list prices, e.g. {GLACIER: 0.0036}

@@ -82,7 +82,7 @@ def test_every_forbidden_action_is_denied_and_counted():
     for required in ("DeleteObject", "DeleteObjectVersion", "PutObjectRetention", "PutObjectLegalHold", "BypassGovernanceRetention",
                      "PutBucketObjectLockConfiguration", "PutBucketVersioning", "PutLifecycleConfiguration", "PutBucketPolicy",
                      "DeleteBucketPolicy", "DeleteBucket", "GetObject", "PutObject with GOVERNANCE", "PutObject with 1 day of retention",
-                     "PutObject replacing a key (no If-None-Match)", "PutObject locked for 188 days, past the cap (lock-bombing)"):
+                     "PutObject replacing a key (no If-None-Match)", "PutObject locked for 278 days, past the cap (lock-bombing)"):
         assert required in names
     print(f"\nbackup identity: {len(outcomes)} forbidden requests refused ({len(explicit)} by explicit deny)")
     assert len(outcomes) == 40  # 30, and 10 more denied by the hardening of issue 12

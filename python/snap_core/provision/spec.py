@@ -33,7 +33,7 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD")
 PROVIDERS = ("aws", "ceph", "minio")
 #: Default of ``snap:archive:chain:max_age_days``: how long an incremental
 #: chain may grow before a new full archive starts it again.
-CHAIN_MAX_AGE_DAYS = 90
+CHAIN_MAX_AGE_DAYS = 180
 #: Slack above retain_days + chain age in the cap on retention (days).
 RETENTION_CAP_SLACK_DAYS = 7
 #: Minimum storage duration AWS bills, per class (days).

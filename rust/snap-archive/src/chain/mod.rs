@@ -17,7 +17,7 @@
 //! locks of every piece it needs and of its manifest are read back again.
 //!
 //! **Rebase**: a new base when there is no chain, its index is lost, the
-//! settings or recipients changed, it reached `max_age_days` (default 90),
+//! settings or recipients changed, it reached `max_age_days` (default 180),
 //! its image carries more dead bytes than `max_dead_ratio` (default 0.5), or
 //! its locks could not cover another link. Old chains expire through their
 //! locks and the bucket's lifecycle rule.
@@ -57,7 +57,7 @@ impl Default for ChainSettings {
     fn default() -> Self {
         ChainSettings {
             enabled: false,
-            max_age_days: 90,
+            max_age_days: 180,
             max_dead_ratio: 0.5,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use snap_core::progress::ProgressSink;
-use snap_core::{Error, Progress, Result, record};
+use snap_core::{Error, ErrorKind, Progress, Result, record};
 use snap_offsite::{PutOptions, TargetKind, TargetSettings, retain_until};
 use snap_pack::chain::Link;
 
@@ -253,7 +253,23 @@ pub fn run_chain(
         kind: "data",
         key: &key,
     };
-    let mut data = pieces::upload(&up, &id, (&f).take(dlen), dlen, &[(data_from, dlen)])?;
+    let mut data = pieces::upload(&up, &id, (&f).take(dlen), dlen, &[(data_from, dlen)])
+        .map_err(|e| {
+            if e.kind() != ErrorKind::Refused {
+                return e;
+            }
+            // The bucket policy caps retention at retain_days + max_age_days
+            // + 7 as provisioned: a larger max_age_days (its default grew
+            // from 90 to 180) needs the cap raised first.
+            Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{e} (a data piece is locked {data_days} days, for the chain's whole life: if the bucket \
+                     policy's cap on retention is lower, raise it with salt-run snap.provision, which sets it \
+                     to retain_days + snap:archive:chain:max_age_days + 7, or lower max_age_days)"
+                ),
+            )
+        })?;
     data.piece.retain_until_unix = Some(state.data_retain_until);
     ledger.add([held(&data.piece)], SystemTime::now())?;
     if data.range_sha256[0] != this.data_sha256 {
