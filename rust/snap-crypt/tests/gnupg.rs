@@ -716,7 +716,7 @@ fn each_digest_is_computed_only_when_asked_and_the_message_is_the_same_kind() {
         let e = decrypt_with(
             Cursor::new(&bad),
             "in",
-            &mut Vec::new(),
+            Vec::new(),
             "out",
             &secret(&k.rsa),
             digests,
