@@ -253,7 +253,7 @@ def newest_pieces(chain, tmp_path_factory):
     return rec["chain"], download_pieces(moto, rec["chain"], root / "good"), manifest
 
 
-@pytest.mark.parametrize("damage", ["missing", "tampered", "truncated", "reordered"])
+@pytest.mark.parametrize("damage", ["missing", "tampered", "truncated", "padded", "reordered"])
 def test_a_broken_piece_is_named_and_nothing_is_restored(chain, newest_pieces, tmp_path, damage):
     _, _, _, _, secret, _ = chain
     m, good, manifest = newest_pieces
@@ -269,6 +269,8 @@ def test_a_broken_piece_is_named_and_nothing_is_restored(chain, newest_pieces, t
         victim.write_bytes(bytes(raw))
     elif damage == "truncated":
         victim.write_bytes(victim.read_bytes()[:-100])
+    elif damage == "padded":  # refused by its size, before anything decrypts it
+        victim.write_bytes(victim.read_bytes() + b"\0" * (1 << 20))
     else:  # two links' data pieces swapped
         other = pieces / data[2]
         a, b = victim.read_bytes(), other.read_bytes()

@@ -144,11 +144,23 @@ struct RangeSink<'a> {
     /// (piece offset, len, image offset, hash)
     ranges: Vec<(u64, u64, u64, Sha256)>,
     pos: u64,
+    /// The piece's plaintext size as the manifest says: a piece that
+    /// decrypts (or decompresses) to more stops here, not at its end.
+    limit: u64,
 }
 
 impl Write for RangeSink<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let (start, end) = (self.pos, self.pos + data.len() as u64);
+        if end > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it decrypts to more than the {} bytes the manifest says",
+                    self.limit
+                ),
+            ));
+        }
         for (from, len, at, h) in &mut self.ranges {
             let (a, b) = (start.max(*from), end.min(*from + *len));
             if a < b {
@@ -166,8 +178,11 @@ impl Write for RangeSink<'_> {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    let mut f = File::open(path).map_err(|e| Error::io_path("opening", path, e))?;
+/// Size and SHA-256 of the first `limit` bytes of `path`.
+fn sha256_file(path: &Path, limit: u64) -> Result<(u64, String)> {
+    let mut f = File::open(path)
+        .map_err(|e| Error::io_path("opening", path, e))?
+        .take(limit);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -223,11 +238,25 @@ fn ciphertext(
     match source {
         Pieces::Dir(d) => {
             let path = d.join(p.key.rsplit('/').next().unwrap_or(&p.key));
-            if !path.is_file() {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("{} is missing: no file {}", label(p), path.display()),
-                ));
+            let size = match fs::metadata(&path) {
+                Ok(m) if m.is_file() => m.len(),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("{} is missing: no file {}", label(p), path.display()),
+                    ));
+                }
+            };
+            // The size costs nothing to check: a piece padded or cut is
+            // refused before anything reads it.
+            if size != p.size {
+                return Err(integrity(format!(
+                    "{} is {size} bytes, the manifest says {} bytes{}: a wrong, changed or reordered \
+                     piece; nothing restored",
+                    label(p),
+                    p.size,
+                    if size < p.size { " (truncated)" } else { "" }
+                )));
             }
             Ok(Cipher {
                 path,
@@ -302,9 +331,12 @@ pub(crate) fn fetch_chain(
                 })
                 .collect(),
             pos: 0,
+            limit: p.plaintext_size,
         };
-        let input =
-            File::open(&cipher.path).map_err(|e| Error::io_path("opening", &cipher.path, e))?;
+        // Never more than the manifest's size, whatever the file grows to.
+        let input = File::open(&cipher.path)
+            .map_err(|e| Error::io_path("opening", &cipher.path, e))?
+            .take(p.size);
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
         // What reaches the image is checked range by range below; the
         // ciphertext is hashed here only if its download did not prove it.
@@ -314,7 +346,7 @@ pub(crate) fn fetch_chain(
             Digests::CIPHERTEXT
         };
         let decrypted = snap_crypt::decrypt_with(
-            &input,
+            input,
             &format!("reading {}", label(p)),
             &mut out,
             &format!("writing the image in {}", work.dir.display()),
@@ -330,7 +362,7 @@ pub(crate) fn fetch_chain(
             // A wrong piece from a directory: say so rather than what the
             // decryption of a wrong piece tripped on.
             Err(e) => {
-                let file = (!cipher.proven).then(|| sha256_file(&cipher.path));
+                let file = (!cipher.proven).then(|| sha256_file(&cipher.path, p.size + 1));
                 return Err(match file {
                     Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
                         wrong_piece(p, size, &sha)
@@ -408,4 +440,36 @@ pub fn restore_chain(
         extract,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_piece_stops_at_the_manifests_plaintext_size_and_only_its_ranges_land() {
+        // A piece that decrypts or decompresses to more than the manifest
+        // says (a compression bomb from a directory of pieces) stops there.
+        let dir = tempfile::tempdir().unwrap();
+        let image = File::create(dir.path().join("image")).unwrap();
+        let mut sink = RangeSink {
+            image: &image,
+            ranges: vec![(2, 3, 10, Sha256::new())],
+            pos: 0,
+            limit: 8,
+        };
+        sink.write_all(b"abcdef").unwrap();
+        sink.write_all(b"gh").unwrap();
+        let e = sink.write_all(b"i").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
+        let got = hex::encode(sink.ranges.pop().unwrap().3.finalize());
+        assert_eq!(got, hex::encode(Sha256::digest(b"cde")));
+        let mut back = Vec::new();
+        File::open(dir.path().join("image"))
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(&back[10..], b"cde");
+    }
 }
