@@ -31,8 +31,8 @@ use crate::cfb::MdcReader;
 use crate::keys::{SecretState, hex_upper};
 use crate::literal::{LiteralReader, is_literal};
 use crate::pipe::{
-    ChanReader, ChanWriter, DEPTH, Digested, Digests, Pool, StageError, fill_chunk, hex_if,
-    is_full, read_stage, write_stage,
+    ChanReader, ChanWriter, DEPTH, Digested, Digests, HeadLimit, Pool, StageError, fill_chunk,
+    hex_if, is_full, read_stage, write_stage,
 };
 use crate::scan::scan;
 
@@ -396,11 +396,14 @@ fn run_rpgp(
         ));
     }
 
-    let (msg, _) = Message::from_reader(source).map_err(|e| {
+    // The head (session-key packets) is bounded; the encrypted data is not.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (msg, _) = Message::from_reader(HeadLimit::new(source, open.clone())).map_err(|e| {
         integrity(format!(
             "the OpenPGP message is corrupted or truncated before its encrypted data: {e}"
         ))
     })?;
+    open.store(true, std::sync::atomic::Ordering::Relaxed);
     let Message::Encrypted { esk, edata, .. } = &msg else {
         return Err(Error::invalid_input(
             "the OpenPGP message is not encrypted (a plain, signed or compressed message)",

@@ -387,3 +387,63 @@ pub(crate) fn fill_chunk<R: Read + ?Sized>(input: &mut R, pool: &Pool) -> io::Re
 pub(crate) fn is_full(chunk: &Chunk) -> bool {
     chunk.len == CHUNK
 }
+
+/// Bytes a message may hold before its encrypted data: its session-key
+/// packets (a PKESK is about 530 bytes for RSA 4096, so ~2,000
+/// recipients). rPGP keeps every session-key packet in memory before any
+/// of them is checked; without a bound, a hostile message of tiny PKESKs
+/// cost a restore about 13 times its size in memory.
+pub(crate) const HEAD_LIMIT: u64 = 1 << 20;
+
+/// A `BufRead` that refuses to give more than [`HEAD_LIMIT`] bytes until
+/// `open` is set (once the message's head is parsed).
+#[derive(Debug)]
+pub(crate) struct HeadLimit<R> {
+    inner: R,
+    used: u64,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R> HeadLimit<R> {
+    pub(crate) fn new(inner: R, open: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        HeadLimit {
+            inner,
+            used: 0,
+            open,
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for HeadLimit<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.used >= HEAD_LIMIT && !self.open.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {} KiB of packets before the encrypted data (session keys for \
+                     thousands of recipients?): not a message snap made",
+                    HEAD_LIMIT >> 10
+                ),
+            ));
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.used = self.used.saturating_add(n as u64);
+        self.inner.consume(n);
+    }
+}
+
+impl<R: BufRead> Read for HeadLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let have = self.fill_buf()?;
+            let n = have.len().min(buf.len());
+            buf[..n].copy_from_slice(&have[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}

@@ -726,3 +726,23 @@ fn each_digest_is_computed_only_when_asked_and_the_message_is_the_same_kind() {
         assert_eq!(e.kind(), ErrorKind::Integrity, "{digests:?}: {e}");
     }
 }
+
+#[test]
+fn a_flood_of_session_key_packets_is_refused_after_a_bounded_head() {
+    // Cold attack on 5b2ef07: rPGP keeps every PKESK in memory before any
+    // is checked; 150 MiB of tiny ones cost a restore 2 GiB. The head of a
+    // message is now bounded (1 MiB), so 8 MiB of them stop early.
+    let k = keys();
+    let body = [
+        &[3u8][..],
+        &[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+        &[1, 0, 1, 1],
+    ]
+    .concat();
+    let packet = [&[0xC1, body.len() as u8][..], &body].concat();
+    let flood = packet.repeat((8 << 20) / packet.len());
+    let e = snap_decrypt(&flood, &secret(&k.rsa)).expect_err("a flood");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("before the encrypted data"), "{e}");
+    assert!(e.to_string().contains("1024 KiB"), "{e}");
+}
