@@ -219,6 +219,14 @@ def test_air_gapped_from_file_whole_image_and_one_path(site, ciphertext, tmp_pat
     assert describe(whole / snap / "web1" / data) == want
     shutil.rmtree(one.parent)
     shutil.rmtree(whole.parent)
+    # A padded file (a decompression bomb would be one) is refused by its size before it is decrypted.
+    archive.write_bytes(ciphertext + b"\0" * (1 << 20))
+    padded = fresh(site, "airgap-padded")
+    proc = restore_cli("restore", "--from-file", archive, "--key", site["offline_key"], "--to", padded, "--quiet",
+                       check=False)  # fmt: skip
+    assert proc.returncode != 0 and "manifest says" in proc.stderr, proc.stderr
+    assert not padded.exists()
+    shutil.rmtree(padded.parent)
 
 
 def test_pack_creds_round_trip_in_memory_only(site, tmp_path):

@@ -82,7 +82,7 @@ def test_every_forbidden_action_is_denied_and_counted():
     for required in ("DeleteObject", "DeleteObjectVersion", "PutObjectRetention", "PutObjectLegalHold", "BypassGovernanceRetention",
                      "PutBucketObjectLockConfiguration", "PutBucketVersioning", "PutLifecycleConfiguration", "PutBucketPolicy",
                      "DeleteBucketPolicy", "DeleteBucket", "GetObject", "PutObject with GOVERNANCE", "PutObject with 1 day of retention",
-                     "PutObject replacing a key (no If-None-Match)", "PutObject locked for 278 days, past the cap (lock-bombing)"):
+                     "PutObject replacing a key (no If-None-Match)", "PutObject locked for 98 days, past the cap (lock-bombing)"):
         assert required in names
     print(f"\nbackup identity: {len(outcomes)} forbidden requests refused ({len(explicit)} by explicit deny)")
     assert len(outcomes) == 40  # 30, and 10 more denied by the hardening of issue 12
@@ -414,7 +414,7 @@ def test_no_retention_past_the_cap_but_room_for_a_chain(provider):
     an incremental chain's base (retain_days + chain age) still pass."""
     extra = {} if provider == "aws" else {"endpoint_url": "http://127.0.0.1:7480", "admins": ["arn:aws:iam:::user/a"]}
     spec = provision.load_spec(base(provider=provider, retention_repair=True, retain_days=100, chain_max_age_days=60,
-                                    **extra))  # fmt: skip
+                                    chains=True, **extra))  # fmt: skip
     assert spec.retention_cap_days == 167
     docs = provision.documents(spec)
     me = spec.identity_arn() if provider == "aws" else spec.backup_principal()
@@ -436,7 +436,11 @@ def test_no_retention_past_the_cap_but_room_for_a_chain(provider):
 
 
 def test_the_cap_follows_the_settings_and_the_chain_setting_is_checked():
-    spec = provision.load_spec(base(retain_days=120, chain_max_age_days=30))
+    # Without chains no room for one: nothing snap writes needs more than retain_days + 1.
+    assert provision.load_spec(base(retain_days=120, chain_max_age_days=30)).retention_cap_days == 127
+    assert provision.load_spec(base()).retention_cap_days == 90 + 7
+    assert provision.load_spec(base(chains=True)).retention_cap_days == 90 + 180 + 7
+    spec = provision.load_spec(base(retain_days=120, chain_max_age_days=30, chains=True))
     longer = next(s for s in provision.bucket_policy(spec)["Statement"] if s["Sid"] == "SnapDenyLongerRetention")
     assert longer["Condition"]["NumericGreaterThan"] == {"s3:object-lock-remaining-retention-days": "157"}
     # A longer retain_days raises the cap too: that is the operator's change, never a refusal.

@@ -366,6 +366,6 @@ def check_policies(
                     problems.append(
                         f"the backup identity is granted {act} (statement {st.get('Sid')!r}), beyond what the pipeline needs"
                     )
-    if spec.retention_cap_days < spec.retain_days + spec.chain_max_age_days:
+    if spec.chains and spec.retention_cap_days < spec.retain_days + spec.chain_max_age_days:
         problems.append("the retention cap leaves no room for an incremental chain")
     return problems

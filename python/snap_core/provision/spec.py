@@ -208,9 +208,13 @@ class OffsiteSpec:
     @property
     def retention_cap_days(self) -> int:
         """The longest retention the backup identity may set: retain_days,
-        plus the chain's maximum age, plus a week of slack. A compromised
-        backup server cannot lock anything for longer (lock-bombing)."""
-        return self.retain_days + self.chain_max_age_days + RETENTION_CAP_SLACK_DAYS
+        plus (with chains) the chain's maximum age, plus a week of slack. A
+        compromised backup server cannot lock anything for longer
+        (lock-bombing). Without chains nothing snap writes needs more than
+        retain_days and a day, so the room for a chain's life is not given
+        away (cold attack on the 180-day default: 277 days for every bucket)."""
+        chain = self.chain_max_age_days if self.chains else 0
+        return self.retain_days + chain + RETENTION_CAP_SLACK_DAYS
 
     @property
     def default_retention_days(self) -> int:

@@ -471,6 +471,21 @@ pub fn download_to_file(
     resume: bool,
     progress: &Progress,
 ) -> Result<Download> {
+    download_to_file_limited(target, key, version_id, path, resume, None, progress)
+}
+
+/// [`download_to_file`], refusing (`Integrity`) to write more than `limit`
+/// bytes in all: a restore knows each object's size from its manifest, and
+/// a hostile server must not fill the work directory with a longer one.
+pub fn download_to_file_limited(
+    target: &dyn ArchiveTarget,
+    key: &str,
+    version_id: Option<&str>,
+    path: &Path,
+    resume: bool,
+    limit: Option<u64>,
+    progress: &Progress,
+) -> Result<Download> {
     use sha2::{Digest, Sha256};
     use std::fs::OpenOptions;
     use std::io::Read;
@@ -507,9 +522,22 @@ pub fn download_to_file(
         inner: &'a mut W,
         hasher: &'a mut Sha256,
         path: &'a Path,
+        /// Bytes that may still be written, and the limit for the message.
+        room: Option<(u64, u64)>,
     }
     impl<W: Write> Write for HashingWriter<'_, W> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some((room, limit)) = &mut self.room {
+                if buf.len() as u64 > *room {
+                    return Err(io::Error::other(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "the server sent more than the {limit} bytes expected; stopped there"
+                        ),
+                    )));
+                }
+                *room -= buf.len() as u64;
+            }
             let n = self.inner.write(buf).map_err(|e| {
                 let kind = e.kind();
                 io::Error::new(kind, Error::io_path("writing", self.path, e))
@@ -526,6 +554,7 @@ pub fn download_to_file(
             inner: &mut file,
             hasher: &mut hasher,
             path,
+            room: limit.map(|l| (l.saturating_sub(resumed_from), l)),
         };
         match version_id {
             Some(v) => target.get_version(key, v, resumed_from, &mut w, progress)?,

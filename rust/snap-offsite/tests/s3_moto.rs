@@ -700,6 +700,23 @@ fn get_resumes_after_a_dropped_download() {
     .unwrap();
     assert_eq!(d.fetched, 0);
     assert_eq!(d.sha256, sha256_hex(&src));
+
+    // A restore knows the size from its manifest: an object longer than
+    // that (a hostile server's) stops there instead of filling the disk.
+    let short = dir.path().join("limited.gpg");
+    let e = snap_offsite::download_to_file_limited(
+        &admin_direct,
+        &k,
+        None,
+        &short,
+        false,
+        Some(MIB as u64),
+        &Progress::silent("dl"),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("more than the 1048576 bytes"), "{e}");
+    assert!(std::fs::metadata(&short).unwrap().len() <= MIB as u64);
 }
 
 /// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:

@@ -269,12 +269,13 @@ fn ciphertext(
             let path = work.join("piece.gpg");
             let progress =
                 Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
-            let got = snap_offsite::download_to_file(
+            let got = snap_offsite::download_to_file_limited(
                 *t,
                 &p.key,
                 p.version_id.as_deref(),
                 &path,
                 false,
+                Some(p.size),
                 &progress,
             )
             .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;

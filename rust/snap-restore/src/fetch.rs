@@ -152,6 +152,32 @@ fn integrity(message: String) -> Error {
     Error::new(ErrorKind::Integrity, message)
 }
 
+/// A writer that refuses to take more than `room` bytes.
+struct Limited<W> {
+    inner: W,
+    room: Option<u64>,
+}
+
+impl<W: std::io::Write> std::io::Write for Limited<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(room) = &mut self.room {
+            if buf.len() as u64 > *room {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "it decrypts to more than the manifest's plaintext size",
+                ));
+            }
+            *room -= buf.len() as u64;
+        }
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Decrypt `cipher` into `work/image.sqfs` and check it against `manifest`.
 fn decrypt_and_check(
     cipher: &Path,
@@ -171,16 +197,39 @@ fn decrypt_and_check(
     let input = fs::File::open(cipher).map_err(|e| Error::io_path("opening", cipher, e))?;
     if let Ok(m) = input.metadata() {
         p.set_total(m.len());
+        // With a manifest the size is known: a longer or shorter file is
+        // refused before anything decrypts it.
+        if let Some(man) = manifest
+            && m.len() != man.archive.size
+        {
+            checks.ciphertext_size = Some(false);
+            return Err(integrity(format!(
+                "archive {}: the encrypted file is {} bytes{}, the manifest says {}; not restoring from it",
+                cipher.display(),
+                m.len(),
+                if m.len() < man.archive.size {
+                    " (truncated)"
+                } else {
+                    ""
+                },
+                man.archive.size
+            )));
+        }
     }
     let tmp = tempfile::Builder::new()
         .prefix(".image.")
         .suffix(".partial")
         .tempfile_in(&work.dir)
         .map_err(|e| Error::io_path("creating a temporary file in", &work.dir, e))?;
+    // And what it decrypts (or decompresses) to stops at the manifest's size.
+    let out = Limited {
+        inner: tmp.as_file(),
+        room: manifest.map(|m| m.plaintext.size),
+    };
     let sum = snap_crypt::decrypt_named(
         &input,
         &format!("reading {}", cipher.display()),
-        tmp.as_file(),
+        out,
         &format!("writing {}", image.display()),
         key,
         &p,
@@ -425,12 +474,13 @@ pub fn fetch_offsite(
         }
         let p = progress("download", Some(manifest.archive.size), &sink);
         let start = Instant::now();
-        let got = snap_offsite::download_to_file(
+        let got = snap_offsite::download_to_file_limited(
             target,
             akey,
             manifest.archive.version_id.as_deref(),
             &part,
             opts.resume,
+            Some(manifest.archive.size),
             &p,
         );
         p.finish();
@@ -491,4 +541,31 @@ pub fn fetch_offsite(
         checks,
         work,
     })
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::Limited;
+    use std::io::Write;
+
+    #[test]
+    fn the_image_stops_at_the_manifests_plaintext_size() {
+        // A full archive of the right size that decompresses to more (a
+        // compression bomb) stops at the manifest's size, not at the disk's.
+        let mut out = Limited {
+            inner: Vec::new(),
+            room: Some(5),
+        };
+        out.write_all(b"abc").unwrap();
+        out.write_all(b"de").unwrap();
+        let e = out.write_all(b"f").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(out.inner, b"abcde");
+        let mut free = Limited {
+            inner: Vec::new(),
+            room: None,
+        };
+        free.write_all(&[0; 100]).unwrap();
+        assert_eq!(free.inner.len(), 100);
+    }
 }
