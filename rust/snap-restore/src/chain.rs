@@ -30,7 +30,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_crypt::{Digests, SecretKeySource};
 use snap_offsite::ArchiveTarget;
 
-use crate::fetch::{Checks, FetchOptions, WorkArea, ensure_readable, key_check};
+use crate::fetch::{Checks, FetchOptions, Limited, WorkArea, ensure_readable, key_check};
 use crate::{Output, RestoreReport, extract_image};
 
 fn integrity(message: String) -> Error {
@@ -144,23 +144,11 @@ struct RangeSink<'a> {
     /// (piece offset, len, image offset, hash)
     ranges: Vec<(u64, u64, u64, Sha256)>,
     pos: u64,
-    /// The piece's plaintext size as the manifest says: a piece that
-    /// decrypts (or decompresses) to more stops here, not at its end.
-    limit: u64,
 }
 
 impl Write for RangeSink<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let (start, end) = (self.pos, self.pos + data.len() as u64);
-        if end > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "it decrypts to more than the {} bytes the manifest says",
-                    self.limit
-                ),
-            ));
-        }
         for (from, len, at, h) in &mut self.ranges {
             let (a, b) = (start.max(*from), end.min(*from + *len));
             if a < b {
@@ -322,7 +310,9 @@ pub(crate) fn fetch_chain(
         let mine: Vec<usize> = (0..m.ranges.len())
             .filter(|&i| m.ranges[i].piece == p.name)
             .collect();
-        let mut out = RangeSink {
+        // A piece that decrypts (or decompresses) to more than the manifest
+        // says stops there, not at its end.
+        let ranges = RangeSink {
             image: tmp.as_file(),
             ranges: mine
                 .iter()
@@ -332,8 +322,8 @@ pub(crate) fn fetch_chain(
                 })
                 .collect(),
             pos: 0,
-            limit: p.plaintext_size,
         };
+        let mut out = Limited::new(ranges, Some(p.plaintext_size));
         // Never more than the manifest's size, whatever the file grows to.
         let input = File::open(&cipher.path)
             .map_err(|e| Error::io_path("opening", &cipher.path, e))?
@@ -385,7 +375,7 @@ pub(crate) fn fetch_chain(
                 p.plaintext_size,
             )));
         }
-        for (&i, (_, _, _, h)) in mine.iter().zip(out.ranges) {
+        for (&i, (_, _, _, h)) in mine.iter().zip(out.inner.ranges) {
             let r = &m.ranges[i];
             let got = hex::encode(h.finalize());
             if got != r.sha256 {
@@ -453,18 +443,20 @@ mod tests {
         // says (a compression bomb from a directory of pieces) stops there.
         let dir = tempfile::tempdir().unwrap();
         let image = File::create(dir.path().join("image")).unwrap();
-        let mut sink = RangeSink {
-            image: &image,
-            ranges: vec![(2, 3, 10, Sha256::new())],
-            pos: 0,
-            limit: 8,
-        };
+        let mut sink = Limited::new(
+            RangeSink {
+                image: &image,
+                ranges: vec![(2, 3, 10, Sha256::new())],
+                pos: 0,
+            },
+            Some(8),
+        );
         sink.write_all(b"abcdef").unwrap();
         sink.write_all(b"gh").unwrap();
         let e = sink.write_all(b"i").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
-        let got = hex::encode(sink.ranges.pop().unwrap().3.finalize());
+        let got = hex::encode(sink.inner.ranges.pop().unwrap().3.finalize());
         assert_eq!(got, hex::encode(Sha256::digest(b"cde")));
         let mut back = Vec::new();
         File::open(dir.path().join("image"))

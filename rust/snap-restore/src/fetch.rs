@@ -152,24 +152,40 @@ fn integrity(message: String) -> Error {
     Error::new(ErrorKind::Integrity, message)
 }
 
-/// A writer that refuses to take more than `room` bytes.
-struct Limited<W> {
-    inner: W,
-    room: Option<u64>,
+/// The output of a decryption that stops at the plaintext size the
+/// manifest says (`None`: no manifest, no bound): what a compression bomb,
+/// or a piece padded inside its encryption, decrypts to beyond it is
+/// refused, not written. A full archive's image and a chain piece's ranges
+/// go through it.
+pub(crate) struct Limited<W> {
+    pub(crate) inner: W,
+    limit: Option<u64>,
+    written: u64,
+}
+
+impl<W> Limited<W> {
+    pub(crate) fn new(inner: W, limit: Option<u64>) -> Self {
+        Limited {
+            inner,
+            limit,
+            written: 0,
+        }
+    }
 }
 
 impl<W: std::io::Write> std::io::Write for Limited<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(room) = &mut self.room {
-            if buf.len() as u64 > *room {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "it decrypts to more than the manifest's plaintext size",
-                ));
-            }
-            *room -= buf.len() as u64;
+        let end = self.written + buf.len() as u64;
+        if let Some(limit) = self.limit
+            && end > limit
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("it decrypts to more than the {limit} bytes the manifest says"),
+            ));
         }
         self.inner.write_all(buf)?;
+        self.written = end;
         Ok(buf.len())
     }
 
@@ -222,10 +238,7 @@ fn decrypt_and_check(
         .tempfile_in(&work.dir)
         .map_err(|e| Error::io_path("creating a temporary file in", &work.dir, e))?;
     // And what it decrypts (or decompresses) to stops at the manifest's size.
-    let out = Limited {
-        inner: tmp.as_file(),
-        room: manifest.map(|m| m.plaintext.size),
-    };
+    let out = Limited::new(tmp.as_file(), manifest.map(|m| m.plaintext.size));
     let sum = snap_crypt::decrypt_named(
         &input,
         &format!("reading {}", cipher.display()),
@@ -552,19 +565,13 @@ mod limit_tests {
     fn the_image_stops_at_the_manifests_plaintext_size() {
         // A full archive of the right size that decompresses to more (a
         // compression bomb) stops at the manifest's size, not at the disk's.
-        let mut out = Limited {
-            inner: Vec::new(),
-            room: Some(5),
-        };
+        let mut out = Limited::new(Vec::new(), Some(5));
         out.write_all(b"abc").unwrap();
         out.write_all(b"de").unwrap();
         let e = out.write_all(b"f").unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert_eq!(out.inner, b"abcde");
-        let mut free = Limited {
-            inner: Vec::new(),
-            room: None,
-        };
+        let mut free = Limited::new(Vec::new(), None);
         free.write_all(&[0; 100]).unwrap();
         assert_eq!(free.inner.len(), 100);
     }
