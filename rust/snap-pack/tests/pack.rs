@@ -530,3 +530,70 @@ fn fake_super_metadata_is_applied_on_unpack() {
     unpack(&image, &plain, &UnpackOptions::default(), &quiet()).unwrap();
     assert_same(&read_tree(&src, &all), &read_tree(&plain, &all), false);
 }
+
+/// Files are filled on a thread of their own (unpack/writer.rs): its
+/// failures still come back as the error of `unpack`, naming the file, with
+/// their own kind, not as "the other thread stopped".
+#[test]
+fn unpack_reports_the_data_writers_errors_naming_the_file() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    // Compressible, so a damaged block fails to decompress rather than
+    // passing as other bytes.
+    let text: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| format!("line {i} of the log\n").into_bytes())
+        .take(3_000_000)
+        .collect();
+    for i in 0..6 {
+        write(&src, format!("d/f{i}").as_bytes(), &text);
+    }
+    // More files than wait for the writer: the extractor is still handing
+    // them over when the writer stops.
+    for i in 0..300 {
+        write(&src, format!("e/g{i:03}").as_bytes(), &noise(8192, i));
+    }
+    let image = tmp.path().join("img.sqfs");
+    pack(&src, &image, &fast(), &quiet()).unwrap();
+
+    // A destination that fills up: DiskFull, naming a file.
+    let small = Mount::new(
+        &["-t", "tmpfs", "-o", "size=1m", "tmpfs"],
+        &tmp.path().join("small"),
+    );
+    let err = unpack(
+        &image,
+        &small.0.join("out"),
+        &UnpackOptions::default(),
+        &quiet(),
+    )
+    .unwrap_err();
+    println!("unpack into 1 MiB: {err}");
+    assert_eq!(err.kind(), ErrorKind::DiskFull, "{err}");
+    assert!(err.to_string().contains("/out/d/f"), "{err}");
+    assert!(!err.to_string().contains("stopped"), "{err}");
+    drop(small);
+
+    // A damaged data block: Integrity, naming the file it belongs to.
+    // (zstd frames carry no checksum: break the first data block's frame
+    // header, which follows the super block and the compressor options.)
+    let mut bytes = fs::read(&image).unwrap();
+    let magic = [0x28, 0xB5, 0x2F, 0xFD];
+    let at = 96 + bytes[96..].windows(4).position(|w| w == magic).unwrap();
+    bytes[at..at + 4].copy_from_slice(b"snap");
+    let damaged = tmp.path().join("damaged.sqfs");
+    fs::write(&damaged, &bytes).unwrap();
+    let err = unpack(
+        &damaged,
+        &tmp.path().join("out"),
+        &UnpackOptions::default(),
+        &quiet(),
+    )
+    .unwrap_err();
+    println!("unpack of a damaged block: {err}");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(
+        err.to_string().contains("data of d/f0 is corrupted"),
+        "{err}"
+    );
+}

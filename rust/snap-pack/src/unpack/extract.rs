@@ -7,15 +7,15 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::process::{Gid, Uid};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
-use super::data::is_zero;
 use super::image::{Image, Node};
+use super::writer::{Apply, Job, write_data};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
 use crate::ffi::{DirEnt, Inode};
@@ -33,6 +33,9 @@ pub(super) struct Extractor<'a> {
     pub(super) root: bool,
     /// Hard-linked inodes already extracted: inode number → path under dest.
     pub(super) links: HashMap<u32, Vec<u8>>,
+    /// Where regular files go to have their data written (another thread),
+    /// or `None` to write them here.
+    pub(super) data: Option<SyncSender<Job>>,
     /// The directory last used as a hard link source.
     pub(super) link_dir: Option<(Vec<u8>, OwnedFd)>,
     /// Parent directories created for selected paths (metadata applied last).
@@ -52,9 +55,6 @@ pub(super) struct Attrs {
 }
 
 const FAKE_STAT: &[u8] = b"user.rsync.%stat";
-
-/// Zero pages of restored files are left as holes.
-const PAGE: usize = 4096;
 
 impl Extractor<'_> {
     pub(super) fn target(&self, rel: &[u8]) -> PathBuf {
@@ -105,24 +105,14 @@ impl Extractor<'_> {
 
     /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
     pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
-        for (k, v) in &a.xattrs {
-            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::PERM) if !self.root && !k.starts_with(b"user.") => {
-                    self.sum.skipped_xattrs += 1;
-                }
-                Err(e) => {
-                    return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
-                }
-            }
-        }
-        if self.root {
-            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
-                .map_err(|e| self.fail("changing owner of", rel, e))?;
-        }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode))
-            .map_err(|e| self.fail("changing mode of", rel, e))?;
-        rustix::fs::futimens(fd, &times(a.mtime)).map_err(|e| self.fail("setting times of", rel, e))
+        let mut apply = Apply {
+            dest: &self.dest,
+            root: self.root,
+            skipped_xattrs: 0,
+        };
+        let r = apply.finish_fd(fd, a, rel);
+        self.sum.skipped_xattrs += apply.skipped_xattrs;
+        r
     }
 
     /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials).
@@ -192,39 +182,6 @@ impl Extractor<'_> {
         Ok(out)
     }
 
-    /// Write the data of the file at `iref` into `f`, keeping holes: holes
-    /// and all-zero blocks are skipped, then the size is set.
-    fn write_data(&mut self, f: &File, iref: u64, size: u64, rel: &[u8]) -> Result<()> {
-        let dest = self.target(rel);
-        let progress = self.progress;
-        let mut written = 0u64;
-        self.img.file_data(iref, rel, &mut |off, data| {
-            progress.add(data.len() as u64);
-            written += data.len() as u64;
-            // Write the non-zero pages only: zeros stay holes.
-            let mut start = None;
-            for (i, page) in data.chunks(PAGE).enumerate() {
-                match (is_zero(page), start) {
-                    (false, None) => start = Some(i * PAGE),
-                    (true, Some(s)) => {
-                        f.write_all_at(&data[s..i * PAGE], off + s as u64)
-                            .map_err(|e| io_err("writing", &dest, e))?;
-                        start = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = start {
-                f.write_all_at(&data[s..], off + s as u64)
-                    .map_err(|e| io_err("writing", &dest, e))?;
-            }
-            Ok(())
-        })?;
-        f.set_len(size).map_err(|e| self.fail("writing", rel, e))?;
-        self.progress.add(size - written.min(size));
-        Ok(())
-    }
-
     pub(super) fn mkdir(&self, parent: &OwnedFd, name: &CStr, rel: &[u8]) -> Result<OwnedFd> {
         rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
             .map_err(|e| self.fail("creating directory", rel, e))?;
@@ -268,11 +225,37 @@ impl Extractor<'_> {
                     return Err(Error::internal("unpack: a file without a file inode"));
                 };
                 let size = head.size;
-                self.write_data(&f, ent.iref, size, rel)?;
                 self.sum.bytes_out += size;
                 self.sum.files += 1;
-                let fd = OwnedFd::from(f);
-                self.finish_fd(&fd, &a, rel)?;
+                match &self.data {
+                    // Its data and metadata on the writer's thread (see writer.rs).
+                    Some(tx) => {
+                        let job = Job {
+                            file: f,
+                            iref: ent.iref,
+                            size,
+                            rel: rel.to_vec(),
+                            attrs: a,
+                        };
+                        if tx.send(job).is_err() {
+                            return Err(Error::internal(
+                                "unpack: the data writer stopped (its error follows)",
+                            ));
+                        }
+                    }
+                    None => {
+                        write_data(
+                            &mut self.img,
+                            self.progress,
+                            &self.dest,
+                            &f,
+                            ent.iref,
+                            size,
+                            rel,
+                        )?;
+                        self.finish_fd(&OwnedFd::from(f), &a, rel)?;
+                    }
+                }
             }
             EntryKind::Symlink => {
                 let stored;

@@ -9,6 +9,7 @@
 mod data;
 mod extract;
 mod image;
+mod writer;
 
 pub(crate) use image::{Image, Node};
 
@@ -259,28 +260,66 @@ pub fn unpack(
         Mode::empty(),
     )
     .map_err(|e| io_err("opening", dest, e.into()))?;
+    let root = rustix::process::geteuid().is_root();
+    let image_file = img
+        .file
+        .file()
+        .try_clone()
+        .map_err(|e| io_err("duplicating the descriptor of", image, e))?;
+    let image_len = img.file.size();
+    let (jobs, queue) = std::sync::mpsc::sync_channel(writer::JOBS);
     let mut x = Extractor {
         img,
         opts,
         progress,
         dest: dest.to_path_buf(),
         dest_fd,
-        root: rustix::process::geteuid().is_root(),
+        root,
         links: HashMap::new(),
+        data: Some(jobs),
         link_dir: None,
         parents: Vec::new(),
         sum: UnpackSummary::default(),
     };
+    let w = writer::Writer {
+        image: image_file,
+        len: image_len,
+        image_path: image,
+        dest,
+        root,
+        progress,
+    };
+    let (extracted, written) = std::thread::scope(|s| {
+        let writer = s.spawn(move || w.run(queue));
+        let extracted = extract(&mut x, &selects);
+        // Hang up, then wait for the files handed over to be written.
+        x.data = None;
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("unpack: the data writer panicked")));
+        (extracted, written)
+    });
+    // The writer's error is the cause when both failed (the extractor then
+    // only saw it stop).
+    x.sum.skipped_xattrs += written?;
+    extracted?;
+    progress.finish();
+    x.sum.duration = start.elapsed();
+    Ok(x.sum)
+}
+
+/// Extract everything, or each selected path, with `x`.
+fn extract(x: &mut Extractor<'_>, selects: &[Vec<&[u8]>]) -> Result<()> {
     if selects.is_empty() {
         let root = x.img.root()?;
         let fd = x
             .dest_fd
             .try_clone()
-            .map_err(|e| io_err("duplicating", dest, e))?;
+            .map_err(|e| io_err("duplicating", &x.dest, e))?;
         x.tree(fd, Vec::new(), root, false)?;
     } else {
         let mut done: Vec<Vec<&[u8]>> = Vec::new();
-        for comps in &selects {
+        for comps in selects {
             // Skip a path already covered by an earlier selection.
             if done.iter().any(|d| comps.starts_with(d)) {
                 continue;
@@ -294,7 +333,5 @@ pub fn unpack(
             x.finish_fd(pfd, a, prel)?;
         }
     }
-    progress.finish();
-    x.sum.duration = start.elapsed();
-    Ok(x.sum)
+    Ok(())
 }

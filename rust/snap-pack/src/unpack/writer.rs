@@ -1,0 +1,163 @@
+#![forbid(unsafe_code)]
+//! Regular files' data, written on a thread of its own.
+//!
+//! Extraction is two kinds of work: creating entries (directories, hard
+//! links, symlinks: system calls on names) and filling regular files
+//! (reading, decompressing and writing their blocks). The extractor creates
+//! each file (`O_EXCL`, in a directory it made) and hands the open
+//! descriptor here with the file's metadata; this thread, with an image
+//! reader of its own on the same open file, writes the data and then applies
+//! owner, xattrs, mode and times, as the extractor would have. Nothing here
+//! resolves a name: it only writes through descriptors it was given. The
+//! channel is bounded, so at most `JOBS` files wait, open.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::mpsc::Receiver;
+
+use rustix::fs::{Mode, XattrFlags};
+use rustix::process::{Gid, Uid};
+use snap_core::{Error, Progress, Result};
+
+use super::data::is_zero;
+use super::extract::{Attrs, times};
+use super::image::Image;
+use crate::ffi::SqFile;
+use crate::util::{io_err, show_bytes};
+
+/// Zero pages of restored files are left as holes.
+const PAGE: usize = 4096;
+
+/// Files that may wait for the writer.
+pub(super) const JOBS: usize = 64;
+
+/// A created regular file to fill and finish.
+pub(super) struct Job {
+    pub(super) file: File,
+    pub(super) iref: u64,
+    pub(super) size: u64,
+    /// Its path under the destination, for messages.
+    pub(super) rel: Vec<u8>,
+    pub(super) attrs: Attrs,
+}
+
+/// What the writer needs besides its jobs.
+pub(super) struct Writer<'a> {
+    /// The image, open (a duplicate of the extractor's descriptor), its size.
+    pub(super) image: File,
+    pub(super) len: u64,
+    /// Names for messages.
+    pub(super) image_path: &'a Path,
+    pub(super) dest: &'a Path,
+    pub(super) root: bool,
+    pub(super) progress: &'a Progress,
+}
+
+impl Writer<'_> {
+    /// Fill and finish every job until the extractor hangs up; the first
+    /// error stops it (the extractor's next hand-over then fails). Returns
+    /// the xattrs it was not allowed to set.
+    pub(super) fn run(self, jobs: Receiver<Job>) -> Result<u64> {
+        let mut img =
+            Image::open_file(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
+        let mut apply = Apply {
+            dest: self.dest,
+            root: self.root,
+            skipped_xattrs: 0,
+        };
+        for job in jobs {
+            write_data(
+                &mut img,
+                self.progress,
+                self.dest,
+                &job.file,
+                job.iref,
+                job.size,
+                &job.rel,
+            )?;
+            apply.finish_fd(&OwnedFd::from(job.file), &job.attrs, &job.rel)?;
+        }
+        Ok(apply.skipped_xattrs)
+    }
+}
+
+/// Applies an entry's metadata; counts the xattrs it may not set.
+pub(super) struct Apply<'a> {
+    pub(super) dest: &'a Path,
+    pub(super) root: bool,
+    pub(super) skipped_xattrs: u64,
+}
+
+impl Apply<'_> {
+    fn fail(&self, verb: &str, rel: &[u8], e: impl Into<io::Error>) -> Error {
+        io_err(verb, &self.dest.join(OsStr::from_bytes(rel)), e.into())
+    }
+
+    /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
+    pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
+        for (k, v) in &a.xattrs {
+            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) if !self.root && !k.starts_with(b"user.") => {
+                    self.skipped_xattrs += 1;
+                }
+                Err(e) => {
+                    return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
+                }
+            }
+        }
+        if self.root {
+            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
+                .map_err(|e| self.fail("changing owner of", rel, e))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode))
+            .map_err(|e| self.fail("changing mode of", rel, e))?;
+        rustix::fs::futimens(fd, &times(a.mtime)).map_err(|e| self.fail("setting times of", rel, e))
+    }
+}
+
+/// Write the data of the file at `iref` of `img` into `f`, keeping holes:
+/// holes and all-zero pages are skipped, then the size is set.
+pub(super) fn write_data(
+    img: &mut Image,
+    progress: &Progress,
+    dest: &Path,
+    f: &File,
+    iref: u64,
+    size: u64,
+    rel: &[u8],
+) -> Result<()> {
+    let target = dest.join(OsStr::from_bytes(rel));
+    let mut written = 0u64;
+    img.file_data(iref, rel, &mut |off, data| {
+        progress.add(data.len() as u64);
+        written += data.len() as u64;
+        // Write the non-zero pages only: zeros stay holes.
+        let mut start = None;
+        for (i, page) in data.chunks(PAGE).enumerate() {
+            match (is_zero(page), start) {
+                (false, None) => start = Some(i * PAGE),
+                (true, Some(s)) => {
+                    f.write_all_at(&data[s..i * PAGE], off + s as u64)
+                        .map_err(|e| io_err("writing", &target, e))?;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            f.write_all_at(&data[s..], off + s as u64)
+                .map_err(|e| io_err("writing", &target, e))?;
+        }
+        Ok(())
+    })?;
+    f.set_len(size).map_err(|e| io_err("writing", &target, e))?;
+    progress.add(size - written.min(size));
+    Ok(())
+}
