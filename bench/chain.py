@@ -94,14 +94,22 @@ def inventory(root) -> dict:
 
 
 def lock_bound(points, every, retain):
-    """The least GiB-months any design can hold, as a share of a full archive every time.
+    """The least GiB-months a whole-file design can hold, as a share of a full archive every time.
 
     ``points``: the inventory of the history at each archive, ``every`` days apart. A restore
-    point must stay readable for ``retain`` days after its upload, so a content must be held
-    from the first archive that has it to ``retain`` days after the last: a design that uploads
-    each content once and locks it exactly that long (no design holds less). A full archive
-    every time holds each point's contents ``retain`` days. Uncompressed sizes on both sides
-    (the same compressor would pack both), metadata left out."""
+    point must stay readable for ``retain`` days after its upload, so a file's content must be
+    held from the first archive that has it to ``retain`` days after the last (``retain >=
+    every``: the holds of consecutive archives overlap): a design that stores each file's
+    content once, whole, and locks it exactly that long. A full archive every time holds each
+    point's contents ``retain`` days. Uncompressed sizes on both sides, metadata left out.
+
+    Not a floor for every design (the cold attack of 2026-12-01): deduplication below the file
+    (chunks, deltas, a dictionary) can hold less, the generator's text being slices of one
+    word soup; contents that compress better than the average can be held longer for less;
+    identical contents in different inodes count once each here. It is the floor for snap's
+    kind of design, which stores whole files."""
+    if retain < every:
+        raise ValueError(f"retain ({retain} d) < every ({every} d): the holds of archives would not overlap")
     first, last, size = {}, {}, {}
     full = 0
     for i, inv in enumerate(points):
@@ -402,8 +410,8 @@ class ChainBench:
                        "list prices)", "",
                        table(["class", "retention", "chain GiB-months", "full GiB-months", "ratio",
                               "floor (every piece held only its own retention)",
-                              "least any design holds (each content once, from its first archive to retention "
-                              "after its last)", "chain cost", "full cost"],
+                              "least a whole-file design holds (each file's content once, uncompressed, from its "
+                              "first archive to retention after its last)", "chain cost", "full cost"],
                              rows), ""]  # fmt: skip
 
     # -- encryption and the restore of a chain ------------------------------------------------

@@ -597,3 +597,81 @@ fn unpack_reports_the_data_writers_errors_naming_the_file() {
         "{err}"
     );
 }
+
+/// A file capability (`security.capability`) comes back on a file owned by
+/// someone else: the owner is set before the xattrs, since a change of
+/// owner drops the capability (found by the cold attack of 2026-12-01).
+#[test]
+fn file_capabilities_survive_unpack_as_root() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, b"d/pingish", b"#!/bin/true\n");
+    let file = src.join("d/pingish");
+    std::os::unix::fs::chown(&file, Some(1000), Some(1000)).unwrap();
+    // VFS_CAP_REVISION_2, cap_net_raw permitted and effective (setcap cap_net_raw+ep).
+    let cap = [
+        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    xattr::set(&file, "security.capability", &cap).unwrap();
+    let image = tmp.path().join("img.sqfs");
+    pack(&src, &image, &fast(), &quiet()).unwrap();
+    let dest = tmp.path().join("out");
+    unpack(&image, &dest, &UnpackOptions::default(), &quiet()).unwrap();
+    let back = dest.join("d/pingish");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&back).unwrap().uid(), 1000);
+    assert_eq!(
+        xattr::get(&back, "security.capability").unwrap().as_deref(),
+        Some(&cap[..]),
+        "the capability was lost"
+    );
+}
+
+/// An image whose xattr descriptor claims 4 billion pairs is refused with
+/// an error naming the problem, before anything is allocated from the claim
+/// (it aborted the process before 2026-12-01: a 206 GB allocation).
+#[test]
+fn a_forged_xattr_count_is_an_error_not_an_abort() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, b"f", b"data");
+    xattr::set(src.join("f"), "user.note", b"kept").unwrap();
+    let image = tmp.path().join("img.sqfs");
+    // -noX: the xattr tables are stored uncompressed, so they can be patched.
+    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
+        "-noX",
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+    ]));
+    let mut b = fs::read(&image).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // Super block: xattr_id_table_start at 56; that table: kv start (8),
+    // count (4), unused (4), then where each metadata block of ids starts.
+    let table = u64_at(&b, 56) as usize;
+    let block = u64_at(&b, table + 16) as usize;
+    assert_ne!(
+        b[block + 1] & 0x80,
+        0,
+        "the id block is stored uncompressed"
+    );
+    // First id after the block's 2-byte header: ref (8), count (4), size (4).
+    let count = block + 2 + 8;
+    assert_eq!(
+        u32::from_le_bytes(b[count..count + 4].try_into().unwrap()),
+        1
+    );
+    b[count..count + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    fs::write(&image, &b).unwrap();
+    let err = unpack(
+        &image,
+        &tmp.path().join("out"),
+        &UnpackOptions::default(),
+        &quiet(),
+    )
+    .unwrap_err();
+    println!("forged xattr count: {err}");
+    assert!(err.to_string().contains("xattr set"), "{err}");
+}

@@ -4,7 +4,7 @@ use std::ffi::{CStr, c_void};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
 
-use super::{Compressor, Inode, SqFile, SqResult, Super, check, destroy, nonnull};
+use super::{Compressor, Inode, SqFile, SqResult, SqfsError, Super, check, destroy, nonnull};
 use crate::sys;
 
 /// The inode and directory tables of an image, read through two metadata
@@ -164,6 +164,11 @@ impl Drop for MetaTables {
     }
 }
 
+/// The most bytes of names and values one entry's xattrs may take: Linux
+/// lists at most 64 KiB of names, each value at most 64 KiB, so a real file
+/// stays far below this; a set that claims more is a forged image.
+pub const XATTR_SET_MAX: u64 = 64 << 20;
+
 pub struct XattrReader {
     pub(super) ptr: NonNull<sys::sqfs_xattr_reader_t>,
     _deps: (Rc<Compressor>, Rc<SqFile>),
@@ -191,11 +196,20 @@ impl XattrReader {
             unsafe { sys::sqfs_xattr_reader_get_desc(xr, idx, &mut desc) },
             "reading an xattr descriptor",
         )?;
+        // The descriptor is the image's word: a pair takes at least 8 bytes
+        // (key and value headers), and no set may be larger than Linux lets
+        // one file have. Checked before anything is allocated from it.
+        if desc.count as u64 * 8 > desc.size as u64 || desc.size as u64 > XATTR_SET_MAX {
+            return Err(SqfsError {
+                code: sys::SQFS_ERROR_CORRUPTED,
+                what: "reading an xattr set that claims more pairs or bytes than it can hold",
+            });
+        }
         check(
             unsafe { sys::sqfs_xattr_reader_seek_kv(xr, &desc) },
             "seeking to xattrs",
         )?;
-        let mut out = Vec::with_capacity(desc.count as usize);
+        let mut out = Vec::with_capacity((desc.count as usize).min(64));
         for _ in 0..desc.count {
             let mut key: *mut sys::sqfs_xattr_entry_t = ptr::null_mut();
             check(

@@ -15,7 +15,7 @@ use rustix::process::{Gid, Uid};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::image::{Image, Node};
-use super::writer::{Apply, Job, write_data};
+use super::writer::{Apply, Job, QUEUED_XATTRS_MAX, write_data};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
 use crate::ffi::{DirEnt, Inode};
@@ -115,7 +115,8 @@ impl Extractor<'_> {
         r
     }
 
-    /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials).
+    /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials),
+    /// in the order of [`Apply::finish_fd`].
     pub(super) fn finish_at(
         &mut self,
         dir: &OwnedFd,
@@ -123,6 +124,16 @@ impl Extractor<'_> {
         a: &Attrs,
         rel: &[u8],
     ) -> Result<()> {
+        if self.root {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw(a.uid)),
+                Some(Gid::from_raw(a.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fail("changing owner of", rel, e))?;
+        }
         if !a.xattrs.is_empty() {
             let p = proc_path(dir, name);
             for (k, v) in &a.xattrs {
@@ -140,16 +151,6 @@ impl Extractor<'_> {
                     }
                 }
             }
-        }
-        if self.root {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(Uid::from_raw(a.uid)),
-                Some(Gid::from_raw(a.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.fail("changing owner of", rel, e))?;
         }
         if a.kind != EntryKind::Symlink {
             // No fchmodat(AT_SYMLINK_NOFOLLOW) on Linux: it was just created by
@@ -227,9 +228,10 @@ impl Extractor<'_> {
                 let size = head.size;
                 self.sum.bytes_out += size;
                 self.sum.files += 1;
+                let xattr_bytes: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
                 match &self.data {
                     // Its data and metadata on the writer's thread (see writer.rs).
-                    Some(tx) => {
+                    Some(tx) if xattr_bytes <= QUEUED_XATTRS_MAX => {
                         let job = Job {
                             file: f,
                             iref: ent.iref,
@@ -243,7 +245,7 @@ impl Extractor<'_> {
                             ));
                         }
                     }
-                    None => {
+                    _ => {
                         write_data(
                             &mut self.img,
                             self.progress,

@@ -267,20 +267,7 @@ pub fn unpack(
         .try_clone()
         .map_err(|e| io_err("duplicating the descriptor of", image, e))?;
     let image_len = img.file.size();
-    let (jobs, queue) = std::sync::mpsc::sync_channel(writer::JOBS);
-    let mut x = Extractor {
-        img,
-        opts,
-        progress,
-        dest: dest.to_path_buf(),
-        dest_fd,
-        root,
-        links: HashMap::new(),
-        data: Some(jobs),
-        link_dir: None,
-        parents: Vec::new(),
-        sum: UnpackSummary::default(),
-    };
+    let (jobs, queue) = std::sync::mpsc::sync_channel(writer::jobs());
     let w = writer::Writer {
         image: image_file,
         len: image_len,
@@ -289,23 +276,38 @@ pub fn unpack(
         root,
         progress,
     };
-    let (extracted, written) = std::thread::scope(|s| {
+    let (extracted, written, mut sum) = std::thread::scope(|s| {
         let writer = s.spawn(move || w.run(queue));
+        // Built here, so that even a panic drops the hand-over end (in
+        // `x.data`) before the scope waits for the writer.
+        let mut x = Extractor {
+            img,
+            opts,
+            progress,
+            dest: dest.to_path_buf(),
+            dest_fd,
+            root,
+            links: HashMap::new(),
+            data: Some(jobs),
+            link_dir: None,
+            parents: Vec::new(),
+            sum: UnpackSummary::default(),
+        };
         let extracted = extract(&mut x, &selects);
         // Hang up, then wait for the files handed over to be written.
         x.data = None;
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::internal("unpack: the data writer panicked")));
-        (extracted, written)
+        (extracted, written, x.sum)
     });
     // The writer's error is the cause when both failed (the extractor then
     // only saw it stop).
-    x.sum.skipped_xattrs += written?;
+    sum.skipped_xattrs += written?;
     extracted?;
     progress.finish();
-    x.sum.duration = start.elapsed();
-    Ok(x.sum)
+    sum.duration = start.elapsed();
+    Ok(sum)
 }
 
 /// Extract everything, or each selected path, with `x`.

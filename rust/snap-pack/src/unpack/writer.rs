@@ -9,7 +9,7 @@
 //! reader of its own on the same open file, writes the data and then applies
 //! owner, xattrs, mode and times, as the extractor would have. Nothing here
 //! resolves a name: it only writes through descriptors it was given. The
-//! channel is bounded, so at most `JOBS` files wait, open.
+//! channel is bounded, so at most [`jobs`] files wait, open.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -34,8 +34,17 @@ use crate::util::{io_err, show_bytes};
 /// Zero pages of restored files are left as holes.
 const PAGE: usize = 4096;
 
-/// Files that may wait for the writer.
-pub(super) const JOBS: usize = 64;
+/// Files that may wait for the writer, each an open descriptor: 64, or a
+/// sixteenth of the descriptors this process may open if that is fewer.
+pub(super) fn jobs() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(64, |n| (n / 16).clamp(1, 64) as usize)
+}
+
+/// A file whose xattrs take more than this is written by the extractor
+/// itself, not queued: what waits in the queue stays small (64 files of at
+/// most 64 KiB of xattrs) whatever a hostile image's xattr sets weigh.
+pub(super) const QUEUED_XATTRS_MAX: usize = 64 << 10;
 
 /// A created regular file to fill and finish.
 pub(super) struct Job {
@@ -100,7 +109,13 @@ impl Apply<'_> {
     }
 
     /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
+    /// The owner first: a change of owner drops `security.capability` (and
+    /// the set-id bits, which the mode then gives back).
     pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
+        if self.root {
+            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
+                .map_err(|e| self.fail("changing owner of", rel, e))?;
+        }
         for (k, v) in &a.xattrs {
             match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
                 Ok(()) => {}
@@ -111,10 +126,6 @@ impl Apply<'_> {
                     return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
                 }
             }
-        }
-        if self.root {
-            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
-                .map_err(|e| self.fail("changing owner of", rel, e))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode))
             .map_err(|e| self.fail("changing mode of", rel, e))?;
