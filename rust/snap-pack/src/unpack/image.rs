@@ -94,8 +94,8 @@ pub(crate) struct Image {
     pub(super) meta: MetaTables,
     pub(super) cmp: Rc<Compressor>,
     pub(super) frags: FragTable,
-    /// The fragment block last read: index and its data.
-    pub(super) frag_cache: Option<(u32, Vec<u8>)>,
+    /// The fragment blocks read last.
+    pub(super) frags_cached: super::data::FragCache,
     /// A block as stored, and decompressed.
     pub(super) raw: Vec<u8>,
     pub(super) block: Vec<u8>,
@@ -171,7 +171,7 @@ impl Image {
             meta,
             cmp,
             frags,
-            frag_cache: None,
+            frags_cached: Default::default(),
             raw: vec![0; bs],
             block: vec![0; bs],
             xattrs,
