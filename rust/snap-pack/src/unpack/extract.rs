@@ -5,17 +5,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
-use rustix::process::{Gid, Uid};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
+use super::apply::{Apply, Attrs};
 use super::image::{Image, Node};
-use super::writer::{Apply, Job, QUEUED_XATTRS_MAX, write_data};
+use super::writer::{Job, QUEUED_XATTRS_MAX, write_data};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
 use crate::ffi::{DirEnt, Inode};
@@ -28,9 +27,9 @@ pub(super) struct Extractor<'a> {
     pub(super) img: Image,
     pub(super) opts: &'a UnpackOptions,
     pub(super) progress: &'a Progress,
-    pub(super) dest: PathBuf,
     pub(super) dest_fd: OwnedFd,
-    pub(super) root: bool,
+    /// Applies metadata under the destination (and names paths in messages).
+    pub(super) apply: Apply,
     /// Hard-linked inodes already extracted: inode number → path under dest.
     pub(super) links: HashMap<u32, Vec<u8>>,
     /// Where regular files go to have their data written (another thread),
@@ -43,26 +42,11 @@ pub(super) struct Extractor<'a> {
     pub(super) sum: UnpackSummary,
 }
 
-/// Metadata to apply to one created entry.
-pub(super) struct Attrs {
-    pub(super) kind: EntryKind,
-    pub(super) mode: u32,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) mtime: u32,
-    pub(super) rdev: (u32, u32),
-    pub(super) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
 const FAKE_STAT: &[u8] = b"user.rsync.%stat";
 
 impl Extractor<'_> {
-    pub(super) fn target(&self, rel: &[u8]) -> PathBuf {
-        self.dest.join(OsStr::from_bytes(rel))
-    }
-
     pub(super) fn fail(&self, verb: &str, rel: &[u8], e: impl Into<io::Error>) -> Error {
-        io_err(verb, &self.target(rel), e.into())
+        self.apply.fail(verb, rel, e)
     }
 
     pub(super) fn attrs(&mut self, node: &Node) -> Result<Attrs> {
@@ -101,65 +85,6 @@ impl Extractor<'_> {
             }
         }
         Ok(a)
-    }
-
-    /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
-    pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
-        let mut apply = Apply {
-            dest: &self.dest,
-            root: self.root,
-            skipped_xattrs: 0,
-        };
-        let r = apply.finish_fd(fd, a, rel);
-        self.sum.skipped_xattrs += apply.skipped_xattrs;
-        r
-    }
-
-    /// Owner, xattrs, mode, times by name in `dir` (symlinks and specials),
-    /// in the order of [`Apply::finish_fd`].
-    pub(super) fn finish_at(
-        &mut self,
-        dir: &OwnedFd,
-        name: &CStr,
-        a: &Attrs,
-        rel: &[u8],
-    ) -> Result<()> {
-        if self.root {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(Uid::from_raw(a.uid)),
-                Some(Gid::from_raw(a.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.fail("changing owner of", rel, e))?;
-        }
-        if !a.xattrs.is_empty() {
-            let p = proc_path(dir, name);
-            for (k, v) in &a.xattrs {
-                match rustix::fs::lsetxattr(&p, k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) => {}
-                    // Linux refuses user.* xattrs on symlinks and specials.
-                    Err(rustix::io::Errno::PERM) if k.starts_with(b"user.") => {}
-                    Err(rustix::io::Errno::PERM) if !self.root => self.sum.skipped_xattrs += 1,
-                    Err(e) => {
-                        return Err(self.fail(
-                            &format!("setting xattr {} on", show_bytes(k)),
-                            rel,
-                            e,
-                        ));
-                    }
-                }
-            }
-        }
-        if a.kind != EntryKind::Symlink {
-            // No fchmodat(AT_SYMLINK_NOFOLLOW) on Linux: it was just created by
-            // mknodat in a directory of ours, so it is not a symlink.
-            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(a.mode), AtFlags::empty())
-                .map_err(|e| self.fail("changing mode of", rel, e))?;
-        }
-        rustix::fs::utimensat(dir, name, &times(a.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.fail("setting times of", rel, e))
     }
 
     /// The whole content of a small file (a symlink target kept as a file
@@ -249,13 +174,13 @@ impl Extractor<'_> {
                         write_data(
                             &mut self.img,
                             self.progress,
-                            &self.dest,
+                            &self.apply.dest,
                             &f,
                             ent.iref,
                             size,
                             rel,
                         )?;
-                        self.finish_fd(&OwnedFd::from(f), &a, rel)?;
+                        self.apply.finish_fd(&OwnedFd::from(f), &a, rel)?;
                     }
                 }
             }
@@ -272,7 +197,7 @@ impl Extractor<'_> {
                 rustix::fs::symlinkat(OsStr::from_bytes(target), dir, cname.as_c_str())
                     .map_err(|e| self.fail("creating symlink", rel, e))?;
                 self.sum.symlinks += 1;
-                self.finish_at(dir, &cname, &a, rel)?;
+                self.apply.finish_at(dir, &cname, &a, rel)?;
             }
             EntryKind::CharDevice
             | EntryKind::BlockDevice
@@ -288,14 +213,14 @@ impl Extractor<'_> {
                     if is_dev { dev } else { 0 },
                 ) {
                     Ok(()) => {}
-                    Err(rustix::io::Errno::PERM) if is_dev && !self.root => {
+                    Err(rustix::io::Errno::PERM) if is_dev && !self.apply.root => {
                         self.sum.skipped_devices += 1;
                         return Ok(());
                     }
                     Err(e) => return Err(self.fail("creating", rel, e)),
                 }
                 self.sum.specials += 1;
-                self.finish_at(dir, &cname, &a, rel)?;
+                self.apply.finish_at(dir, &cname, &a, rel)?;
             }
             EntryKind::Dir => {
                 return Err(Error::new(
@@ -381,7 +306,7 @@ impl Extractor<'_> {
             let Some(ent) = top.children.next() else {
                 let done = stack.pop().expect("open dir");
                 if let Some(a) = &done.attrs {
-                    self.finish_fd(&done.fd, a, &done.rel)?;
+                    self.apply.finish_fd(&done.fd, a, &done.rel)?;
                 }
                 continue;
             };
@@ -424,28 +349,6 @@ impl Extractor<'_> {
     }
 }
 
-pub(super) fn times(mtime: u32) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime as i64,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
-}
-
-/// `/proc/self/fd/N/name`: a path for the few calls that have no `*at` form
-/// (lsetxattr). Only the final component is looked up, without following it.
-pub(super) fn proc_path(dir: &OwnedFd, name: &CStr) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
-    p.push(OsStr::from_bytes(name.to_bytes()));
-    p
-}
-
-/// Extract `image` (all of it, or `opts.select`) into `dest`, which must be
-/// empty or not exist yet.
 impl Extractor<'_> {
     /// Extract one selected path, creating its parents (with their image
     /// metadata) as needed.
@@ -454,7 +357,7 @@ impl Extractor<'_> {
         let mut fd = self
             .dest_fd
             .try_clone()
-            .map_err(|e| io_err("duplicating", &self.dest, e))?;
+            .map_err(|e| io_err("duplicating", &self.apply.dest, e))?;
         let mut rel: Vec<u8> = Vec::new();
         for (i, c) in comps.iter().enumerate() {
             let entries = self.img.read_dir(&cur)?;

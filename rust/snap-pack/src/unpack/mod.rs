@@ -6,6 +6,7 @@
 //! directory descriptor of a directory this run created (`*at` calls with
 //! `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, new files with `O_EXCL`), so nothing is
 //! ever written outside `dest` or through a symlink.
+mod apply;
 mod data;
 mod extract;
 mod image;
@@ -216,6 +217,8 @@ pub fn list(image: &Path, prefix: &[u8], depth: usize) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Extract `image` (all of it, or `opts.select`) into `dest`, which must be
+/// empty or not exist yet.
 pub fn unpack(
     image: &Path,
     dest: &Path,
@@ -268,12 +271,12 @@ pub fn unpack(
         .map_err(|e| io_err("duplicating the descriptor of", image, e))?;
     let image_len = img.file.size();
     let (jobs, queue) = std::sync::mpsc::sync_channel(writer::jobs());
+    let apply = apply::Apply::new(dest, root);
     let w = writer::Writer {
         image: image_file,
         len: image_len,
         image_path: image,
-        dest,
-        root,
+        apply: apply.fresh(),
         progress,
     };
     let (extracted, written, mut sum) = std::thread::scope(|s| {
@@ -284,9 +287,8 @@ pub fn unpack(
             img,
             opts,
             progress,
-            dest: dest.to_path_buf(),
             dest_fd,
-            root,
+            apply,
             links: HashMap::new(),
             data: Some(jobs),
             link_dir: None,
@@ -299,6 +301,7 @@ pub fn unpack(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::internal("unpack: the data writer panicked")));
+        x.sum.skipped_xattrs += x.apply.skipped_xattrs;
         (extracted, written, x.sum)
     });
     // The writer's error is the cause when both failed (the extractor then
@@ -317,7 +320,7 @@ fn extract(x: &mut Extractor<'_>, selects: &[Vec<&[u8]>]) -> Result<()> {
         let fd = x
             .dest_fd
             .try_clone()
-            .map_err(|e| io_err("duplicating", &x.dest, e))?;
+            .map_err(|e| io_err("duplicating", &x.apply.dest, e))?;
         x.tree(fd, Vec::new(), root, false)?;
     } else {
         let mut done: Vec<Vec<&[u8]>> = Vec::new();
@@ -332,7 +335,7 @@ fn extract(x: &mut Extractor<'_>, selects: &[Vec<&[u8]>]) -> Result<()> {
         // Parents created for the selections get their metadata last, deepest first.
         let parents = std::mem::take(&mut x.parents);
         for (pfd, prel, a) in parents.iter().rev() {
-            x.finish_fd(pfd, a, prel)?;
+            x.apply.finish_fd(pfd, a, prel)?;
         }
     }
     Ok(())

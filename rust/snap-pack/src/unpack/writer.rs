@@ -13,7 +13,6 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -21,15 +20,13 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 
-use rustix::fs::{Mode, XattrFlags};
-use rustix::process::{Gid, Uid};
-use snap_core::{Error, Progress, Result};
+use snap_core::{Progress, Result};
 
+use super::apply::{Apply, Attrs};
 use super::data::is_zero;
-use super::extract::{Attrs, times};
 use super::image::Image;
 use crate::ffi::SqFile;
-use crate::util::{io_err, show_bytes};
+use crate::util::io_err;
 
 /// Zero pages of restored files are left as holes.
 const PAGE: usize = 4096;
@@ -61,10 +58,10 @@ pub(super) struct Writer<'a> {
     /// The image, open (a duplicate of the extractor's descriptor), its size.
     pub(super) image: File,
     pub(super) len: u64,
-    /// Names for messages.
+    /// Names the image in messages.
     pub(super) image_path: &'a Path,
-    pub(super) dest: &'a Path,
-    pub(super) root: bool,
+    /// Finishes the files (a fresh copy of the extractor's).
+    pub(super) apply: Apply,
     pub(super) progress: &'a Progress,
 }
 
@@ -72,64 +69,23 @@ impl Writer<'_> {
     /// Fill and finish every job until the extractor hangs up; the first
     /// error stops it (the extractor's next hand-over then fails). Returns
     /// the xattrs it was not allowed to set.
-    pub(super) fn run(self, jobs: Receiver<Job>) -> Result<u64> {
+    pub(super) fn run(mut self, jobs: Receiver<Job>) -> Result<u64> {
         let mut img =
             Image::open_file(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
-        let mut apply = Apply {
-            dest: self.dest,
-            root: self.root,
-            skipped_xattrs: 0,
-        };
         for job in jobs {
             write_data(
                 &mut img,
                 self.progress,
-                self.dest,
+                &self.apply.dest,
                 &job.file,
                 job.iref,
                 job.size,
                 &job.rel,
             )?;
-            apply.finish_fd(&OwnedFd::from(job.file), &job.attrs, &job.rel)?;
+            self.apply
+                .finish_fd(&OwnedFd::from(job.file), &job.attrs, &job.rel)?;
         }
-        Ok(apply.skipped_xattrs)
-    }
-}
-
-/// Applies an entry's metadata; counts the xattrs it may not set.
-pub(super) struct Apply<'a> {
-    pub(super) dest: &'a Path,
-    pub(super) root: bool,
-    pub(super) skipped_xattrs: u64,
-}
-
-impl Apply<'_> {
-    fn fail(&self, verb: &str, rel: &[u8], e: impl Into<io::Error>) -> Error {
-        io_err(verb, &self.dest.join(OsStr::from_bytes(rel)), e.into())
-    }
-
-    /// Owner, xattrs, mode, times on an open descriptor (not for symlinks).
-    /// The owner first: a change of owner drops `security.capability` (and
-    /// the set-id bits, which the mode then gives back).
-    pub(super) fn finish_fd(&mut self, fd: &OwnedFd, a: &Attrs, rel: &[u8]) -> Result<()> {
-        if self.root {
-            rustix::fs::fchown(fd, Some(Uid::from_raw(a.uid)), Some(Gid::from_raw(a.gid)))
-                .map_err(|e| self.fail("changing owner of", rel, e))?;
-        }
-        for (k, v) in &a.xattrs {
-            match rustix::fs::fsetxattr(fd, k.as_slice(), v, XattrFlags::empty()) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::PERM) if !self.root && !k.starts_with(b"user.") => {
-                    self.skipped_xattrs += 1;
-                }
-                Err(e) => {
-                    return Err(self.fail(&format!("setting xattr {} on", show_bytes(k)), rel, e));
-                }
-            }
-        }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(a.mode))
-            .map_err(|e| self.fail("changing mode of", rel, e))?;
-        rustix::fs::futimens(fd, &times(a.mtime)).map_err(|e| self.fail("setting times of", rel, e))
+        Ok(self.apply.skipped_xattrs)
     }
 }
 
