@@ -166,7 +166,7 @@ impl Extractor<'_> {
                         };
                         if tx.send(job).is_err() {
                             return Err(Error::internal(
-                                "unpack: the data writer stopped (its error follows)",
+                                "unpack: a data writer stopped (its error follows)",
                             ));
                         }
                     }

@@ -17,6 +17,8 @@ pub(crate) use image::{Image, Node};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FileType, Mode, OFlags};
@@ -264,25 +266,40 @@ pub fn unpack(
     )
     .map_err(|e| io_err("opening", dest, e.into()))?;
     let root = rustix::process::geteuid().is_root();
-    let image_file = img
-        .file
-        .file()
-        .try_clone()
-        .map_err(|e| io_err("duplicating the descriptor of", image, e))?;
     let image_len = img.file.size();
-    let (jobs, queue) = std::sync::mpsc::sync_channel(writer::jobs());
     let apply = apply::Apply::new(dest, root);
-    let w = writer::Writer {
-        image: image_file,
-        len: image_len,
-        image_path: image,
-        apply: apply.fresh(),
-        progress,
-    };
+    let ws = (0..writer::writers())
+        .map(|_| {
+            Ok(writer::Writer {
+                image: img
+                    .file
+                    .file()
+                    .try_clone()
+                    .map_err(|e| io_err("duplicating the descriptor of", image, e))?,
+                len: image_len,
+                image_path: image,
+                apply: apply.fresh(),
+                progress,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (jobs, queue) = std::sync::mpsc::sync_channel(writer::jobs());
+    // Held by the writers only: when the last one returns, the queue closes
+    // and the extractor's next hand-over fails instead of waiting.
+    let queue = Arc::new(Mutex::new(queue));
+    let stop = AtomicBool::new(false);
     let (extracted, written, mut sum) = std::thread::scope(|s| {
-        let writer = s.spawn(move || w.run(queue));
+        let stop = &stop;
+        let writers: Vec<_> = ws
+            .into_iter()
+            .map(|w| {
+                let queue = queue.clone();
+                s.spawn(move || w.run(queue, stop))
+            })
+            .collect();
+        drop(queue);
         // Built here, so that even a panic drops the hand-over end (in
-        // `x.data`) before the scope waits for the writer.
+        // `x.data`) before the scope waits for the writers.
         let mut x = Extractor {
             img,
             opts,
@@ -298,14 +315,22 @@ pub fn unpack(
         let extracted = extract(&mut x, &selects);
         // Hang up, then wait for the files handed over to be written.
         x.data = None;
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("unpack: the data writer panicked")));
+        let mut written = Ok(0);
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("unpack: a data writer panicked")));
+            // The first error is the cause (the others only saw `stop`).
+            written = match (written, r) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
         x.sum.skipped_xattrs += x.apply.skipped_xattrs;
         (extracted, written, x.sum)
     });
-    // The writer's error is the cause when both failed (the extractor then
-    // only saw it stop).
+    // A writer's error is the cause when both failed (the extractor then
+    // only saw the queue close).
     sum.skipped_xattrs += written?;
     extracted?;
     progress.finish();

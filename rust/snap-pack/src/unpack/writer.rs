@@ -1,15 +1,18 @@
 #![forbid(unsafe_code)]
-//! Regular files' data, written on a thread of its own.
+//! Regular files' data, written on threads of their own.
 //!
 //! Extraction is two kinds of work: creating entries (directories, hard
 //! links, symlinks: system calls on names) and filling regular files
 //! (reading, decompressing and writing their blocks). The extractor creates
 //! each file (`O_EXCL`, in a directory it made) and hands the open
-//! descriptor here with the file's metadata; this thread, with an image
-//! reader of its own on the same open file, writes the data and then applies
-//! owner, xattrs, mode and times, as the extractor would have. Nothing here
-//! resolves a name: it only writes through descriptors it was given. The
-//! channel is bounded, so at most [`jobs`] files wait, open.
+//! descriptor here with the file's metadata; a writer, with an image reader
+//! of its own on the same open file, writes the data and then applies
+//! owner, xattrs, mode and times, as the extractor would have. Filling is
+//! most of the work (three quarters of the CPU on a tree of small files,
+//! /usr/share), so there are [`writers`] of them, taking files from one
+//! queue. Nothing here resolves a name: a writer only writes through
+//! descriptors it was given. The queue is bounded, so at most [`jobs`] files
+//! wait, open.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -18,7 +21,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 
 use snap_core::{Progress, Result};
 
@@ -38,6 +43,16 @@ pub(super) fn jobs() -> usize {
     limit.map_or(64, |n| (n / 16).clamp(1, 64) as usize)
 }
 
+/// Writers: one per core, at most [`MAX_WRITERS`] (each holds an image
+/// reader of its own: tables, a fragment cache of up to 8 MiB, a block).
+pub(super) fn writers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WRITERS))
+}
+
+/// The most writers, whatever the cores: past this the extractor (one
+/// thread) and the file system are the limit.
+pub(super) const MAX_WRITERS: usize = 4;
+
 /// A file whose xattrs take more than this is written by the extractor
 /// itself, not queued: what waits in the queue stays small (64 files of at
 /// most 64 KiB of xattrs) whatever a hostile image's xattr sets weigh.
@@ -53,7 +68,7 @@ pub(super) struct Job {
     pub(super) attrs: Attrs,
 }
 
-/// What the writer needs besides its jobs.
+/// What a writer needs besides its jobs.
 pub(super) struct Writer<'a> {
     /// The image, open (a duplicate of the extractor's descriptor), its size.
     pub(super) image: File,
@@ -66,13 +81,26 @@ pub(super) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Fill and finish every job until the extractor hangs up; the first
-    /// error stops it (the extractor's next hand-over then fails). Returns
-    /// the xattrs it was not allowed to set.
-    pub(super) fn run(mut self, jobs: Receiver<Job>) -> Result<u64> {
+    /// Fill and finish jobs from the shared queue until the extractor
+    /// hangs up. An error raises `stop`: every writer then returns and drops
+    /// its hold on the queue, so the extractor's next hand-over fails.
+    /// Returns the xattrs it was not allowed to set.
+    pub(super) fn run(self, jobs: Arc<Mutex<Receiver<Job>>>, stop: &AtomicBool) -> Result<u64> {
+        let r = self.fill(&jobs, stop);
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn fill(mut self, jobs: &Mutex<Receiver<Job>>, stop: &AtomicBool) -> Result<u64> {
         let mut img =
             Image::open_file(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
-        for job in jobs {
+        while !stop.load(Ordering::Relaxed) {
+            // A writer that panicked poisons the lock: the others stop too.
+            let Ok(Ok(job)) = jobs.lock().map(|rx| rx.recv()) else {
+                break;
+            };
             write_data(
                 &mut img,
                 self.progress,
