@@ -45,11 +45,11 @@ IMPORT_PROBE = r"""
 import json, os, sys, tempfile
 import snap_core, snap_core.api, snap_core.cli, snap_core.fleet, snap_core.fleetstatus
 import snap_core.provision, snap_core.restore_cli, snap_core.saltext
-tmp = tempfile.mkdtemp()
-os.makedirs(f"{tmp}/src/etc")
-open(f"{tmp}/src/etc/hosts", "w").write("127.0.0.1 localhost\n")
-snap_core.pack(f"{tmp}/src", f"{tmp}/img.sqfs", compressor="lz4")
-names = [os.path.basename(e["path"]).decode() for e in snap_core.list_image(f"{tmp}/img.sqfs", "etc")]
+with tempfile.TemporaryDirectory() as tmp:
+    os.makedirs(f"{tmp}/src/etc")
+    open(f"{tmp}/src/etc/hosts", "w").write("127.0.0.1 localhost\n")
+    snap_core.pack(f"{tmp}/src", f"{tmp}/img.sqfs", compressor="lz4")
+    names = [os.path.basename(e["path"]).decode() for e in snap_core.list_image(f"{tmp}/img.sqfs", "etc")]
 maps = {l.split()[-1] for l in open("/proc/self/maps") if "libsquashfs" in l}
 print(json.dumps({"version": snap_core.__version__, "names": names, "libsquashfs": sorted(maps)}))
 """
