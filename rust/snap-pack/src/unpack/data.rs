@@ -2,7 +2,7 @@
 //! Reading a regular file's data: its block list streamed from the inode
 //! table (never held whole: a 16 TiB sparse file lists 134 million blocks),
 //! each stored block read and decompressed once, holes skipped, the tail
-//! taken from its fragment block (the last one read is kept).
+//! taken from its fragment block (the blocks read last are kept).
 
 use snap_core::{Error, ErrorKind, Result};
 
@@ -61,6 +61,19 @@ impl Image {
         rel: &[u8],
         sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<FileHead> {
+        self.file_data_with(iref, rel, None, sink)
+    }
+
+    /// [`Image::file_data`], with the file's fragment block found already
+    /// (`(image offset, size word)`, as [`Image::fragment`] gives it): a
+    /// reader without the fragment table (see [`Image::open_data`]) needs it.
+    pub(crate) fn file_data_with(
+        &mut self,
+        iref: u64,
+        rel: &[u8],
+        fragment: Option<(u64, u32)>,
+        sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<FileHead> {
         let bs = self.sup.block_size as u64;
         let head = match FileHead::read(&mut self.meta, iref, self.sup.block_size) {
             Ok(h) => h,
@@ -96,11 +109,13 @@ impl Image {
         if let Some((idx, frag_off)) = head.frag {
             let off = head.blocks * bs;
             let len = (head.size - off) as usize;
-            if self.frags_cached.get(idx).is_none() {
-                let (start, word) = match self.frags.lookup(idx) {
-                    Ok(f) => f,
-                    Err(e) => return Err(self.err(e)),
-                };
+            let (start, word) = match fragment {
+                Some(at) => at,
+                None => self.fragment(idx)?,
+            };
+            // Kept by where the block is, not by its index: a forged table
+            // that lists one block under many indexes still hits.
+            if self.frags_cached.get(start, word).is_none() {
                 // A fragment block holds up to a block of tail ends.
                 let want = if word & UNCOMPRESSED != 0 {
                     on_disk(word) as usize
@@ -109,9 +124,9 @@ impl Image {
                 };
                 let got = self.load_fragment(rel, word, start, want)?;
                 let data = self.block[..got].to_vec();
-                self.frags_cached.put(idx, data);
+                self.frags_cached.put(start, word, data);
             }
-            let cache = self.frags_cached.get(idx).expect("cached fragment");
+            let cache = self.frags_cached.get(start, word).expect("cached fragment");
             let from = frag_off as usize;
             let tail = match from.checked_add(len) {
                 Some(end) if end <= cache.len() => cache[from..end].to_vec(),
@@ -161,39 +176,45 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
     chunks.remainder().iter().all(|b| *b == 0)
 }
 
-/// The fragment blocks read last, most recent first, up to `FRAG_CACHE_BYTES`.
+/// The fragment blocks read last, most recent first, up to
+/// `FRAG_CACHE_BYTES` and `FRAG_CACHE_BLOCKS`, each by its place in the
+/// image (offset and size word).
 ///
 /// In a full image the files of a directory have their tail ends in one
 /// fragment block after the other, so one block would do; in a chain's
 /// image each link packed its new files' tails apart, and a directory's
 /// files jump between the links' blocks: with one block kept, a restore
 /// decompressed a 128 KiB block for almost every small file (a 13-link
-/// chain unpacked 2.5× slower than unsquashfs).
+/// chain unpacked 2.5× slower than unsquashfs). The count bound keeps each
+/// look-up a short scan whatever the blocks weigh (a forged image of 1-byte
+/// fragment blocks made it quadratic).
 #[derive(Default)]
 pub(crate) struct FragCache {
-    blocks: Vec<(u32, Vec<u8>)>,
+    blocks: Vec<((u64, u32), Vec<u8>)>,
 }
 
 /// Bytes of decompressed fragment blocks an image reader keeps.
 const FRAG_CACHE_BYTES: usize = 8 << 20;
+/// ... and blocks (8 MiB of the default 128 KiB blocks).
+const FRAG_CACHE_BLOCKS: usize = 64;
 
 impl FragCache {
-    /// Block `idx`, marked as used now.
-    fn get(&mut self, idx: u32) -> Option<&[u8]> {
-        let i = self.blocks.iter().position(|(n, _)| *n == idx)?;
+    /// The block at `start` with size word `word`, marked as used now.
+    fn get(&mut self, start: u64, word: u32) -> Option<&[u8]> {
+        let i = self.blocks.iter().position(|(k, _)| *k == (start, word))?;
         if i > 0 {
-            let hit = self.blocks.remove(i);
-            self.blocks.insert(0, hit);
+            self.blocks[..=i].rotate_right(1);
         }
         Some(&self.blocks[0].1)
     }
 
-    fn put(&mut self, idx: u32, data: Vec<u8>) {
-        self.blocks.insert(0, (idx, data));
+    fn put(&mut self, start: u64, word: u32, data: Vec<u8>) {
+        self.blocks.insert(0, ((start, word), data));
         let mut total = 0;
         let keep = self
             .blocks
             .iter()
+            .take(FRAG_CACHE_BLOCKS)
             .take_while(|(_, d)| {
                 total += d.len();
                 total <= FRAG_CACHE_BYTES
@@ -209,21 +230,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fragment_cache_keeps_the_blocks_used_last_within_its_bytes() {
+    fn the_fragment_cache_keeps_the_blocks_used_last_within_its_bytes_and_count() {
         let mut c = FragCache::default();
         let block = 1 << 20; // 8 of them fit
         for i in 0..8 {
-            c.put(i, vec![i as u8; block]);
+            c.put(i * 10, 7, vec![i as u8; block]);
         }
-        assert_eq!(c.get(0).map(|d| d[0]), Some(0), "the oldest is still there");
+        assert_eq!(
+            c.get(0, 7).map(|d| d[0]),
+            Some(0),
+            "the oldest is still there"
+        );
+        assert!(c.get(0, 8).is_none(), "another size word is another block");
         // Block 0 was just used: the next one in pushes out block 1, not 0.
-        c.put(8, vec![8; block]);
-        assert!(c.get(1).is_none());
-        assert!(c.get(0).is_some() && c.get(8).is_some());
+        c.put(80, 7, vec![8; block]);
+        assert!(c.get(10, 7).is_none());
+        assert!(c.get(0, 7).is_some() && c.get(80, 7).is_some());
         assert_eq!(c.blocks.len(), 8);
         // A block larger than the budget is still kept, alone.
-        c.put(9, vec![9; FRAG_CACHE_BYTES + 1]);
+        c.put(90, 7, vec![9; FRAG_CACHE_BYTES + 1]);
         assert_eq!(c.blocks.len(), 1);
-        assert_eq!(c.get(9).map(|d| d.len()), Some(FRAG_CACHE_BYTES + 1));
+        assert_eq!(c.get(90, 7).map(|d| d.len()), Some(FRAG_CACHE_BYTES + 1));
+        // Tiny blocks: at most FRAG_CACHE_BLOCKS of them, the newest.
+        for i in 0..1000 {
+            c.put(1000 + i, 1, vec![1]);
+        }
+        assert_eq!(c.blocks.len(), FRAG_CACHE_BLOCKS);
+        assert!(c.get(1999, 1).is_some() && c.get(1000, 1).is_none());
     }
 }

@@ -151,6 +151,10 @@ impl Extractor<'_> {
                     return Err(Error::internal("unpack: a file without a file inode"));
                 };
                 let size = head.size;
+                let fragment = match head.frag {
+                    Some((idx, _)) => Some(self.img.fragment(idx)?),
+                    None => None,
+                };
                 self.sum.bytes_out += size;
                 self.sum.files += 1;
                 let xattr_bytes: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -161,6 +165,7 @@ impl Extractor<'_> {
                             file: f,
                             iref: ent.iref,
                             size,
+                            fragment,
                             rel: rel.to_vec(),
                             attrs: a,
                         };
@@ -176,7 +181,7 @@ impl Extractor<'_> {
                             self.progress,
                             &self.apply.dest,
                             &f,
-                            ent.iref,
+                            (ent.iref, fragment),
                             size,
                             rel,
                         )?;

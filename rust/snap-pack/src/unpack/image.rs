@@ -86,6 +86,9 @@ impl Node {
     }
 }
 
+/// Bytes of the super block, before anything else in an image.
+const SUPER_BLOCK: u64 = 96;
+
 /// An open image.
 pub(crate) struct Image {
     pub(super) path: PathBuf,
@@ -113,6 +116,18 @@ impl Image {
     /// An image read through `file` (which may hold only its tail, with the
     /// super block in memory); `path` names it in messages.
     pub(crate) fn open_file(file: Rc<SqFile>, path: &Path) -> Result<Image> {
+        Image::open_with(file, path, true)
+    }
+
+    /// An image reader for file data only (unpack's writers): the
+    /// fragment, id and xattr tables are not read (the extractor resolves
+    /// owners, xattrs and each file's fragment block), so a writer costs
+    /// no copy of tables a hostile image sizes.
+    pub(super) fn open_data(file: Rc<SqFile>, path: &Path) -> Result<Image> {
+        Image::open_with(file, path, false)
+    }
+
+    fn open_with(file: Rc<SqFile>, path: &Path, tables: bool) -> Result<Image> {
         let err = |e: ffi::SqfsError| {
             let file = file.clone();
             if let Some(io) = file.take_error() {
@@ -154,16 +169,42 @@ impl Image {
             cmp.read_options(&file).map_err(err)?;
         }
         let meta = MetaTables::new(sup.clone(), cmp.clone(), file.clone()).map_err(err)?;
-        let frags = FragTable::read(&file, &sup, &cmp).map_err(err)?;
+        // libsquashfs allocates 16 bytes per fragment the super block
+        // counts, whatever the table's index points at (one 8 KiB block
+        // listed again and again made 8 bytes of image cost 8 KiB). Every
+        // fragment block takes at least a byte between the super block and
+        // the inode table: a count that room cannot hold is forged.
+        let room = sup.inode_table_start.saturating_sub(SUPER_BLOCK);
+        if u64::from(sup.fragment_entry_count) > room {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "image {}: its super block counts {} fragment blocks, more than the {room} \
+                     bytes of data can hold",
+                    show(path),
+                    sup.fragment_entry_count
+                ),
+            ));
+        }
+        let frags = if tables {
+            FragTable::read(&file, &sup, &cmp).map_err(err)?
+        } else {
+            FragTable::new().map_err(err)?
+        };
         let bs = sup.block_size as usize;
-        let xattrs = if sup.flags & sys::SQFS_FLAG_NO_XATTRS as u16 == 0
+        let xattrs = if tables
+            && sup.flags & sys::SQFS_FLAG_NO_XATTRS as u16 == 0
             && sup.xattr_id_table_start != u64::MAX
         {
             Some(XattrReader::new(&sup, cmp.clone(), file.clone()).map_err(err)?)
         } else {
             None
         };
-        let ids = IdTable::read(&file, &sup, &cmp).map_err(err)?;
+        let ids = if tables {
+            IdTable::read(&file, &sup, &cmp).map_err(err)?
+        } else {
+            IdTable::new().map_err(err)?
+        };
         Ok(Image {
             path: path.to_path_buf(),
             file,
@@ -240,6 +281,11 @@ impl Image {
             Ok(l) => Ok(l),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// Where fragment block `idx` is: `(image offset, size word)`.
+    pub(super) fn fragment(&self, idx: u32) -> Result<(u64, u32)> {
+        self.frags.lookup(idx).map_err(|e| self.err(e))
     }
 
     /// Every fragment block: `(image offset, size word)`.

@@ -17,7 +17,6 @@ pub(crate) use image::{Image, Node};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -287,8 +286,8 @@ pub fn unpack(
     // Held by the writers only: when the last one returns, the queue closes
     // and the extractor's next hand-over fails instead of waiting.
     let queue = Arc::new(Mutex::new(queue));
-    let stop = AtomicBool::new(false);
-    let (extracted, written, mut sum) = std::thread::scope(|s| {
+    let stop = writer::Stop::default();
+    let (extracted, skipped, panicked, mut sum) = std::thread::scope(|s| {
         let stop = &stop;
         let writers: Vec<_> = ws
             .into_iter()
@@ -315,23 +314,25 @@ pub fn unpack(
         let extracted = extract(&mut x, &selects);
         // Hang up, then wait for the files handed over to be written.
         x.data = None;
-        let mut written = Ok(0);
+        let (mut skipped, mut panicked) = (0, false);
         for w in writers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(Error::internal("unpack: a data writer panicked")));
-            // The first error is the cause (the others only saw `stop`).
-            written = match (written, r) {
-                (Ok(a), Ok(b)) => Ok(a + b),
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            };
+            match w.join() {
+                Ok(n) => skipped += n,
+                Err(_) => panicked = true,
+            }
         }
         x.sum.skipped_xattrs += x.apply.skipped_xattrs;
-        (extracted, written, x.sum)
+        (extracted, skipped, panicked, x.sum)
     });
     // A writer's error is the cause when both failed (the extractor then
-    // only saw the queue close).
-    sum.skipped_xattrs += written?;
+    // only saw the queue close): the first one a writer met.
+    if let Some(e) = stop.into_error() {
+        return Err(e);
+    }
+    if panicked {
+        return Err(Error::internal("unpack: a data writer panicked"));
+    }
+    sum.skipped_xattrs += skipped;
     extracted?;
     progress.finish();
     sum.duration = start.elapsed();

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use snap_core::{Progress, Result};
+use snap_core::{Error, Progress, Result};
 
 use super::apply::{Apply, Attrs};
 use super::data::is_zero;
@@ -63,6 +63,9 @@ pub(super) struct Job {
     pub(super) file: File,
     pub(super) iref: u64,
     pub(super) size: u64,
+    /// Its tail's fragment block, `(image offset, size word)`: writers
+    /// read no fragment table.
+    pub(super) fragment: Option<(u64, u32)>,
     /// Its path under the destination, for messages.
     pub(super) rel: Vec<u8>,
     pub(super) attrs: Attrs,
@@ -80,24 +83,68 @@ pub(super) struct Writer<'a> {
     pub(super) progress: &'a Progress,
 }
 
-impl Writer<'_> {
-    /// Fill and finish jobs from the shared queue until the extractor
-    /// hangs up. An error raises `stop`: every writer then returns and drops
-    /// its hold on the queue, so the extractor's next hand-over fails.
-    /// Returns the xattrs it was not allowed to set.
-    pub(super) fn run(self, jobs: Arc<Mutex<Receiver<Job>>>, stop: &AtomicBool) -> Result<u64> {
-        let r = self.fill(&jobs, stop);
-        if r.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        r
+/// What the writers share: the flag that stops them all, and the first
+/// error (in time: the one that caused the stop, not the others it may
+/// have caused).
+#[derive(Default)]
+pub(super) struct Stop {
+    flag: AtomicBool,
+    first: Mutex<Option<Error>>,
+}
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
     }
 
-    fn fill(mut self, jobs: &Mutex<Receiver<Job>>, stop: &AtomicBool) -> Result<u64> {
+    fn fail(&self, e: Error) {
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// The first error a writer met, if any.
+    pub(super) fn into_error(self) -> Option<Error> {
+        self.first.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Raises `stop` when its writer unwinds from a panic: the others stop
+/// too (the panic itself is reported by the join).
+struct OnPanic<'a>(&'a Stop);
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// Fill and finish jobs from the shared queue until the extractor
+    /// hangs up or `stop` is raised. An error goes to `stop` and raises it:
+    /// every writer then returns and drops its hold on the queue, so the
+    /// extractor's next hand-over fails. Returns the xattrs it was not
+    /// allowed to set.
+    pub(super) fn run(self, jobs: Arc<Mutex<Receiver<Job>>>, stop: &Stop) -> u64 {
+        let _guard = OnPanic(stop);
+        match self.fill(&jobs, stop) {
+            Ok(skipped) => skipped,
+            Err(e) => {
+                stop.fail(e);
+                0
+            }
+        }
+    }
+
+    fn fill(mut self, jobs: &Mutex<Receiver<Job>>, stop: &Stop) -> Result<u64> {
         let mut img =
-            Image::open_file(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
-        while !stop.load(Ordering::Relaxed) {
-            // A writer that panicked poisons the lock: the others stop too.
+            Image::open_data(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
+        while !stop.is_set() {
+            // The lock is held only around `recv` (nothing in it panics).
             let Ok(Ok(job)) = jobs.lock().map(|rx| rx.recv()) else {
                 break;
             };
@@ -106,7 +153,7 @@ impl Writer<'_> {
                 self.progress,
                 &self.apply.dest,
                 &job.file,
-                job.iref,
+                (job.iref, job.fragment),
                 job.size,
                 &job.rel,
             )?;
@@ -117,20 +164,21 @@ impl Writer<'_> {
     }
 }
 
-/// Write the data of the file at `iref` of `img` into `f`, keeping holes:
-/// holes and all-zero pages are skipped, then the size is set.
+/// Write the data of the file at `iref` of `img` (its fragment block at
+/// `fragment`) into `f`, keeping holes: holes and all-zero pages are
+/// skipped, then the size is set.
 pub(super) fn write_data(
     img: &mut Image,
     progress: &Progress,
     dest: &Path,
     f: &File,
-    iref: u64,
+    (iref, fragment): (u64, Option<(u64, u32)>),
     size: u64,
     rel: &[u8],
 ) -> Result<()> {
     let target = dest.join(OsStr::from_bytes(rel));
     let mut written = 0u64;
-    img.file_data(iref, rel, &mut |off, data| {
+    img.file_data_with(iref, rel, fragment, &mut |off, data| {
         progress.add(data.len() as u64);
         written += data.len() as u64;
         // Write the non-zero pages only: zeros stay holes.

@@ -1,0 +1,141 @@
+//! Images forged to make unpack pay: tables a super block sizes, which
+//! libsquashfs would allocate whatever the image holds (found by the cold
+//! attack of 2026-12-01, docs/reviews/2026-12-01-parallel-writers.md).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use snap_core::{ErrorKind, Progress};
+use snap_pack::{UnpackOptions, unpack};
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn put(b: &mut [u8], at: usize, v: &[u8]) {
+    b[at..at + v.len()].copy_from_slice(v);
+}
+
+// Super block offsets.
+const FRAG_COUNT: usize = 16;
+const FLAGS: usize = 24;
+const BYTES_USED: usize = 40;
+const ID_START: usize = 48;
+const XATTR_START: usize = 56;
+const INODE_START: usize = 64;
+const FRAG_START: usize = 80;
+const EXPORT_START: usize = 88;
+const NO_FRAGMENTS: u16 = 0x0010;
+
+/// Give image `b` (built with -no-xattrs -no-exports) a fragment table of
+/// `count` entries whose index points every slot at ONE stored 8 KiB
+/// metadata block, and move the id table after it (libsquashfs wants the
+/// fragment table first): 8 bytes of image per 8 KiB of table.
+fn forge_fragment_table(b: &mut Vec<u8>, count: u32) {
+    assert_eq!(u64_at(b, XATTR_START), u64::MAX, "built with -no-xattrs");
+    assert_eq!(u64_at(b, EXPORT_START), u64::MAX, "built with -no-exports");
+    let id_index = u64_at(b, ID_START) as usize;
+    let id_block = u64_at(b, id_index) as usize;
+    let id_len = 2 + (u16_at(b, id_block) & 0x7fff) as usize;
+    let id_copy = b[id_block..id_block + id_len].to_vec();
+    while !b.len().is_multiple_of(8) {
+        b.push(0);
+    }
+    let block_at = b.len() as u64;
+    b.extend_from_slice(&(0x8000u16 | 8192).to_le_bytes()); // stored uncompressed
+    b.extend_from_slice(&[0u8; 8192]);
+    let index_at = b.len() as u64;
+    for _ in 0..(count as u64 * 16).div_ceil(8192) {
+        b.extend_from_slice(&block_at.to_le_bytes());
+    }
+    let new_id_block = b.len() as u64;
+    b.extend_from_slice(&id_copy);
+    let new_id_index = b.len() as u64;
+    b.extend_from_slice(&new_id_block.to_le_bytes());
+    let used = b.len() as u64;
+    let flags = u16_at(b, FLAGS) & !NO_FRAGMENTS;
+    put(b, FLAGS, &flags.to_le_bytes());
+    put(b, FRAG_COUNT, &count.to_le_bytes());
+    put(b, FRAG_START, &index_at.to_le_bytes());
+    put(b, ID_START, &new_id_index.to_le_bytes());
+    put(b, BYTES_USED, &used.to_le_bytes());
+    while !b.len().is_multiple_of(4096) {
+        b.push(0);
+    }
+}
+
+fn mksquashfs(src: &Path, image: &Path) {
+    run(Command::new("mksquashfs").arg(src).arg(image).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-no-xattrs",
+        "-no-exports",
+        "-no-fragments",
+        "-comp",
+        "gzip",
+    ]));
+}
+
+/// A fragment count the image's data cannot hold (every fragment block
+/// takes at least a byte before the inode table) is refused before any
+/// table is read. Without the check this image of about 1 MiB unpacked
+/// "fine" while every image reader (the extractor and each writer)
+/// allocated the 256 MiB table it claims.
+#[test]
+fn a_fragment_count_the_image_cannot_hold_is_refused_before_any_table_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..12 {
+        write(&src, format!("d/f{i}").as_bytes(), &noise(70_000, i));
+    }
+    let image = tmp.path().join("img.sqfs");
+    mksquashfs(&src, &image);
+    let mut b = fs::read(&image).unwrap();
+    let room = u64_at(&b, INODE_START) - 96;
+    // The same forgery within the bound reads back (so the check is not
+    // what fails below): the files have no fragments to look up.
+    let mut fits = b.clone();
+    forge_fragment_table(&mut fits, room as u32);
+    fs::write(&image, &fits).unwrap();
+    let sum = unpack(
+        &image,
+        &tmp.path().join("fits"),
+        &UnpackOptions::default(),
+        &Progress::silent("test"),
+    )
+    .unwrap();
+    assert_eq!(sum.files, 12);
+
+    let claimed: u32 = 16 << 20; // 256 MiB of table
+    forge_fragment_table(&mut b, claimed);
+    fs::write(&image, &b).unwrap();
+    println!(
+        "image: {} KiB, {room} bytes of data, a fragment table of {} MiB claimed",
+        b.len() >> 10,
+        (claimed as u64 * 16) >> 20
+    );
+    let err = unpack(
+        &image,
+        &tmp.path().join("out"),
+        &UnpackOptions::default(),
+        &Progress::silent("test"),
+    )
+    .unwrap_err();
+    println!("unpack: {err}");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "counts {claimed} fragment blocks, more than the {room} bytes"
+        )),
+        "{err}"
+    );
+}
