@@ -98,7 +98,7 @@ pub(crate) struct Image {
     pub(super) cmp: Rc<Compressor>,
     pub(super) frags: FragTable,
     /// The fragment blocks read last.
-    pub(super) frags_cached: super::data::FragCache,
+    pub(super) frags_cached: super::data::SharedFrags,
     /// A block as stored, and decompressed.
     pub(super) raw: Vec<u8>,
     pub(super) block: Vec<u8>,
@@ -123,8 +123,15 @@ impl Image {
     /// fragment, id and xattr tables are not read (the extractor resolves
     /// owners, xattrs and each file's fragment block), so a writer costs
     /// no copy of tables a hostile image sizes.
-    pub(super) fn open_data(file: Rc<SqFile>, path: &Path) -> Result<Image> {
-        Image::open_with(file, path, false)
+    /// Fragment blocks come from (and go to) `frags`, the extractor's cache.
+    pub(super) fn open_data(
+        file: Rc<SqFile>,
+        path: &Path,
+        frags: super::data::SharedFrags,
+    ) -> Result<Image> {
+        let mut img = Image::open_with(file, path, false)?;
+        img.frags_cached = frags;
+        Ok(img)
     }
 
     fn open_with(file: Rc<SqFile>, path: &Path, tables: bool) -> Result<Image> {

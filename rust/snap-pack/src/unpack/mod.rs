@@ -278,6 +278,7 @@ pub fn unpack(
                 len: image_len,
                 image_path: image,
                 apply: apply.fresh(),
+                frags: img.frags_cached.clone(),
                 progress,
             })
         })

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use snap_core::{Error, Progress, Result};
 
 use super::apply::{Apply, Attrs};
-use super::data::is_zero;
+use super::data::{SharedFrags, is_zero};
 use super::image::Image;
 use crate::ffi::SqFile;
 use crate::util::io_err;
@@ -80,6 +80,8 @@ pub(super) struct Writer<'a> {
     pub(super) image_path: &'a Path,
     /// Finishes the files (a fresh copy of the extractor's).
     pub(super) apply: Apply,
+    /// The extractor's fragment cache, shared.
+    pub(super) frags: SharedFrags,
     pub(super) progress: &'a Progress,
 }
 
@@ -141,8 +143,11 @@ impl Writer<'_> {
     }
 
     fn fill(mut self, jobs: &Mutex<Receiver<Job>>, stop: &Stop) -> Result<u64> {
-        let mut img =
-            Image::open_data(Rc::new(SqFile::new(self.image, self.len)), self.image_path)?;
+        let mut img = Image::open_data(
+            Rc::new(SqFile::new(self.image, self.len)),
+            self.image_path,
+            self.frags,
+        )?;
         while !stop.is_set() {
             // The lock is held only around `recv` (nothing in it panics).
             let Ok(Ok(job)) = jobs.lock().map(|rx| rx.recv()) else {
