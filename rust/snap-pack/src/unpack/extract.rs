@@ -179,7 +179,7 @@ impl Extractor<'_> {
                         write_data(
                             &mut self.img,
                             self.progress,
-                            &self.apply.dest,
+                            &self.apply,
                             &f,
                             (ent.iref, fragment),
                             size,

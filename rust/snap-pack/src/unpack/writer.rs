@@ -14,10 +14,8 @@
 //! descriptors it was given. The queue is bounded, so at most [`jobs`] files
 //! wait, open.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -156,7 +154,7 @@ impl Writer<'_> {
             write_data(
                 &mut img,
                 self.progress,
-                &self.apply.dest,
+                &self.apply,
                 &job.file,
                 (job.iref, job.fragment),
                 job.size,
@@ -175,13 +173,13 @@ impl Writer<'_> {
 pub(super) fn write_data(
     img: &mut Image,
     progress: &Progress,
-    dest: &Path,
+    apply: &Apply,
     f: &File,
     (iref, fragment): (u64, Option<(u64, u32)>),
     size: u64,
     rel: &[u8],
 ) -> Result<()> {
-    let target = dest.join(OsStr::from_bytes(rel));
+    let target = apply.target(rel);
     let mut written = 0u64;
     img.file_data_with(iref, rel, fragment, &mut |off, data| {
         progress.add(data.len() as u64);
