@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! An extracted entry's metadata: owner, xattrs, mode, times.
 //!
-//! One [`Apply`] per thread that finishes entries (the extractor, and the
+//! One [`Apply`] per thread that finishes entries (the extractor, and each
 //! writer that fills regular files, which gets a [`Apply::fresh`] copy):
 //! both apply metadata in the same order and count what they may not set.
 

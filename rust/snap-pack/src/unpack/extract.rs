@@ -32,7 +32,7 @@ pub(super) struct Extractor<'a> {
     pub(super) apply: Apply,
     /// Hard-linked inodes already extracted: inode number → path under dest.
     pub(super) links: HashMap<u32, Vec<u8>>,
-    /// Where regular files go to have their data written (another thread),
+    /// Where regular files go to have their data written (the writers),
     /// or `None` to write them here.
     pub(super) data: Option<SyncSender<Job>>,
     /// The directory last used as a hard link source.
@@ -159,7 +159,7 @@ impl Extractor<'_> {
                 self.sum.files += 1;
                 let xattr_bytes: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
                 match &self.data {
-                    // Its data and metadata on the writer's thread (see writer.rs).
+                    // Its data and metadata on a writer's thread (see writer.rs).
                     Some(tx) if xattr_bytes <= QUEUED_XATTRS_MAX => {
                         let job = Job {
                             file: f,

@@ -34,7 +34,7 @@ use crate::util::io_err;
 /// Zero pages of restored files are left as holes.
 const PAGE: usize = 4096;
 
-/// Files that may wait for the writer, each an open descriptor: 64, or a
+/// Files that may wait for the writers, each an open descriptor: 64, or a
 /// sixteenth of the descriptors this process may open if that is fewer.
 pub(super) fn jobs() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
@@ -42,7 +42,8 @@ pub(super) fn jobs() -> usize {
 }
 
 /// Writers: one per core, at most [`MAX_WRITERS`] (each holds an image
-/// reader of its own: tables, a fragment cache of up to 8 MiB, a block).
+/// reader of its own without tables, and a block; the fragment cache is
+/// the extractor's, shared).
 pub(super) fn writers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WRITERS))
 }
