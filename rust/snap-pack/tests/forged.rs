@@ -139,3 +139,81 @@ fn a_fragment_count_the_image_cannot_hold_is_refused_before_any_table_is_read() 
         "{err}"
     );
 }
+
+/// Plain `mksquashfs` output that cycles through more fragment blocks than
+/// unpack's recent-blocks cache holds: 70 blocks of 1 MiB, each holding a
+/// large tail and a 10-byte file, then 2,000 duplicates of the 10-byte
+/// files (mksquashfs points a duplicate at the fragment already packed),
+/// named so that in the image's order they take the blocks in turn. With
+/// the recent blocks alone every duplicate read its block again: 1 MiB
+/// decompressed per 10-byte file (found by the cold attack of 2026-12-01,
+/// docs/reviews/2026-12-01-shared-fragment-cache.md: 54 s of CPU for
+/// 20,000 of them in a 264 KiB image). Blocks missed again are kept, so
+/// each is read about twice.
+#[test]
+fn tails_that_cycle_through_many_large_fragment_blocks_read_each_block_about_twice() {
+    const BLOCKS: u64 = 70;
+    const DUPLICATES: u64 = 2_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let tiny = |i: u64| format!("tail {i:04}\n").into_bytes();
+    for i in 0..BLOCKS {
+        // Zeros with a mark: compresses to almost nothing, and fills its
+        // fragment block with the tiny file after it ("big" < "tiny").
+        let mut big = vec![0u8; (1 << 20) - 64];
+        big[..8].copy_from_slice(&i.to_le_bytes());
+        write(&src, format!("a/{i:02}/big").as_bytes(), &big);
+        write(&src, format!("a/{i:02}/tiny").as_bytes(), &tiny(i));
+    }
+    for n in 0..DUPLICATES {
+        write(&src, format!("b/{n:05}").as_bytes(), &tiny(n % BLOCKS));
+    }
+    let image = tmp.path().join("img.sqfs");
+    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-no-xattrs",
+        "-b",
+        "1M",
+        "-comp",
+        "gzip",
+    ]));
+    let stats = run(Command::new("unsquashfs").arg("-s").arg(&image));
+    let fragments: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Number of fragments "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    // More 1 MiB blocks than the 64 (8 MiB) the recent blocks hold.
+    assert!(fragments > 64, "{stats}");
+    let out = tmp.path().join("out");
+    let sum = unpack(
+        &image,
+        &out,
+        &UnpackOptions::default(),
+        &Progress::silent("test"),
+    )
+    .unwrap();
+    println!(
+        "image: {} KiB, {fragments} fragment blocks of 1 MiB, {DUPLICATES} 10-byte duplicates \
+         cycling through them: {} fragment blocks read ({} MiB decompressed; each duplicate \
+         reading its block would be {} MiB)",
+        fs::metadata(&image).unwrap().len() >> 10,
+        sum.fragment_blocks_read,
+        sum.fragment_blocks_read,
+        BLOCKS + DUPLICATES,
+    );
+    assert_eq!(sum.files, 2 * BLOCKS + DUPLICATES);
+    for n in [0, 69, 70, 1999] {
+        assert_eq!(
+            fs::read(out.join(format!("b/{n:05}"))).unwrap(),
+            tiny(n % BLOCKS)
+        );
+    }
+    assert!(
+        (fragments..=3 * fragments).contains(&sum.fragment_blocks_read),
+        "{} fragment blocks read",
+        sum.fragment_blocks_read
+    );
+}

@@ -2,9 +2,9 @@
 //! Reading a regular file's data: its block list streamed from the inode
 //! table (never held whole: a 16 TiB sparse file lists 134 million blocks),
 //! each stored block read and decompressed once, holes skipped, the tail
-//! taken from its fragment block (the blocks read last are kept).
+//! taken from its fragment block (kept in [`super::frags`]).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use snap_core::{Error, ErrorKind, Result};
 
@@ -117,7 +117,7 @@ impl Image {
             };
             // Kept by where the block is, not by its index: a forged table
             // that lists one block under many indexes still hits.
-            let cached = self.frags_cached.lock().get(start, word);
+            let cached = self.frags_cached.get(start, word);
             let block = match cached {
                 Some(b) => b,
                 None => {
@@ -129,7 +129,7 @@ impl Image {
                     };
                     let got = self.load_fragment(rel, word, start, want)?;
                     let b: Arc<[u8]> = Arc::from(&self.block[..got]);
-                    self.frags_cached.lock().put(start, word, b.clone());
+                    self.frags_cached.put(start, word, b.clone());
                     b
                 }
             };
@@ -179,111 +179,4 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
         }
     }
     chunks.remainder().iter().all(|b| *b == 0)
-}
-
-/// The fragment blocks read last, most recent first, up to
-/// `FRAG_CACHE_BYTES` and `FRAG_CACHE_BLOCKS`, each by its place in the
-/// image (offset and size word).
-///
-/// In a full image the files of a directory have their tail ends in one
-/// fragment block after the other, so one block would do; in a chain's
-/// image each link packed its new files' tails apart, and a directory's
-/// files jump between the links' blocks: with one block kept, a restore
-/// decompressed a 128 KiB block for almost every small file (a 13-link
-/// chain unpacked 2.5× slower than unsquashfs). The count bound keeps each
-/// look-up a short scan whatever the blocks weigh (a forged image of 1-byte
-/// fragment blocks made it quadratic). 32 MiB (256 blocks) was measured
-/// against 8 MiB on a 14-link chain's image: no faster.
-#[derive(Default)]
-pub(crate) struct FragCache {
-    blocks: Vec<(BlockAt, Arc<[u8]>)>,
-}
-
-/// Where a fragment block is: its image offset and its size word.
-type BlockAt = (u64, u32);
-
-/// One cache for every reader of an image (unpack's extractor and
-/// writers): files whose tails share a block go to whichever writer is
-/// free, and each would otherwise decompress the block again.
-#[derive(Default, Clone)]
-pub(crate) struct SharedFrags(Arc<Mutex<FragCache>>);
-
-impl SharedFrags {
-    fn lock(&self) -> MutexGuard<'_, FragCache> {
-        // A reader that panicked left nothing half done: entries are
-        // whole blocks, put in one call.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Bytes of decompressed fragment blocks an image's readers keep.
-const FRAG_CACHE_BYTES: usize = 8 << 20;
-/// ... and blocks (8 MiB of the default 128 KiB blocks).
-const FRAG_CACHE_BLOCKS: usize = 64;
-
-impl FragCache {
-    /// The block at `start` with size word `word`, marked as used now.
-    fn get(&mut self, start: u64, word: u32) -> Option<Arc<[u8]>> {
-        let i = self.blocks.iter().position(|(k, _)| *k == (start, word))?;
-        if i > 0 {
-            self.blocks[..=i].rotate_right(1);
-        }
-        Some(self.blocks[0].1.clone())
-    }
-
-    fn put(&mut self, start: u64, word: u32, data: Arc<[u8]>) {
-        // Another reader may have put it meanwhile.
-        self.blocks.retain(|(k, _)| *k != (start, word));
-        self.blocks.insert(0, ((start, word), data));
-        let mut total = 0;
-        let keep = self
-            .blocks
-            .iter()
-            .take(FRAG_CACHE_BLOCKS)
-            .take_while(|(_, d)| {
-                total += d.len();
-                total <= FRAG_CACHE_BYTES
-            })
-            .count()
-            .max(1);
-        self.blocks.truncate(keep);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fragment_cache_keeps_the_blocks_used_last_within_its_bytes_and_count() {
-        let mut c = FragCache::default();
-        let block = 1 << 20; // 8 of them fit
-        for i in 0..8 {
-            c.put(i * 10, 7, vec![i as u8; block].into());
-        }
-        assert_eq!(
-            c.get(0, 7).map(|d| d[0]),
-            Some(0),
-            "the oldest is still there"
-        );
-        assert!(c.get(0, 8).is_none(), "another size word is another block");
-        // Block 0 was just used: the next one in pushes out block 1, not 0.
-        c.put(80, 7, vec![8; block].into());
-        assert!(c.get(10, 7).is_none());
-        assert!(c.get(0, 7).is_some() && c.get(80, 7).is_some());
-        assert_eq!(c.blocks.len(), 8);
-        // A block larger than the budget is still kept, alone.
-        c.put(90, 7, vec![9; FRAG_CACHE_BYTES + 1].into());
-        assert_eq!(c.blocks.len(), 1);
-        assert_eq!(c.get(90, 7).map(|d| d.len()), Some(FRAG_CACHE_BYTES + 1));
-        // Tiny blocks: at most FRAG_CACHE_BLOCKS of them, the newest.
-        for i in 0..1000 {
-            c.put(1000 + i, 1, vec![1].into());
-        }
-        // A block put twice (two readers missed it at once) is kept once.
-        c.put(1999, 1, vec![1].into());
-        assert_eq!(c.blocks.iter().filter(|(k, _)| *k == (1999, 1)).count(), 1);
-        assert_eq!(c.blocks.len(), FRAG_CACHE_BLOCKS);
-        assert!(c.get(1999, 1).is_some() && c.get(1000, 1).is_none());
-    }
 }

@@ -98,7 +98,7 @@ pub(crate) struct Image {
     pub(super) cmp: Rc<Compressor>,
     pub(super) frags: FragTable,
     /// The fragment blocks read last.
-    pub(super) frags_cached: super::data::SharedFrags,
+    pub(super) frags_cached: super::frags::SharedFrags,
     /// A block as stored, and decompressed.
     pub(super) raw: Vec<u8>,
     pub(super) block: Vec<u8>,
@@ -127,7 +127,7 @@ impl Image {
     pub(super) fn open_data(
         file: Rc<SqFile>,
         path: &Path,
-        frags: super::data::SharedFrags,
+        frags: super::frags::SharedFrags,
     ) -> Result<Image> {
         let mut img = Image::open_with(file, path, false)?;
         img.frags_cached = frags;

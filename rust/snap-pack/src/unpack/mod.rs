@@ -9,6 +9,7 @@
 mod apply;
 mod data;
 mod extract;
+mod frags;
 mod image;
 mod writer;
 
@@ -55,6 +56,9 @@ pub struct UnpackSummary {
     pub fake_super_applied: u64,
     /// `trusted.*`/`security.*` xattrs this process may not set (not root).
     pub skipped_xattrs: u64,
+    /// Fragment blocks read (decompressed), by the extractor and the
+    /// writers: each about once when files come in the image's order.
+    pub fragment_blocks_read: u64,
     pub bytes_out: u64,
     pub duration: Duration,
 }
@@ -288,6 +292,7 @@ pub fn unpack(
     // and the extractor's next hand-over fails instead of waiting.
     let queue = Arc::new(Mutex::new(queue));
     let stop = writer::Stop::default();
+    let frags = img.frags_cached.clone();
     let (extracted, skipped, panicked, mut sum) = std::thread::scope(|s| {
         let stop = &stop;
         let writers: Vec<_> = ws
@@ -334,6 +339,7 @@ pub fn unpack(
         return Err(Error::internal("unpack: a data writer panicked"));
     }
     sum.skipped_xattrs += skipped;
+    sum.fragment_blocks_read = frags.reads();
     extracted?;
     progress.finish();
     sum.duration = start.elapsed();

@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use snap_core::{Error, Progress, Result};
 
 use super::apply::{Apply, Attrs};
-use super::data::{SharedFrags, is_zero};
+use super::data::is_zero;
+use super::frags::SharedFrags;
 use super::image::Image;
 use crate::ffi::SqFile;
 use crate::util::io_err;
