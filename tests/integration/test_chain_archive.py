@@ -253,9 +253,9 @@ def newest_pieces(chain, tmp_path_factory):
     return rec["chain"], download_pieces(moto, rec["chain"], root / "good"), manifest
 
 
-@pytest.mark.parametrize("damage", ["missing", "tampered", "truncated", "padded", "reordered"])
+@pytest.mark.parametrize("damage", ["missing", "tampered", "truncated", "padded", "reordered", "re-encrypted"])
 def test_a_broken_piece_is_named_and_nothing_is_restored(chain, newest_pieces, tmp_path, damage):
-    _, _, _, _, secret, _ = chain
+    _, gpg, root, _, secret, _ = chain
     m, good, manifest = newest_pieces
     pieces = tmp_path / "pieces"
     shutil.copytree(good, pieces)
@@ -271,6 +271,25 @@ def test_a_broken_piece_is_named_and_nothing_is_restored(chain, newest_pieces, t
         victim.write_bytes(victim.read_bytes()[:-100])
     elif damage == "padded":  # refused by its size, before anything decrypts it
         victim.write_bytes(victim.read_bytes() + b"\0" * (1 << 20))
+    elif damage == "re-encrypted":
+        # A valid message of the same size to the same key, one byte of its plaintext changed:
+        # the MDC passes, and restore (which no longer hashes a piece's ciphertext) must catch
+        # it by the ranges' digests, then name the piece.
+        import snap_core
+
+        plain = tmp_path / "plain"
+        snap_core.decrypt_file(str(victim), str(plain), pathlib.Path(secret).read_bytes())
+        raw = bytearray(plain.read_bytes())
+        raw[len(raw) // 2] ^= 1
+        plain.write_bytes(bytes(raw))
+        for attempt in range(8):  # an RSA session key's MPI is a byte shorter 1 time in 256
+            again = tmp_path / f"again-{attempt}"
+            snap_core.encrypt_file(str(plain), str(again), [(str(root / "archive-key.asc"),
+                                                             (root / "archive-key.asc").read_bytes())])  # fmt: skip
+            if again.stat().st_size == victim.stat().st_size:
+                break
+        assert again.stat().st_size == victim.stat().st_size
+        again.replace(victim)
     else:  # two links' data pieces swapped
         other = pieces / data[2]
         a, b = victim.read_bytes(), other.read_bytes()

@@ -5,10 +5,10 @@
 //!   chain_restore SECRET_KEY LINK_JSON SUPERBLOCK DIR OUT
 //!
 //! LINK_JSON: `{"ranges": [...]}` as a link reports them; DIR holds
-//! `tail-<n>.gpg` for every link n. Each piece's ciphertext is hashed while
-//! it decrypts, as `snap-backup restore` does for pieces from a directory;
-//! with `NO_CIPHERTEXT_SHA256` set it is not, as for pieces it downloaded
-//! (the download hashed them as they arrived).
+//! `tail-<n>.gpg` for every link n. The ranges' digests prove the image, so
+//! a piece's ciphertext is not hashed, as `snap-backup restore` does not
+//! (since 2026-12-01); with `CIPHERTEXT_SHA256` set it is hashed while it
+//! decrypts, as restore did for pieces from a directory before.
 
 use std::fs::File;
 use std::path::Path;
@@ -32,10 +32,10 @@ fn main() {
         .try_into()
         .expect("96 bytes");
     let progress = Progress::silent("restore");
-    let digests = if std::env::var_os("NO_CIPHERTEXT_SHA256").is_some() {
-        snap_crypt::Digests::NONE
-    } else {
+    let digests = if std::env::var_os("CIPHERTEXT_SHA256").is_some() {
         snap_crypt::Digests::CIPHERTEXT
+    } else {
+        snap_crypt::Digests::NONE
     };
     let run = || -> snap_core::Result<u64> {
         let mut image = ImageWriter::create(Path::new(&a[5]), &ranges, &sb)?;

@@ -4,14 +4,15 @@
 //! image. Pieces are taken one at a time: the ciphertext is downloaded into
 //! the root-only work directory, hashed as it arrives and its size and
 //! SHA-256 checked against the manifest (or it is read from a directory of
-//! downloaded pieces and hashed while it decrypts), then decrypted straight
-//! into its places in the image (no second plaintext copy), the MDC, the
-//! plaintext's size and every range's SHA-256 checked. Each byte is hashed
-//! once as ciphertext and once as plaintext (the range that holds it; bytes
-//! in no range never reach the image). The image gets its name only when
-//! every range is there and checked; nothing reaches the destination
-//! before. A missing, tampered, truncated or reordered piece fails naming
-//! the piece.
+//! downloaded pieces, its size checked), then decrypted straight into its
+//! places in the image (no second plaintext copy), the MDC, the plaintext's
+//! size and every range's SHA-256 checked. What reaches the image is proven
+//! by its ranges' digests, so a piece from a directory is not hashed as
+//! ciphertext too (bytes in no range never reach the image); only when
+//! something fails is the file hashed, to say whether it is the piece the
+//! manifest names. The image gets its name only when every range is there
+//! and checked; nothing reaches the destination before. A missing,
+//! tampered, truncated or reordered piece fails naming the piece.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -167,23 +168,12 @@ impl Write for RangeSink<'_> {
 }
 
 /// Size and SHA-256 of the first `limit` bytes of `path`.
-fn sha256_file(path: &Path, limit: u64) -> Result<(u64, String)> {
+pub(crate) fn sha256_file(path: &Path, limit: u64) -> Result<(u64, String)> {
     let mut f = File::open(path)
         .map_err(|e| Error::io_path("opening", path, e))?
         .take(limit);
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f
-            .read(&mut buf)
-            .map_err(|e| Error::io_path("reading", path, e))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
+    let n = io::copy(&mut f, &mut h).map_err(|e| Error::io_path("reading", path, e))?;
     Ok((n, hex::encode(h.finalize())))
 }
 
@@ -277,6 +267,39 @@ fn ciphertext(
     }
 }
 
+/// The plaintext's size of piece `p`, and each of its ranges' SHA-256
+/// (`hashes`, for the ranges `mine` of `ranges`), against the manifest.
+fn check_ranges(
+    p: &ChainPiece,
+    sum: &snap_crypt::DecryptSummary,
+    mine: &[usize],
+    ranges: &[snap_archive::chain::ImageRange],
+    hashes: Vec<(u64, u64, u64, Sha256)>,
+) -> Result<()> {
+    if sum.plaintext_bytes != p.plaintext_size {
+        return Err(integrity(format!(
+            "{} decrypts to {} bytes, the manifest says {}; nothing restored",
+            label(p),
+            sum.plaintext_bytes,
+            p.plaintext_size,
+        )));
+    }
+    for (&i, (_, _, _, h)) in mine.iter().zip(hashes) {
+        let r = &ranges[i];
+        let got = hex::encode(h.finalize());
+        if got != r.sha256 {
+            return Err(integrity(format!(
+                "{}: image bytes {}..{} have sha256 {got}, the manifest says {}; nothing restored",
+                label(p),
+                r.offset,
+                r.offset + r.len,
+                r.sha256
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The image of the link `m` describes, every piece and range checked, in a
 /// root-only work directory under `opts.work_parent`.
 pub(crate) fn fetch_chain(
@@ -305,6 +328,7 @@ pub(crate) fn fetch_chain(
     };
     let started = Instant::now();
     let mut done = vec![false; m.ranges.len()];
+    let mut proven = true;
     for p in &m.pieces {
         let cipher = ciphertext(source, p, &work.dir, opts, &sink)?;
         let mine: Vec<usize> = (0..m.ranges.len())
@@ -329,64 +353,44 @@ pub(crate) fn fetch_chain(
             .map_err(|e| Error::io_path("opening", &cipher.path, e))?
             .take(p.size);
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
-        // What reaches the image is checked range by range below; the
-        // ciphertext is hashed here only if its download did not prove it.
-        let digests = if cipher.proven {
-            Digests::NONE
-        } else {
-            Digests::CIPHERTEXT
-        };
+        // What reaches the image is checked range by range below, so the
+        // ciphertext is not hashed (bytes in no range never reach it).
         let decrypted = snap_crypt::decrypt_with(
             input,
             &format!("reading {}", label(p)),
             &mut out,
             &format!("writing the image in {}", work.dir.display()),
             key,
-            digests,
+            Digests::NONE,
             &progress,
         );
+        // A wrong piece from a directory: say so, rather than what its
+        // decryption or its ranges tripped on. Only a failure pays for
+        // hashing the file.
+        let wrong = |e: Error| -> Error {
+            let file = (!cipher.proven).then(|| sha256_file(&cipher.path, p.size + 1));
+            match file {
+                Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
+                    wrong_piece(p, size, &sha)
+                }
+                _ => e,
+            }
+        };
+        let checked = decrypted
+            .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))
+            .and_then(|sum| {
+                check_ranges(p, &sum, &mine, &m.ranges, out.inner.ranges)?;
+                Ok(sum)
+            })
+            .map_err(wrong);
         if matches!(source, Pieces::Offsite(_)) {
             let _ = fs::remove_file(&cipher.path);
         }
-        let sum = match decrypted {
-            Ok(sum) => sum,
-            // A wrong piece from a directory: say so rather than what the
-            // decryption of a wrong piece tripped on.
-            Err(e) => {
-                let file = (!cipher.proven).then(|| sha256_file(&cipher.path, p.size + 1));
-                return Err(match file {
-                    Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
-                        wrong_piece(p, size, &sha)
-                    }
-                    _ => Error::new(e.kind(), format!("{}: {e}", label(p))),
-                });
-            }
-        };
+        let sum = checked?;
         progress.finish();
-        if !cipher.proven && (sum.ciphertext_bytes != p.size || sum.ciphertext_sha256 != p.sha256) {
-            return Err(wrong_piece(p, sum.ciphertext_bytes, &sum.ciphertext_sha256));
-        }
+        proven &= cipher.proven;
         checks.key_fingerprint = sum.key_fingerprint.clone();
-        if sum.plaintext_bytes != p.plaintext_size {
-            return Err(integrity(format!(
-                "{} decrypts to {} bytes, the manifest says {}; nothing restored",
-                label(p),
-                sum.plaintext_bytes,
-                p.plaintext_size,
-            )));
-        }
-        for (&i, (_, _, _, h)) in mine.iter().zip(out.inner.ranges) {
-            let r = &m.ranges[i];
-            let got = hex::encode(h.finalize());
-            if got != r.sha256 {
-                return Err(integrity(format!(
-                    "{}: image bytes {}..{} have sha256 {got}, the manifest says {}; nothing restored",
-                    label(p),
-                    r.offset,
-                    r.offset + r.len,
-                    r.sha256
-                )));
-            }
+        for &i in &mine {
             done[i] = true;
         }
     }
@@ -402,7 +406,9 @@ pub(crate) fn fetch_chain(
     tmp.persist(&image)
         .map_err(|e| Error::io_path("naming the image", &image, e.error))?;
     checks.ciphertext_size = Some(true);
-    checks.ciphertext_sha256 = Some(true);
+    // Downloads hash the ciphertext as it arrives; pieces from a directory
+    // are proven by their ranges only.
+    checks.ciphertext_sha256 = proven.then_some(true);
     checks.mdc = true;
     checks.plaintext_size = Some(true);
     checks.plaintext_sha256 = Some(true);

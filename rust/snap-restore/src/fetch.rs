@@ -195,6 +195,14 @@ impl<W: std::io::Write> std::io::Write for Limited<W> {
 }
 
 /// Decrypt `cipher` into `work/image.sqfs` and check it against `manifest`.
+///
+/// The image's SHA-256 is what proves it against the manifest: the image is
+/// what is restored. The ciphertext's is not computed again here (a
+/// download hashed it as it arrived; a file's would prove nothing the
+/// image's does not), except when the image disagrees with the manifest,
+/// to say whether the file is another archive or the packer recorded a
+/// digest that was never the image's (docs/RESTORE.md, "What a restore
+/// proves").
 fn decrypt_and_check(
     cipher: &Path,
     work: &WorkArea,
@@ -239,12 +247,18 @@ fn decrypt_and_check(
         .map_err(|e| Error::io_path("creating a temporary file in", &work.dir, e))?;
     // And what it decrypts (or decompresses) to stops at the manifest's size.
     let out = Limited::new(tmp.as_file(), manifest.map(|m| m.plaintext.size));
-    let sum = snap_crypt::decrypt_named(
+    let digests = if manifest.is_some() {
+        snap_crypt::Digests::PLAINTEXT
+    } else {
+        snap_crypt::Digests::NONE
+    };
+    let sum = snap_crypt::decrypt_with(
         &input,
         &format!("reading {}", cipher.display()),
         out,
         &format!("writing {}", image.display()),
         key,
+        digests,
         &p,
     )?;
     tmp.persist(&image)
@@ -258,25 +272,28 @@ fn decrypt_and_check(
         integrity(what)
     };
     if let Some(m) = manifest {
-        let size_ok = sum.ciphertext_bytes == m.archive.size;
-        let sha_ok = sum.ciphertext_sha256 == m.archive.sha256;
-        checks.ciphertext_size = Some(size_ok);
-        checks.ciphertext_sha256 = Some(sha_ok);
-        if !(size_ok && sha_ok) {
-            return Err(bad(format!(
-                "archive {}: the encrypted file is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; not restoring from it",
-                cipher.display(),
-                sum.ciphertext_bytes,
-                sum.ciphertext_sha256,
-                m.archive.size,
-                m.archive.sha256
-            )));
-        }
+        let csize = sum.ciphertext_bytes == m.archive.size;
         let psize = sum.plaintext_bytes == m.plaintext.size;
         let psha = sum.plaintext_sha256 == m.plaintext.sha256;
+        checks.ciphertext_size = Some(csize);
         checks.plaintext_size = Some(psize);
         checks.plaintext_sha256 = Some(psha);
-        if !(psize && psha) {
+        if !(csize && psize && psha) {
+            // Another archive, or this one with a wrong record: the
+            // ciphertext's digest tells which (unless a download proved it).
+            if checks.ciphertext_sha256.is_none() {
+                let (size, sha) = crate::chain::sha256_file(cipher, m.archive.size + 1)?;
+                let same = size == m.archive.size && sha == m.archive.sha256;
+                checks.ciphertext_sha256 = Some(same);
+                if !same {
+                    return Err(bad(format!(
+                        "archive {}: the encrypted file is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}; not restoring from it",
+                        cipher.display(),
+                        m.archive.size,
+                        m.archive.sha256
+                    )));
+                }
+            }
             return Err(bad(format!(
                 "archive {}: the decrypted image is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; not restoring from it",
                 cipher.display(),
