@@ -31,7 +31,9 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_crypt::{Digests, SecretKeySource};
 use snap_offsite::ArchiveTarget;
 
-use crate::fetch::{Checks, FetchOptions, Limited, WorkArea, ensure_readable, key_check};
+use crate::fetch::{
+    Checks, FetchOptions, Limited, WorkArea, ensure_readable, key_check, open_regular, sha256_fd,
+};
 use crate::{Output, RestoreReport, extract_image};
 
 fn integrity(message: String) -> Error {
@@ -167,22 +169,14 @@ impl Write for RangeSink<'_> {
     }
 }
 
-/// Size and SHA-256 of the first `limit` bytes of `path`.
-pub(crate) fn sha256_file(path: &Path, limit: u64) -> Result<(u64, String)> {
-    let mut f = File::open(path)
-        .map_err(|e| Error::io_path("opening", path, e))?
-        .take(limit);
-    let mut h = Sha256::new();
-    let n = io::copy(&mut f, &mut h).map_err(|e| Error::io_path("reading", path, e))?;
-    Ok((n, hex::encode(h.finalize())))
-}
-
 fn label(p: &ChainPiece) -> String {
     format!("piece {} ({})", p.name, p.key)
 }
 
 /// A piece's ciphertext in a file, and whether its SHA-256 is proven already.
 struct Cipher {
+    /// Open, checked to be a regular file of the piece's size.
+    file: File,
     path: PathBuf,
     /// A download hashed it as it arrived and it matched: decryption need
     /// not hash it again.
@@ -216,14 +210,17 @@ fn ciphertext(
     match source {
         Pieces::Dir(d) => {
             let path = d.join(p.key.rsplit('/').next().unwrap_or(&p.key));
-            let size = match fs::metadata(&path) {
-                Ok(m) if m.is_file() => m.len(),
-                _ => {
+            // Checked on the descriptor that is then decrypted (and read
+            // again if a check fails), never by name again.
+            let (file, size) = match open_regular(&path, "piece") {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
                         format!("{} is missing: no file {}", label(p), path.display()),
                     ));
                 }
+                Err(e) => return Err(Error::new(e.kind(), format!("{}: {e}", label(p)))),
             };
             // The size costs nothing to check: a piece padded or cut is
             // refused before anything reads it.
@@ -237,6 +234,7 @@ fn ciphertext(
                 )));
             }
             Ok(Cipher {
+                file,
                 path,
                 proven: false,
             })
@@ -262,7 +260,12 @@ fn ciphertext(
             if size != p.size || got.sha256 != p.sha256 {
                 return Err(wrong_piece(p, size, &got.sha256));
             }
-            Ok(Cipher { path, proven: true })
+            let (file, _) = open_regular(&path, "piece")?;
+            Ok(Cipher {
+                file,
+                path,
+                proven: true,
+            })
         }
     }
 }
@@ -276,6 +279,14 @@ fn check_ranges(
     ranges: &[snap_archive::chain::ImageRange],
     hashes: Vec<(u64, u64, u64, Sha256)>,
 ) -> Result<()> {
+    if sum.ciphertext_bytes != p.size {
+        return Err(integrity(format!(
+            "{} was {} bytes as it was decrypted, the manifest says {}; nothing restored",
+            label(p),
+            sum.ciphertext_bytes,
+            p.size,
+        )));
+    }
     if sum.plaintext_bytes != p.plaintext_size {
         return Err(integrity(format!(
             "{} decrypts to {} bytes, the manifest says {}; nothing restored",
@@ -349,9 +360,7 @@ pub(crate) fn fetch_chain(
         };
         let mut out = Limited::new(ranges, Some(p.plaintext_size));
         // Never more than the manifest's size, whatever the file grows to.
-        let input = File::open(&cipher.path)
-            .map_err(|e| Error::io_path("opening", &cipher.path, e))?
-            .take(p.size);
+        let input = (&cipher.file).take(p.size);
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
         // What reaches the image is checked range by range below, so the
         // ciphertext is not hashed (bytes in no range never reach it).
@@ -368,11 +377,15 @@ pub(crate) fn fetch_chain(
         // decryption or its ranges tripped on. Only a failure pays for
         // hashing the file.
         let wrong = |e: Error| -> Error {
-            let file = (!cipher.proven).then(|| sha256_file(&cipher.path, p.size + 1));
+            let file = (!cipher.proven).then(|| sha256_fd(&cipher.file, p.size + 1));
             match file {
                 Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
                     wrong_piece(p, size, &sha)
                 }
+                Some(Err(re)) => Error::new(
+                    e.kind(),
+                    format!("{e} (the file could not be read again: {re})"),
+                ),
                 _ => e,
             }
         };

@@ -12,7 +12,7 @@
 //! touched until the image passed every check.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,6 +194,40 @@ impl<W: std::io::Write> std::io::Write for Limited<W> {
     }
 }
 
+/// Open `path` (`what` names it in messages) for reading, as a regular
+/// file: a FIFO or a device put in its place is refused, not waited on.
+/// The check is on the descriptor, which is what is then read; returns it
+/// and its size.
+pub(crate) fn open_regular(path: &Path, what: &str) -> Result<(fs::File, u64)> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io_path("opening", path, e))?;
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io_path("checking", path, e))?;
+    if !m.is_file() {
+        return Err(Error::invalid_input(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok((f, m.len()))
+}
+
+/// Size and SHA-256 of the first `limit` bytes of the open file `f`, read
+/// again from its start.
+pub(crate) fn sha256_fd(f: &fs::File, limit: u64) -> std::io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek};
+    let mut f = f;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f.take(limit), &mut h)?;
+    Ok((n, hex::encode(h.finalize())))
+}
+
 /// Decrypt `cipher` into `work/image.sqfs` and check it against `manifest`.
 ///
 /// The image's SHA-256 is what proves it against the manifest: the image is
@@ -218,27 +252,24 @@ fn decrypt_and_check(
     // Like snap_crypt::decrypt_file (the image appears only after the MDC
     // passed), without its fsync: the image is scratch, deleted after use,
     // and a crash only means running the restore again.
-    let input = fs::File::open(cipher).map_err(|e| Error::io_path("opening", cipher, e))?;
-    if let Ok(m) = input.metadata() {
-        p.set_total(m.len());
-        // With a manifest the size is known: a longer or shorter file is
-        // refused before anything decrypts it.
-        if let Some(man) = manifest
-            && m.len() != man.archive.size
-        {
-            checks.ciphertext_size = Some(false);
-            return Err(integrity(format!(
-                "archive {}: the encrypted file is {} bytes{}, the manifest says {}; not restoring from it",
-                cipher.display(),
-                m.len(),
-                if m.len() < man.archive.size {
-                    " (truncated)"
-                } else {
-                    ""
-                },
-                man.archive.size
-            )));
-        }
+    let (input, len) = open_regular(cipher, "archive")?;
+    p.set_total(len);
+    // With a manifest the size is known: a longer or shorter file is
+    // refused before anything decrypts it.
+    if let Some(man) = manifest
+        && len != man.archive.size
+    {
+        checks.ciphertext_size = Some(false);
+        return Err(integrity(format!(
+            "archive {}: the encrypted file is {len} bytes{}, the manifest says {}; not restoring from it",
+            cipher.display(),
+            if len < man.archive.size {
+                " (truncated)"
+            } else {
+                ""
+            },
+            man.archive.size
+        )));
     }
     let tmp = tempfile::Builder::new()
         .prefix(".image.")
@@ -280,22 +311,31 @@ fn decrypt_and_check(
         checks.plaintext_sha256 = Some(psha);
         if !(csize && psize && psha) {
             // Another archive, or this one with a wrong record: the
-            // ciphertext's digest tells which (unless a download proved it).
+            // ciphertext's digest tells which (unless a download proved
+            // it). It is read again from the descriptor that was
+            // decrypted, not by name.
+            let mut file = String::new();
             if checks.ciphertext_sha256.is_none() {
-                let (size, sha) = crate::chain::sha256_file(cipher, m.archive.size + 1)?;
-                let same = size == m.archive.size && sha == m.archive.sha256;
-                checks.ciphertext_sha256 = Some(same);
-                if !same {
-                    return Err(bad(format!(
-                        "archive {}: the encrypted file is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}; not restoring from it",
-                        cipher.display(),
-                        m.archive.size,
-                        m.archive.sha256
-                    )));
+                match sha256_fd(&input, m.archive.size + 1) {
+                    Ok((size, sha)) if size != m.archive.size || sha != m.archive.sha256 => {
+                        checks.ciphertext_sha256 = Some(false);
+                        return Err(bad(format!(
+                            "archive {}: the encrypted file is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}; not restoring from it",
+                            cipher.display(),
+                            m.archive.size,
+                            m.archive.sha256
+                        )));
+                    }
+                    Ok(_) => {
+                        checks.ciphertext_sha256 = Some(true);
+                        file =
+                            "; the encrypted file read again matches the manifest's digest".into();
+                    }
+                    Err(e) => file = format!("; the encrypted file could not be read again: {e}"),
                 }
             }
             return Err(bad(format!(
-                "archive {}: the decrypted image is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}; not restoring from it",
+                "archive {}: the decrypted image is {} bytes with sha256 {}, the manifest says {} bytes with sha256 {}{file}; not restoring from it",
                 cipher.display(),
                 sum.plaintext_bytes,
                 sum.plaintext_sha256,
@@ -571,6 +611,52 @@ pub fn fetch_offsite(
         checks,
         work,
     })
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::{open_regular, sha256_fd};
+    use std::fs;
+
+    /// Cold attack on 3625ff8 (docs/reviews/2026-12-01-one-digest-per-byte.md):
+    /// the ciphertext, hashed again only when a check failed, was re-opened
+    /// by name, so a file swapped in meanwhile was hashed instead (a wrong
+    /// cause named), and a FIFO put there hung the restore.
+    #[test]
+    fn the_file_read_again_is_the_one_opened_and_a_fifo_is_refused_not_waited_on() {
+        let d = tempfile::tempdir().unwrap();
+        let name = d.path().join("archive.gpg");
+        fs::write(&name, b"the archive").unwrap();
+        let (f, len) = open_regular(&name, "archive").unwrap();
+        assert_eq!(len, 11);
+        let other = d.path().join("other");
+        fs::write(&other, b"another file").unwrap();
+        fs::rename(&other, &name).unwrap();
+        let (n, sha) = sha256_fd(&f, 100).unwrap();
+        assert_eq!(n, 11);
+        // sha256("the archive")
+        let want = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(b"the archive"))
+        };
+        assert_eq!(sha, want, "the descriptor's file, not the name's");
+        assert_eq!(sha256_fd(&f, 3).unwrap().0, 3, "bounded");
+        fs::remove_file(&name).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&name)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = name.clone();
+        std::thread::spawn(move || tx.send(open_regular(&fifo, "archive").map(|_| ())));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO waited for a writer");
+        let e = got.unwrap_err();
+        assert_eq!(e.kind(), snap_core::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("is not a regular file"), "{e}");
+    }
 }
 
 #[cfg(test)]
