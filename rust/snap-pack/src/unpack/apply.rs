@@ -29,6 +29,13 @@ pub(super) struct Attrs {
     pub(super) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Attrs {
+    /// Bytes its xattrs hold (names and values).
+    pub(super) fn weight(&self) -> usize {
+        self.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
 /// Applies entries' metadata under `dest`; counts the xattrs it may not set.
 pub(super) struct Apply {
     /// The destination, for messages (nothing is resolved through it).

@@ -117,22 +117,17 @@ impl Image {
             };
             // Kept by where the block is, not by its index: a forged table
             // that lists one block under many indexes still hits.
-            let cached = self.frags_cached.get(start, word);
-            let block = match cached {
-                Some(b) => b,
-                None => {
-                    // A fragment block holds up to a block of tail ends.
-                    let want = if word & UNCOMPRESSED != 0 {
-                        on_disk(word) as usize
-                    } else {
-                        0
-                    };
-                    let got = self.load_fragment(rel, word, start, want)?;
-                    let b: Arc<[u8]> = Arc::from(&self.block[..got]);
-                    self.frags_cached.put(start, word, b.clone());
-                    b
-                }
-            };
+            let frags = self.frags_cached.clone();
+            let block = frags.get_or_read((start, word), || {
+                // A fragment block holds up to a block of tail ends.
+                let want = if word & UNCOMPRESSED != 0 {
+                    on_disk(word) as usize
+                } else {
+                    0
+                };
+                let got = self.load_fragment(rel, word, start, want)?;
+                Ok(Arc::from(&self.block[..got]))
+            })?;
             let from = frag_off as usize;
             match from.checked_add(len) {
                 Some(end) if end <= block.len() => sink(off, &block[from..end])?,

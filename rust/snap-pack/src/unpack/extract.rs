@@ -14,6 +14,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::apply::{Apply, Attrs};
 use super::image::{Image, Node};
+use super::later::{Aside, Later};
 use super::writer::{Job, QUEUED_XATTRS_MAX, write_data};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
@@ -39,6 +40,8 @@ pub(super) struct Extractor<'a> {
     pub(super) link_dir: Option<(Vec<u8>, OwnedFd)>,
     /// Parent directories created for selected paths (metadata applied last).
     pub(super) parents: Vec<(OwnedFd, Vec<u8>, Attrs)>,
+    /// Files set aside to be written by fragment block.
+    pub(super) later: Later,
     pub(super) sum: UnpackSummary,
 }
 
@@ -157,7 +160,30 @@ impl Extractor<'_> {
                 };
                 self.sum.bytes_out += size;
                 self.sum.files += 1;
-                let xattr_bytes: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let xattr_bytes = a.weight();
+                // Its block read before and let go: written later, with
+                // the other files of its block (see later.rs).
+                if let Some(block) = fragment
+                    && self.data.is_some()
+                    && xattr_bytes <= QUEUED_XATTRS_MAX
+                    && self.later.waits(block, &self.img.frags_cached)
+                {
+                    drop(f);
+                    self.later.push(Aside {
+                        block,
+                        iref: ent.iref,
+                        size,
+                        rel: rel.to_vec(),
+                        attrs: a,
+                    });
+                    if node.nlink() > 1 {
+                        self.links.insert(inum, rel.to_vec());
+                    }
+                    if self.later.is_full() {
+                        self.write_later()?;
+                    }
+                    return Ok(());
+                }
                 match &self.data {
                     // Its data and metadata on a writer's thread (see writer.rs).
                     Some(tx) if xattr_bytes <= QUEUED_XATTRS_MAX => {
@@ -310,8 +336,11 @@ impl Extractor<'_> {
         while let Some(top) = stack.last_mut() {
             let Some(ent) = top.children.next() else {
                 let done = stack.pop().expect("open dir");
-                if let Some(a) = &done.attrs {
-                    self.apply.finish_fd(&done.fd, a, &done.rel)?;
+                match done.attrs {
+                    // Files set aside below may need to pass through it.
+                    Some(a) if self.later.pending() => self.later.push_dir(done.rel, a),
+                    Some(a) => self.apply.finish_fd(&done.fd, &a, &done.rel)?,
+                    None => {}
                 }
                 continue;
             };
@@ -355,6 +384,51 @@ impl Extractor<'_> {
 }
 
 impl Extractor<'_> {
+    /// Write the files set aside, by block, through the writers (each
+    /// opened again beneath the destination, no symlink followed: they are
+    /// files this extraction created), then apply the metadata of the
+    /// directories that waited for them.
+    pub(super) fn write_later(&mut self) -> Result<()> {
+        let (files, dirs) = self.later.take();
+        for a in files {
+            let fd = self
+                .beneath(&a.rel, OFlags::WRONLY)
+                .map_err(|e| self.fail("opening again", &a.rel, e))?;
+            let job = Job {
+                file: File::from(fd),
+                iref: a.iref,
+                size: a.size,
+                fragment: Some(a.block),
+                rel: a.rel,
+                attrs: a.attrs,
+            };
+            let sent = self.data.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+            if !sent {
+                return Err(Error::internal(
+                    "unpack: a data writer stopped (its error follows)",
+                ));
+            }
+        }
+        for (rel, a) in dirs {
+            let fd = self
+                .beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| self.fail("opening again", &rel, e))?;
+            self.apply.finish_fd(&fd, &a, &rel)?;
+        }
+        Ok(())
+    }
+
+    /// Open `rel` beneath the destination without following a symlink.
+    fn beneath(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        rustix::fs::openat2(
+            &self.dest_fd,
+            OsStr::from_bytes(rel),
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
     /// Extract one selected path, creating its parents (with their image
     /// metadata) as needed.
     pub(super) fn select(&mut self, comps: &[&[u8]]) -> Result<()> {

@@ -11,6 +11,7 @@ mod data;
 mod extract;
 mod frags;
 mod image;
+mod later;
 mod writer;
 
 pub(crate) use image::{Image, Node};
@@ -59,6 +60,9 @@ pub struct UnpackSummary {
     /// Fragment blocks read (decompressed), by the extractor and the
     /// writers: each about once when files come in the image's order.
     pub fragment_blocks_read: u64,
+    /// Files whose fragment block was read before and let go, set aside
+    /// and written later grouped by block.
+    pub files_set_aside: u64,
     pub bytes_out: u64,
     pub duration: Duration,
 }
@@ -315,6 +319,7 @@ pub fn unpack(
             data: Some(jobs),
             link_dir: None,
             parents: Vec::new(),
+            later: Default::default(),
             sum: UnpackSummary::default(),
         };
         let extracted = extract(&mut x, &selects);
@@ -328,6 +333,7 @@ pub fn unpack(
             }
         }
         x.sum.skipped_xattrs += x.apply.skipped_xattrs;
+        x.sum.files_set_aside = x.later.count;
         (extracted, skipped, panicked, x.sum)
     });
     // A writer's error is the cause when both failed (the extractor then
@@ -355,6 +361,7 @@ fn extract(x: &mut Extractor<'_>, selects: &[Vec<&[u8]>]) -> Result<()> {
             .try_clone()
             .map_err(|e| io_err("duplicating", &x.apply.dest, e))?;
         x.tree(fd, Vec::new(), root, false)?;
+        x.write_later()?;
     } else {
         let mut done: Vec<Vec<&[u8]>> = Vec::new();
         for comps in selects {
@@ -365,6 +372,7 @@ fn extract(x: &mut Extractor<'_>, selects: &[Vec<&[u8]>]) -> Result<()> {
             x.select(comps)?;
             done.push(comps.clone());
         }
+        x.write_later()?;
         // Parents created for the selections get their metadata last, deepest first.
         let parents = std::mem::take(&mut x.parents);
         for (pfd, prel, a) in parents.iter().rev() {
