@@ -85,6 +85,27 @@ fn mksquashfs(src: &Path, image: &Path) {
     ]));
 }
 
+/// `mksquashfs` with fragments and duplicates found (plain output, as
+/// anyone's), blocks of `block`; returns the image's fragment blocks.
+fn pack_with_fragments(src: &Path, image: &Path, block: &str) -> u64 {
+    run(Command::new("mksquashfs").arg(src).arg(image).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-no-xattrs",
+        "-b",
+        block,
+        "-comp",
+        "gzip",
+    ]));
+    let stats = run(Command::new("unsquashfs").arg("-s").arg(image));
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Number of fragments "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"))
+}
+
 /// A fragment count the image's data cannot hold (every fragment block
 /// takes at least a byte before the inode table) is refused before any
 /// table is read. Without the check this image of about 1 MiB unpacked
@@ -170,24 +191,9 @@ fn tails_that_cycle_through_many_large_fragment_blocks_read_each_block_a_few_tim
         write(&src, format!("b/{n:05}").as_bytes(), &tiny(n % BLOCKS));
     }
     let image = tmp.path().join("img.sqfs");
-    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-no-xattrs",
-        "-b",
-        "1M",
-        "-comp",
-        "gzip",
-    ]));
-    let stats = run(Command::new("unsquashfs").arg("-s").arg(&image));
-    let fragments: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("Number of fragments "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{stats}"));
+    let fragments = pack_with_fragments(&src, &image, "1M");
     // More 1 MiB blocks than the 64 (8 MiB) the recent blocks hold.
-    assert!(fragments > 64, "{stats}");
+    assert!(fragments > 64, "{fragments}");
     let out = tmp.path().join("out");
     let sum = unpack(
         &image,
@@ -256,23 +262,8 @@ fn files_pointing_back_at_blocks_let_go_are_written_by_block() {
         );
     }
     let image = tmp.path().join("img.sqfs");
-    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-no-xattrs",
-        "-b",
-        "4K",
-        "-comp",
-        "gzip",
-    ]));
-    let stats = run(Command::new("unsquashfs").arg("-s").arg(&image));
-    let fragments: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("Number of fragments "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{stats}"));
-    assert!(fragments > 8_192 + 64, "{stats}");
+    let fragments = pack_with_fragments(&src, &image, "4K");
+    assert!(fragments > 8_192 + 64, "{fragments}");
     let out = tmp.path().join("out");
     let sum = unpack(
         &image,
