@@ -300,3 +300,80 @@ fn files_pointing_back_at_blocks_let_go_are_written_by_block() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(b.mtime(), want.mtime());
 }
+
+/// The same cycle, the duplicates carrying 70 KB of xattrs each: more than
+/// a writer's queue takes, so they were written by the extractor in the
+/// image's order, outside the files set aside, and read their blocks again
+/// (cold attack on ddb4e02, docs/reviews/2026-12-01-set-aside.md: 2,342
+/// reads where the same image without xattrs read 303). They are set aside
+/// too now, and the extractor writes them in their turn.
+#[test]
+fn files_with_heavy_xattrs_are_set_aside_too() {
+    const BLOCKS: u64 = 70;
+    const DUPLICATES: u64 = 700;
+    let tmp = match tempfile::tempdir_in("/dev/shm") {
+        Ok(t) => t,
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let probe = tmp.path().join("probe");
+    fs::write(&probe, b"").unwrap();
+    if xattr::set(&probe, "user.a", &[0u8; 40_000]).is_err() {
+        println!(
+            "SKIPPED: {} takes no 40 KB user xattr",
+            tmp.path().display()
+        );
+        return;
+    }
+    let src = tmp.path().join("src");
+    let tiny = |i: u64| format!("tail {i:04}\n").into_bytes();
+    for i in 0..BLOCKS {
+        let mut big = vec![0u8; (1 << 20) - 64];
+        big[..8].copy_from_slice(&i.to_le_bytes());
+        write(&src, format!("a/{i:02}a").as_bytes(), &big);
+        write(&src, format!("a/{i:02}b").as_bytes(), &tiny(i));
+    }
+    for n in 0..DUPLICATES {
+        let rel = format!("b/{n:05}");
+        write(&src, rel.as_bytes(), &tiny(n % BLOCKS));
+        setxattr(&src, rel.as_bytes(), "user.a", &[b'a'; 40_000]);
+        setxattr(&src, rel.as_bytes(), "user.b", &[b'b'; 30_000]);
+    }
+    let image = tmp.path().join("img.sqfs");
+    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-b",
+        "1M",
+        "-comp",
+        "gzip",
+    ]));
+    fs::remove_dir_all(&src).unwrap();
+    let out = tmp.path().join("out");
+    let sum = unpack(
+        &image,
+        &out,
+        &UnpackOptions::default(),
+        &Progress::silent("test"),
+    )
+    .unwrap();
+    println!(
+        "image: {} KiB, {BLOCKS} fragment blocks of 1 MiB, {DUPLICATES} duplicates with 70 KB of \
+         xattrs: {} fragment blocks read, {} files set aside",
+        fs::metadata(&image).unwrap().len() >> 10,
+        sum.fragment_blocks_read,
+        sum.files_set_aside,
+    );
+    let got = out.join("b/00699");
+    assert_eq!(fs::read(&got).unwrap(), tiny(699 % BLOCKS));
+    assert_eq!(
+        xattr::get(&got, "user.b").unwrap().map(|v| v.len()),
+        Some(30_000)
+    );
+    assert!(sum.files_set_aside >= DUPLICATES / 2, "{sum:?}");
+    assert!(
+        sum.fragment_blocks_read <= 4 * BLOCKS,
+        "{} fragment blocks read",
+        sum.fragment_blocks_read
+    );
+}

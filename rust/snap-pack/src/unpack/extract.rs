@@ -14,7 +14,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::apply::{Apply, Attrs};
 use super::image::{Image, Node};
-use super::later::{Aside, Later};
+use super::later::{Aside, Later, identity};
 use super::writer::{Job, QUEUED_XATTRS_MAX, write_data};
 use super::{EntryKind, UnpackOptions, UnpackSummary, decode_dev, not_found};
 use crate::fakesuper::FakeStat;
@@ -165,9 +165,9 @@ impl Extractor<'_> {
                 // the other files of its block (see later.rs).
                 if let Some(block) = fragment
                     && self.data.is_some()
-                    && xattr_bytes <= QUEUED_XATTRS_MAX
                     && self.later.waits(block, &self.img.frags_cached)
                 {
+                    let id = identity(&f).map_err(|e| self.fail("checking", rel, e))?;
                     drop(f);
                     self.later.push(Aside {
                         block,
@@ -175,6 +175,7 @@ impl Extractor<'_> {
                         size,
                         rel: rel.to_vec(),
                         attrs: a,
+                        id,
                     });
                     if node.nlink() > 1 {
                         self.links.insert(inum, rel.to_vec());
@@ -316,6 +317,8 @@ impl Extractor<'_> {
             rel: Vec<u8>,
             attrs: Option<Attrs>,
             children: std::vec::IntoIter<DirEnt>,
+            /// A file below was set aside (later.rs).
+            aside: bool,
         }
         let node = Node::Other(inode);
         let attrs = if set_attrs {
@@ -332,13 +335,27 @@ impl Extractor<'_> {
             rel,
             attrs,
             children,
+            aside: false,
         }];
         while let Some(top) = stack.last_mut() {
             let Some(ent) = top.children.next() else {
                 let done = stack.pop().expect("open dir");
+                if done.aside
+                    && let Some(up) = stack.last_mut()
+                {
+                    up.aside = true;
+                }
                 match done.attrs {
-                    // Files set aside below may need to pass through it.
-                    Some(a) if self.later.pending() => self.later.push_dir(done.rel, a),
+                    // Files set aside below pass through it when they are
+                    // opened again: its mode may shut them out.
+                    Some(a) if done.aside => {
+                        let id =
+                            identity(&done.fd).map_err(|e| self.fail("checking", &done.rel, e))?;
+                        self.later.push_dir(done.rel, a, id);
+                        if self.later.is_full() {
+                            self.write_later()?;
+                        }
+                    }
                     Some(a) => self.apply.finish_fd(&done.fd, &a, &done.rel)?,
                     None => {}
                 }
@@ -374,9 +391,12 @@ impl Extractor<'_> {
                     rel,
                     attrs,
                     children,
+                    aside: false,
                 });
             } else {
+                let before = self.later.count;
                 self.leaf(&top.fd, &ent, &rel)?;
+                top.aside |= self.later.count != before;
             }
         }
         Ok(())
@@ -384,51 +404,6 @@ impl Extractor<'_> {
 }
 
 impl Extractor<'_> {
-    /// Write the files set aside, by block, through the writers (each
-    /// opened again beneath the destination, no symlink followed: they are
-    /// files this extraction created), then apply the metadata of the
-    /// directories that waited for them.
-    pub(super) fn write_later(&mut self) -> Result<()> {
-        let (files, dirs) = self.later.take();
-        for a in files {
-            let fd = self
-                .beneath(&a.rel, OFlags::WRONLY)
-                .map_err(|e| self.fail("opening again", &a.rel, e))?;
-            let job = Job {
-                file: File::from(fd),
-                iref: a.iref,
-                size: a.size,
-                fragment: Some(a.block),
-                rel: a.rel,
-                attrs: a.attrs,
-            };
-            let sent = self.data.as_ref().is_some_and(|tx| tx.send(job).is_ok());
-            if !sent {
-                return Err(Error::internal(
-                    "unpack: a data writer stopped (its error follows)",
-                ));
-            }
-        }
-        for (rel, a) in dirs {
-            let fd = self
-                .beneath(&rel, OFlags::RDONLY | OFlags::DIRECTORY)
-                .map_err(|e| self.fail("opening again", &rel, e))?;
-            self.apply.finish_fd(&fd, &a, &rel)?;
-        }
-        Ok(())
-    }
-
-    /// Open `rel` beneath the destination without following a symlink.
-    fn beneath(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat2(
-            &self.dest_fd,
-            OsStr::from_bytes(rel),
-            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-    }
-
     /// Extract one selected path, creating its parents (with their image
     /// metadata) as needed.
     pub(super) fn select(&mut self, comps: &[&[u8]]) -> Result<()> {
