@@ -377,3 +377,54 @@ fn files_with_heavy_xattrs_are_set_aside_too() {
         sum.fragment_blocks_read
     );
 }
+
+/// A destination another user can change while unpack fills it is refused
+/// (cold attacks of 2026-12-01 on files set aside: a racer in a 0777
+/// destination had root write restored files into files it held open,
+/// first by replacing a directory, then by re-creating files that got the
+/// same inode numbers); a sticky one is not, and a new one is made 0700.
+#[test]
+fn a_destination_others_can_change_is_refused_and_a_new_one_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, b"f", b"data");
+    let image = tmp.path().join("img.sqfs");
+    mksquashfs(&src, &image);
+    let go = |dest: &Path| {
+        unpack(
+            &image,
+            dest,
+            &UnpackOptions::default(),
+            &Progress::silent("t"),
+        )
+    };
+    let shared = tmp.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = go(&shared).unwrap_err();
+    println!("0777: {err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.to_string().contains("can be changed by others"),
+        "{err}"
+    );
+    assert!(!shared.join("f").exists());
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    go(&shared).unwrap();
+    if is_root() {
+        let theirs = tmp.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let err = go(&theirs).unwrap_err();
+        println!("another owner: {err}");
+        assert!(err.to_string().contains("owner uid 65534"), "{err}");
+    }
+    let fresh = tmp.path().join("new/dest");
+    go(&fresh).unwrap();
+    assert_eq!(
+        fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(fs::read(fresh.join("f")).unwrap(), b"data");
+}

@@ -18,6 +18,7 @@ pub(crate) use image::{Image, Node};
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -262,7 +263,13 @@ pub fn unpack(
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dest).map_err(|e| io_err("creating", dest, e))?;
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
+            }
+            // Only this process writes in it while it fills (see below).
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(dest)
+                .map_err(|e| io_err("creating", dest, e))?;
         }
         Err(e) => return Err(io_err("checking", dest, e)),
     }
@@ -272,6 +279,7 @@ pub fn unpack(
         Mode::empty(),
     )
     .map_err(|e| io_err("opening", dest, e.into()))?;
+    private(&dest_fd, dest)?;
     let root = rustix::process::geteuid().is_root();
     let image_len = img.file.size();
     let apply = apply::Apply::new(dest, root);
@@ -350,6 +358,32 @@ pub fn unpack(
     progress.finish();
     sum.duration = start.elapsed();
     Ok(sum)
+}
+
+/// Refuse a destination someone else can change while unpack fills it:
+/// one owned by another user, or one group or others may write to without
+/// the sticky bit. Unpack opens some entries again by their path (hard link
+/// sources, files set aside, directories' metadata); a racer there could
+/// rename a directory unpack made and put its own in its place, or unlink
+/// a file and create another (which may get the same inode number), and
+/// have root write restored data into files it holds open (cold attacks of
+/// 2026-12-01, docs/reviews/2026-12-01-set-aside.md and
+/// 2026-12-01-set-aside-2.md). `snap-backup restore` unpacks into a
+/// root-only staging directory; a new destination is made 0700.
+fn private(fd: &OwnedFd, dest: &Path) -> Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(|e| io_err("checking", dest, e.into()))?;
+    let me = rustix::process::geteuid().as_raw();
+    let shared = st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0;
+    if st.st_uid != me || shared {
+        return Err(Error::invalid_input(format!(
+            "destination {} can be changed by others while the restore runs (owner uid {}, \
+             mode {:04o}): unpack into a directory only you can write (a new one is made so)",
+            show(dest),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Extract everything, or each selected path, with `x`.
