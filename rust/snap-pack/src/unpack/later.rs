@@ -11,9 +11,10 @@
 //! unsquashfs). So a file whose block was read twice already and is not
 //! kept now is created (its name, for hard links and the directory's
 //! listing) and set aside; the files set aside are written later, sorted
-//! by block, so each block is decompressed at most three times (twice as
-//! files came, once per batch): the work is bounded by the image's blocks,
-//! not by how often files point back at them.
+//! by block, so each block is decompressed about three times (twice as
+//! files came, once per batch, and a few more when writers race a queue
+//! ahead): the work is bounded by the image's blocks, not by how often
+//! files point back at them.
 //!
 //! A batch holds at most [`LATER_BYTES`] of paths and metadata; the
 //! directories with a file set aside below get their metadata after it (a
@@ -62,13 +63,17 @@ fn footprint(rel: &[u8], attrs: &Attrs) -> usize {
     ASIDE_OVERHEAD + rel.len() + attrs.weight() + XATTR_OVERHEAD * attrs.xattrs.len()
 }
 
+/// A directory whose metadata waits for files set aside below it: its
+/// path, metadata and identity (as [`Aside::id`]).
+pub(super) type Postponed = (Vec<u8>, Attrs, (u64, u64));
+
 #[derive(Default)]
 pub(super) struct Later {
     /// The block of the last file written as it came.
     last: Option<BlockAt>,
     files: Vec<Aside>,
     bytes: usize,
-    dirs: Vec<(Vec<u8>, Attrs, (u64, u64))>,
+    dirs: Vec<Postponed>,
     /// Files set aside so far.
     pub(super) count: u64,
 }
@@ -110,8 +115,7 @@ impl Later {
     /// The files set aside, by block (stable: in the image's order within
     /// one), and the directories that waited for them, in the order they
     /// closed (deepest first).
-    #[allow(clippy::type_complexity)]
-    pub(super) fn take(&mut self) -> (Vec<Aside>, Vec<(Vec<u8>, Attrs, (u64, u64))>) {
+    pub(super) fn take(&mut self) -> (Vec<Aside>, Vec<Postponed>) {
         let mut files = std::mem::take(&mut self.files);
         files.sort_by_key(|a| a.block);
         self.bytes = 0;
