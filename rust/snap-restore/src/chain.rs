@@ -270,8 +270,9 @@ fn ciphertext(
     }
 }
 
-/// The plaintext's size of piece `p`, and each of its ranges' SHA-256
-/// (`hashes`, for the ranges `mine` of `ranges`), against the manifest.
+/// The bytes read of piece `p`, its plaintext's size, and each of its
+/// ranges' SHA-256 (`hashes`, for the ranges `mine` of `ranges`), against
+/// the manifest.
 fn check_ranges(
     p: &ChainPiece,
     sum: &snap_crypt::DecryptSummary,
