@@ -86,24 +86,40 @@ fn mksquashfs(src: &Path, image: &Path) {
 }
 
 /// `mksquashfs` with fragments and duplicates found (plain output, as
-/// anyone's), blocks of `block`; returns the image's fragment blocks.
-fn pack_with_fragments(src: &Path, image: &Path, block: &str) -> u64 {
-    run(Command::new("mksquashfs").arg(src).arg(image).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-no-xattrs",
-        "-b",
-        block,
-        "-comp",
-        "gzip",
-    ]));
+/// anyone's), blocks of `block`, xattrs kept if `xattrs`; returns the
+/// image's fragment blocks.
+fn pack_with_fragments(src: &Path, image: &Path, block: &str, xattrs: bool) -> u64 {
+    let mut cmd = Command::new("mksquashfs");
+    cmd.arg(src)
+        .arg(image)
+        .args(["-noappend", "-quiet", "-no-progress"]);
+    if !xattrs {
+        cmd.arg("-no-xattrs");
+    }
+    run(cmd.args(["-b", block, "-comp", "gzip"]));
     let stats = run(Command::new("unsquashfs").arg("-s").arg(image));
     stats
         .lines()
         .find_map(|l| l.strip_prefix("Number of fragments "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{stats}"))
+}
+
+/// The tiny file of fragment block `i` in [`blocks_with_tails`].
+fn tail(i: u64) -> Vec<u8> {
+    format!("tail {i:08}\n").into_bytes()
+}
+
+/// `blocks` files under `src/a` of `block_len - 64` bytes (zeros with a
+/// mark: they compress to almost nothing), each followed in the image's
+/// order by its [`tail`] ("…a" < "…b"), which fills its fragment block.
+fn blocks_with_tails(src: &Path, blocks: u64, block_len: usize) {
+    for i in 0..blocks {
+        let mut big = vec![0u8; block_len - 64];
+        big[..8].copy_from_slice(&i.to_le_bytes());
+        write(src, format!("a/{i:05}a").as_bytes(), &big);
+        write(src, format!("a/{i:05}b").as_bytes(), &tail(i));
+    }
 }
 
 /// A fragment count the image's data cannot hold (every fragment block
@@ -163,7 +179,7 @@ fn a_fragment_count_the_image_cannot_hold_is_refused_before_any_table_is_read() 
 
 /// Plain `mksquashfs` output that cycles through more fragment blocks than
 /// unpack's recent-blocks cache holds: 70 blocks of 1 MiB, each holding a
-/// large tail and a 10-byte file, then 2,000 duplicates of the 10-byte
+/// large tail and a 14-byte file, then 2,000 duplicates of the 14-byte
 /// files (mksquashfs points a duplicate at the fragment already packed),
 /// named so that in the image's order they take the blocks in turn. With
 /// the recent blocks alone every duplicate read its block again: 1 MiB
@@ -178,20 +194,12 @@ fn tails_that_cycle_through_many_large_fragment_blocks_read_each_block_a_few_tim
     const DUPLICATES: u64 = 2_000;
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let tiny = |i: u64| format!("tail {i:04}\n").into_bytes();
-    for i in 0..BLOCKS {
-        // Zeros with a mark: compresses to almost nothing, and fills its
-        // fragment block with the tiny file after it ("big" < "tiny").
-        let mut big = vec![0u8; (1 << 20) - 64];
-        big[..8].copy_from_slice(&i.to_le_bytes());
-        write(&src, format!("a/{i:02}/big").as_bytes(), &big);
-        write(&src, format!("a/{i:02}/tiny").as_bytes(), &tiny(i));
-    }
+    blocks_with_tails(&src, BLOCKS, 1 << 20);
     for n in 0..DUPLICATES {
-        write(&src, format!("b/{n:05}").as_bytes(), &tiny(n % BLOCKS));
+        write(&src, format!("b/{n:05}").as_bytes(), &tail(n % BLOCKS));
     }
     let image = tmp.path().join("img.sqfs");
-    let fragments = pack_with_fragments(&src, &image, "1M");
+    let fragments = pack_with_fragments(&src, &image, "1M", false);
     // More 1 MiB blocks than the 64 (8 MiB) the recent blocks hold.
     assert!(fragments > 64, "{fragments}");
     let out = tmp.path().join("out");
@@ -203,7 +211,7 @@ fn tails_that_cycle_through_many_large_fragment_blocks_read_each_block_a_few_tim
     )
     .unwrap();
     println!(
-        "image: {} KiB, {fragments} fragment blocks of 1 MiB, {DUPLICATES} 10-byte duplicates \
+        "image: {} KiB, {fragments} fragment blocks of 1 MiB, {DUPLICATES} 14-byte duplicates \
          cycling through them: {} fragment blocks read ({} MiB decompressed; each duplicate \
          reading its block would be {} MiB)",
         fs::metadata(&image).unwrap().len() >> 10,
@@ -215,7 +223,7 @@ fn tails_that_cycle_through_many_large_fragment_blocks_read_each_block_a_few_tim
     for n in [0, 69, 70, 1999] {
         assert_eq!(
             fs::read(out.join(format!("b/{n:05}"))).unwrap(),
-            tiny(n % BLOCKS)
+            tail(n % BLOCKS)
         );
     }
     assert!(
@@ -245,24 +253,17 @@ fn files_pointing_back_at_blocks_let_go_are_written_by_block() {
         Err(_) => tempfile::tempdir().unwrap(),
     };
     let src = tmp.path().join("src");
-    let tiny = |i: u64| format!("t{i:08}\n").into_bytes();
-    for i in 0..BLOCKS {
-        let mut big = vec![0u8; 4096 - 64];
-        big[..8].copy_from_slice(&i.to_le_bytes());
-        // "…a" then "…b": each tiny file fills its big one's block.
-        write(&src, format!("a/{i:05}a").as_bytes(), &big);
-        write(&src, format!("a/{i:05}b").as_bytes(), &tiny(i));
-    }
+    blocks_with_tails(&src, BLOCKS, 4096);
     for n in 0..DUPLICATES {
         // In two directories, so that their metadata waits for the files.
         write(
             &src,
             format!("b/{}/{n:06}", n / 18_000).as_bytes(),
-            &tiny(n % BLOCKS),
+            &tail(n % BLOCKS),
         );
     }
     let image = tmp.path().join("img.sqfs");
-    let fragments = pack_with_fragments(&src, &image, "4K");
+    let fragments = pack_with_fragments(&src, &image, "4K", false);
     assert!(fragments > 8_192 + 64, "{fragments}");
     let out = tmp.path().join("out");
     let sum = unpack(
@@ -285,7 +286,7 @@ fn files_pointing_back_at_blocks_let_go_are_written_by_block() {
     for n in [0, 8_999, 18_000, 35_999] {
         assert_eq!(
             fs::read(out.join(format!("b/{}/{n:06}", n / 18_000))).unwrap(),
-            tiny(n % BLOCKS)
+            tail(n % BLOCKS)
         );
     }
     assert!(sum.files_set_aside >= DUPLICATES / 2, "{sum:?}");
@@ -325,29 +326,15 @@ fn files_with_heavy_xattrs_are_set_aside_too() {
         return;
     }
     let src = tmp.path().join("src");
-    let tiny = |i: u64| format!("tail {i:04}\n").into_bytes();
-    for i in 0..BLOCKS {
-        let mut big = vec![0u8; (1 << 20) - 64];
-        big[..8].copy_from_slice(&i.to_le_bytes());
-        write(&src, format!("a/{i:02}a").as_bytes(), &big);
-        write(&src, format!("a/{i:02}b").as_bytes(), &tiny(i));
-    }
+    blocks_with_tails(&src, BLOCKS, 1 << 20);
     for n in 0..DUPLICATES {
         let rel = format!("b/{n:05}");
-        write(&src, rel.as_bytes(), &tiny(n % BLOCKS));
+        write(&src, rel.as_bytes(), &tail(n % BLOCKS));
         setxattr(&src, rel.as_bytes(), "user.a", &[b'a'; 40_000]);
         setxattr(&src, rel.as_bytes(), "user.b", &[b'b'; 30_000]);
     }
     let image = tmp.path().join("img.sqfs");
-    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-b",
-        "1M",
-        "-comp",
-        "gzip",
-    ]));
+    pack_with_fragments(&src, &image, "1M", true);
     fs::remove_dir_all(&src).unwrap();
     let out = tmp.path().join("out");
     let sum = unpack(
@@ -365,7 +352,7 @@ fn files_with_heavy_xattrs_are_set_aside_too() {
         sum.files_set_aside,
     );
     let got = out.join("b/00699");
-    assert_eq!(fs::read(&got).unwrap(), tiny(699 % BLOCKS));
+    assert_eq!(fs::read(&got).unwrap(), tail(699 % BLOCKS));
     assert_eq!(
         xattr::get(&got, "user.b").unwrap().map(|v| v.len()),
         Some(30_000)
