@@ -107,7 +107,7 @@ def _backup_servers():
     still counts (and, not answering, fails the views), and any client
     minion can publish a host key (a compromised one would) without
     becoming one."""
-    published = sorted(__salt__["mine.get"]("*", "snap.hostkey"))
+    published = sorted(snap_run_status.again("reading the mine", __salt__["mine.get"], "*", "snap.hostkey"))
     candidates = set(published)
     for m in published:
         snap = (__salt__["pillar.show_pillar"](minion=m) or {}).get("snap") or {}
@@ -262,7 +262,10 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         salt-run snap.status --out=json
         salt-run snap.status offsite=drill1
     """
-    backups = [tgt] if tgt else _backup_servers()
+    try:
+        backups = [tgt] if tgt else _backup_servers()
+    except salt.exceptions.SaltException as exc:  # a master too busy to answer, after asking again
+        return {"error": f"the backup servers could not be found: {exc}", "retcode": 2}
     if len(backups) == 1:
         # Its own prefix only: a listing of every backup server's archives
         # would let this one pass another's archive off as its own.
@@ -271,6 +274,8 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         try:
             table = snap_run_status.status_one(__salt__, __opts__, backups[0], now, timeout, offsite, prefix,
                                                pillar=pillar)  # fmt: skip
+        except salt.exceptions.SaltException as exc:
+            return {"error": f"the status of backup server {backups[0]} could not be asked: {exc}", "retcode": 2}
         except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             return {"error": f"the answer of backup server {backups[0]} could not be judged: {exc}", "retcode": 2}
         table.pop("_pushed_to", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import SaltClientError, SaltInvocationError, SaltReqTimeoutError
 
 from snap_core import _rust, crosscheck, fleetstatus
 from snap_core import errors as snap_errors
@@ -20,6 +20,35 @@ log = logging.getLogger(__name__)
 
 
 MAX_UNKNOWN_ROWS = 1_000
+
+# A busy master can time out a request (SaltClientError: "The salt master
+# could not be contacted"; SaltReqTimeoutError from a mine read). Everything
+# status asks is read-only, so asking again is harmless; after the last try
+# the error names what was asked.
+PUBLISH_TRIES = 3
+PUBLISH_PAUSE = 2.0
+BUSY = (SaltClientError, SaltReqTimeoutError)
+
+
+def again(what, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, read-only: a request the master does not
+    take in time is made again (``PUBLISH_TRIES`` in all), then a
+    ``SaltClientError`` naming ``what``."""
+    for attempt in range(1, PUBLISH_TRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except BUSY as exc:
+            if attempt == PUBLISH_TRIES:
+                raise SaltClientError(f"{what}: no answer from the master ({attempt} tries): {exc}") from exc
+            log.warning("snap status: %s failed (try %d of %d): %s", what, attempt, PUBLISH_TRIES, exc)
+            time.sleep(PUBLISH_PAUSE * attempt)
+    raise AssertionError("unreachable")
+
+
+def ask(client, tgt, fun, **kwargs):
+    """``client.cmd(tgt, fun, **kwargs)`` for a read-only ``fun``, asked again
+    when the master is busy (``again``)."""
+    return again(f"publishing {fun} to {tgt}", client.cmd, tgt, fun, **kwargs)
 
 
 def valid_id(minion_id):
@@ -125,11 +154,11 @@ def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None
     accepted = accepted_minions(opts) if accepted is None else accepted
     minions = servers_of(tgt, pillar, [m for m in accepted if m != tgt])
     with salt.client.get_local_client(opts["conf_file"]) as client:
-        view = client.cmd(tgt, "snap.backup_view", timeout=timeout)
-        records = client.cmd(minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
+        view = ask(client, tgt, "snap.backup_view", timeout=timeout)
+        records = ask(client, minions, "snap.push_history", tgt_type="list", timeout=timeout) if minions else {}
         kwarg = {"prefix": prefix} if prefix else {}
         listing = (
-            client.cmd(reader, "snap.offsite_inventory", kwarg=kwarg, timeout=max(int(timeout), 120)) if reader else {}
+            ask(client, reader, "snap.offsite_inventory", kwarg=kwarg, timeout=max(int(timeout), 120)) if reader else {}
         )
     if tgt not in view or not isinstance(view[tgt], dict):
         return {"error": f"backup server {tgt} did not answer: {view.get(tgt)}", "retcode": 2}
@@ -138,10 +167,10 @@ def status_one(salt_, opts, tgt, now=None, timeout=15, offsite=None, prefix=None
     # backup server's answer: it could drop a server or stretch the grace.
     policy = status_policy(pillar)
     minions = [m for m in minions if m not in policy["exclude"]]
-    mine = salt_["mine.get"]("*", snap_fleet.MINE_FUNCTION)
+    mine = again("reading the mine", salt_["mine.get"], "*", snap_fleet.MINE_FUNCTION)
     schedules = {m: valid_schedule((mine.get(m) or {}).get("schedule")) for m in minions}
     # Each server's own records: its answer now, else what it last put in the mine.
-    published = salt_["mine.get"]("*", "snap.push_history")
+    published = again("reading the mine", salt_["mine.get"], "*", "snap.push_history")
     own = {}
     for m in minions:
         answer = records.get(m)

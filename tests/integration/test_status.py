@@ -121,7 +121,9 @@ def test_status_speaks_table_json_and_yaml(four):
     fleet, _, _ = four
     table = salt_run_raw(fleet, "snap.status")
     assert "web1" in table.stdout and "MISSING" not in table.stdout and table.returncode != 0
-    as_json = json.loads(salt_run_raw(fleet, "snap.status", "--out=json").stdout)
+    raw = salt_run_raw(fleet, "snap.status", "--out=json")
+    as_json = json.loads(raw.stdout)
+    assert isinstance(as_json, dict) and "servers" in as_json, (raw.stdout, raw.stderr)
     assert {r["server"] for r in as_json["servers"]} >= {"web1", "db1"}
     import yaml
 

@@ -18,8 +18,10 @@ import datetime
 
 import pytest
 import salt.client
+import salt.exceptions
 import salt.wheel
 
+from snap_core import run_status
 from tests.support.loader_modules import load
 
 NOW = 1_800_000_000.0
@@ -61,8 +63,20 @@ def honest_view():
 def status(monkeypatch):
     """status(view) -> the runner's table, with ``view`` as backup1's answer."""
 
-    def run(view, hostkeys=None, offsite=None):
+    def run(view, hostkeys=None, offsite=None, busy=0, mine_busy=0):
+        """``busy``: how many publishes the master refuses first, as a
+        loaded master does (SaltClientError), before it takes them;
+        ``mine_busy``: how many mine reads time out first."""
         runner = load("runners")
+        refusals = [busy]
+        mine_refusals = [mine_busy]
+
+        def mine_get(tgt, fun, **kw):
+            if mine_refusals[0]:
+                mine_refusals[0] -= 1
+                raise salt.exceptions.SaltReqTimeoutError("Message timed out")
+            return mine[fun]
+
         mine = {
             "snap.hostkey": hostkeys or {"backup1": "ssh-ed25519 AAAA"},
             "snap.pubkey": {m: {"schedule": SCHEDULE} for m in OWN},
@@ -84,6 +98,9 @@ def status(monkeypatch):
                 return False
 
             def cmd(self, tgt, fun, *args, **kwargs):
+                if refusals[0]:
+                    refusals[0] -= 1
+                    raise salt.exceptions.SaltClientError("The salt master could not be contacted. Is master running?")
                 answers = {
                     "snap.backup_view": lambda: {"backup1": view},
                     "snap.push_history": lambda: {m: OWN[m] for m in tgt},
@@ -102,12 +119,13 @@ def status(monkeypatch):
         monkeypatch.setattr(salt.wheel, "WheelClient", Wheel)
         runner.__opts__ = {"conf_file": "/dev/null"}
         runner.__salt__ = {
-            "mine.get": lambda tgt, fun, **kw: mine[fun],
+            "mine.get": mine_get,
             "pillar.show_pillar": lambda minion=None: copy.deepcopy(pillar),
             "event.send": lambda tag, data: True,
         }
+        monkeypatch.setattr(run_status, "PUBLISH_PAUSE", 0.0)
         table = runner.status(now=NOW, offsite="drill1")
-        return {r["server"]: r for r in table["servers"]}, table
+        return {r["server"]: r for r in table.get("servers", [])}, table
 
     return run
 
@@ -117,6 +135,20 @@ def test_honest_answers_show_web1_missing_and_the_archive_late(status):
     assert rows["web1"]["state"] == "MISSING" and rows["db1"]["state"] == "OK", rows
     assert table["archive"]["archive_state"] == "LATE", table["archive"]
     assert table["retcode"] != 0
+
+
+def test_a_busy_master_is_asked_again_and_then_named(status):
+    """A loaded master times out a publish now and then (CI saw
+    ``salt-run snap.status --out=json`` print a traceback as a string).
+    Status asks again, twice; a master that never takes the publish gives a
+    clear error with return code 2, never a traceback."""
+    rows, table = status(honest_view(), busy=run_status.PUBLISH_TRIES - 1, mine_busy=1)
+    assert rows["web1"]["state"] == "MISSING" and rows["db1"]["state"] == "OK", rows
+    rows, table = status(honest_view(), mine_busy=run_status.PUBLISH_TRIES)
+    assert table["retcode"] == 2 and "reading the mine: no answer from the master (3 tries)" in table["error"], table
+    rows, table = status(honest_view(), busy=run_status.PUBLISH_TRIES)
+    assert rows == {} and table["retcode"] == 2, table
+    assert "publishing snap.backup_view to backup1: no answer from the master (3 tries)" in table["error"], table
 
 
 def test_a_client_publishing_a_host_key_is_not_taken_for_the_backup_server(status):
