@@ -262,6 +262,17 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         salt-run snap.status --out=json
         salt-run snap.status offsite=drill1
     """
+    with snap_run_status.no_collection_midway():
+        table = _status(now, tgt, timeout, offsite)
+    if "error" in table:
+        return table
+    # salt-run exits with the "retcode" of the returned mapping.
+    table["retcode"] = 0 if table["ok"] else 1
+    return table
+
+
+def _status(now, tgt, timeout, offsite):
+    """The table of ``status``, or its error with return code 2."""
     try:
         backups = [tgt] if tgt else _backup_servers()
     except salt.exceptions.SaltException as exc:  # a master too busy to answer, after asking again
@@ -281,10 +292,6 @@ def status(now=None, tgt=None, timeout=15, offsite=None):
         table.pop("_pushed_to", None)
     else:
         table = snap_run_status.status_all(__salt__, __opts__, backups, now, timeout, offsite)
-    if "error" in table:
-        return table
-    # salt-run exits with the "retcode" of the returned mapping.
-    table["retcode"] = 0 if table["ok"] else 1
     return table
 
 

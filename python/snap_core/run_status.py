@@ -7,6 +7,8 @@ as arguments; nothing here is a loader module.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
 
@@ -43,6 +45,26 @@ def again(what, call, *args, **kwargs):
             log.warning("snap status: %s failed (try %d of %d): %s", what, attempt, PUBLISH_TRIES, exc)
             time.sleep(PUBLISH_PAUSE * attempt)
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def no_collection_midway():
+    """No cyclic garbage collection inside: it runs after, at a quiet point.
+
+    Python 3.11 breaks an import when the collector runs, in the middle of
+    it, a ``__del__`` that imports too (CPython gh-91351, fixed in 3.12): the
+    import fails with ``KeyError`` in ``importlib._bootstrap``. Compiling
+    pillar imports Salt's renderers, and Salt's pillar and file client
+    objects import in ``__del__``; CI saw ``salt-run snap.status`` fail so
+    ("The renderer jinja|yaml is unavailable")."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+            gc.collect()
 
 
 def ask(client, tgt, fun, **kwargs):

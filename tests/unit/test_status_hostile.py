@@ -15,6 +15,7 @@ archive LATE; no forged answer may turn either into OK.
 
 import copy
 import datetime
+import gc
 
 import pytest
 import salt.client
@@ -72,6 +73,7 @@ def status(monkeypatch):
         mine_refusals = [mine_busy]
 
         def mine_get(tgt, fun, **kw):
+            run.collector.append(gc.isenabled())
             if mine_refusals[0]:
                 mine_refusals[0] -= 1
                 raise salt.exceptions.SaltReqTimeoutError("Message timed out")
@@ -127,6 +129,7 @@ def status(monkeypatch):
         table = runner.status(now=NOW, offsite="drill1")
         return {r["server"]: r for r in table.get("servers", [])}, table
 
+    run.collector = []
     return run
 
 
@@ -149,6 +152,29 @@ def test_a_busy_master_is_asked_again_and_then_named(status):
     rows, table = status(honest_view(), busy=run_status.PUBLISH_TRIES)
     assert rows == {} and table["retcode"] == 2, table
     assert "publishing snap.backup_view to backup1: no answer from the master (3 tries)" in table["error"], table
+
+
+def test_no_garbage_collection_midway_through_status(status):
+    """Python 3.11 breaks an import when the collector runs a __del__ that
+    imports in the middle of it (CPython gh-91351): CI saw compiling pillar
+    fail so. Status runs without the collector and collects at the end."""
+
+    class Cycle:
+        freed = []
+
+        def __del__(self):
+            Cycle.freed.append(True)
+
+    assert gc.isenabled()
+    status(honest_view())
+    assert status.collector and not any(status.collector), status.collector
+    assert gc.isenabled(), "the collector must be on again after status"
+    with run_status.no_collection_midway():
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        del a, b
+        assert not gc.isenabled() and Cycle.freed == []
+    assert Cycle.freed == [True, True], "the cycle is collected once the block ends"
 
 
 def test_a_client_publishing_a_host_key_is_not_taken_for_the_backup_server(status):
