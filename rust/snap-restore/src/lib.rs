@@ -37,6 +37,7 @@ pub mod landing;
 pub mod list;
 pub mod paths;
 pub mod proof;
+pub mod retrieval;
 pub mod rsyncmeta;
 
 use std::path::{Path, PathBuf};
