@@ -14,6 +14,7 @@
 use std::fmt;
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -40,11 +41,16 @@ type Prompt = dyn Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync;
 
 /// The secret key for a restore: key bytes (armored or binary, one or more
 /// keys) and how to get its passphrase. Held in memory only, wiped on drop.
+///
+/// A prompt is asked once: the passphrase it gave, once it unlocked the
+/// key, is kept for every later message (a chain's link is one message per
+/// piece), and threads decrypting at once wait for the one asking.
 pub struct SecretKeySource {
     label: String,
     key: Zeroizing<Vec<u8>>,
     passphrase: Option<Zeroizing<Vec<u8>>>,
     prompt: Option<Box<Prompt>>,
+    prompted: Mutex<Option<Zeroizing<Vec<u8>>>>,
 }
 
 impl SecretKeySource {
@@ -55,6 +61,7 @@ impl SecretKeySource {
             key: Zeroizing::new(key.into()),
             passphrase: None,
             prompt: None,
+            prompted: Mutex::new(None),
         }
     }
 
@@ -466,26 +473,36 @@ fn run_rpgp(
             )));
         }
         SecretState::Protected => {
-            let pw = match (&secret.passphrase, &secret.prompt) {
-                (Some(pw), _) => pw.clone(),
-                (None, Some(prompt)) => prompt(&key_desc).ok_or_else(|| {
-                    Error::invalid_key(format!(
-                        "{}: {key_desc} is passphrase-protected and no passphrase was given",
-                        secret.label
-                    ))
-                })?,
-                (None, None) => {
-                    return Err(Error::invalid_key(format!(
-                        "{}: {key_desc} is passphrase-protected and no passphrase was given",
-                        secret.label
-                    )));
-                }
+            let unlocks = |pw: &[u8]| {
+                let password = Password::from(pw);
+                check_passphrase(chosen, &password).map(|_| password)
             };
-            let password = Password::from(&pw[..]);
-            check_passphrase(chosen, &password).map_err(|_| {
-                Error::invalid_key(format!("{}: wrong passphrase for {key_desc}", secret.label))
-            })?;
-            password
+            let wrong =
+                || Error::invalid_key(format!("{}: wrong passphrase for {key_desc}", secret.label));
+            let none = || {
+                Error::invalid_key(format!(
+                    "{}: {key_desc} is passphrase-protected and no passphrase was given",
+                    secret.label
+                ))
+            };
+            match (&secret.passphrase, &secret.prompt) {
+                (Some(pw), _) => unlocks(pw).map_err(|_| wrong())?,
+                (None, Some(prompt)) => {
+                    // Held while asking: another thread waits for this answer.
+                    let mut kept = secret.prompted.lock().unwrap_or_else(|e| e.into_inner());
+                    match kept.as_ref().map(|pw| unlocks(pw)) {
+                        Some(Ok(password)) => password,
+                        // Not asked yet, or kept for another key of the ring.
+                        _ => {
+                            let pw = prompt(&key_desc).ok_or_else(none)?;
+                            let password = unlocks(&pw).map_err(|_| wrong())?;
+                            *kept = Some(pw);
+                            password
+                        }
+                    }
+                }
+                (None, None) => return Err(none()),
+            }
         }
         _ => Password::empty(),
     };

@@ -305,6 +305,48 @@ fn passphrase_protected_secret_key() {
     });
     assert!(snap_decrypt(&cipher, &prompted).expect("prompted").0 == plain);
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Asked once per key source: a chain's link is one message per piece.
+    assert!(snap_decrypt(&cipher, &prompted).expect("prompted again").0 == plain);
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked again"
+    );
+    // A wrong answer is not kept: the next message asks again.
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(vec!["wrong", PASSPHRASE]));
+    let (a, n) = (
+        answers.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let n2 = n.clone();
+    let fumbled = base().with_prompt(move |_| {
+        n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pw = a.lock().unwrap().remove(0);
+        Some(zeroize::Zeroizing::new(pw.as_bytes().to_vec()))
+    });
+    let e = snap_decrypt(&cipher, &fumbled).expect_err("wrong answer");
+    assert!(e.to_string().contains("wrong passphrase"), "{e}");
+    assert!(snap_decrypt(&cipher, &fumbled).expect("right answer").0 == plain);
+    assert!(snap_decrypt(&cipher, &fumbled).expect("kept").0 == plain);
+    assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Threads decrypting at once with one source: one asks, the others wait for its answer.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
+    let shared = base().with_prompt(move |_| {
+        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Some(zeroize::Zeroizing::new(PASSPHRASE.as_bytes().to_vec()))
+    });
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert!(snap_decrypt(&cipher, &shared).expect("threads").0 == plain));
+        }
+    });
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked by more than one thread"
+    );
 }
 
 #[test]
