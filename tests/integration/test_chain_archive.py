@@ -469,6 +469,58 @@ def test_killed_anywhere_a_link_is_whole_or_absent_and_the_next_run_makes_it(cha
         print("\nSIGKILL mid-link: " + "; ".join(seen) + f"; then link {rec['chain']['chain']['link']} restored whole")
 
 
+def test_a_link_in_glacier_has_every_retrieval_requested_in_one_run(chain, tmp_path):
+    """A new link's pieces were never retrieved. moto's state manager keeps a
+    retrieval in progress for a few seconds (as AWS does for hours): one run
+    without waiting requests every piece's retrieval and says how many are
+    pending; the next run, waiting, restores. Taken piece by piece, a link
+    of N pieces in GLACIER took N runs, or N waits of hours each."""
+    import urllib.request
+
+    moto, _, _, cfg, secret, _ = chain
+    history = pathlib.Path(json.loads(cfg.read_text())["history_dir"])
+    rotate(history, 40)
+    rec, _ = archive(cfg)
+    expected = point_in_time(history, rec["chain"])
+    m = rec["chain"]
+    new = [p["key"] for p in m["pieces"] if p["link"] == m["chain"]["link"]]
+    assert len(new) >= 2, m["pieces"]
+    s3 = moto.client("admin")
+    assert all(s3.head_object(Bucket=moto.BUCKET, Key=k)["StorageClass"] == "GLACIER" for k in new)
+    # Older pieces were retrieved already when the tests before restored them (all of them when this runs alone).
+    unretrieved = [p["key"] for p in m["pieces"] if "Restore" not in s3.head_object(Bucket=moto.BUCKET, Key=p["key"])]
+    assert set(new) <= set(unretrieved), unretrieved
+
+    def transition(path, body):
+        req = urllib.request.Request(f"{moto.endpoint}/moto-api/state-manager/{path}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        urllib.request.urlopen(req, timeout=10).read()
+
+    seconds = 3
+    time.sleep(seconds + 1)  # moto times a retrieval from the object's creation: older than that
+    transition(
+        "set-transition", {"model_name": "s3::keyrestore", "transition": {"progression": "time", "seconds": seconds}}
+    )
+    try:
+        target = json.dumps(moto.target(profile="admin"))
+        args = ("restore", "--target", target, "--archive", rec["manifest_key"], "--key", secret, "--quiet")
+        first = restore_cli(*args, "--to", tmp_path / "first", check=False)
+        message = first.stderr.strip().splitlines()[-1]
+        assert first.returncode != 0 and "run the same restore again later" in message, first.stderr
+        assert f"and {len(unretrieved) - 1} more piece" in message, message
+        assert not (tmp_path / "first").exists()
+        # Every piece's retrieval was requested by that one run.
+        restoring = {k: s3.head_object(Bucket=moto.BUCKET, Key=k).get("Restore") for k in unretrieved}
+        assert all(restoring.values()), restoring
+        dest = tmp_path / "second"
+        second = restore_cli(*args, "--to", dest, "--wait", "120", "--poll", "0.5")
+        assert json.loads(second.stdout)["checks"]["plaintext_sha256"], second.stdout
+        for name, (_, as_server) in expected.items():
+            assert describe(dest / name) == as_server, name
+    finally:
+        transition("unset-transition", {"model_name": "s3::keyrestore"})
+
+
 # -- the audit (last: it writes a second version of a piece) --------------------------------
 
 

@@ -1,7 +1,9 @@
 //! Restore of one link of a chain (see `snap_archive::chain`).
 //!
 //! The link's manifest lists every piece and the byte ranges that make the
-//! image. Pieces are taken one at a time: the ciphertext is downloaded into
+//! image. Pieces in an archival class get their retrievals requested all
+//! at once first (one wait, not one per piece). Then pieces are taken one
+//! at a time: the ciphertext is downloaded into
 //! the root-only work directory, hashed as it arrives and its size and
 //! SHA-256 checked against the manifest (or it is read from a directory of
 //! downloaded pieces, its size checked), then decrypted straight into its
@@ -31,9 +33,8 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use snap_crypt::{Digests, SecretKeySource};
 use snap_offsite::ArchiveTarget;
 
-use crate::fetch::{
-    Checks, FetchOptions, Limited, WorkArea, ensure_readable, key_check, open_regular, sha256_fd,
-};
+use crate::fetch::{Checks, FetchOptions, Limited, WorkArea, key_check, open_regular, sha256_fd};
+use crate::retrieval::ensure_all_readable;
 use crate::{Output, RestoreReport, extract_image};
 
 fn integrity(message: String) -> Error {
@@ -204,7 +205,6 @@ fn ciphertext(
     source: &Pieces<'_>,
     p: &ChainPiece,
     work: &Path,
-    opts: &FetchOptions,
     sink: &Option<Arc<dyn ProgressSink>>,
 ) -> Result<Cipher> {
     match source {
@@ -240,8 +240,7 @@ fn ciphertext(
             })
         }
         Pieces::Offsite(t) => {
-            ensure_readable(*t, &p.key, &opts.retrieval, sink)
-                .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))?;
+            // Readable already: `fetch_chain` made sure of every piece first.
             let path = work.join("piece.gpg");
             let progress =
                 Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
@@ -338,11 +337,21 @@ pub(crate) fn fetch_chain(
         manifest: Some(format!("chain {} link {}", m.chain.id, m.chain.link)),
         ..Checks::default()
     };
+    // Every piece's retrieval requested at once, and one wait for all.
+    if let Pieces::Offsite(t) = source {
+        let keys: Vec<&str> = m.pieces.iter().map(|p| p.key.as_str()).collect();
+        ensure_all_readable(*t, &keys, &opts.retrieval, &sink).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("chain {} link {}: {e}", m.chain.id, m.chain.link),
+            )
+        })?;
+    }
     let started = Instant::now();
     let mut done = vec![false; m.ranges.len()];
     let mut proven = true;
     for p in &m.pieces {
-        let cipher = ciphertext(source, p, &work.dir, opts, &sink)?;
+        let cipher = ciphertext(source, p, &work.dir, &sink)?;
         let mine: Vec<usize> = (0..m.ranges.len())
             .filter(|&i| m.ranges[i].piece == p.name)
             .collect();

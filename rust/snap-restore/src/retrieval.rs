@@ -55,53 +55,94 @@ pub fn ensure_readable(
     opts: &RetrievalOptions,
     sink: &Option<Arc<dyn ProgressSink>>,
 ) -> Result<RetrievalReport> {
-    let info = target.head(key)?;
-    let mut report = RetrievalReport {
-        storage_class: info.storage_class.clone(),
-        status: info.retrieval.name().to_string(),
-        requested: false,
-        tier: None,
-        waited_seconds: 0.0,
-    };
-    if info.retrieval.is_readable() {
-        return Ok(report);
+    let mut reports = ensure_all_readable(target, &[key], opts, sink)?;
+    Ok(reports.remove(0))
+}
+
+/// Make sure every one of `keys` (the pieces of a chain's link) can be
+/// read: first a retrieval is requested for each that needs one, so they
+/// all run side by side, then one wait for all of them. Taken one at a
+/// time, a link of N pieces in GLACIER would cost N runs, or N waits of
+/// hours each.
+pub fn ensure_all_readable(
+    target: &dyn ArchiveTarget,
+    keys: &[&str],
+    opts: &RetrievalOptions,
+    sink: &Option<Arc<dyn ProgressSink>>,
+) -> Result<Vec<RetrievalReport>> {
+    let mut reports = Vec::with_capacity(keys.len());
+    let mut status = Vec::with_capacity(keys.len());
+    for key in keys {
+        let info = target.head(key)?;
+        reports.push(RetrievalReport {
+            storage_class: info.storage_class.clone(),
+            status: info.retrieval.name().to_string(),
+            requested: false,
+            tier: None,
+            waited_seconds: 0.0,
+        });
+        status.push(info.retrieval);
     }
-    let class = info
-        .storage_class
-        .clone()
-        .unwrap_or_else(|| "an archival class".into());
-    let mut status = info.retrieval.clone();
-    if status == RetrievalStatus::NotRequested {
+    // "" for one key; for more, how many others are in the same state.
+    let more = |n: usize| match n {
+        0 | 1 => String::new(),
+        2 => " (and 1 more piece of this link)".to_string(),
+        n => format!(" (and {} more pieces of this link)", n - 1),
+    };
+    let unrequested: Vec<usize> = (0..keys.len())
+        .filter(|&i| status[i] == RetrievalStatus::NotRequested)
+        .collect();
+    if let Some(&first) = unrequested.first() {
         if !opts.request {
             return Err(Error::new(
                 ErrorKind::NotReady,
                 format!(
-                    "archive {key} is in {class} and no retrieval was requested: request one (tier {}) and run again",
+                    "archive {} is in {} and no retrieval was requested{}: request one (tier {}) and run again",
+                    keys[first],
+                    class(&reports[first]),
+                    more(unrequested.len()),
                     opts.tier.as_str()
                 ),
             ));
         }
-        status = target.request_retrieval(key, opts.days, opts.tier)?;
-        report.requested = true;
-        report.tier = Some(opts.tier.as_str().to_string());
+        for &i in &unrequested {
+            status[i] = target.request_retrieval(keys[i], opts.days, opts.tier)?;
+            reports[i].requested = true;
+            reports[i].tier = Some(opts.tier.as_str().to_string());
+        }
     }
     let start = Instant::now();
-    while !status.is_readable() {
+    loop {
+        let pending: Vec<usize> = (0..keys.len())
+            .filter(|&i| !status[i].is_readable())
+            .collect();
         let waited = start.elapsed();
+        for (i, r) in reports.iter_mut().enumerate() {
+            r.status = status[i].name().to_string();
+            r.waited_seconds = if pending.is_empty() || pending.contains(&i) {
+                waited.as_secs_f64()
+            } else {
+                r.waited_seconds
+            };
+        }
+        let Some(&first) = pending.first() else {
+            return Ok(reports);
+        };
         let Some(limit) = opts.wait.filter(|l| waited < *l) else {
-            report.status = status.name().to_string();
-            report.waited_seconds = waited.as_secs_f64();
             return Err(Error::new(
                 ErrorKind::NotReady,
                 format!(
-                    "archive {key} is in {class}: retrieval {} (tier {}{}); run the same restore again later{}",
-                    status.name(),
+                    "archive {} is in {}: retrieval {} (tier {}{}){}; run the same restore again later{}",
+                    keys[first],
+                    class(&reports[first]),
+                    status[first].name(),
                     opts.tier.as_str(),
-                    if report.requested {
+                    if reports[first].requested {
                         ", requested now"
                     } else {
                         ""
                     },
+                    more(pending.len()),
                     if opts.wait.is_some() {
                         format!(" (waited {:.0}s)", waited.as_secs_f64())
                     } else {
@@ -110,10 +151,19 @@ pub fn ensure_readable(
                 ),
             ));
         };
+        let what = if pending.len() == 1 {
+            format!("retrieval of {}", keys[first])
+        } else {
+            format!(
+                "retrieval of {} pieces, {} first",
+                pending.len(),
+                keys[first]
+            )
+        };
         let p = Progress::new(
             format!(
-                "retrieval of {key}: {} (tier {})",
-                status.name(),
+                "{what}: {} (tier {})",
+                status[first].name(),
                 opts.tier.as_str()
             ),
             None,
@@ -121,9 +171,15 @@ pub fn ensure_readable(
         );
         p.finish();
         std::thread::sleep(opts.poll.min(limit - waited));
-        status = target.retrieval_status(key)?;
+        for &i in &pending {
+            status[i] = target.retrieval_status(keys[i])?;
+        }
     }
-    report.status = status.name().to_string();
-    report.waited_seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+}
+
+/// The storage class a report names, for messages.
+fn class(r: &RetrievalReport) -> String {
+    r.storage_class
+        .clone()
+        .unwrap_or_else(|| "an archival class".into())
 }
