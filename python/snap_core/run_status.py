@@ -42,7 +42,7 @@ def again(what, call, *args, **kwargs):
         except BUSY as exc:
             if attempt == PUBLISH_TRIES:
                 raise SaltClientError(f"{what}: no answer from the master ({attempt} tries): {exc}") from exc
-            log.warning("snap status: %s failed (try %d of %d): %s", what, attempt, PUBLISH_TRIES, exc)
+            log.warning("snap: %s failed (try %d of %d): %s", what, attempt, PUBLISH_TRIES, exc)
             time.sleep(PUBLISH_PAUSE * attempt)
     raise AssertionError("unreachable")
 

@@ -117,13 +117,10 @@ pub fn ensure_all_readable(
             .filter(|&i| !status[i].is_readable())
             .collect();
         let waited = start.elapsed();
-        for (i, r) in reports.iter_mut().enumerate() {
-            r.status = status[i].name().to_string();
-            r.waited_seconds = if pending.is_empty() || pending.contains(&i) {
-                waited.as_secs_f64()
-            } else {
-                r.waited_seconds
-            };
+        // Every piece waited as long as the link did.
+        for (r, st) in reports.iter_mut().zip(&status) {
+            r.status = st.name().to_string();
+            r.waited_seconds = waited.as_secs_f64();
         }
         let Some(&first) = pending.first() else {
             return Ok(reports);
