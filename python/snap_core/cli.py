@@ -313,8 +313,9 @@ def _chain_summary(rec: dict, stages: str) -> dict:
 
 
 def _register_provision_commands():
-    """verify-offsite and offsite-template live with the provisioning code."""
-    from snap_core import provision
+    """verify-offsite and offsite-template live with the provisioning code
+    (whose ``cli`` module loads the rest of it only when one of them runs)."""
+    from snap_core.provision import cli as provision
 
     for name, help_text, args, func in (
         ("verify-offsite", provision.VERIFY_HELP, provision.VERIFY_ARGS, provision.cmd_verify_offsite),

@@ -1,13 +1,13 @@
-"""``snap-backup verify-offsite`` and ``offsite-template``."""
+"""``snap-backup verify-offsite`` and ``offsite-template``.
+
+``snap_core.cli`` registers these beside every other command, so this module
+imports the rest of the package only when one of them runs.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-
-from snap_core.provision.drift import format_report, verify
-from snap_core.provision.spec import OffsiteDrift, ProvisionError
-from snap_core.provision.templates import template
 
 VERIFY_HELP = "read the off-site bucket/vault configuration back and report drift from the policy (exit 1 on drift)"
 VERIFY_ARGS: tuple = (
@@ -43,6 +43,9 @@ def _settings_from_file(path: str) -> dict:
 def cmd_verify_offsite(args) -> None:
     """``snap-backup verify-offsite``: prints the report, raises
     :class:`OffsiteDrift` (exit 1) when anything drifted."""
+    from snap_core.provision.drift import format_report, verify  # noqa: PLC0415
+    from snap_core.provision.spec import OffsiteDrift  # noqa: PLC0415
+
     settings = _settings_from_file(args.config)
     if getattr(args, "admin_profile", None):
         settings = dict(settings, admin_profile=args.admin_profile)
@@ -57,12 +60,16 @@ def cmd_verify_offsite(args) -> None:
 
 def cmd_offsite_template(args) -> dict:
     """``snap-backup offsite-template``: write the documents, return the paths."""
+    from snap_core.provision.templates import template  # noqa: PLC0415
+
     return {"written": template(_settings_from_file(args.config), args.out)}
 
 
 def main_verify(argv=None) -> int:  # pragma: no cover - convenience entry
     """Standalone ``python -m snap_core.provision --config FILE``."""
     import argparse  # noqa: PLC0415
+
+    from snap_core.provision.spec import OffsiteDrift, ProvisionError  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="snap-verify-offsite", description=VERIFY_HELP)
     parser.add_argument("--json", action="store_true")
