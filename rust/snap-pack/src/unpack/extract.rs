@@ -36,8 +36,9 @@ pub(super) struct Extractor<'a> {
     /// Where regular files go to have their data written (the writers),
     /// or `None` to write them here.
     pub(super) data: Option<SyncSender<Job>>,
-    /// The directory last used as a hard link source.
-    pub(super) link_dir: Option<(Vec<u8>, OwnedFd)>,
+    /// The directories last used as hard link sources, most recent first
+    /// (at most [`LINK_DIRS`]).
+    pub(super) link_dirs: Vec<(Vec<u8>, OwnedFd)>,
     /// Parent directories created for selected paths (metadata applied last).
     pub(super) parents: Vec<(OwnedFd, Vec<u8>, Attrs)>,
     /// Files set aside to be written by fragment block.
@@ -46,6 +47,13 @@ pub(super) struct Extractor<'a> {
 }
 
 const FAKE_STAT: &[u8] = b"user.rsync.%stat";
+
+/// Hard link source directories kept open. The links of one directory
+/// point into the same directory of the snapshots its files first came in:
+/// with churn that is several, taken in turn. Keeping only the last one,
+/// a 14-link chain's image opened a directory for 50,374 of its 72,905
+/// links.
+pub(super) const LINK_DIRS: usize = 16;
 
 impl Extractor<'_> {
     pub(super) fn fail(&self, verb: &str, rel: &[u8], e: impl Into<io::Error>) -> Error {
@@ -284,21 +292,28 @@ impl Extractor<'_> {
             Some(i) => (&first[..i], &first[i + 1..]),
             None => (&b"."[..], first),
         };
-        // Links of one directory mostly point into one other directory
-        // (the same place in the next snapshot): keep the last one open.
-        let cached = matches!(&self.link_dir, Some((p, _)) if p.as_slice() == parent);
-        if !cached {
-            let pfd = rustix::fs::openat2(
-                &self.dest_fd,
-                OsStr::from_bytes(parent),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(|e| self.fail("opening the directory of a hard link target for", rel, e))?;
-            self.link_dir = Some((parent.to_vec(), pfd));
+        match self
+            .link_dirs
+            .iter()
+            .position(|(p, _)| p.as_slice() == parent)
+        {
+            Some(i) => self.link_dirs[..=i].rotate_right(1),
+            None => {
+                let pfd = rustix::fs::openat2(
+                    &self.dest_fd,
+                    OsStr::from_bytes(parent),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )
+                .map_err(|e| {
+                    self.fail("opening the directory of a hard link target for", rel, e)
+                })?;
+                self.link_dirs.truncate(LINK_DIRS - 1);
+                self.link_dirs.insert(0, (parent.to_vec(), pfd));
+            }
         }
-        let pfd = &self.link_dir.as_ref().expect("cached directory").1;
+        let pfd = &self.link_dirs[0].1;
         rustix::fs::linkat(pfd, OsStr::from_bytes(base), dir, name, AtFlags::empty())
             .map_err(|e| self.fail("creating hard link", rel, e))
     }

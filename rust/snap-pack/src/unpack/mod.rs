@@ -325,7 +325,7 @@ pub fn unpack(
             apply,
             links: HashMap::new(),
             data: Some(jobs),
-            link_dir: None,
+            link_dirs: Vec::with_capacity(extract::LINK_DIRS),
             parents: Vec::new(),
             later: Default::default(),
             sum: UnpackSummary::default(),

@@ -171,7 +171,8 @@ impl Writer<'_> {
 
 /// Write the data of the file at `iref` of `img` (its fragment block at
 /// `fragment`) into `f`, keeping holes: holes and all-zero pages are
-/// skipped, then the size is set.
+/// skipped, then the size is set (unless the last byte written ends the
+/// file there already: `f` is new and empty, and most files end in data).
 pub(super) fn write_data(
     img: &mut Image,
     progress: &Progress,
@@ -183,6 +184,8 @@ pub(super) fn write_data(
 ) -> Result<()> {
     let target = apply.target(rel);
     let mut written = 0u64;
+    // Where the data written last ends.
+    let mut end = 0u64;
     img.file_data_with(iref, rel, fragment, &mut |off, data| {
         progress.add(data.len() as u64);
         written += data.len() as u64;
@@ -194,6 +197,7 @@ pub(super) fn write_data(
                 (true, Some(s)) => {
                     f.write_all_at(&data[s..i * PAGE], off + s as u64)
                         .map_err(|e| io_err("writing", &target, e))?;
+                    end = off + (i * PAGE) as u64;
                     start = None;
                 }
                 _ => {}
@@ -202,10 +206,13 @@ pub(super) fn write_data(
         if let Some(s) = start {
             f.write_all_at(&data[s..], off + s as u64)
                 .map_err(|e| io_err("writing", &target, e))?;
+            end = off + data.len() as u64;
         }
         Ok(())
     })?;
-    f.set_len(size).map_err(|e| io_err("writing", &target, e))?;
+    if end != size {
+        f.set_len(size).map_err(|e| io_err("writing", &target, e))?;
+    }
     progress.add(size - written.min(size));
     Ok(())
 }
