@@ -108,10 +108,22 @@ impl MetaTables {
         })
     }
 
+    /// The image offset of the inode block `iref` names (the table's start
+    /// is the image's word: a forged one near 2^64 is an error, not a wrap).
+    fn inode_block(&self, iref: u64) -> SqResult<u64> {
+        self.sup
+            .inode_table_start
+            .checked_add(iref >> 16)
+            .ok_or(SqfsError {
+                code: sys::SQFS_ERROR_OUT_OF_BOUNDS,
+                what: "reading an inode past the end of the address space",
+            })
+    }
+
     /// The inode at reference `iref` (`block << 16 | offset` in the inode table).
     pub fn inode(&mut self, iref: u64) -> SqResult<Inode> {
         let mut out = ptr::null_mut();
-        let r = self.inodes.pick(self.sup.inode_table_start + (iref >> 16));
+        let r = self.inodes.pick(self.inode_block(iref)?);
         check(
             unsafe {
                 sys::sqfs_meta_reader_read_inode(
@@ -129,7 +141,7 @@ impl MetaTables {
 
     /// Position the inode reader at reference `iref`, for [`MetaTables::read_inode_bytes`].
     pub fn seek_inode(&mut self, iref: u64) -> SqResult<()> {
-        let block = self.sup.inode_table_start + (iref >> 16);
+        let block = self.inode_block(iref)?;
         self.inode_at = self.inodes.pick(block);
         check(
             unsafe {

@@ -299,13 +299,26 @@ impl Extractor<'_> {
         {
             Some(i) => self.link_dirs[..=i].rotate_right(1),
             None => {
-                let pfd = rustix::fs::openat2(
-                    &self.dest_fd,
-                    OsStr::from_bytes(parent),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )
+                let open = |x: &Self| {
+                    rustix::fs::openat2(
+                        &x.dest_fd,
+                        OsStr::from_bytes(parent),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        ResolveFlags::BENEATH
+                            | ResolveFlags::NO_SYMLINKS
+                            | ResolveFlags::NO_MAGICLINKS,
+                    )
+                };
+                let pfd = match open(self) {
+                    // Out of descriptors: the ones kept here go first (a
+                    // low `ulimit -n` worked with one kept before).
+                    Err(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => {
+                        self.link_dirs.clear();
+                        open(self)
+                    }
+                    other => other,
+                }
                 .map_err(|e| {
                     self.fail("opening the directory of a hard link target for", rel, e)
                 })?;
