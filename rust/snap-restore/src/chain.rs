@@ -16,24 +16,23 @@
 //! and checked; nothing reaches the destination before. A missing,
 //! tampered, truncated or reordered piece fails naming the piece.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use snap_archive::chain::{
     CHAIN_MANIFEST_FORMAT, CHAIN_MANIFEST_SUFFIX, ChainManifest, ChainPiece, SUPERBLOCK,
 };
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result};
-use snap_crypt::{Digests, SecretKeySource};
+use snap_crypt::SecretKeySource;
 use snap_offsite::ArchiveTarget;
 
-use crate::fetch::{Checks, FetchOptions, Limited, WorkArea, key_check, open_regular, sha256_fd};
+use crate::assemble::{PIECES_AT_ONCE, Place, decrypt_into, in_order};
+use crate::fetch::{Checks, FetchOptions, WorkArea, key_check, open_regular, sha256_fd};
 use crate::retrieval::ensure_all_readable;
 use crate::{Output, RestoreReport, extract_image};
 
@@ -142,34 +141,6 @@ pub enum Pieces<'a> {
     Dir(&'a Path),
 }
 
-/// The plaintext of one piece, written to its places in the image.
-struct RangeSink<'a> {
-    image: &'a File,
-    /// (piece offset, len, image offset, hash)
-    ranges: Vec<(u64, u64, u64, Sha256)>,
-    pos: u64,
-}
-
-impl Write for RangeSink<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let (start, end) = (self.pos, self.pos + data.len() as u64);
-        for (from, len, at, h) in &mut self.ranges {
-            let (a, b) = (start.max(*from), end.min(*from + *len));
-            if a < b {
-                let part = &data[(a - start) as usize..(b - start) as usize];
-                h.update(part);
-                self.image.write_all_at(part, *at + (a - *from))?;
-            }
-        }
-        self.pos = end;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn label(p: &ChainPiece) -> String {
     format!("piece {} ({})", p.name, p.key)
 }
@@ -204,6 +175,7 @@ fn wrong_piece(p: &ChainPiece, size: u64, sha: &str) -> Error {
 fn ciphertext(
     source: &Pieces<'_>,
     p: &ChainPiece,
+    n: usize,
     work: &Path,
     sink: &Option<Arc<dyn ProgressSink>>,
 ) -> Result<Cipher> {
@@ -241,7 +213,8 @@ fn ciphertext(
         }
         Pieces::Offsite(t) => {
             // Readable already: `fetch_chain` made sure of every piece first.
-            let path = work.join("piece.gpg");
+            // Pieces download side by side (see assemble.rs): one file each.
+            let path = work.join(format!("piece-{n}.gpg"));
             let progress =
                 Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
             let got = snap_offsite::download_to_file_limited(
@@ -277,7 +250,7 @@ fn check_ranges(
     sum: &snap_crypt::DecryptSummary,
     mine: &[usize],
     ranges: &[snap_archive::chain::ImageRange],
-    hashes: Vec<(u64, u64, u64, Sha256)>,
+    hashes: Vec<String>,
 ) -> Result<()> {
     if sum.ciphertext_bytes != p.size {
         return Err(integrity(format!(
@@ -295,9 +268,8 @@ fn check_ranges(
             p.plaintext_size,
         )));
     }
-    for (&i, (_, _, _, h)) in mine.iter().zip(hashes) {
+    for (&i, got) in mine.iter().zip(hashes) {
         let r = &ranges[i];
-        let got = hex::encode(h.finalize());
         if got != r.sha256 {
             return Err(integrity(format!(
                 "{}: image bytes {}..{} have sha256 {got}, the manifest says {}; nothing restored",
@@ -348,39 +320,37 @@ pub(crate) fn fetch_chain(
         })?;
     }
     let started = Instant::now();
-    let mut done = vec![false; m.ranges.len()];
-    let mut proven = true;
-    for p in &m.pieces {
-        let cipher = ciphertext(source, p, &work.dir, &sink)?;
-        let mine: Vec<usize> = (0..m.ranges.len())
-            .filter(|&i| m.ranges[i].piece == p.name)
+    // Each piece's ranges, in image order.
+    let mut mine: HashMap<&str, Vec<usize>> = HashMap::with_capacity(m.pieces.len());
+    for (i, r) in m.ranges.iter().enumerate() {
+        mine.entry(r.piece.as_str()).or_default().push(i);
+    }
+    let none = Vec::new();
+    let out = tmp.as_file();
+    let work_dir = work.dir.as_path();
+    let one = |n: usize| -> Result<(String, bool)> {
+        let p = &m.pieces[n];
+        let mine = mine.get(p.name.as_str()).unwrap_or(&none);
+        let cipher = ciphertext(source, p, n, work_dir, &sink)?;
+        let places: Vec<Place> = mine
+            .iter()
+            .map(|&i| {
+                let r = &m.ranges[i];
+                (r.piece_offset, r.len, r.offset)
+            })
             .collect();
-        // A piece that decrypts (or decompresses) to more than the manifest
-        // says stops there, not at its end.
-        let ranges = RangeSink {
-            image: tmp.as_file(),
-            ranges: mine
-                .iter()
-                .map(|&i| {
-                    let r = &m.ranges[i];
-                    (r.piece_offset, r.len, r.offset, Sha256::new())
-                })
-                .collect(),
-            pos: 0,
-        };
-        let mut out = Limited::new(ranges, Some(p.plaintext_size));
         // Never more than the manifest's size, whatever the file grows to.
         let input = (&cipher.file).take(p.size);
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
         // What reaches the image is checked range by range below, so the
         // ciphertext is not hashed (bytes in no range never reach it).
-        let decrypted = snap_crypt::decrypt_with(
+        let decrypted = decrypt_into(
+            out,
             input,
             &format!("reading {}", label(p)),
-            &mut out,
-            &format!("writing the image in {}", work.dir.display()),
+            p.plaintext_size,
+            &places,
             key,
-            Digests::NONE,
             &progress,
         );
         // A wrong piece from a directory: say so, rather than what its
@@ -401,8 +371,8 @@ pub(crate) fn fetch_chain(
         };
         let checked = decrypted
             .map_err(|e| Error::new(e.kind(), format!("{}: {e}", label(p))))
-            .and_then(|sum| {
-                check_ranges(p, &sum, &mine, &m.ranges, out.inner.ranges)?;
+            .and_then(|(sum, hashes)| {
+                check_ranges(p, &sum, mine, &m.ranges, hashes)?;
                 Ok(sum)
             })
             .map_err(wrong);
@@ -411,12 +381,20 @@ pub(crate) fn fetch_chain(
         }
         let sum = checked?;
         progress.finish();
-        proven &= cipher.proven;
-        checks.key_fingerprint = sum.key_fingerprint.clone();
-        for &i in &mine {
-            done[i] = true;
-        }
+        Ok((sum.key_fingerprint, cipher.proven))
+    };
+    let decrypted = in_order(m.pieces.len(), PIECES_AT_ONCE, one)?;
+    let proven = decrypted.iter().all(|(_, proven)| *proven);
+    if let Some((fingerprint, _)) = decrypted.last() {
+        checks.key_fingerprint = fingerprint.clone();
     }
+    // Every piece decrypted: each range of a listed piece is in place.
+    let listed: HashSet<&str> = m.pieces.iter().map(|p| p.name.as_str()).collect();
+    let done: Vec<bool> = m
+        .ranges
+        .iter()
+        .map(|r| listed.contains(r.piece.as_str()))
+        .collect();
     if let Some(i) = done.iter().position(|d| !d) {
         return Err(integrity(format!(
             "image bytes at {} (piece {}) were never written; nothing restored",
@@ -460,38 +438,4 @@ pub fn restore_chain(
         extract,
         seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_piece_stops_at_the_manifests_plaintext_size_and_only_its_ranges_land() {
-        // A piece that decrypts or decompresses to more than the manifest
-        // says (a compression bomb from a directory of pieces) stops there.
-        let dir = tempfile::tempdir().unwrap();
-        let image = File::create(dir.path().join("image")).unwrap();
-        let mut sink = Limited::new(
-            RangeSink {
-                image: &image,
-                ranges: vec![(2, 3, 10, Sha256::new())],
-                pos: 0,
-            },
-            Some(8),
-        );
-        sink.write_all(b"abcdef").unwrap();
-        sink.write_all(b"gh").unwrap();
-        let e = sink.write_all(b"i").unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
-        let got = hex::encode(sink.inner.ranges.pop().unwrap().3.finalize());
-        assert_eq!(got, hex::encode(Sha256::digest(b"cde")));
-        let mut back = Vec::new();
-        File::open(dir.path().join("image"))
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(&back[10..], b"cde");
-    }
 }

@@ -23,6 +23,7 @@
 //! symlinks), and so are the ACLs and the `security.*`/`trusted.*` xattrs
 //! rsync kept under `user.rsync.*` ([`rsyncmeta`]).
 
+pub mod assemble;
 pub mod audit;
 pub mod chain;
 pub mod chainaudit;

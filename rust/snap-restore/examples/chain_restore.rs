@@ -1,0 +1,104 @@
+//! Restore the image of a chain's newest link from its encrypted pieces,
+//! for benchmarks: the pieces are decrypted straight into their places in
+//! the image, two at a time, every range checked, by the functions a chain
+//! restore uses (`snap_restore::assemble`), without a manifest:
+//!
+//!   chain_restore SECRET_KEY LINK_JSON SUPERBLOCK DIR OUT
+//!
+//! LINK_JSON: `{"ranges": [...]}` as a link reports them; DIR holds
+//! `tail-<n>.gpg` for every link n. The ranges' digests prove the image, so
+//! a piece's ciphertext is not hashed, as `snap-backup restore` does not.
+//! With `ONE_AT_A_TIME` set, pieces are decrypted one after the other (as
+//! restore did before 2026-12-02).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use snap_core::{Error, Progress, Result};
+use snap_crypt::SecretKeySource;
+use snap_pack::chain::{Piece, Range};
+use snap_restore::assemble::{PIECES_AT_ONCE, Place, decrypt_into, in_order};
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() != 6 {
+        eprintln!("usage: chain_restore SECRET_KEY LINK_JSON SUPERBLOCK DIR OUT");
+        std::process::exit(2);
+    }
+    let key = SecretKeySource::new(a[1].clone(), std::fs::read(&a[1]).expect("key"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&a[2]).expect("json")).expect("json");
+    let ranges: Vec<Range> = serde_json::from_value(v["ranges"].clone()).expect("ranges");
+    let sb = std::fs::read(&a[3]).expect("sb");
+    let workers = if std::env::var_os("ONE_AT_A_TIME").is_some() {
+        1
+    } else {
+        PIECES_AT_ONCE
+    };
+    match run(
+        &key,
+        &ranges,
+        &sb,
+        Path::new(&a[4]),
+        Path::new(&a[5]),
+        workers,
+    ) {
+        Ok(n) => eprintln!("{n} bytes"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(
+    key: &SecretKeySource,
+    ranges: &[Range],
+    sb: &[u8],
+    dir: &Path,
+    out: &Path,
+    workers: usize,
+) -> Result<u64> {
+    let image = File::create_new(out).map_err(|e| Error::io_path("creating", out, e))?;
+    image
+        .write_all_at(sb, 0)
+        .map_err(|e| Error::io_path("writing", out, e))?;
+    // Each tail's ranges, in image order.
+    let mut tails: BTreeMap<u32, Vec<&Range>> = BTreeMap::new();
+    for r in ranges {
+        if let Piece::Tail(n) = r.piece {
+            tails.entry(n).or_default().push(r);
+        }
+    }
+    let tails: Vec<(u32, Vec<&Range>)> = tails.into_iter().collect();
+    let progress = Progress::silent("restore");
+    in_order(tails.len(), workers, |i| {
+        let (n, mine) = &tails[i];
+        let path = dir.join(format!("tail-{n}.gpg"));
+        let f = File::open(&path).map_err(|e| Error::io_path("opening", &path, e))?;
+        let places: Vec<Place> = mine
+            .iter()
+            .map(|r| (r.piece_offset, r.len, r.offset))
+            .collect();
+        // No manifest gives the tail's plaintext size (its tables, which
+        // later links replace, follow its last range): not bounded here.
+        let name = path.display().to_string();
+        let (_, hashes) = decrypt_into(&image, &f, &name, u64::MAX, &places, key, &progress)?;
+        for (r, got) in mine.iter().zip(hashes) {
+            if got != r.sha256 {
+                return Err(Error::invalid_input(format!(
+                    "{name}: image bytes at {} have sha256 {got}, the link says {}",
+                    r.offset, r.sha256
+                )));
+            }
+        }
+        Ok(())
+    })?;
+    let len = ranges.iter().map(|r| r.offset + r.len).max().unwrap_or(0);
+    image
+        .set_len(len)
+        .map_err(|e| Error::io_path("sizing", out, e))?;
+    Ok(len)
+}

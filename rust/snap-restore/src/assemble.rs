@@ -1,0 +1,190 @@
+//! A chain link's pieces decrypted straight into their places in the
+//! image, a few at a time.
+//!
+//! Pieces are independent: each is one OpenPGP message whose plaintext
+//! fills some ranges of the image. A decryption is a pipeline of three
+//! threads that keeps about 1.3 cores busy, and each piece also pays a fixed
+//! cost (its session key's RSA decryption, some 8 ms) and, off-site, its
+//! download. Two at a time overlap one piece's fixed costs and download with
+//! the other's streaming: on the 14-link chain of the bench, 14 pieces took
+//! 0.56 s one at a time against `gpg -d`'s 0.40 s for the same image.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use sha2::{Digest, Sha256};
+use snap_core::{Error, Progress, Result};
+use snap_crypt::{DecryptSummary, Digests, SecretKeySource};
+
+use crate::fetch::Limited;
+
+/// Pieces decrypted at once.
+pub const PIECES_AT_ONCE: usize = 2;
+
+/// `job(i)` for every `i` in `0..n`, at most `workers` at once, taken in
+/// order of `i`; the results in that order. Once a job fails no other job
+/// starts, and the error returned is that of the first failed `i` (every
+/// lower `i` was started, and finished): the same one a loop would return.
+pub fn in_order<T: Send>(
+    n: usize,
+    workers: usize,
+    job: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let done: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = job(i);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    for r in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
+            Some(r) => out.push(r?),
+            None => return Err(Error::internal("a piece was left undone without an error")),
+        }
+    }
+    Ok(out)
+}
+
+/// One range of a piece's plaintext: its offset in the piece, its length,
+/// and its offset in the image.
+pub type Place = (u64, u64, u64);
+
+/// The plaintext of one piece, written to its places in the image and
+/// hashed place by place (bytes in no place are dropped).
+struct RangeSink<'a> {
+    image: &'a File,
+    places: Vec<(Place, Sha256)>,
+    pos: u64,
+}
+
+impl Write for RangeSink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let (start, end) = (self.pos, self.pos + data.len() as u64);
+        for ((from, len, at), h) in &mut self.places {
+            let (a, b) = (start.max(*from), end.min(*from + *len));
+            if a < b {
+                let part = &data[(a - start) as usize..(b - start) as usize];
+                h.update(part);
+                self.image.write_all_at(part, *at + (a - *from))?;
+            }
+        }
+        self.pos = end;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decrypt the piece read from `input` (named `reading`) into `places` of
+/// `image`, reading no more plaintext than `plaintext_size`. Returns the
+/// summary and each place's SHA-256 (hex), for the caller to check. Only
+/// the MDC is checked here.
+pub fn decrypt_into(
+    image: &File,
+    input: impl Read + Send,
+    reading: &str,
+    plaintext_size: u64,
+    places: &[Place],
+    key: &SecretKeySource,
+    progress: &Progress,
+) -> Result<(DecryptSummary, Vec<String>)> {
+    let sink = RangeSink {
+        image,
+        places: places.iter().map(|&p| (p, Sha256::new())).collect(),
+        pos: 0,
+    };
+    // A piece that decrypts (or decompresses) to more than it should stops
+    // there, not at its end.
+    let mut out = Limited::new(sink, Some(plaintext_size));
+    let sum = snap_crypt::decrypt_with(
+        input,
+        reading,
+        &mut out,
+        "writing the image",
+        key,
+        Digests::NONE,
+        progress,
+    )?;
+    let hashes = out
+        .inner
+        .places
+        .into_iter()
+        .map(|(_, h)| hex::encode(h.finalize()))
+        .collect();
+    Ok((sum, hashes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snap_core::ErrorKind;
+
+    #[test]
+    fn a_piece_stops_at_the_manifests_plaintext_size_and_only_its_ranges_land() {
+        // A piece that decrypts or decompresses to more than the manifest
+        // says (a compression bomb from a directory of pieces) stops there.
+        let dir = tempfile::tempdir().unwrap();
+        let image = File::create(dir.path().join("image")).unwrap();
+        let mut sink = Limited::new(
+            RangeSink {
+                image: &image,
+                places: vec![((2, 3, 10), Sha256::new())],
+                pos: 0,
+            },
+            Some(8),
+        );
+        sink.write_all(b"abcdef").unwrap();
+        sink.write_all(b"gh").unwrap();
+        let e = sink.write_all(b"i").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
+        let got = hex::encode(sink.inner.places.pop().unwrap().1.finalize());
+        assert_eq!(got, hex::encode(Sha256::digest(b"cde")));
+        let mut back = Vec::new();
+        File::open(dir.path().join("image"))
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(&back[10..], b"cde");
+    }
+
+    #[test]
+    fn in_order_returns_the_first_error_by_index_and_starts_nothing_after() {
+        let started = AtomicUsize::new(0);
+        let r = in_order(50, 2, |i| {
+            started.fetch_add(1, Ordering::Relaxed);
+            if i == 7 || i == 9 {
+                return Err(Error::invalid_input(format!("piece {i}")));
+            }
+            Ok(i)
+        });
+        let e = r.expect_err("two pieces fail");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "piece 7");
+        // The failure stops the workers: a few started after it at most.
+        assert!(started.load(Ordering::Relaxed) <= 11, "{started:?}");
+        let ok = in_order(5, 3, |i| Ok(i * 10)).unwrap();
+        assert_eq!(ok, vec![0, 10, 20, 30, 40]);
+        assert!(in_order(0, 2, Ok).unwrap().is_empty());
+    }
+}
