@@ -2,8 +2,8 @@
 //!
 //! The link's manifest lists every piece and the byte ranges that make the
 //! image. Pieces in an archival class get their retrievals requested all
-//! at once first (one wait, not one per piece). Then pieces are taken one
-//! at a time: the ciphertext is downloaded into
+//! at once first (one wait, not one per piece). Then pieces are taken two
+//! at a time (`assemble.rs`): the ciphertext is downloaded into
 //! the root-only work directory, hashed as it arrives and its size and
 //! SHA-256 checked against the manifest (or it is read from a directory of
 //! downloaded pieces, its size checked), then decrypted straight into its
