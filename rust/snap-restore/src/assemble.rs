@@ -25,9 +25,10 @@ use crate::fetch::Limited;
 pub const PIECES_AT_ONCE: usize = 2;
 
 /// `job(i)` for every `i` in `0..n`, at most `workers` at once, taken in
-/// order of `i`; the results in that order. Once a job fails no other job
-/// starts, and the error returned is that of the first failed `i` (every
-/// lower `i` was started, and finished): the same one a loop would return.
+/// order of `i`; the results in that order. Once a job fails (an error or
+/// a panic) no other job starts, and the error returned is that of the
+/// first failed `i` (every lower `i` was started, and finished): the same
+/// one a loop would return.
 pub fn in_order<T: Send>(
     n: usize,
     workers: usize,
@@ -39,14 +40,25 @@ pub fn in_order<T: Send>(
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, n.max(1)) {
             s.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    // Taken after a failure: left undone (a lower `i` failed).
+                    if i >= n || failed.load(Ordering::SeqCst) {
                         break;
                     }
-                    let r = job(i);
+                    // A panic (a parser on hostile bytes) fails this job and
+                    // stops the others, as an error does.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(i)))
+                        .unwrap_or_else(|p| {
+                            let why = p
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| p.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Err(Error::internal(format!("piece {i}: a panic: {why}")))
+                        });
                     if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
+                        failed.store(true, Ordering::SeqCst);
                     }
                     done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
@@ -183,6 +195,27 @@ mod tests {
         assert_eq!(e.to_string(), "piece 7");
         // The failure stops the workers: a few started after it at most.
         assert!(started.load(Ordering::Relaxed) <= 11, "{started:?}");
+        // A panicking job is an error that stops the others too (the
+        // others take 50 ms each; the default hook, which symbolizes a
+        // backtrace in a test build for a second, is silenced meanwhile).
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let started = AtomicUsize::new(0);
+        let e = in_order(50, 2, |i| {
+            started.fetch_add(1, Ordering::Relaxed);
+            if i == 3 {
+                panic!("hostile bytes");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok(i)
+        })
+        .expect_err("a job panics");
+        std::panic::set_hook(hook);
+        assert!(
+            e.to_string().contains("piece 3: a panic: hostile bytes"),
+            "{e}"
+        );
+        assert!(started.load(Ordering::Relaxed) <= 8, "{started:?}");
         let ok = in_order(5, 3, |i| Ok(i * 10)).unwrap();
         assert_eq!(ok, vec![0, 10, 20, 30, 40]);
         assert!(in_order(0, 2, Ok).unwrap().is_empty());

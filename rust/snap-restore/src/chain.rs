@@ -16,7 +16,7 @@
 //! and checked; nothing reaches the destination before. A missing,
 //! tampered, truncated or reordered piece fails naming the piece.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -293,7 +293,15 @@ pub(crate) fn fetch_chain(
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<(PathBuf, Checks, WorkArea)> {
     key_check(key)?;
-    let stem: String = m.chain.id.chars().rev().take(8).collect();
+    // The id is the manifest's word: only its letters and digits name a directory.
+    let stem: String = m
+        .chain
+        .id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .rev()
+        .take(8)
+        .collect();
     let work = WorkArea::open(
         &opts.work_parent,
         &format!(".snap-restore-chain-{stem}-{}", m.chain.link),
@@ -383,18 +391,28 @@ pub(crate) fn fetch_chain(
         progress.finish();
         Ok((sum.key_fingerprint, cipher.proven))
     };
-    let decrypted = in_order(m.pieces.len(), PIECES_AT_ONCE, one)?;
+    // The first piece alone: a passphrase is asked (and a wrong one fails)
+    // before a second worker needs the key. Then the rest, two at a time.
+    let mut decrypted = Vec::with_capacity(m.pieces.len());
+    if !m.pieces.is_empty() {
+        decrypted.push(one(0)?);
+        decrypted.extend(in_order(
+            m.pieces.len() - 1,
+            PIECES_AT_ONCE,
+            |n| one(n + 1),
+        )?);
+    }
     let proven = decrypted.iter().all(|(_, proven)| *proven);
     if let Some((fingerprint, _)) = decrypted.last() {
         checks.key_fingerprint = fingerprint.clone();
     }
-    // Every piece decrypted: each range of a listed piece is in place.
-    let listed: HashSet<&str> = m.pieces.iter().map(|p| p.name.as_str()).collect();
-    let done: Vec<bool> = m
-        .ranges
-        .iter()
-        .map(|r| listed.contains(r.piece.as_str()))
-        .collect();
+    // Every piece decrypted and its ranges checked: those ranges are in place.
+    let mut done = vec![false; m.ranges.len()];
+    for p in &m.pieces {
+        for &i in mine.get(p.name.as_str()).unwrap_or(&none) {
+            done[i] = true;
+        }
+    }
     if let Some(i) = done.iter().position(|d| !d) {
         return Err(integrity(format!(
             "image bytes at {} (piece {}) were never written; nothing restored",
@@ -439,3 +457,7 @@ pub fn restore_chain(
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+#[path = "chain_tests.rs"]
+mod tests;
