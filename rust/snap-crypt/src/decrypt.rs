@@ -82,6 +82,13 @@ impl SecretKeySource {
         self
     }
 
+    /// Whether decrypting may ask its prompt (it has one, and no passphrase
+    /// was given): callers decrypting several messages at once let one go
+    /// first, so that a wrong answer fails before another thread asks.
+    pub fn may_prompt(&self) -> bool {
+        self.prompt.is_some() && self.passphrase.is_none()
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

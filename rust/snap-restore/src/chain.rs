@@ -391,17 +391,20 @@ pub(crate) fn fetch_chain(
         progress.finish();
         Ok((sum.key_fingerprint, cipher.proven))
     };
-    // The first piece alone: a passphrase is asked (and a wrong one fails)
-    // before a second worker needs the key. Then the rest, two at a time.
-    let mut decrypted = Vec::with_capacity(m.pieces.len());
-    if !m.pieces.is_empty() {
-        decrypted.push(one(0)?);
-        decrypted.extend(in_order(
+    // With a prompt, the first piece alone: the passphrase is asked (and a
+    // wrong one fails) before a second worker needs the key. Then the rest,
+    // two at a time.
+    let decrypted = if !key.may_prompt() || m.pieces.is_empty() {
+        in_order(m.pieces.len(), PIECES_AT_ONCE, one)?
+    } else {
+        let mut all = vec![one(0)?];
+        all.extend(in_order(
             m.pieces.len() - 1,
             PIECES_AT_ONCE,
             |n| one(n + 1),
         )?);
-    }
+        all
+    };
     let proven = decrypted.iter().all(|(_, proven)| *proven);
     if let Some((fingerprint, _)) = decrypted.last() {
         checks.key_fingerprint = fingerprint.clone();
