@@ -85,7 +85,15 @@ fn run(
         // No manifest gives the tail's plaintext size (its tables, which
         // later links replace, follow its last range): not bounded here.
         let name = path.display().to_string();
-        let (_, hashes) = decrypt_into(&image, &f, &name, u64::MAX, &places, key, &progress)?;
+        let (_, hashes) = decrypt_into(
+            (&image, "the image"),
+            &f,
+            &name,
+            u64::MAX,
+            &places,
+            key,
+            &progress,
+        )?;
         for (r, got) in mine.iter().zip(hashes) {
             if got != r.sha256 {
                 return Err(Error::invalid_input(format!(

@@ -108,11 +108,12 @@ impl Write for RangeSink<'_> {
 }
 
 /// Decrypt the piece read from `input` (named `reading`) into `places` of
-/// `image`, reading no more plaintext than `plaintext_size`. Returns the
+/// `image` (the file, and its name in messages), reading no more plaintext
+/// than `plaintext_size`. Returns the
 /// summary and each place's SHA-256 (hex), for the caller to check. Only
 /// the MDC is checked here.
 pub fn decrypt_into(
-    image: &File,
+    (image, writing): (&File, &str),
     input: impl Read + Send,
     reading: &str,
     plaintext_size: u64,
@@ -132,7 +133,7 @@ pub fn decrypt_into(
         input,
         reading,
         &mut out,
-        "writing the image",
+        writing,
         key,
         Digests::NONE,
         progress,

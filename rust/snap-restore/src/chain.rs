@@ -353,7 +353,7 @@ pub(crate) fn fetch_chain(
         // What reaches the image is checked range by range below, so the
         // ciphertext is not hashed (bytes in no range never reach it).
         let decrypted = decrypt_into(
-            out,
+            (out, &format!("writing the image in {}", work_dir.display())),
             input,
             &format!("reading {}", label(p)),
             p.plaintext_size,
