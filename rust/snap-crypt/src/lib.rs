@@ -18,6 +18,7 @@ mod keys;
 mod literal;
 mod pipe;
 mod scan;
+mod secret;
 mod seipd;
 
 use std::fs::File;
