@@ -33,7 +33,7 @@ use crate::pipe::{
     hex_if, is_full, read_stage, write_stage,
 };
 pub use crate::secret::SecretKeySource;
-use crate::secret::{Candidate, candidates, describe, load_secret_keys};
+use crate::secret::{Candidate, candidates, describe};
 
 /// What [`decrypt`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub fn decrypt_with(
 ) -> Result<DecryptSummary> {
     let start = Instant::now();
     // Key problems are reported before any input is read or output written.
-    let keys = load_secret_keys(secret)?;
+    let keys = secret.keys()?;
     let in_pool = Pool::default();
     let out_pool = Pool::default();
 
@@ -199,7 +199,7 @@ pub fn decrypt_file(
         progress.set_total(meta.len());
     }
     // Check the key before creating anything.
-    load_secret_keys(secret)?;
+    secret.keys()?;
     crate::staged_output(dst, |file| {
         decrypt_named(
             &input,
@@ -325,7 +325,16 @@ fn run_rpgp(
         )));
     };
     let key_desc = describe(chosen);
-    let password = secret.password_for(chosen, &key_desc)?;
+    // Unlocked once for all the messages this key source decrypts.
+    let unlocked = secret.unlocked(chosen, &key_desc)?;
+    let unlocked = candidates(&unlocked);
+    let Some(chosen) = unlocked
+        .iter()
+        .find(|c| (c.key_id, c.is_primary) == (chosen.key_id, chosen.is_primary))
+    else {
+        return Err(Error::internal("the unlocked key lost its component key"));
+    };
+    let password = Password::empty();
 
     let used = Used {
         key_id: hex_upper(chosen.key_id.as_ref()),

@@ -2,7 +2,8 @@
 //! prompt, and which of its component keys can decrypt a message.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pgp::composed::{PublicOrSecret, SignedSecretKey};
 use pgp::types::{KeyDetails, Password};
@@ -17,15 +18,26 @@ type Prompt = dyn Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync;
 /// The secret key for a restore: key bytes (armored or binary, one or more
 /// keys) and how to get its passphrase. Held in memory only, wiped on drop.
 ///
-/// A prompt is asked once: the passphrase it gave, once it unlocked the
-/// key, is kept for every later message (a chain's link is one message per
-/// piece), and threads decrypting at once wait for the one asking.
+/// The key data is parsed once, and a protected component key is unlocked
+/// once: the unlocked key is kept for every later message (a chain's link
+/// is one message per piece). Unlocking derives the passphrase's key with
+/// the key's S2K, which GnuPG calibrates to its count, up to 65 million
+/// bytes of hashing (0.35 s here): paid again for every piece, it cost more
+/// than the restore itself. A prompt is asked once: the passphrase it gave,
+/// once it unlocked the key, is kept for another protected component key,
+/// and threads decrypting at once wait for the one asking.
 pub struct SecretKeySource {
     label: String,
     key: Zeroizing<Vec<u8>>,
     passphrase: Option<Zeroizing<Vec<u8>>>,
     prompt: Option<Box<Prompt>>,
     prompted: Mutex<Option<Zeroizing<Vec<u8>>>>,
+    /// The keys parsed from `key`, each component key replaced by its
+    /// unlocked self once its passphrase was found (rPGP wipes the secret
+    /// parameters when they are dropped).
+    loaded: Mutex<Option<Arc<Vec<SignedSecretKey>>>>,
+    /// Passphrases tried against a protected key (each an S2K derivation).
+    tried: AtomicUsize,
 }
 
 impl SecretKeySource {
@@ -37,6 +49,8 @@ impl SecretKeySource {
             passphrase: None,
             prompt: None,
             prompted: Mutex::new(None),
+            loaded: Mutex::new(None),
+            tried: AtomicUsize::new(0),
         }
     }
 
@@ -66,6 +80,25 @@ impl SecretKeySource {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// How many times a passphrase was tried against a protected key (each
+    /// try derives the key's S2K): once per component key and answer, not
+    /// once per message.
+    pub fn passphrase_tries(&self) -> usize {
+        self.tried.load(Ordering::Relaxed)
+    }
+
+    /// The secret keys in the key data, parsed on the first call; component
+    /// keys unlocked so far are unlocked in what this returns.
+    pub(crate) fn keys(&self) -> Result<Arc<Vec<SignedSecretKey>>> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = loaded.as_ref() {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(load_secret_keys(self)?);
+        *loaded = Some(keys.clone());
+        Ok(keys)
     }
 }
 
@@ -157,67 +190,111 @@ pub(crate) fn describe(c: &Candidate<'_>) -> String {
 }
 
 impl SecretKeySource {
-    /// The password that unlocks `chosen`: empty for an unprotected key, the
-    /// given passphrase, or the prompt's answer (asked once, kept); an error
-    /// for a stub, a wrong or a missing passphrase. `key_desc` names the key.
-    pub(crate) fn password_for(&self, chosen: &Candidate<'_>, key_desc: &str) -> Result<Password> {
-        let secret = self;
-        Ok(match chosen.state {
+    /// The keys with `chosen` (a candidate of [`Self::keys`]) usable without a
+    /// password: as they are for an unprotected key; for a protected one,
+    /// unlocked with the given passphrase or the prompt's answer (asked once,
+    /// kept) and kept unlocked. An error for a stub, a wrong or a missing
+    /// passphrase. `key_desc` names the key.
+    pub(crate) fn unlocked(
+        &self,
+        chosen: &Candidate<'_>,
+        key_desc: &str,
+    ) -> Result<Arc<Vec<SignedSecretKey>>> {
+        let id = (chosen.key_id, chosen.is_primary);
+        match chosen.state {
             SecretState::Stub => {
                 return Err(Error::invalid_key(format!(
                     "{}: the secret part of {key_desc} is not in this key data (a GnuPG stub: \
                      exported without that secret subkey, or it lives on a smartcard)",
-                    secret.label
+                    self.label
                 )));
             }
-            SecretState::Protected => {
-                let unlocks = |pw: &[u8]| {
-                    let password = Password::from(pw);
-                    check_passphrase(chosen, &password).map(|_| password)
-                };
-                let wrong = || {
-                    Error::invalid_key(format!("{}: wrong passphrase for {key_desc}", secret.label))
-                };
-                let none = || {
-                    Error::invalid_key(format!(
-                        "{}: {key_desc} is passphrase-protected and no passphrase was given",
-                        secret.label
-                    ))
-                };
-                match (&secret.passphrase, &secret.prompt) {
-                    (Some(pw), _) => unlocks(pw).map_err(|_| wrong())?,
-                    (None, Some(prompt)) => {
-                        // Held while asking: another thread waits for this answer.
-                        let mut kept = secret.prompted.lock().unwrap_or_else(|e| e.into_inner());
-                        match kept.as_ref().map(|pw| unlocks(pw)) {
-                            Some(Ok(password)) => password,
-                            // Not asked yet, or kept for another key of the ring.
-                            _ => {
-                                let pw = prompt(key_desc).ok_or_else(none)?;
-                                let password = unlocks(&pw).map_err(|_| wrong())?;
-                                *kept = Some(pw);
-                                password
-                            }
-                        }
-                    }
-                    (None, None) => return Err(none()),
+            SecretState::Protected => {}
+            _ => return self.keys(),
+        }
+        let wrong =
+            || Error::invalid_key(format!("{}: wrong passphrase for {key_desc}", self.label));
+        let none = || {
+            Error::invalid_key(format!(
+                "{}: {key_desc} is passphrase-protected and no passphrase was given",
+                self.label
+            ))
+        };
+        match (&self.passphrase, &self.prompt) {
+            (Some(pw), _) => self.unlock(id, pw)?.ok_or_else(wrong),
+            (None, Some(prompt)) => {
+                // Held while asking: another thread waits for this answer.
+                let mut kept = self.prompted.lock().unwrap_or_else(|e| e.into_inner());
+                // Not asked yet, or kept for another key of the ring.
+                if let Some(keys) = kept
+                    .as_ref()
+                    .map(|pw| self.unlock(id, pw))
+                    .transpose()?
+                    .flatten()
+                {
+                    return Ok(keys);
                 }
+                let pw = prompt(key_desc).ok_or_else(none)?;
+                let keys = self.unlock(id, &pw)?.ok_or_else(wrong)?;
+                *kept = Some(pw);
+                Ok(keys)
             }
-            _ => Password::empty(),
-        })
+            (None, None) => Err(none()),
+        }
     }
-}
 
-fn check_passphrase(c: &Candidate<'_>, pw: &Password) -> pgp::errors::Result<()> {
-    if c.is_primary {
-        c.key.primary_key.unlock(pw, |_, _| Ok(()))?
-    } else {
-        let sk = c
-            .key
-            .secret_subkeys
+    /// The keys with component key `id` (key id, primary or not) unlocked
+    /// by `pw` and kept so; `None` if `pw` does not unlock it. The S2K
+    /// derivation runs outside the lock; if another thread unlocked the key
+    /// meanwhile, its keys are used.
+    fn unlock(
+        &self,
+        id: (pgp::types::KeyId, bool),
+        pw: &[u8],
+    ) -> Result<Option<Arc<Vec<SignedSecretKey>>>> {
+        let keys = self.keys()?;
+        let at = keys
             .iter()
-            .find(|s| s.key.legacy_key_id() == c.key_id)
-            .expect("candidate subkey exists");
-        sk.key.unlock(pw, |_, _| Ok(()))?
+            .position(|k| {
+                candidates(std::slice::from_ref(k))
+                    .iter()
+                    .any(|c| (c.key_id, c.is_primary) == id)
+            })
+            .ok_or_else(|| Error::internal("the key to unlock is not in the key data"))?;
+        let state = |keys: &[SignedSecretKey]| {
+            candidates(keys)
+                .iter()
+                .find(|c| (c.key_id, c.is_primary) == id)
+                .map(|c| c.state)
+        };
+        if state(&keys) != Some(SecretState::Protected) {
+            return Ok(Some(keys));
+        }
+        let mut key = keys[at].clone();
+        let password = Password::from(pw);
+        self.tried.fetch_add(1, Ordering::Relaxed);
+        let done = if id.1 {
+            key.primary_key.remove_password(&password)
+        } else {
+            match key
+                .secret_subkeys
+                .iter_mut()
+                .find(|s| s.key.legacy_key_id() == id.0)
+            {
+                Some(sk) => sk.key.remove_password(&password),
+                None => return Err(Error::internal("the subkey to unlock is not in the key")),
+            }
+        };
+        if done.is_err() {
+            return Ok(None);
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let current = loaded.get_or_insert_with(|| keys.clone());
+        if state(current) == Some(SecretState::Protected) {
+            let mut next = current.as_ref().clone();
+            next[at] = key;
+            *current = Arc::new(next);
+        }
+        Ok(Some(current.clone()))
     }
 }

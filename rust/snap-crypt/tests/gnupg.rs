@@ -292,9 +292,19 @@ fn passphrase_protected_secret_key() {
     let e = snap_decrypt(&cipher, &base().with_passphrase("wrong")).expect_err("wrong passphrase");
     assert_eq!(e.kind(), ErrorKind::InvalidKey);
     assert!(e.to_string().contains("wrong passphrase"), "{e}");
-    let (back, _) =
-        snap_decrypt(&cipher, &base().with_passphrase(PASSPHRASE)).expect("right passphrase");
+    let given = base().with_passphrase(PASSPHRASE);
+    let (back, _) = snap_decrypt(&cipher, &given).expect("right passphrase");
     assert!(back == plain);
+    // The key is unlocked once and kept so: every S2K derivation costs what
+    // GnuPG calibrated (up to 65 million bytes hashed), for every piece.
+    for _ in 0..3 {
+        assert!(snap_decrypt(&cipher, &given).expect("kept unlocked").0 == plain);
+    }
+    assert_eq!(
+        given.passphrase_tries(),
+        1,
+        "the passphrase was tried again"
+    );
     // A prompt is asked only because the key is protected, and its answer is used.
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a = asked.clone();
@@ -329,6 +339,11 @@ fn passphrase_protected_secret_key() {
     assert!(snap_decrypt(&cipher, &fumbled).expect("right answer").0 == plain);
     assert!(snap_decrypt(&cipher, &fumbled).expect("kept").0 == plain);
     assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        fumbled.passphrase_tries(),
+        2,
+        "wrong, then right, then kept"
+    );
     // Threads decrypting at once with one source: one asks, the others wait for its answer.
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a = asked.clone();
@@ -346,6 +361,11 @@ fn passphrase_protected_secret_key() {
         asked.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "asked by more than one thread"
+    );
+    assert_eq!(
+        shared.passphrase_tries(),
+        1,
+        "unlocked by more than one thread"
     );
 }
 
