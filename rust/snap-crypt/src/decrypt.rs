@@ -310,12 +310,22 @@ fn run_rpgp(
                     Ok(id) => !id.is_wildcard() && *id == c.key_id,
                     Err(_) => matches!(p.fingerprint(), Ok(Some(fp)) if *fp == c.fingerprint),
                 };
-                matches && c.state != SecretState::Public
+                matches && c.state != SecretState::Public && c.can_decrypt
             })
             .map(|c| (*p, c))
     });
     let Some((pkesk, chosen)) = chosen else {
-        let ours: Vec<String> = cands.iter().map(|c| hex_upper(c.key_id.as_ref())).collect();
+        let ours: Vec<String> = cands
+            .iter()
+            .map(|c| {
+                let id = hex_upper(c.key_id.as_ref());
+                if c.can_decrypt {
+                    id
+                } else {
+                    format!("{id} (a signing key, which cannot decrypt)")
+                }
+            })
+            .collect();
         return Err(Error::invalid_key(format!(
             "{}: this key cannot decrypt the message: the message is encrypted to {}; \
              the key holds key ids {}",
@@ -328,10 +338,7 @@ fn run_rpgp(
     // Unlocked once for all the messages this key source decrypts.
     let unlocked = secret.unlocked(chosen, &key_desc)?;
     let unlocked = candidates(&unlocked);
-    let Some(chosen) = unlocked
-        .iter()
-        .find(|c| (c.key_id, c.is_primary) == (chosen.key_id, chosen.is_primary))
-    else {
+    let Some(chosen) = unlocked.iter().find(|c| c.at == chosen.at) else {
         return Err(Error::internal("the unlocked key lost its component key"));
     };
     let password = Password::empty();

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgp::composed::{PublicOrSecret, SignedSecretKey};
-use pgp::types::{KeyDetails, Password};
+use pgp::crypto::public_key::PublicKeyAlgorithm;
+use pgp::types::{KeyDetails, Password, SecretParams};
 use snap_core::{Error, Result};
 use zeroize::Zeroizing;
 
@@ -33,9 +34,12 @@ pub struct SecretKeySource {
     prompt: Option<Box<Prompt>>,
     prompted: Mutex<Option<Zeroizing<Vec<u8>>>>,
     /// The keys parsed from `key`, each component key replaced by its
-    /// unlocked self once its passphrase was found (rPGP wipes the secret
-    /// parameters when they are dropped).
+    /// unlocked self once its passphrase was found. Only keys that can
+    /// decrypt are ever unlocked (RSA, ElGamal, ECDH, X25519, X448), and
+    /// rPGP wipes their secret parameters when they are dropped.
     loaded: Mutex<Option<Arc<Vec<SignedSecretKey>>>>,
+    /// Held while a passphrase is tried (one S2K derivation at a time).
+    unlocking: Mutex<()>,
     /// Passphrases tried against a protected key (each an S2K derivation).
     tried: AtomicUsize,
 }
@@ -50,6 +54,7 @@ impl SecretKeySource {
             prompt: None,
             prompted: Mutex::new(None),
             loaded: Mutex::new(None),
+            unlocking: Mutex::new(()),
             tried: AtomicUsize::new(0),
         }
     }
@@ -148,25 +153,51 @@ pub(crate) struct Candidate<'k> {
     pub(crate) fingerprint: pgp::types::Fingerprint,
     pub(crate) state: SecretState,
     pub(crate) is_primary: bool,
+    /// Where it is: the key's index in the key data, and the subkey's
+    /// index in that key (`None`: the primary).
+    pub(crate) at: At,
+    /// Whether its algorithm can decrypt a session key. A message naming a
+    /// signing key is not for it: that key is never unlocked for one.
+    pub(crate) can_decrypt: bool,
+}
+
+/// A component key's place in the key data: key index, subkey index.
+pub(crate) type At = (usize, Option<usize>);
+
+fn can_decrypt(alg: PublicKeyAlgorithm) -> bool {
+    matches!(
+        alg,
+        PublicKeyAlgorithm::RSA
+            | PublicKeyAlgorithm::RSAEncrypt
+            | PublicKeyAlgorithm::ElgamalEncrypt
+            | PublicKeyAlgorithm::Elgamal
+            | PublicKeyAlgorithm::ECDH
+            | PublicKeyAlgorithm::X25519
+            | PublicKeyAlgorithm::X448
+    )
 }
 
 pub(crate) fn candidates(keys: &[SignedSecretKey]) -> Vec<Candidate<'_>> {
     let mut out = Vec::new();
-    for k in keys {
+    for (i, k) in keys.iter().enumerate() {
         out.push(Candidate {
             key: k,
             key_id: k.primary_key.legacy_key_id(),
             fingerprint: k.primary_key.fingerprint(),
             state: crate::keys::secret_state_of(k.primary_key.secret_params()),
             is_primary: true,
+            at: (i, None),
+            can_decrypt: can_decrypt(k.primary_key.algorithm()),
         });
-        for sk in &k.secret_subkeys {
+        for (j, sk) in k.secret_subkeys.iter().enumerate() {
             out.push(Candidate {
                 key: k,
                 key_id: sk.key.legacy_key_id(),
                 fingerprint: sk.key.fingerprint(),
                 state: crate::keys::secret_state_of(sk.key.secret_params()),
                 is_primary: false,
+                at: (i, Some(j)),
+                can_decrypt: can_decrypt(sk.key.algorithm()),
             });
         }
     }
@@ -200,7 +231,7 @@ impl SecretKeySource {
         chosen: &Candidate<'_>,
         key_desc: &str,
     ) -> Result<Arc<Vec<SignedSecretKey>>> {
-        let id = (chosen.key_id, chosen.is_primary);
+        let at = chosen.at;
         match chosen.state {
             SecretState::Stub => {
                 return Err(Error::invalid_key(format!(
@@ -221,21 +252,21 @@ impl SecretKeySource {
             ))
         };
         match (&self.passphrase, &self.prompt) {
-            (Some(pw), _) => self.unlock(id, pw)?.ok_or_else(wrong),
+            (Some(pw), _) => self.unlock(at, pw)?.ok_or_else(wrong),
             (None, Some(prompt)) => {
                 // Held while asking: another thread waits for this answer.
                 let mut kept = self.prompted.lock().unwrap_or_else(|e| e.into_inner());
                 // Not asked yet, or kept for another key of the ring.
                 if let Some(keys) = kept
                     .as_ref()
-                    .map(|pw| self.unlock(id, pw))
+                    .map(|pw| self.unlock(at, pw))
                     .transpose()?
                     .flatten()
                 {
                     return Ok(keys);
                 }
                 let pw = prompt(key_desc).ok_or_else(none)?;
-                let keys = self.unlock(id, &pw)?.ok_or_else(wrong)?;
+                let keys = self.unlock(at, &pw)?.ok_or_else(wrong)?;
                 *kept = Some(pw);
                 Ok(keys)
             }
@@ -243,58 +274,56 @@ impl SecretKeySource {
         }
     }
 
-    /// The keys with component key `id` (key id, primary or not) unlocked
-    /// by `pw` and kept so; `None` if `pw` does not unlock it. The S2K
-    /// derivation runs outside the lock; if another thread unlocked the key
-    /// meanwhile, its keys are used.
-    fn unlock(
-        &self,
-        id: (pgp::types::KeyId, bool),
-        pw: &[u8],
-    ) -> Result<Option<Arc<Vec<SignedSecretKey>>>> {
+    /// The keys with the component key at `at` unlocked by `pw` and kept
+    /// so; `None` if `pw` does not unlock it. One derivation at a time: a
+    /// thread that waited finds the key unlocked and derives nothing.
+    fn unlock(&self, at: At, pw: &[u8]) -> Result<Option<Arc<Vec<SignedSecretKey>>>> {
+        let _one = self.unlocking.lock().unwrap_or_else(|e| e.into_inner());
         let keys = self.keys()?;
-        let at = keys
-            .iter()
-            .position(|k| {
-                candidates(std::slice::from_ref(k))
-                    .iter()
-                    .any(|c| (c.key_id, c.is_primary) == id)
-            })
-            .ok_or_else(|| Error::internal("the key to unlock is not in the key data"))?;
-        let state = |keys: &[SignedSecretKey]| {
-            candidates(keys)
-                .iter()
-                .find(|c| (c.key_id, c.is_primary) == id)
-                .map(|c| c.state)
-        };
-        if state(&keys) != Some(SecretState::Protected) {
-            return Ok(Some(keys));
-        }
-        let mut key = keys[at].clone();
+        let lost = || Error::internal("the key to unlock is not in the key data");
+        let (i, sub) = at;
+        let key = keys.get(i).ok_or_else(lost)?;
         let password = Password::from(pw);
-        self.tried.fetch_add(1, Ordering::Relaxed);
-        let done = if id.1 {
-            key.primary_key.remove_password(&password)
-        } else {
-            match key
-                .secret_subkeys
-                .iter_mut()
-                .find(|s| s.key.legacy_key_id() == id.0)
-            {
-                Some(sk) => sk.key.remove_password(&password),
-                None => return Err(Error::internal("the subkey to unlock is not in the key")),
+        // Only the component key is copied and unlocked, so that nothing
+        // else of the key goes back to what it was.
+        let unlocked = match sub {
+            None => {
+                if !matches!(key.primary_key.secret_params(), SecretParams::Encrypted(_)) {
+                    return Ok(Some(keys));
+                }
+                let mut primary = key.primary_key.clone();
+                self.tried.fetch_add(1, Ordering::Relaxed);
+                if primary.remove_password(&password).is_err() {
+                    return Ok(None);
+                }
+                Unlocked::Primary(primary)
+            }
+            Some(j) => {
+                let sk = &key.secret_subkeys.get(j).ok_or_else(lost)?.key;
+                if !matches!(sk.secret_params(), SecretParams::Encrypted(_)) {
+                    return Ok(Some(keys));
+                }
+                let mut sk = sk.clone();
+                self.tried.fetch_add(1, Ordering::Relaxed);
+                if sk.remove_password(&password).is_err() {
+                    return Ok(None);
+                }
+                Unlocked::Subkey(j, sk)
             }
         };
-        if done.is_err() {
-            return Ok(None);
-        }
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let current = loaded.get_or_insert_with(|| keys.clone());
-        if state(current) == Some(SecretState::Protected) {
-            let mut next = current.as_ref().clone();
-            next[at] = key;
-            *current = Arc::new(next);
+        let mut next = current.as_ref().clone();
+        match unlocked {
+            Unlocked::Primary(p) => next[i].primary_key = p,
+            Unlocked::Subkey(j, sk) => next[i].secret_subkeys[j].key = sk,
         }
+        *current = Arc::new(next);
         Ok(Some(current.clone()))
     }
+}
+
+enum Unlocked {
+    Primary(pgp::packet::SecretKey),
+    Subkey(usize, pgp::packet::SecretSubkey),
 }

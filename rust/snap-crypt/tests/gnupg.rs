@@ -367,6 +367,51 @@ fn passphrase_protected_secret_key() {
         1,
         "unlocked by more than one thread"
     );
+    // A passphrase given, threads at once (a chain's pieces): one derives,
+    // the others wait and find the key unlocked.
+    let given = base().with_passphrase(PASSPHRASE);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert!(snap_decrypt(&cipher, &given).expect("threads").0 == plain));
+        }
+    });
+    assert_eq!(
+        given.passphrase_tries(),
+        1,
+        "derived by more than one thread"
+    );
+}
+
+#[test]
+fn a_message_naming_the_signing_primary_does_not_unlock_it() {
+    // A hostile piece whose session-key packet names the primary (ed25519,
+    // signing only) instead of the encryption subkey: refused as not for
+    // this key, without unlocking the primary (it would be kept unlocked).
+    let k = keys();
+    let rcpts = recipients(&[("pw", &k.protected.public_armored)]);
+    let mut cipher = snap_encrypt(&data(1000, 5), &rcpts);
+    let sub = hex::decode(&k.protected.enc_key_id).unwrap();
+    let primary =
+        hex::decode(&k.protected.fingerprint[k.protected.fingerprint.len() - 16..]).unwrap();
+    let at = cipher[..32]
+        .windows(8)
+        .position(|w| w == sub.as_slice())
+        .expect("the subkey's id in the session-key packet");
+    cipher[at..at + 8].copy_from_slice(&primary);
+    let key = SecretKeySource::new("pw.sec", k.protected.secret_armored.clone())
+        .with_passphrase(PASSPHRASE);
+    let e = snap_decrypt(&cipher, &key).expect_err("a signing key cannot decrypt");
+    assert_eq!(e.kind(), ErrorKind::InvalidKey, "{e}");
+    assert!(
+        e.to_string()
+            .contains("a signing key, which cannot decrypt"),
+        "{e}"
+    );
+    assert_eq!(
+        key.passphrase_tries(),
+        0,
+        "the signing primary was unlocked"
+    );
 }
 
 #[test]
