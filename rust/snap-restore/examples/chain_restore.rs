@@ -9,7 +9,7 @@
 //! `tail-<n>.gpg` for every link n. The ranges' digests prove the image, so
 //! a piece's ciphertext is not hashed, as `snap-backup restore` does not.
 //! With `ONE_AT_A_TIME` set, pieces are decrypted one after the other (as
-//! restore did before 2026-12-02).
+//! restore did before 2026-12-02); `PASSPHRASE` is the secret key's.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,7 +27,10 @@ fn main() {
         eprintln!("usage: chain_restore SECRET_KEY LINK_JSON SUPERBLOCK DIR OUT");
         std::process::exit(2);
     }
-    let key = SecretKeySource::new(a[1].clone(), std::fs::read(&a[1]).expect("key"));
+    let mut key = SecretKeySource::new(a[1].clone(), std::fs::read(&a[1]).expect("key"));
+    if let Some(pw) = std::env::var_os("PASSPHRASE") {
+        key = key.with_passphrase(pw.into_encoded_bytes());
+    }
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&a[2]).expect("json")).expect("json");
     let ranges: Vec<Range> = serde_json::from_value(v["ranges"].clone()).expect("ranges");
