@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use pgp::composed::{PublicOrSecret, SignedSecretKey};
 use pgp::crypto::public_key::PublicKeyAlgorithm;
-use pgp::types::{KeyDetails, Password, SecretParams};
+use pgp::types::{KeyDetails, Password};
 use snap_core::{Error, Result};
 use zeroize::Zeroizing;
 
-use crate::keys::{SecretState, hex_upper};
+use crate::keys::{SecretState, hex_upper, secret_state_of};
 use crate::scan::scan;
 
 type Prompt = dyn Fn(&str) -> Option<Zeroizing<Vec<u8>>> + Send + Sync;
@@ -184,7 +184,7 @@ pub(crate) fn candidates(keys: &[SignedSecretKey]) -> Vec<Candidate<'_>> {
             key: k,
             key_id: k.primary_key.legacy_key_id(),
             fingerprint: k.primary_key.fingerprint(),
-            state: crate::keys::secret_state_of(k.primary_key.secret_params()),
+            state: secret_state_of(k.primary_key.secret_params()),
             is_primary: true,
             at: (i, None),
             can_decrypt: can_decrypt(k.primary_key.algorithm()),
@@ -194,7 +194,7 @@ pub(crate) fn candidates(keys: &[SignedSecretKey]) -> Vec<Candidate<'_>> {
                 key: k,
                 key_id: sk.key.legacy_key_id(),
                 fingerprint: sk.key.fingerprint(),
-                state: crate::keys::secret_state_of(sk.key.secret_params()),
+                state: secret_state_of(sk.key.secret_params()),
                 is_primary: false,
                 at: (i, Some(j)),
                 can_decrypt: can_decrypt(sk.key.algorithm()),
@@ -288,7 +288,7 @@ impl SecretKeySource {
         // else of the key goes back to what it was.
         let unlocked = match sub {
             None => {
-                if !matches!(key.primary_key.secret_params(), SecretParams::Encrypted(_)) {
+                if secret_state_of(key.primary_key.secret_params()) != SecretState::Protected {
                     return Ok(Some(keys));
                 }
                 let mut primary = key.primary_key.clone();
@@ -300,7 +300,7 @@ impl SecretKeySource {
             }
             Some(j) => {
                 let sk = &key.secret_subkeys.get(j).ok_or_else(lost)?.key;
-                if !matches!(sk.secret_params(), SecretParams::Encrypted(_)) {
+                if secret_state_of(sk.secret_params()) != SecretState::Protected {
                     return Ok(Some(keys));
                 }
                 let mut sk = sk.clone();
