@@ -20,7 +20,9 @@ pub mod rotate;
 pub mod schedule;
 pub mod sshkey;
 pub mod status;
+pub mod stop;
 pub mod sync;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, ProgressEvent, ProgressSink, StageSummary};
+pub use stop::{Stop, StopReader};

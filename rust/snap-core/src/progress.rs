@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::stop::Stop;
+
 /// One report about a stage of work.
 #[derive(Debug, Clone)]
 pub struct ProgressEvent {
@@ -78,6 +80,7 @@ pub struct Progress {
     last: Mutex<Instant>,
     interval: Duration,
     sink: Option<Arc<dyn ProgressSink>>,
+    stop: Option<Stop>,
 }
 
 impl Progress {
@@ -95,6 +98,7 @@ impl Progress {
             last: Mutex::new(start),
             interval: Duration::from_secs(1),
             sink,
+            stop: None,
         }
     }
 
@@ -107,6 +111,21 @@ impl Progress {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// A stage that is one part of a job: it stops once `stop` is raised
+    /// (the stages that check [`Progress::check_stop`]: downloads).
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// `Ok` unless this stage was asked to stop ([`Progress::with_stop`]).
+    pub fn check_stop(&self) -> io::Result<()> {
+        match &self.stop {
+            Some(s) => s.check_io(&self.stage),
+            None => Ok(()),
+        }
     }
 
     pub fn stage(&self) -> &str {

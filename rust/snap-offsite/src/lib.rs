@@ -477,6 +477,8 @@ pub fn download_to_file(
 /// [`download_to_file`], refusing (`Integrity`) to write more than `limit`
 /// bytes in all: a restore knows each object's size from its manifest, and
 /// a hostile server must not fill the work directory with a longer one.
+/// A `progress` with a [`snap_core::Stop`] ends the download, `Interrupted`,
+/// at the next chunk after the stop is raised.
 pub fn download_to_file_limited(
     target: &dyn ArchiveTarget,
     key: &str,
@@ -524,9 +526,12 @@ pub fn download_to_file_limited(
         path: &'a Path,
         /// Bytes that may still be written, and the limit for the message.
         room: Option<(u64, u64)>,
+        /// Stops the download when the job it is part of failed elsewhere.
+        progress: &'a Progress,
     }
     impl<W: Write> Write for HashingWriter<'_, W> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.progress.check_stop()?;
             if let Some((room, limit)) = &mut self.room {
                 if buf.len() as u64 > *room {
                     return Err(io::Error::other(Error::new(
@@ -555,6 +560,7 @@ pub fn download_to_file_limited(
             hasher: &mut hasher,
             path,
             room: limit.map(|l| (l.saturating_sub(resumed_from), l)),
+            progress,
         };
         match version_id {
             Some(v) => target.get_version(key, v, resumed_from, &mut w, progress)?,

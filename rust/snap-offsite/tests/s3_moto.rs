@@ -719,6 +719,73 @@ fn get_resumes_after_a_dropped_download() {
     assert!(std::fs::metadata(&short).unwrap().len() <= MIB as u64);
 }
 
+/// A restore downloads two pieces side by side; when the other one fails,
+/// this download stops at its next chunk instead of fetching the rest of a
+/// piece that will be thrown away (`snap_core::Stop` on its progress).
+#[test]
+fn a_raised_stop_ends_a_download_at_its_next_chunk() {
+    struct RaiseAt(snap_core::Stop, u64);
+    impl snap_core::ProgressSink for RaiseAt {
+        fn report(&self, e: &snap_core::ProgressEvent) {
+            if e.done >= self.1 {
+                self.0.raise();
+            }
+        }
+    }
+    let moto = Moto::start();
+    moto.setup_iam();
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    let k = key(".chain-piece.gpg");
+    let src = data(24 * MIB, 11);
+    upload(
+        &admin,
+        &k,
+        &src,
+        &PutOptions::archive().with_storage_class("STANDARD"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piece-0.gpg");
+    let stop = snap_core::Stop::new();
+    // The other piece "fails" once 2 MiB of this one have arrived.
+    let sink = std::sync::Arc::new(RaiseAt(stop.clone(), 2 * MIB as u64));
+    let progress = Progress::new("download piece-0", Some(src.len() as u64), Some(sink))
+        .with_interval(Duration::ZERO)
+        .with_stop(stop.clone());
+    let e = snap_offsite::download_to_file_limited(
+        &admin,
+        &k,
+        None,
+        &path,
+        false,
+        Some(src.len() as u64),
+        &progress,
+    )
+    .unwrap_err();
+    let got = std::fs::metadata(&path).unwrap().len();
+    eprintln!("stop raised at 2 MiB of 24 MiB: the download ended with {got} bytes on disk: {e}");
+    assert!(stop.raised());
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e}");
+    assert!(
+        e.to_string()
+            .contains("stopped, another part of the same job failed"),
+        "{e}"
+    );
+    assert!(got < 4 * MIB as u64, "{got} bytes: the download went on");
+    // Without a stop the same download completes.
+    let d = snap_offsite::download_to_file_limited(
+        &admin,
+        &k,
+        None,
+        &path,
+        false,
+        Some(src.len() as u64),
+        &Progress::silent("dl"),
+    )
+    .unwrap();
+    assert_eq!(d.sha256, sha256_hex(&src));
+}
+
 /// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:
 /// uploads slowly until the parent kills it (SIGKILL). Does nothing unless the
 /// parent set SNAP_OFFSITE_CHILD; gives up (and aborts) after a minute.

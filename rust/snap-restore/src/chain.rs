@@ -14,7 +14,9 @@
 //! something fails is the file hashed, to say whether it is the piece the
 //! manifest names. The image gets its name only when every range is there
 //! and checked; nothing reaches the destination before. A missing,
-//! tampered, truncated or reordered piece fails naming the piece.
+//! tampered, truncated or reordered piece fails naming the piece, and stops
+//! the piece beside it at its next chunk (its download or decryption is not
+//! finished only to be thrown away).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -27,7 +29,7 @@ use snap_archive::chain::{
     CHAIN_MANIFEST_FORMAT, CHAIN_MANIFEST_SUFFIX, ChainManifest, ChainPiece, SUPERBLOCK,
 };
 use snap_core::progress::ProgressSink;
-use snap_core::{Error, ErrorKind, Progress, Result};
+use snap_core::{Error, ErrorKind, Progress, Result, Stop, StopReader};
 use snap_crypt::SecretKeySource;
 use snap_offsite::ArchiveTarget;
 
@@ -178,6 +180,7 @@ fn ciphertext(
     n: usize,
     work: &Path,
     sink: &Option<Arc<dyn ProgressSink>>,
+    stop: &Stop,
 ) -> Result<Cipher> {
     match source {
         Pieces::Dir(d) => {
@@ -215,8 +218,10 @@ fn ciphertext(
             // Readable already: `fetch_chain` made sure of every piece first.
             // Pieces download side by side (see assemble.rs): one file each.
             let path = work.join(format!("piece-{n}.gpg"));
+            // Stops at its next chunk when another piece fails.
             let progress =
-                Progress::new(format!("download {}", p.name), Some(p.size), sink.clone());
+                Progress::new(format!("download {}", p.name), Some(p.size), sink.clone())
+                    .with_stop(stop.clone());
             let got = snap_offsite::download_to_file_limited(
                 *t,
                 &p.key,
@@ -336,10 +341,10 @@ pub(crate) fn fetch_chain(
     let none = Vec::new();
     let out = tmp.as_file();
     let work_dir = work.dir.as_path();
-    let one = |n: usize| -> Result<(String, bool)> {
+    let one = |n: usize, stop: &Stop| -> Result<(String, bool)> {
         let p = &m.pieces[n];
         let mine = mine.get(p.name.as_str()).unwrap_or(&none);
-        let cipher = ciphertext(source, p, n, work_dir, &sink)?;
+        let cipher = ciphertext(source, p, n, work_dir, &sink, stop)?;
         let places: Vec<Place> = mine
             .iter()
             .map(|&i| {
@@ -347,8 +352,9 @@ pub(crate) fn fetch_chain(
                 (r.piece_offset, r.len, r.offset)
             })
             .collect();
-        // Never more than the manifest's size, whatever the file grows to.
-        let input = (&cipher.file).take(p.size);
+        // Never more than the manifest's size, whatever the file grows to;
+        // and no further once another piece failed.
+        let input = StopReader::new((&cipher.file).take(p.size), stop.clone(), label(p));
         let progress = Progress::new(format!("decrypt {}", p.name), Some(p.size), sink.clone());
         // What reaches the image is checked range by range below, so the
         // ciphertext is not hashed (bytes in no range never reach it).
@@ -365,6 +371,10 @@ pub(crate) fn fetch_chain(
         // decryption or its ranges tripped on. Only a failure pays for
         // hashing the file.
         let wrong = |e: Error| -> Error {
+            // Stopped because another piece failed: its error is the one told.
+            if stop.raised() {
+                return e;
+            }
             let file = (!cipher.proven).then(|| sha256_fd(&cipher.file, p.size + 1));
             match file {
                 Some(Ok((size, sha))) if size != p.size || sha != p.sha256 => {
@@ -397,12 +407,10 @@ pub(crate) fn fetch_chain(
     let decrypted = if !key.may_prompt() || m.pieces.is_empty() {
         in_order(m.pieces.len(), PIECES_AT_ONCE, one)?
     } else {
-        let mut all = vec![one(0)?];
-        all.extend(in_order(
-            m.pieces.len() - 1,
-            PIECES_AT_ONCE,
-            |n| one(n + 1),
-        )?);
+        let mut all = vec![one(0, &Stop::new())?];
+        all.extend(in_order(m.pieces.len() - 1, PIECES_AT_ONCE, |n, stop| {
+            one(n + 1, stop)
+        })?);
         all
     };
     let proven = decrypted.iter().all(|(_, proven)| *proven);
