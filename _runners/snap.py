@@ -15,6 +15,7 @@ from salt.exceptions import SaltInvocationError
 NEEDS_CORE_API = (2, 5)
 
 try:
+    from snap_core import chains as snap_chains
     from snap_core import fleet as snap_fleet
     from snap_core import provision as snap_provision
     from snap_core import run_status as snap_run_status
@@ -169,8 +170,9 @@ def archive(tgt=None, timeout=86400):
     Run the archive pipeline on the backup server and return its manifest:
     the history packed (SquashFS), encrypted to the offline OpenPGP public
     key(s), uploaded off-site under Object Lock COMPLIANCE. With chains
-    (``snap:archive:chain:enabled``) the run uploads only what is new and
-    returns its link's manifest as ``chain`` (``manifest`` is then None).
+    (``snap:archive:chain:enabled``, on by default for an S3 target) the
+    run uploads only what is new and returns its link's manifest as
+    ``chain`` (``manifest`` is then None).
 
     tgt
         One backup server's minion id. Default: every backup server, each
@@ -335,7 +337,7 @@ def _offsite_settings(minion=None, pillar=None):
     with ``pillar`` (a dict, like ``pillar=`` on the CLI) merged over it."""
     if not HAS_CORE:
         raise SaltInvocationError(f"snap_core.provision is not importable on the master: {IMPORT_ERROR}")
-    settings = {}
+    settings, archive = {}, None
     if pillar is None or minion is not None:
         compiled = __salt__["pillar.show_pillar"](minion=minion) if minion else __salt__["pillar.show_pillar"]()
         snap = (compiled or {}).get("snap") or {}
@@ -344,20 +346,26 @@ def _offsite_settings(minion=None, pillar=None):
         chain = (snap.get("archive") or {}).get("chain") or {}
         if chain.get("max_age_days") is not None and settings:
             settings.setdefault("chain_max_age_days", chain["max_age_days"])
-        # Ceph keeps only the bucket's default lock on multipart uploads: with
-        # chains, that default must cover a chain's whole life.
-        if chain.get("enabled") and settings:
-            settings.setdefault("chains", True)
+        archive = snap.get("archive")
     if pillar:
         if not isinstance(pillar, dict):
             raise SaltInvocationError("pillar= must be a dict")
         override = (pillar.get("snap") or {}).get("offsite", pillar)
         settings.update(override)
+        archive = (pillar.get("snap") or {}).get("archive", archive)
     if not settings:
         raise SaltInvocationError(
             "no snap:offsite settings in pillar"
             + (f" of minion {minion}" if minion else " of the master (pass minion=<backup server id>)")
         )
+    # Ceph keeps only the bucket's default lock on multipart uploads: with
+    # chains, that default must cover a chain's whole life, and the cap on
+    # retention must leave them room. Chains are on unless pillar turns them
+    # off or the target is a Glacier vault, as the archive run decides.
+    try:
+        settings.setdefault("chains", snap_chains.chains_enabled(archive))
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
     return settings
 
 

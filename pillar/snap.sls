@@ -184,7 +184,8 @@ snap:
       compressor: zstd
       level: 15
     chain:                  # incremental archives (docs/RESTORE.md)
-      enabled: False        # True: a base, then links that upload only what is new
+      enabled: null         # a base, then links that upload only what is new; null: on for S3, off for
+                            # a Glacier vault; False: a full archive every run (needs no wider cap)
       max_age_days: 180     # a new base once the chain is this old; the off-site retention cap is
                             # retain_days + max_age_days + 7 days (a compromised backup server cannot lock longer)
       max_dead_ratio: 0.5   # ... or once half the image's data has expired from history

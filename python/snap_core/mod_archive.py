@@ -12,6 +12,7 @@ import os
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import snap_core
+from snap_core.chains import chains_enabled
 from snap_core.mod_env import core, server_dirs
 
 
@@ -29,6 +30,8 @@ def archive_config(env):
             raise SaltInvocationError(
                 f"pillar snap:archive:recipients[{i}] must be an armored public key or a file path"
             )
+    # enabled null (the default): chains, unless the target is a Glacier vault.
+    chain = {**(arc.get("chain") or {}), "enabled": _chains(arc)}
     config = {
         "minion_id": env.opts["id"],
         "history_dir": server_dirs(srv)[1],
@@ -41,10 +44,17 @@ def archive_config(env):
         "storage_class": arc["storage_class"],
         "retain_days": int(arc["retain_days"]),
         "pack": arc["pack"],
-        "chain": arc.get("chain") or {},
+        "chain": chain,
         "prices": arc.get("prices") or {},
     }
     return core(snap_core.parse_archive_config, json.dumps(config))
+
+
+def _chains(arc):
+    try:
+        return chains_enabled(arc)
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
 
 
 def check_recipient(text, label="recipient"):

@@ -335,7 +335,8 @@ def test_drift_is_reported_with_a_nonzero_exit_and_provision_repairs_it(moto, tm
     assert provision.provision(s, session=moto.admin_session)["result"] is True
     s3 = admin(moto, "s3")
     config = tmp_path / "offsite.json"
-    config.write_text(json.dumps({"offsite": s}))
+    # Provisioned without chains: a full archive every run, which the archive pillar says.
+    config.write_text(json.dumps({"offsite": s, "archive": {"chain": {"enabled": False}}}))
     for var, value in (("AWS_ACCESS_KEY_ID", moto.admin_session.get_credentials().access_key),
                        ("AWS_SECRET_ACCESS_KEY", moto.admin_session.get_credentials().secret_key)):
         monkeypatch.setenv(var, value)
@@ -346,6 +347,14 @@ def test_drift_is_reported_with_a_nonzero_exit_and_provision_repairs_it(moto, tm
                     *[cli.arg(*n, **o) for n, o in provision.VERIFY_ARGS])(provision.cmd_verify_offsite)
     assert cli.main(["verify-offsite", "--config", str(config)]) == 0
     assert "no drift" in capsys.readouterr().out
+    # Without the archive pillar the default holds: chains, which this bucket's cap on retention
+    # (97 days) leaves no room for. An upgrade to chains by default shows up as drift.
+    default = tmp_path / "offsite-default.json"
+    default.write_text(json.dumps({"offsite": s}))
+    assert cli.main(["verify-offsite", "--config", str(default)]) == 1
+    drift = capsys.readouterr().out
+    print(drift)
+    assert "DRIFT bucket policy is snap's" in drift, drift
 
     # Drift 1: someone (an administrator) loosened the bucket policy.
     pol = provision.bucket_policy(provision.load_spec(s))
@@ -491,8 +500,12 @@ def test_runner_provisions_from_the_backup_servers_pillar(runners, moto, monkeyp
     written = runners["snap.provision_template"](str(tmp_path / "tpl"), minion="backup1")["written"]
     names = sorted(os.path.basename(p) for p in written)
     assert "cloudformation.json" in names and "bucket_policy.json" in names
+    # No snap:archive:chain in this pillar: chains are the default for an S3 target, so the runner
+    # provisions the cap on retention a chain needs (retain_days + max_age_days + 7).
+    chained = provision.load_spec({**settings_for(moto, "snap-runner", "snap-runner"), "chains": True})
+    assert chained.retention_cap_days == chained.retain_days + 180 + 7
     with open(tmp_path / "tpl" / "bucket_policy.json") as handle:
-        assert json.load(handle) == provision.bucket_policy(provision.load_spec(settings_for(moto, "snap-runner", "snap-runner")))
+        assert json.load(handle) == provision.bucket_policy(chained)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ def site(deployed):
                     "target": moto.target(),
                     "retain_days": 95,
                     "pack": {"compressor": "zstd", "level": 3},
+                    "chain": {"enabled": False},  # full archives here; chains: test_chain_archive
                 },
                 "verify": {"minion": "web1", "target": read_target, "prefix": PREFIX + "/",
                            "key": str(drill_key), "work_dir": str(work)},

@@ -41,7 +41,8 @@ def site(deployed):
         pillar = {
             "snap": {
                 "archive": {"recipients": [offline.gpg("--armor", "--export", offline.fingerprint).stdout.decode()],
-                            "target": moto.target(), "retain_days": 95, "pack": {"compressor": "lz4"}},
+                            "target": moto.target(), "retain_days": 95, "pack": {"compressor": "lz4"},
+                            "chain": {"enabled": False}},
                 "verify": {"minion": "web1", "target": moto.add_read_only_identity(), "prefix": PREFIX + "/"},
             }
         }  # fmt: skip

@@ -13,7 +13,11 @@ VERIFY_HELP = "read the off-site bucket/vault configuration back and report drif
 VERIFY_ARGS: tuple = (
     (
         ("--config",),
-        {"required": True, "help": "JSON file: the snap:offsite settings, or an object with an 'offsite' key"},
+        {
+            "required": True,
+            "help": "JSON file: the snap:offsite settings, or an object with an 'offsite' key "
+            "(and optionally 'archive', pillar snap:archive, which says whether chains need room)",
+        },
     ),
     (
         ("--admin-profile",),
@@ -33,10 +37,26 @@ TEMPLATE_ARGS: tuple = (
 
 
 def _settings_from_file(path: str) -> dict:
+    """The snap:offsite settings in ``path``. ``chains`` (whether the backup
+    server archives chains, which the cap on retention must leave room for)
+    unless given is decided as ``salt-run snap.provision`` decides it: from
+    an ``archive`` object beside ``offsite`` (pillar ``snap:archive``), and
+    without one as its default (chains, for an S3 target)."""
+    from snap_core.chains import chains_enabled  # noqa: PLC0415
+
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
+    archive = None
     if isinstance(data, dict) and isinstance(data.get("offsite"), dict):
+        archive = data.get("archive")
         data = data["offsite"]
+    if isinstance(data, dict) and "chains" not in data:
+        try:
+            data = {**data, "chains": chains_enabled(archive)}
+        except ValueError as exc:
+            from snap_core.provision.spec import ProvisionError  # noqa: PLC0415
+
+            raise ProvisionError(f"{path}: {exc}") from None
     return data
 
 
