@@ -24,6 +24,7 @@ use crate::config::{Shared, load};
 use crate::error::sdk_error;
 use crate::parts::{
     PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
+    unless_stopped,
 };
 use crate::{
     ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
@@ -635,12 +636,16 @@ impl ArchiveTarget for GlacierTarget {
                 if pos > 0 {
                     req = req.range(format!("bytes={pos}-"));
                 }
-                let resp = match req.send().await {
+                let resp = match unless_stopped(progress, req.send()).await? {
                     Ok(r) => r,
                     Err(e) => {
                         let err = sdk_error(format!("reading {name} from byte {pos}"), e);
                         if err.kind() == ErrorKind::Network && attempt < retries {
-                            tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                            unless_stopped(
+                                progress,
+                                tokio::time::sleep(backoff_delay(backoff, attempt)),
+                            )
+                            .await?;
                             attempt += 1;
                             continue;
                         }
@@ -649,7 +654,7 @@ impl ArchiveTarget for GlacierTarget {
                 };
                 let mut body = resp.body;
                 let reason = loop {
-                    match body.next().await {
+                    match unless_stopped(progress, body.next()).await? {
                         Some(Ok(chunk)) => {
                             out.write_all(&chunk).map_err(|e| {
                                 crate::error::error_from_io(e).context(format!("writing {name}"))
@@ -670,7 +675,11 @@ impl ArchiveTarget for GlacierTarget {
                         format!("reading {name}: connection dropped at byte {pos} ({reason})"),
                     ));
                 }
-                tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                unless_stopped(
+                    progress,
+                    tokio::time::sleep(backoff_delay(backoff, attempt)),
+                )
+                .await?;
                 attempt += 1;
             }
         })

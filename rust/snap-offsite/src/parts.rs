@@ -137,6 +137,22 @@ pub(crate) fn backoff_delay(base: Duration, attempt: u32) -> Duration {
         .min(Duration::from_secs(60))
 }
 
+/// `fut`, unless `progress` is asked to stop first ([`Progress::with_stop`]):
+/// a download that waits for an answer, a body chunk or its backoff checks
+/// the stop every 100 ms and ends `Interrupted` rather than retrying on.
+pub(crate) async fn unless_stopped<F: std::future::Future>(
+    progress: &Progress,
+    fut: F,
+) -> Result<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        progress.check_stop().map_err(crate::error::error_from_io)?;
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), &mut fut).await {
+            return Ok(v);
+        }
+    }
+}
+
 /// A copy of an error (snap's errors are not `Clone`).
 pub(crate) fn copy_error(e: &Error) -> Error {
     Error::new(e.kind(), e.to_string())

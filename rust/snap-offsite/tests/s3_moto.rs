@@ -786,6 +786,59 @@ fn a_raised_stop_ends_a_download_at_its_next_chunk() {
     assert_eq!(d.sha256, sha256_hex(&src));
 }
 
+/// A download that waits (a stalled body, a server that answers no more)
+/// also stops once the stop is raised: the wait checks it, not only the
+/// arrival of data. Cold review of e120fa8: it went on retrying for 126 s.
+#[test]
+fn a_raised_stop_ends_a_download_waiting_on_a_stalled_server() {
+    let moto = Moto::start();
+    moto.setup_iam();
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    let k = key(".chain-piece.gpg");
+    let src = data(24 * MIB, 12);
+    upload(
+        &admin,
+        &k,
+        &src,
+        &PutOptions::archive().with_storage_class("STANDARD"),
+    )
+    .unwrap();
+    let proxy = Proxy::start(moto.port, Fault::StallDownloadAt(MIB as u64));
+    let stalled = S3Target::new(moto.config("admin", &proxy.endpoint())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piece-0.gpg");
+    let stop = snap_core::Stop::new();
+    let progress = Progress::silent("download piece-0").with_stop(stop.clone());
+    let started = std::time::Instant::now();
+    let e = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            stop.raise();
+        });
+        snap_offsite::download_to_file_limited(
+            &stalled,
+            &k,
+            None,
+            &path,
+            false,
+            Some(src.len() as u64),
+            &progress,
+        )
+        .unwrap_err()
+    });
+    let took = started.elapsed();
+    let got = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "stalled after 1 MiB, stop raised at 1 s: the download ended after {:.2} s with {got} bytes, \
+         {} connections: {e}",
+        took.as_secs_f64(),
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e}");
+    assert!(got <= MIB as u64, "{got}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
 /// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:
 /// uploads slowly until the parent kills it (SIGKILL). Does nothing unless the
 /// parent set SNAP_OFFSITE_CHILD; gives up (and aborts) after a minute.

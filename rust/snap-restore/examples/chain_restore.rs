@@ -77,7 +77,7 @@ fn run(
     }
     let tails: Vec<(u32, Vec<&Range>)> = tails.into_iter().collect();
     let progress = Progress::silent("restore");
-    in_order(tails.len(), workers, |i, _| {
+    in_order(0..tails.len(), workers, |i, _| {
         let (n, mine) = &tails[i];
         let path = dir.join(format!("tail-{n}.gpg"));
         let f = File::open(&path).map_err(|e| Error::io_path("opening", &path, e))?;

@@ -24,18 +24,20 @@ use crate::fetch::Limited;
 /// Pieces decrypted at once.
 pub const PIECES_AT_ONCE: usize = 2;
 
-/// `job(i, stop)` for every `i` in `0..n`, at most `workers` at once, taken
+/// `job(i, stop)` for every `i` in `jobs`, at most `workers` at once, taken
 /// in order of `i`; the results in that order. Once a job fails (an error
 /// or a panic) it raises `stop`: no other job starts, and the jobs running
 /// stop at their next chunk (those that give `stop` to their readers and
 /// downloads) instead of finishing work that will be thrown away. The error
 /// returned is that of the job that failed first, the one that raised
-/// `stop`, never the `Interrupted` of a job it stopped.
+/// `stop`, never the `Interrupted` of a job it stopped. A job only hands
+/// `stop` on (to its readers and downloads); it never raises it itself.
 pub fn in_order<T: Send>(
-    n: usize,
+    jobs: std::ops::Range<usize>,
     workers: usize,
     job: impl Fn(usize, &Stop) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
+    let (first, n) = (jobs.start, jobs.len());
     let next = AtomicUsize::new(0);
     let stop = Stop::new();
     // The job that raised `stop`: its error is the one returned.
@@ -52,16 +54,20 @@ pub fn in_order<T: Send>(
                     }
                     // A panic (a parser on hostile bytes) fails this job and
                     // stops the others, as an error does.
-                    let r =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(i, &stop)))
-                            .unwrap_or_else(|p| {
-                                let why = p
-                                    .downcast_ref::<&str>()
-                                    .map(|s| s.to_string())
-                                    .or_else(|| p.downcast_ref::<String>().cloned())
-                                    .unwrap_or_default();
-                                Err(Error::internal(format!("piece {i}: a panic: {why}")))
-                            });
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(first + i, &stop)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let why = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::internal(format!(
+                            "piece {}: a panic: {why}",
+                            first + i
+                        )))
+                    });
                     if r.is_err() && stop.raise() {
                         cause.store(i, Ordering::SeqCst);
                     }
@@ -193,7 +199,7 @@ mod tests {
     #[test]
     fn in_order_returns_the_failing_jobs_error_and_starts_nothing_after() {
         let started = AtomicUsize::new(0);
-        let r = in_order(50, 2, |i, _| {
+        let r = in_order(0..50, 2, |i, _| {
             started.fetch_add(1, Ordering::Relaxed);
             if i == 7 {
                 return Err(Error::invalid_input(format!("piece {i}")));
@@ -211,7 +217,7 @@ mod tests {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let started = AtomicUsize::new(0);
-        let e = in_order(50, 2, |i, _| {
+        let e = in_order(0..50, 2, |i, _| {
             started.fetch_add(1, Ordering::Relaxed);
             if i == 3 {
                 panic!("hostile bytes");
@@ -226,9 +232,11 @@ mod tests {
             "{e}"
         );
         assert!(started.load(Ordering::Relaxed) <= 8, "{started:?}");
-        let ok = in_order(5, 3, |i, _| Ok(i * 10)).unwrap();
+        let ok = in_order(0..5, 3, |i, _| Ok(i * 10)).unwrap();
         assert_eq!(ok, vec![0, 10, 20, 30, 40]);
-        assert!(in_order(0, 2, |i, _| Ok(i)).unwrap().is_empty());
+        let ok = in_order(3..5, 2, |i, _| Ok(i)).unwrap();
+        assert_eq!(ok, vec![3, 4]);
+        assert!(in_order(0..0, 2, |i, _| Ok(i)).unwrap().is_empty());
     }
 
     #[test]
@@ -240,7 +248,7 @@ mod tests {
         // report the failure only after piece 0's ten seconds.
         let t = std::time::Instant::now();
         let chunks = AtomicUsize::new(0);
-        let e = in_order(2, 2, |i, stop| -> Result<()> {
+        let e = in_order(0..2, 2, |i, stop| -> Result<()> {
             if i == 1 {
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 return Err(Error::new(ErrorKind::Integrity, "piece 1 is tampered"));

@@ -403,14 +403,13 @@ pub(crate) fn fetch_chain(
     };
     // With a prompt, the first piece alone: the passphrase is asked (and a
     // wrong one fails) before a second worker needs the key. Then the rest,
-    // two at a time.
+    // two at a time. Either way a panic on hostile bytes is an error naming
+    // its piece (in_order catches it).
     let decrypted = if !key.may_prompt() || m.pieces.is_empty() {
-        in_order(m.pieces.len(), PIECES_AT_ONCE, one)?
+        in_order(0..m.pieces.len(), PIECES_AT_ONCE, one)?
     } else {
-        let mut all = vec![one(0, &Stop::new())?];
-        all.extend(in_order(m.pieces.len() - 1, PIECES_AT_ONCE, |n, stop| {
-            one(n + 1, stop)
-        })?);
+        let mut all = in_order(0..1, 1, one)?;
+        all.extend(in_order(1..m.pieces.len(), PIECES_AT_ONCE, one)?);
         all
     };
     let proven = decrypted.iter().all(|(_, proven)| *proven);

@@ -12,7 +12,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
-use crate::parts::{backoff_delay, from_sdk_time, sdk_retried, with_retries};
+use crate::parts::{backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries};
 use crate::{
     IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
     VersionEntry,
@@ -363,7 +363,7 @@ impl S3Target {
                     req = req.if_match(e);
                 }
                 let what = format!("reading {url} from byte {pos}");
-                let resp = match req.send().await {
+                let resp = match unless_stopped(progress, req.send()).await? {
                     Ok(r) => r,
                     Err(e) => {
                         if pos > 0 && service_code(&e) == Some("InvalidRange") {
@@ -372,7 +372,7 @@ impl S3Target {
                         }
                         let err = sdk_error(&what, e);
                         if err.kind() == ErrorKind::Network && attempt < retries {
-                            tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                            unless_stopped(progress, tokio::time::sleep(backoff_delay(backoff, attempt))).await?;
                             attempt += 1;
                             continue;
                         }
@@ -390,7 +390,7 @@ impl S3Target {
                 let expected_end = pos + resp.content_length().unwrap_or(0).max(0) as u64;
                 let mut body = resp.body;
                 let dropped = loop {
-                    match body.next().await {
+                    match unless_stopped(progress, body.next()).await? {
                         Some(Ok(chunk)) => {
                             out.write_all(&chunk)
                                 .map_err(|e| crate::error::error_from_io(e).context(format!("writing {url}")))?;
@@ -417,7 +417,7 @@ impl S3Target {
                             ),
                         ));
                     }
-                    tokio::time::sleep(backoff_delay(backoff, attempt)).await;
+                    unless_stopped(progress, tokio::time::sleep(backoff_delay(backoff, attempt))).await?;
                     attempt += 1;
                 }
             }

@@ -227,6 +227,10 @@ pub enum Fault {
     DeadAfterUpload(u64),
     /// Cut the connection once, when the server has sent this many bytes in total.
     DropDownloadOnceAt(u64),
+    /// Once the server has sent this many bytes in total, forward nothing
+    /// more from it on any connection, and close none: the client waits
+    /// for a body chunk or an answer that never comes.
+    StallDownloadAt(u64),
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, recording what clients send.
@@ -294,6 +298,7 @@ impl Proxy {
                             Fault::DropUploadOnceAt(n) | Fault::DeadAfterUpload(n) => Some(n),
                             _ => None,
                         },
+                        stall: false,
                         kill_forever: matches!(fault, Fault::DeadAfterUpload(_)),
                         dead: dead.clone(),
                         drops: drops.clone(),
@@ -304,9 +309,10 @@ impl Proxy {
                         to: client,
                         counter: received.clone(),
                         limit: match fault {
-                            Fault::DropDownloadOnceAt(n) => Some(n),
+                            Fault::DropDownloadOnceAt(n) | Fault::StallDownloadAt(n) => Some(n),
                             _ => None,
                         },
+                        stall: matches!(fault, Fault::StallDownloadAt(_)),
                         kill_forever: false,
                         dead: dead.clone(),
                         drops: drops.clone(),
@@ -399,6 +405,8 @@ struct Pump {
     to: TcpStream,
     counter: Arc<AtomicU64>,
     limit: Option<u64>,
+    /// Past `limit`, swallow what comes and keep the connection open.
+    stall: bool,
     kill_forever: bool,
     dead: Arc<AtomicBool>,
     drops: Arc<AtomicUsize>,
@@ -414,6 +422,15 @@ impl Pump {
                 Ok(n) => n,
             };
             let before = self.counter.fetch_add(n as u64, Ordering::SeqCst);
+            if let (true, Some(limit)) = (self.stall, self.limit)
+                && before + n as u64 > limit
+            {
+                let keep = limit.saturating_sub(before) as usize;
+                if keep > 0 {
+                    let _ = self.to.write_all(&buf[..keep]);
+                }
+                continue;
+            }
             if let Some(limit) = self.limit {
                 let first_drop = self.drops.load(Ordering::SeqCst) == 0;
                 if before < limit && before + n as u64 >= limit && (first_drop || self.kill_forever)
@@ -441,6 +458,13 @@ impl Pump {
             if self.to.write_all(&buf[..n]).is_err() {
                 break;
             }
+        }
+        if self.stall
+            && self
+                .limit
+                .is_some_and(|l| self.counter.load(Ordering::SeqCst) > l)
+        {
+            return; // held open until the proxy is dropped
         }
         let _ = self.to.shutdown(Shutdown::Write);
     }
