@@ -6,9 +6,11 @@ snap runners: the fleet as the master sees it.
     salt-run snap.fleet
 """
 
+import copy
 import logging
 
 import salt.exceptions
+import salt.utils.dictupdate
 from salt.exceptions import SaltInvocationError
 
 # The snap core API these modules are written against (snap_core.api).
@@ -337,7 +339,7 @@ def _offsite_settings(minion=None, pillar=None):
     with ``pillar`` (a dict, like ``pillar=`` on the CLI) merged over it."""
     if not HAS_CORE:
         raise SaltInvocationError(f"snap_core.provision is not importable on the master: {IMPORT_ERROR}")
-    settings, archive = {}, None
+    settings, archive, where = {}, None, f"the pillar of {minion}" if minion else "the master's pillar"
     if pillar is None or minion is not None:
         compiled = __salt__["pillar.show_pillar"](minion=minion) if minion else __salt__["pillar.show_pillar"]()
         snap = (compiled or {}).get("snap") or {}
@@ -352,7 +354,10 @@ def _offsite_settings(minion=None, pillar=None):
             raise SaltInvocationError("pillar= must be a dict")
         override = (pillar.get("snap") or {}).get("offsite", pillar)
         settings.update(override)
-        archive = (pillar.get("snap") or {}).get("archive", archive)
+        if (pillar.get("snap") or {}).get("archive") is not None:
+            # Merged over the minion's, as pillar= is everywhere.
+            archive = salt.utils.dictupdate.merge(copy.deepcopy(archive or {}), pillar["snap"]["archive"])
+            where = "pillar= and " + where if minion else "pillar="
     if not settings:
         raise SaltInvocationError(
             "no snap:offsite settings in pillar"
@@ -363,10 +368,16 @@ def _offsite_settings(minion=None, pillar=None):
     # retention must leave them room. Chains are on unless pillar turns them
     # off or the target is a Glacier vault, as the archive run decides.
     try:
-        settings.setdefault("chains", snap_chains.chains_enabled(archive))
+        notes = snap_chains.provisioning_chains(settings, archive, where)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
-    return settings
+    return settings, notes
+
+
+def _with_notes(out, notes):
+    if notes and isinstance(out, dict):
+        out["notes"] = list(out.get("notes") or []) + notes
+    return out
 
 
 def provision(minion=None, test=False, dry_run=False, pillar=None):
@@ -406,9 +417,9 @@ def provision(minion=None, test=False, dry_run=False, pillar=None):
         salt-run snap.provision minion=backup1
         salt-run snap.provision pillar='{"bucket": "acme-snap", "retain_days": 120}' dry_run=True
     """
-    settings = _offsite_settings(minion, pillar)
+    settings, notes = _offsite_settings(minion, pillar)
     try:
-        return snap_provision.provision(settings, test=bool(test or dry_run), log=log.info)
+        return _with_notes(snap_provision.provision(settings, test=bool(test or dry_run), log=log.info), notes)
     except snap_provision.ProvisionError as exc:
         return {"result": False, "comment": str(exc), "changes": {}}
 
@@ -427,9 +438,9 @@ def verify_offsite(minion=None, pillar=None):
 
         salt-run snap.verify_offsite minion=backup1
     """
-    settings = _offsite_settings(minion, pillar)
+    settings, notes = _offsite_settings(minion, pillar)
     try:
-        return snap_provision.verify(settings)
+        return _with_notes(snap_provision.verify(settings), notes)
     except snap_provision.ProvisionError as exc:
         return {"ok": False, "drift": [str(exc)], "checks": []}
 
@@ -449,8 +460,8 @@ def provision_template(path, minion=None, pillar=None):
 
         salt-run snap.provision_template /srv/snap/offsite-template minion=backup1
     """
-    settings = _offsite_settings(minion, pillar)
-    return {"written": snap_provision.template(settings, path)}
+    settings, notes = _offsite_settings(minion, pillar)
+    return _with_notes({"written": snap_provision.template(settings, path)}, notes)
 
 
 # -- restore and proof -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 NEEDS_CORE_API = (2, 5)
 
 try:
+    from snap_core import chains as snap_chains
     from snap_core import provision as snap_provision
     from snap_core.api import incompatible
 
@@ -518,6 +519,15 @@ def offsite_present(name, **settings):
     if chain_age is not None:
         offsite.setdefault("chain_max_age_days", chain_age)
     offsite.update(settings)
+    # Whether the backup server makes chains, which the cap on retention must
+    # leave room for: decided as the archive run and salt-run snap.provision do.
+    try:
+        chain_notes = snap_chains.provisioning_chains(
+            offsite, __salt__["pillar.get"]("snap:archive", None), "this minion's pillar"
+        )
+    except ValueError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
     key = "vault" if str(offsite.get("kind", "s3")).lower() in ("glacier", "glacier-vault", "vault") and offsite.get("vault") else "bucket"
     if offsite.get(key) and offsite[key] != name:
         ret.update(result=False, comment=f"state name {name} is not snap:offsite:{key} ({offsite[key]})")
@@ -529,7 +539,7 @@ def offsite_present(name, **settings):
         ret.update(result=False, comment=str(exc))
         return ret
     lines = [out["comment"]]
-    for label, items in (("notes", out["notes"]), ("refused", out["refused"]), ("problems", out["problems"])):
+    for label, items in (("notes", out["notes"] + chain_notes), ("refused", out["refused"]), ("problems", out["problems"])):
         lines += [f"{label}: {item}" for item in items]
     if __opts__["test"] and out["plan"]:
         lines.append("would apply:")

@@ -31,7 +31,8 @@ def archive_config(env):
                 f"pillar snap:archive:recipients[{i}] must be an armored public key or a file path"
             )
     # enabled null (the default): chains, unless the target is a Glacier vault.
-    chain = {**(arc.get("chain") or {}), "enabled": _chains(arc)}
+    enabled = _chains(arc)  # first: it refuses a chain setting that is no mapping
+    chain = {**(arc.get("chain") or {}), "enabled": enabled}
     config = {
         "minion_id": env.opts["id"],
         "history_dir": server_dirs(srv)[1],

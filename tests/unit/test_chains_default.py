@@ -4,6 +4,7 @@ archive run on the backup server and ``salt-run snap.provision`` on the
 master decide alike (the bucket policy's cap on retention must leave a
 chain room exactly when runs make chains)."""
 
+import copy
 import json
 
 import pytest
@@ -11,9 +12,10 @@ import salt.exceptions
 import yaml
 
 from snap_core import mod_archive
-from snap_core.chains import chains_enabled
+from snap_core.chains import chains_enabled, provisioning_chains
 from tests.conftest import REPO
 from tests.support.gpg import GnuPG
+from tests.support.loader_modules import load
 
 
 @pytest.mark.parametrize(
@@ -25,7 +27,9 @@ from tests.support.gpg import GnuPG
         ({"target": {"bucket": "b"}}, True),
         ({"target": {"kind": "S3", "bucket": "b"}}, True),
         ({"target": {"kind": "glacier", "vault": "v"}}, False),
-        ({"target": {"kind": " Vault ", "vault": "v"}}, False),
+        ({"target": {"kind": "VAULT", "vault": "v"}}, False),
+        # Not trimmed, as the core does not trim it (it refuses the kind): no vault here.
+        ({"target": {"kind": " vault", "vault": "v"}}, True),
         ({"target": {"kind": "glacier-vault", "vault": "v"}, "chain": {"enabled": True}}, True),
         ({"chain": {"enabled": False}}, False),
     ],
@@ -40,6 +44,67 @@ def test_anything_but_a_boolean_or_null_is_refused_naming_the_setting(bad):
         chains_enabled({"chain": {"enabled": bad}})
     with pytest.raises(ValueError, match=r"snap:archive:chain must be a mapping"):
         chains_enabled({"chain": "on"})
+
+
+@pytest.mark.parametrize("chain", [False, 0, "", [], "off"])
+def test_a_chain_setting_that_is_no_mapping_is_refused_not_read_as_the_default(chain):
+    # Cold review of 592d307: `chain: False` read as "no settings", i.e. chains on.
+    with pytest.raises(ValueError, match=r"snap:archive:chain must be a mapping"):
+        chains_enabled({"chain": chain})
+    with pytest.raises(ValueError, match=r"snap:archive must be a mapping"):
+        chains_enabled(["chain"])
+
+
+def test_provisioning_decides_alike_and_says_when_it_assumed_the_default():
+    settings = {"bucket": "b"}
+    assert provisioning_chains(settings, {"chain": {"enabled": False}}, "the pillar of backup1") == []
+    assert settings["chains"] is False
+    settings = {"bucket": "b"}
+    assert provisioning_chains(settings, {"target": {"kind": "glacier"}}, "x") == []
+    assert settings["chains"] is False
+    settings = {"bucket": "b"}
+    notes = provisioning_chains(settings, None, "the master's pillar")
+    assert settings["chains"] is True
+    assert len(notes) == 1 and "the master's pillar has no snap:archive: chains assumed" in notes[0]
+    assert "snap.provision minion=<backup server>" in notes[0]
+    # Said explicitly: kept.
+    settings = {"bucket": "b", "chains": False}
+    assert provisioning_chains(settings, None, "x") == [] and settings["chains"] is False
+
+
+@pytest.fixture
+def runner():
+    mod = load("runners")
+    mod.pillars = {}
+    mod.__salt__ = {"pillar.show_pillar": lambda minion=None: copy.deepcopy(mod.pillars.get(minion or "master", {}))}
+    return mod
+
+
+def test_the_runner_reads_chains_from_the_backup_servers_pillar(runner):
+    offsite = {"bucket": "b", "retain_days": 90}
+    runner.pillars = {
+        "backup1": {"snap": {"offsite": offsite, "archive": {"chain": {"enabled": False}}}},
+        "backup2": {"snap": {"offsite": offsite, "archive": {"target": {"kind": "glacier", "vault": "v"}}}},
+        "backup3": {"snap": {"offsite": offsite, "archive": {"chain": {"max_age_days": 90}}}},
+        "backup4": {"snap": {"offsite": offsite, "archive": {"chain": False}}},
+        "master": {"snap": {"offsite": offsite}},
+    }
+    settings, notes = runner._offsite_settings("backup1")
+    assert settings["chains"] is False and notes == []
+    assert runner._offsite_settings("backup2")[0]["chains"] is False
+    settings, notes = runner._offsite_settings("backup3")
+    assert settings["chains"] is True and settings["chain_max_age_days"] == 90 and notes == []
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="snap:archive:chain must be a mapping"):
+        runner._offsite_settings("backup4")
+    # The master's own pillar, without snap:archive: the default, and a note saying so.
+    settings, notes = runner._offsite_settings()
+    assert settings["chains"] is True and "the master's pillar has no snap:archive" in notes[0]
+    # pillar= merges over the minion's archive pillar rather than replacing it.
+    over = {"snap": {"archive": {"chain": {"max_age_days": 120}}}}
+    settings, _ = runner._offsite_settings("backup1", pillar=over)
+    assert settings["chains"] is False
+    over = {"snap": {"archive": {"chain": {"enabled": True}}}}
+    assert runner._offsite_settings("backup1", pillar=over)[0]["chains"] is True
 
 
 def test_the_shipped_defaults_and_example_pillar_leave_the_choice_to_the_target():
@@ -89,3 +154,6 @@ def test_the_archive_config_cron_runs_says_chains_for_s3_and_full_archives_for_a
     assert off["chain"]["enabled"] is False
     with pytest.raises(salt.exceptions.SaltInvocationError, match="must be True, False or null"):
         _config(_Env(tmp_path, key, target={"bucket": "b"}, chain={"enabled": "yes"}))
+    # A chain setting that is no mapping: the clear error, not a TypeError.
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="snap:archive:chain must be a mapping"):
+        _config(_Env(tmp_path, key, target={"bucket": "b"}, chain="on"))

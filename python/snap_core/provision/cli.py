@@ -41,8 +41,9 @@ def _settings_from_file(path: str) -> dict:
     server archives chains, which the cap on retention must leave room for)
     unless given is decided as ``salt-run snap.provision`` decides it: from
     an ``archive`` object beside ``offsite`` (pillar ``snap:archive``), and
-    without one as its default (chains, for an S3 target)."""
-    from snap_core.chains import chains_enabled  # noqa: PLC0415
+    without one as its default (chains, for an S3 target), said on stderr."""
+    from snap_core.chains import provisioning_chains  # noqa: PLC0415
+    from snap_core.provision.spec import ProvisionError  # noqa: PLC0415
 
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
@@ -50,12 +51,12 @@ def _settings_from_file(path: str) -> dict:
     if isinstance(data, dict) and isinstance(data.get("offsite"), dict):
         archive = data.get("archive")
         data = data["offsite"]
-    if isinstance(data, dict) and "chains" not in data:
+    if isinstance(data, dict):
+        data = dict(data)
         try:
-            data = {**data, "chains": chains_enabled(archive)}
+            for note in provisioning_chains(data, archive, path):
+                print(f"note: {note}", file=sys.stderr)
         except ValueError as exc:
-            from snap_core.provision.spec import ProvisionError  # noqa: PLC0415
-
             raise ProvisionError(f"{path}: {exc}") from None
     return data
 

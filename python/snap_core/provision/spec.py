@@ -212,7 +212,12 @@ class OffsiteSpec:
         compromised backup server cannot lock anything for longer
         (lock-bombing). Without chains nothing snap writes needs more than
         retain_days and a day, so the room for a chain's life is not given
-        away (cold attack on the 180-day default: 277 days for every bucket)."""
+        away (cold attack on the 180-day default: 277 days for every bucket).
+        Since chains became the default for an S3 target (2026-12-02) the
+        callers that read pillar (the runner, the state, the offsite CLI)
+        set ``chains`` from it, so a bucket gets the wider cap unless its
+        backup server turns chains off (snap_core.chains); this spec keeps
+        ``chains=False`` unless told."""
         chain = self.chain_max_age_days if self.chains else 0
         return self.retain_days + chain + RETENTION_CAP_SLACK_DAYS
 

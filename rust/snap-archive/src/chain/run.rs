@@ -334,7 +334,23 @@ pub fn run_chain(
     let mut needed = state.data_pieces.clone();
     needed.push(data.piece.clone());
     for p in &mut needed {
-        lock(p, restorable)?;
+        lock(p, restorable).map_err(|e| {
+            if e.kind() != ErrorKind::Refused {
+                return e;
+            }
+            // Ceph RGW 16 gives a multipart upload the bucket's default
+            // retention, whatever snap asked: a bucket provisioned without
+            // chains (91 days) cannot hold a chain's data piece.
+            Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{e} (a chain's data piece must stay locked for the chain's whole life: on a server \
+                     that gives multipart uploads the bucket's default retention, such as Ceph RGW, raise \
+                     that default with salt-run snap.provision, which sets it to retain_days + \
+                     snap:archive:chain:max_age_days + 2 days, or set snap:archive:chain:enabled to False)"
+                ),
+            )
+        })?;
     }
 
     // 4. The image, range by range.
