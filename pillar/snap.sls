@@ -176,6 +176,7 @@ snap:
     #   kind: glacier                    # for an existing Glacier vault:
     #   vault: example-vault             #   vault instead of bucket
     #   endpoint_url: https://rgw.example.com   # an S3-compatible server (Ceph RGW, MinIO): path-style
+    #   stall_timeout: 300               # seconds a download waits for an answer or a byte before it retries
     prefix: null            # object key prefix; default snap/<backup server id>
     storage_class: GLACIER  # or DEEP_ARCHIVE (cheaper, 180-day minimum, slower restore); STANDARD on Ceph RGW/MinIO
     retain_days: 90         # COMPLIANCE retention; never less than 90

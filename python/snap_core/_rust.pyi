@@ -487,7 +487,8 @@ class OffsiteTarget:
     (kind "glacier"). Settings: kind, bucket (or vault), region, endpoint_url,
     profile, credentials_file, config_file, force_path_style, part_size,
     max_in_flight, sdk_max_attempts, part_retries, retry_backoff (seconds),
-    account_id. No secrets: credentials come from the AWS chain."""
+    stall_timeout (seconds without an answer or a byte before a download
+    counts as dropped, default 300), account_id. No secrets: credentials come from the AWS chain."""
 
     def __new__(cls, config: dict[str, Any]) -> OffsiteTarget: ...
     def describe(self) -> str: ...

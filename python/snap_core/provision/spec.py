@@ -274,6 +274,7 @@ _SPEC_KEYS = {f.name for f in dataclasses.fields(OffsiteSpec)} | {
     "part_retries",
     "retry_backoff",
     "connect_timeout",
+    "stall_timeout",
 }
 
 

@@ -70,6 +70,12 @@ pub struct TargetConfig {
     pub retry_backoff: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// A download that gets no answer, or no byte of its body, for this
+    /// long counts as dropped (and is retried from where it stopped, as a
+    /// dropped connection is): a server that stalls cannot hang a restore.
+    /// Uploads are not bounded this way (a part's answer comes only after
+    /// its whole body went out).
+    pub stall_timeout: Duration,
     /// Glacier account id (`-` means the credentials' own account).
     pub account_id: String,
 }
@@ -91,6 +97,7 @@ impl TargetConfig {
             part_retries: 4,
             retry_backoff: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(300),
             account_id: "-".to_string(),
         }
     }
@@ -296,6 +303,8 @@ pub struct TargetSettings {
     pub part_retries: Option<u32>,
     /// Seconds.
     pub retry_backoff: Option<f64>,
+    /// Seconds (at least 1).
+    pub stall_timeout: Option<f64>,
     pub account_id: Option<String>,
 }
 
@@ -315,6 +324,7 @@ pub const TARGET_SETTING_KEYS: &[&str] = &[
     "sdk_max_attempts",
     "part_retries",
     "retry_backoff",
+    "stall_timeout",
     "account_id",
 ];
 
@@ -377,6 +387,14 @@ impl TargetSettings {
         }
         if let Some(v) = self.retry_backoff {
             c.retry_backoff = Duration::from_secs_f64(v.max(0.0));
+        }
+        if let Some(v) = self.stall_timeout {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(Error::invalid_input(format!(
+                    "off-site target stall_timeout must be at least 1 second, not {v}"
+                )));
+            }
+            c.stall_timeout = Duration::from_secs_f64(v.min(86_400.0));
         }
         if let Some(v) = &self.account_id {
             c.account_id = v.clone();

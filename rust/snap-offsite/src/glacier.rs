@@ -24,7 +24,7 @@ use crate::config::{Shared, load};
 use crate::error::sdk_error;
 use crate::parts::{
     PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
-    unless_stopped,
+    unless_stopped, within,
 };
 use crate::{
     ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
@@ -621,6 +621,7 @@ impl ArchiveTarget for GlacierTarget {
                 )
             })?;
         let (retries, backoff) = self.retries();
+        let stall = self.config.stall_timeout;
         let name = format!("archive {key} of {}", self.vault());
         self.shared.rt.block_on(async {
             let mut pos = offset;
@@ -636,9 +637,28 @@ impl ArchiveTarget for GlacierTarget {
                 if pos > 0 {
                     req = req.range(format!("bytes={pos}-"));
                 }
-                let resp = match unless_stopped(progress, req.send()).await? {
-                    Ok(r) => r,
-                    Err(e) => {
+                let resp = match within(progress, stall, req.send()).await? {
+                    // A server that answers nothing: as a dropped connection.
+                    None if attempt < retries => {
+                        unless_stopped(
+                            progress,
+                            tokio::time::sleep(backoff_delay(backoff, attempt)),
+                        )
+                        .await?;
+                        attempt += 1;
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!(
+                                "reading {name} from byte {pos}: no answer within {stall:?}; gave up after {} attempts",
+                                attempt + 1
+                            ),
+                        ));
+                    }
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
                         let err = sdk_error(format!("reading {name} from byte {pos}"), e);
                         if err.kind() == ErrorKind::Network && attempt < retries {
                             unless_stopped(
@@ -654,8 +674,9 @@ impl ArchiveTarget for GlacierTarget {
                 };
                 let mut body = resp.body;
                 let reason = loop {
-                    match unless_stopped(progress, body.next()).await? {
-                        Some(Ok(chunk)) => {
+                    match within(progress, stall, body.next()).await? {
+                        None => break format!("no byte within {stall:?}"),
+                        Some(Some(Ok(chunk))) => {
                             out.write_all(&chunk).map_err(|e| {
                                 crate::error::error_from_io(e).context(format!("writing {name}"))
                             })?;
@@ -665,8 +686,8 @@ impl ArchiveTarget for GlacierTarget {
                             progress.add(n);
                             attempt = 0;
                         }
-                        Some(Err(e)) => break e.to_string(),
-                        None => return Ok(written),
+                        Some(Some(Err(e))) => break e.to_string(),
+                        Some(None) => return Ok(written),
                     }
                 };
                 if attempt >= retries {

@@ -153,6 +153,20 @@ pub(crate) async fn unless_stopped<F: std::future::Future>(
     }
 }
 
+/// [`unless_stopped`], and `None` if `fut` is not done within `limit`: a
+/// download's wait for an answer or a body chunk, which a stalled server
+/// would make endless.
+pub(crate) async fn within<F: std::future::Future>(
+    progress: &Progress,
+    limit: Duration,
+    fut: F,
+) -> Result<Option<F::Output>> {
+    match tokio::time::timeout(limit, unless_stopped(progress, fut)).await {
+        Ok(r) => r.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 /// A copy of an error (snap's errors are not `Clone`).
 pub(crate) fn copy_error(e: &Error) -> Error {
     Error::new(e.kind(), e.to_string())

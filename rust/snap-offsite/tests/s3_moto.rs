@@ -839,6 +839,49 @@ fn a_raised_stop_ends_a_download_waiting_on_a_stalled_server() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A server that stalls (sends part of a body, then nothing, and answers no
+/// later request) cannot hang a download: no byte within `stall_timeout`
+/// counts as a dropped connection, retried from where it stopped, and the
+/// retries give up with a `Network` error naming the wait.
+#[test]
+fn a_stalled_server_cannot_hang_a_download() {
+    let moto = Moto::start();
+    moto.setup_iam();
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    let k = key(".sqfs.gpg");
+    let src = data(8 * MIB, 13);
+    upload(
+        &admin,
+        &k,
+        &src,
+        &PutOptions::archive().with_storage_class("STANDARD"),
+    )
+    .unwrap();
+    let proxy = Proxy::start(moto.port, Fault::StallDownloadAt(MIB as u64));
+    let mut cfg = moto.config("admin", &proxy.endpoint());
+    cfg.stall_timeout = Duration::from_secs(1);
+    let stalled = S3Target::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.gpg");
+    let started = std::time::Instant::now();
+    let e =
+        snap_offsite::download_to_file(&stalled, &k, None, &path, false, &Progress::silent("dl"))
+            .unwrap_err();
+    let took = started.elapsed();
+    eprintln!(
+        "stalled after 1 MiB, stall_timeout 1 s: gave up after {:.2} s, {} connections: {e}",
+        took.as_secs_f64(),
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(e.to_string().contains("within 1s"), "{e}");
+    // A few attempts (part_retries), a second of waiting each, short backoffs.
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    // What arrived before the stall was kept, for the next attempt to resume from.
+    assert!(std::fs::metadata(&path).unwrap().len() <= MIB as u64);
+}
+
 /// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:
 /// uploads slowly until the parent kills it (SIGKILL). Does nothing unless the
 /// parent set SNAP_OFFSITE_CHILD; gives up (and aborts) after a minute.

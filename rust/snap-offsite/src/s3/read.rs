@@ -12,7 +12,9 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
-use crate::parts::{backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries};
+use crate::parts::{
+    backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries, within,
+};
 use crate::{
     IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
     VersionEntry,
@@ -339,6 +341,7 @@ impl S3Target {
         progress: &Progress,
     ) -> Result<u64> {
         let (retries, backoff) = self.retries();
+        let stall = self.config.stall_timeout;
         let url = match version_id {
             Some(v) => format!("{} (version {v})", self.url(key)),
             None => self.url(key),
@@ -363,9 +366,21 @@ impl S3Target {
                     req = req.if_match(e);
                 }
                 let what = format!("reading {url} from byte {pos}");
-                let resp = match unless_stopped(progress, req.send()).await? {
-                    Ok(r) => r,
-                    Err(e) => {
+                let resp = match within(progress, stall, req.send()).await? {
+                    // A server that answers nothing: as a dropped connection.
+                    None if attempt < retries => {
+                        unless_stopped(progress, tokio::time::sleep(backoff_delay(backoff, attempt))).await?;
+                        attempt += 1;
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!("{what}: no answer within {stall:?}; gave up after {} attempts", attempt + 1),
+                        ));
+                    }
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
                         if pos > 0 && service_code(&e) == Some("InvalidRange") {
                             // Nothing left after `pos`: the file was complete.
                             return Ok(written);
@@ -390,8 +405,9 @@ impl S3Target {
                 let expected_end = pos + resp.content_length().unwrap_or(0).max(0) as u64;
                 let mut body = resp.body;
                 let dropped = loop {
-                    match unless_stopped(progress, body.next()).await? {
-                        Some(Ok(chunk)) => {
+                    match within(progress, stall, body.next()).await? {
+                        None => break Some(format!("no byte within {stall:?}")),
+                        Some(Some(Ok(chunk))) => {
                             out.write_all(&chunk)
                                 .map_err(|e| crate::error::error_from_io(e).context(format!("writing {url}")))?;
                             let n = chunk.len() as u64;
@@ -400,11 +416,11 @@ impl S3Target {
                             progress.add(n);
                             attempt = 0;
                         }
-                        Some(Err(e)) => break Some(e.to_string()),
-                        None if pos < expected_end => {
+                        Some(Some(Err(e))) => break Some(e.to_string()),
+                        Some(None) if pos < expected_end => {
                             break Some(format!("body ended at byte {pos} of {expected_end}"));
                         }
-                        None => return Ok(written),
+                        Some(None) => return Ok(written),
                     }
                 };
                 if let Some(reason) = dropped {
