@@ -170,6 +170,12 @@ impl TargetConfig {
                 self.part_size
             )));
         }
+        if self.stall_timeout < Duration::from_secs(1) {
+            return Err(Error::invalid_input(format!(
+                "stall_timeout must be at least 1 second, not {:?}",
+                self.stall_timeout
+            )));
+        }
         if self.max_in_flight == 0 || self.max_in_flight > 64 {
             return Err(Error::invalid_input(format!(
                 "parts in flight must be 1..=64, not {}",

@@ -23,7 +23,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use crate::config::{Shared, load};
 use crate::error::sdk_error;
 use crate::parts::{
-    PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
+    Pace, PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
     unless_stopped, within,
 };
 use crate::{
@@ -673,9 +673,13 @@ impl ArchiveTarget for GlacierTarget {
                     }
                 };
                 let mut body = resp.body;
+                let mut pace = Pace::new(stall, None);
                 let reason = loop {
-                    match within(progress, stall, body.next()).await? {
-                        None => break format!("no byte within {stall:?}"),
+                    match within(progress, pace.left(), body.next()).await? {
+                        None => match pace.window_over(None) {
+                            Ok(()) => continue,
+                            Err(why) => break why,
+                        },
                         Some(Some(Ok(chunk))) => {
                             out.write_all(&chunk).map_err(|e| {
                                 crate::error::error_from_io(e).context(format!("writing {name}"))
@@ -684,7 +688,10 @@ impl ArchiveTarget for GlacierTarget {
                             pos += n;
                             written += n;
                             progress.add(n);
-                            attempt = 0;
+                            pace.add(n);
+                            if pace.progressed() {
+                                attempt = 0;
+                            }
                         }
                         Some(Some(Err(e))) => break e.to_string(),
                         Some(None) => return Ok(written),
@@ -693,7 +700,10 @@ impl ArchiveTarget for GlacierTarget {
                 if attempt >= retries {
                     return Err(Error::new(
                         ErrorKind::Network,
-                        format!("reading {name}: connection dropped at byte {pos} ({reason})"),
+                        format!(
+                            "reading {name}: connection dropped at byte {pos} ({reason}); gave up after {} attempts",
+                            attempt + 1
+                        ),
                     ));
                 }
                 unless_stopped(

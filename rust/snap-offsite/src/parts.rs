@@ -167,6 +167,69 @@ pub(crate) async fn within<F: std::future::Future>(
     }
 }
 
+/// The least a download must receive per `stall_timeout` (or the rest of
+/// the object, when less is left), as curl's low-speed limit.
+pub(crate) const LOW_SPEED_BYTES: u64 = 64 * 1024;
+
+/// The pace of one attempt of a download, against the stall rule: each
+/// window of `stall` must bring [`LOW_SPEED_BYTES`] (or what is left), and
+/// only an attempt that brought as much counts as progress (resetting the
+/// retries). Cold review of 7a061fa: with a timer per chunk and the
+/// retries reset by any chunk, a server sending a byte now and then (or
+/// empty chunks) held a download for ever.
+pub(crate) struct Pace {
+    stall: Duration,
+    window: std::time::Instant,
+    in_window: u64,
+    need: u64,
+    in_attempt: u64,
+    attempt_need: u64,
+}
+
+impl Pace {
+    /// `left`: the bytes still to come, if known.
+    pub(crate) fn new(stall: Duration, left: Option<u64>) -> Self {
+        let need = left.map_or(LOW_SPEED_BYTES, |l| l.min(LOW_SPEED_BYTES));
+        Pace {
+            stall,
+            window: std::time::Instant::now(),
+            in_window: 0,
+            need,
+            in_attempt: 0,
+            attempt_need: need,
+        }
+    }
+
+    /// How long the next chunk may take: the rest of the window.
+    pub(crate) fn left(&self) -> Duration {
+        self.stall.saturating_sub(self.window.elapsed())
+    }
+
+    pub(crate) fn add(&mut self, n: u64) {
+        self.in_window += n;
+        self.in_attempt += n;
+    }
+
+    /// Whether this attempt brought enough to count as progress.
+    pub(crate) fn progressed(&self) -> bool {
+        self.in_attempt >= self.attempt_need.max(1)
+    }
+
+    /// The window ran out: a new one if it brought enough, else why not.
+    pub(crate) fn window_over(&mut self, left: Option<u64>) -> std::result::Result<(), String> {
+        if self.in_window >= self.need.max(1) {
+            self.window = std::time::Instant::now();
+            self.in_window = 0;
+            self.need = left.map_or(LOW_SPEED_BYTES, |l| l.min(LOW_SPEED_BYTES));
+            return Ok(());
+        }
+        Err(format!(
+            "{} bytes within {:?}, less than the {} a download must get in that time",
+            self.in_window, self.stall, self.need
+        ))
+    }
+}
+
 /// A copy of an error (snap's errors are not `Clone`).
 pub(crate) fn copy_error(e: &Error) -> Error {
     Error::new(e.kind(), e.to_string())
@@ -478,5 +541,33 @@ mod tests {
         assert_eq!(backoff_delay(b, 0), b);
         assert_eq!(backoff_delay(b, 3), Duration::from_millis(800));
         assert_eq!(backoff_delay(b, 30), Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn a_window_must_bring_64_kib_or_the_rest_and_only_that_earns_the_retries() {
+        let mut p = Pace::new(Duration::from_secs(1), Some(10 * MIB));
+        p.add(10); // a trickle
+        assert!(!p.progressed());
+        let why = p.window_over(Some(10 * MIB)).unwrap_err();
+        assert!(
+            why.contains("10 bytes within 1s, less than the 65536"),
+            "{why}"
+        );
+        let mut p = Pace::new(Duration::from_secs(1), Some(10 * MIB));
+        p.add(LOW_SPEED_BYTES);
+        assert!(p.progressed());
+        assert!(p.window_over(Some(10 * MIB)).is_ok());
+        assert!(p.left() > Duration::from_millis(900), "a new window");
+        // Near the end, the rest is enough; empty chunks are not progress.
+        let mut p = Pace::new(Duration::from_secs(1), Some(100));
+        p.add(0);
+        assert!(!p.progressed() && p.window_over(Some(100)).is_err());
+        p.add(100);
+        assert!(p.progressed() && p.window_over(Some(0)).is_ok());
     }
 }

@@ -874,12 +874,72 @@ fn a_stalled_server_cannot_hang_a_download() {
         proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
     );
     assert_eq!(e.kind(), ErrorKind::Network, "{e}");
-    assert!(e.to_string().contains("within 1s"), "{e}");
+    // The body's wait fired (then the retries, answered by nobody).
+    assert!(e.to_string().contains("no answer within 1s"), "{e}");
     // A few attempts (part_retries), a second of waiting each, short backoffs.
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     // What arrived before the stall was kept, for the next attempt to resume from.
-    assert!(std::fs::metadata(&path).unwrap().len() <= MIB as u64);
+    let kept = std::fs::metadata(&path).unwrap().len();
+    assert!(kept > 0 && kept <= MIB as u64, "{kept}");
+}
+
+/// Nor can a server that trickles (a byte every 100 ms, on every
+/// connection: never silent for a second, never getting anywhere). Cold
+/// review of 7a061fa: a timer per chunk and retries earned back by any
+/// chunk let it hold a download for ever. Now each `stall_timeout` must
+/// bring 64 KiB (or the rest), and only such an attempt earns the retries.
+#[test]
+fn a_trickling_server_cannot_hold_a_download() {
+    let moto = Moto::start();
+    moto.setup_iam();
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    let k = key(".sqfs.gpg");
+    let src = data(4 * MIB, 14);
+    upload(
+        &admin,
+        &k,
+        &src,
+        &PutOptions::archive().with_storage_class("STANDARD"),
+    )
+    .unwrap();
+    let proxy = Proxy::start(moto.port, Fault::TrickleDownloadAt(MIB as u64));
+    let mut cfg = moto.config("admin", &proxy.endpoint());
+    cfg.stall_timeout = Duration::from_secs(1);
+    let slow = S3Target::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.gpg");
+    let started = std::time::Instant::now();
+    let e = snap_offsite::download_to_file(&slow, &k, None, &path, false, &Progress::silent("dl"))
+        .unwrap_err();
+    let took = started.elapsed();
+    let kept = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "trickling after 1 MiB, stall_timeout 1 s: gave up after {:.2} s with {kept} bytes, {} connections: {e}",
+        took.as_secs_f64(),
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // The first attempt ends by the low-speed rule; the retries' answers
+    // trickle too (their headers never arrive within the second).
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(e.to_string().contains("within 1s"), "{e}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(
+        kept > MIB as u64 - 4096 && kept < MIB as u64 + 1000,
+        "{kept}"
+    );
+}
+
+#[test]
+fn a_stall_timeout_below_a_second_is_refused() {
+    let mut cfg = snap_offsite::TargetConfig::s3("b");
+    cfg.stall_timeout = Duration::ZERO;
+    let e = cfg.validate().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("stall_timeout must be at least 1 second"),
+        "{e}"
+    );
 }
 
 /// Child half of `killed_run_leaves_no_object_and_the_next_run_aborts_its_upload`:

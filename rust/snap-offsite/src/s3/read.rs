@@ -13,7 +13,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
 use crate::parts::{
-    backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries, within,
+    Pace, backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries, within,
 };
 use crate::{
     IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
@@ -404,9 +404,13 @@ impl S3Target {
                 }
                 let expected_end = pos + resp.content_length().unwrap_or(0).max(0) as u64;
                 let mut body = resp.body;
+                let mut pace = Pace::new(stall, Some(expected_end.saturating_sub(pos)));
                 let dropped = loop {
-                    match within(progress, stall, body.next()).await? {
-                        None => break Some(format!("no byte within {stall:?}")),
+                    match within(progress, pace.left(), body.next()).await? {
+                        None => match pace.window_over(Some(expected_end.saturating_sub(pos))) {
+                            Ok(()) => continue,
+                            Err(why) => break Some(why),
+                        },
                         Some(Some(Ok(chunk))) => {
                             out.write_all(&chunk)
                                 .map_err(|e| crate::error::error_from_io(e).context(format!("writing {url}")))?;
@@ -414,7 +418,11 @@ impl S3Target {
                             pos += n;
                             written += n;
                             progress.add(n);
-                            attempt = 0;
+                            pace.add(n);
+                            // Only real progress earns the retries back.
+                            if pace.progressed() {
+                                attempt = 0;
+                            }
                         }
                         Some(Some(Err(e))) => break Some(e.to_string()),
                         Some(None) if pos < expected_end => {

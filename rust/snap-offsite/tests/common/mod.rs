@@ -231,6 +231,10 @@ pub enum Fault {
     /// more from it on any connection, and close none: the client waits
     /// for a body chunk or an answer that never comes.
     StallDownloadAt(u64),
+    /// Once the server has sent this many bytes in total, pass the rest on
+    /// one byte every 100 ms, on every connection: a server that is never
+    /// silent for long but never gets anywhere.
+    TrickleDownloadAt(u64),
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, recording what clients send.
@@ -299,6 +303,7 @@ impl Proxy {
                             _ => None,
                         },
                         stall: false,
+                        trickle: false,
                         kill_forever: matches!(fault, Fault::DeadAfterUpload(_)),
                         dead: dead.clone(),
                         drops: drops.clone(),
@@ -309,10 +314,13 @@ impl Proxy {
                         to: client,
                         counter: received.clone(),
                         limit: match fault {
-                            Fault::DropDownloadOnceAt(n) | Fault::StallDownloadAt(n) => Some(n),
+                            Fault::DropDownloadOnceAt(n)
+                            | Fault::StallDownloadAt(n)
+                            | Fault::TrickleDownloadAt(n) => Some(n),
                             _ => None,
                         },
                         stall: matches!(fault, Fault::StallDownloadAt(_)),
+                        trickle: matches!(fault, Fault::TrickleDownloadAt(_)),
                         kill_forever: false,
                         dead: dead.clone(),
                         drops: drops.clone(),
@@ -407,6 +415,8 @@ struct Pump {
     limit: Option<u64>,
     /// Past `limit`, swallow what comes and keep the connection open.
     stall: bool,
+    /// Past `limit`, pass bytes on one every 100 ms.
+    trickle: bool,
     kill_forever: bool,
     dead: Arc<AtomicBool>,
     drops: Arc<AtomicUsize>,
@@ -422,6 +432,21 @@ impl Pump {
                 Ok(n) => n,
             };
             let before = self.counter.fetch_add(n as u64, Ordering::SeqCst);
+            if let (true, Some(limit)) = (self.trickle, self.limit)
+                && before + n as u64 > limit
+            {
+                let keep = limit.saturating_sub(before) as usize;
+                if self.to.write_all(&buf[..keep]).is_err() {
+                    break;
+                }
+                for b in &buf[keep..n] {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if self.to.write_all(std::slice::from_ref(b)).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             if let (true, Some(limit)) = (self.stall, self.limit)
                 && before + n as u64 > limit
             {
