@@ -839,48 +839,60 @@ fn a_raised_stop_ends_a_download_waiting_on_a_stalled_server() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// Download an object of `len` bytes through a proxy with `fault`, with
+/// `stall_timeout` 1 s, until it gives up: the error, the time it took, the
+/// bytes kept in the file and the connections the proxy saw.
+fn download_through(
+    fault: Fault,
+    len: usize,
+    seed: u64,
+) -> (snap_offsite::Error, Duration, u64, usize) {
+    let moto = Moto::start();
+    moto.setup_iam();
+    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
+    let k = key(".sqfs.gpg");
+    upload(
+        &admin,
+        &k,
+        &data(len, seed),
+        &PutOptions::archive().with_storage_class("STANDARD"),
+    )
+    .unwrap();
+    let proxy = Proxy::start(moto.port, fault);
+    let mut cfg = moto.config("admin", &proxy.endpoint());
+    cfg.stall_timeout = Duration::from_secs(1);
+    let target = S3Target::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.gpg");
+    let started = std::time::Instant::now();
+    let e =
+        snap_offsite::download_to_file(&target, &k, None, &path, false, &Progress::silent("dl"))
+            .unwrap_err();
+    let took = started.elapsed();
+    let kept = std::fs::metadata(&path).unwrap().len();
+    let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "{fault:?}, stall_timeout 1 s: gave up after {:.2} s with {kept} bytes, {connections} connections: {e}",
+        took.as_secs_f64()
+    );
+    (e, took, kept, connections)
+}
+
 /// A server that stalls (sends part of a body, then nothing, and answers no
 /// later request) cannot hang a download: no byte within `stall_timeout`
 /// counts as a dropped connection, retried from where it stopped, and the
 /// retries give up with a `Network` error naming the wait.
 #[test]
 fn a_stalled_server_cannot_hang_a_download() {
-    let moto = Moto::start();
-    moto.setup_iam();
-    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
-    let k = key(".sqfs.gpg");
-    let src = data(8 * MIB, 13);
-    upload(
-        &admin,
-        &k,
-        &src,
-        &PutOptions::archive().with_storage_class("STANDARD"),
-    )
-    .unwrap();
-    let proxy = Proxy::start(moto.port, Fault::StallDownloadAt(MIB as u64));
-    let mut cfg = moto.config("admin", &proxy.endpoint());
-    cfg.stall_timeout = Duration::from_secs(1);
-    let stalled = S3Target::new(cfg).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("archive.gpg");
-    let started = std::time::Instant::now();
-    let e =
-        snap_offsite::download_to_file(&stalled, &k, None, &path, false, &Progress::silent("dl"))
-            .unwrap_err();
-    let took = started.elapsed();
-    eprintln!(
-        "stalled after 1 MiB, stall_timeout 1 s: gave up after {:.2} s, {} connections: {e}",
-        took.as_secs_f64(),
-        proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
-    );
+    let (e, took, kept, connections) =
+        download_through(Fault::StallDownloadAt(MIB as u64), 8 * MIB, 13);
     assert_eq!(e.kind(), ErrorKind::Network, "{e}");
-    // The body's wait fired (then the retries, answered by nobody).
+    // The body's wait fired, then the retries were answered by nobody.
     assert!(e.to_string().contains("no answer within 1s"), "{e}");
     // A few attempts (part_retries), a second of waiting each, short backoffs.
     assert!(took < Duration::from_secs(20), "{took:?}");
-    assert!(proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert!(connections >= 2);
     // What arrived before the stall was kept, for the next attempt to resume from.
-    let kept = std::fs::metadata(&path).unwrap().len();
     assert!(kept > 0 && kept <= MIB as u64, "{kept}");
 }
 
@@ -891,34 +903,7 @@ fn a_stalled_server_cannot_hang_a_download() {
 /// bring 64 KiB (or the rest), and only such an attempt earns the retries.
 #[test]
 fn a_trickling_server_cannot_hold_a_download() {
-    let moto = Moto::start();
-    moto.setup_iam();
-    let admin = S3Target::new(moto.config("admin", &moto.endpoint())).unwrap();
-    let k = key(".sqfs.gpg");
-    let src = data(4 * MIB, 14);
-    upload(
-        &admin,
-        &k,
-        &src,
-        &PutOptions::archive().with_storage_class("STANDARD"),
-    )
-    .unwrap();
-    let proxy = Proxy::start(moto.port, Fault::TrickleDownloadAt(MIB as u64));
-    let mut cfg = moto.config("admin", &proxy.endpoint());
-    cfg.stall_timeout = Duration::from_secs(1);
-    let slow = S3Target::new(cfg).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("archive.gpg");
-    let started = std::time::Instant::now();
-    let e = snap_offsite::download_to_file(&slow, &k, None, &path, false, &Progress::silent("dl"))
-        .unwrap_err();
-    let took = started.elapsed();
-    let kept = std::fs::metadata(&path).unwrap().len();
-    eprintln!(
-        "trickling after 1 MiB, stall_timeout 1 s: gave up after {:.2} s with {kept} bytes, {} connections: {e}",
-        took.as_secs_f64(),
-        proxy.connections.load(std::sync::atomic::Ordering::SeqCst)
-    );
+    let (e, took, kept, _) = download_through(Fault::TrickleDownloadAt(MIB as u64), 4 * MIB, 14);
     // The first attempt ends by the low-speed rule; the retries' answers
     // trickle too (their headers never arrive within the second).
     assert_eq!(e.kind(), ErrorKind::Network, "{e}");
