@@ -345,10 +345,11 @@ def _offsite_settings(minion=None, pillar=None):
         snap = (compiled or {}).get("snap") or {}
         settings = dict(snap.get("offsite") or {})
         # The cap on retention leaves room for incremental chains (docs/OFFSITE.md).
-        chain = (snap.get("archive") or {}).get("chain") or {}
-        if chain.get("max_age_days") is not None and settings:
-            settings.setdefault("chain_max_age_days", chain["max_age_days"])
         archive = snap.get("archive")
+        # Read only from a mapping: a malformed one is refused below, naming it.
+        chain = (archive.get("chain") if isinstance(archive, dict) else None) or {}
+        if isinstance(chain, dict) and chain.get("max_age_days") is not None and settings:
+            settings.setdefault("chain_max_age_days", chain["max_age_days"])
     if pillar:
         if not isinstance(pillar, dict):
             raise SaltInvocationError("pillar= must be a dict")

@@ -87,6 +87,7 @@ def test_the_runner_reads_chains_from_the_backup_servers_pillar(runner):
         "backup2": {"snap": {"offsite": offsite, "archive": {"target": {"kind": "glacier", "vault": "v"}}}},
         "backup3": {"snap": {"offsite": offsite, "archive": {"chain": {"max_age_days": 90}}}},
         "backup4": {"snap": {"offsite": offsite, "archive": {"chain": False}}},
+        "backup5": {"snap": {"offsite": offsite, "archive": {"chain": "on"}}},
         "master": {"snap": {"offsite": offsite}},
     }
     settings, notes = runner._offsite_settings("backup1")
@@ -96,6 +97,8 @@ def test_the_runner_reads_chains_from_the_backup_servers_pillar(runner):
     assert settings["chains"] is True and settings["chain_max_age_days"] == 90 and notes == []
     with pytest.raises(salt.exceptions.SaltInvocationError, match="snap:archive:chain must be a mapping"):
         runner._offsite_settings("backup4")
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="snap:archive:chain must be a mapping"):
+        runner._offsite_settings("backup5")
     # The master's own pillar, without snap:archive: the default, and a note saying so.
     settings, notes = runner._offsite_settings()
     assert settings["chains"] is True and "the master's pillar has no snap:archive" in notes[0]
