@@ -243,6 +243,13 @@ def _summary(rep: dict, what: str) -> dict:
         f"{ex['rsync_meta']['xattrs']} xattrs",
         "time": f"{rep['seconds']:.1f}s",
     }
+    pieces = checks.get("pieces")
+    if pieces:
+        out["pieces"] = f"{pieces['fetched']} of {pieces['fetched'] + pieces['skipped']} fetched" + (
+            f" ({pieces['skipped']} hold nothing restored: {_human_bytes(pieces['skipped_bytes'])} not read)"
+            if pieces["skipped"]
+            else ""
+        )
     dl = checks.get("download")
     if dl:
         out["download"] = f"{_human_bytes(dl['fetched'])} in {dl['seconds']:.1f}s" + (

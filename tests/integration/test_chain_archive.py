@@ -346,6 +346,42 @@ def test_the_good_pieces_restore_from_a_directory(chain, newest_pieces, tmp_path
         assert describe(dest / name) == as_server
 
 
+def test_a_selection_fetches_only_the_pieces_that_hold_it(chain, newest_pieces, tmp_path):
+    """One file unchanged since the base needs the newest link's metadata piece (the super
+    block and every table) and the base: the links between are left out, here not even in the
+    directory, and the restore says so. A file that lies in a left-out piece is refused,
+    naming that piece, with nothing restored."""
+    _, _, root, _, secret, links = chain
+    m, good, manifest = newest_pieces
+    pieces = tmp_path / "pieces"
+    shutil.copytree(good, pieces)
+    data = [p["key"].rsplit("/", 1)[1] for p in m["pieces"] if p["kind"] == "data"]  # image order
+    assert len(data) == 4 and "link-0000" in data[0], data  # the base and three links
+    for name in data[1:]:
+        (pieces / name).unlink()
+    newest = next(s["name"] for s in m["snapshots"] if s["dir"] == "recent.0")
+    history = root / "history"
+    dest = tmp_path / "big"
+    proc = restore_cli("restore", "--from-file", pieces, "--manifest", manifest, "--key", secret, "--to", dest,
+                       "--select", f"{newest}/web1/data/big.bin", "--quiet")  # fmt: skip
+    report = json.loads(proc.stdout)
+    print(f"\none file of the base out of link 3: pieces {report['checks']['pieces']}")
+    assert report["checks"]["pieces"]["fetched"] == 2, report["checks"]
+    assert report["checks"]["pieces"]["skipped"] == 3, report["checks"]
+    got = dest / newest / "web1" / "data" / "big.bin"
+    assert got.read_bytes() == (history / "recent.0" / "web1" / "data" / "big.bin").read_bytes()
+    # new-2.bin came with link 2: its piece is not there.
+    dest = tmp_path / "new2"
+    proc = restore_cli("restore", "--from-file", pieces, "--manifest", manifest, "--key", secret, "--to", dest,
+                       "--select", f"{newest}/web1/data/new-2.bin", "--quiet", check=False)  # fmt: skip
+    assert proc.returncode != 0 and data[2] in proc.stderr, proc.stderr
+    assert not dest.exists() or not any(dest.iterdir())
+    # A path the link does not hold: said before any data piece is read.
+    proc = restore_cli("restore", "--from-file", pieces, "--manifest", manifest, "--key", secret, "--to", dest,
+                       "--select", f"{newest}/web1/nope", "--quiet", check=False)  # fmt: skip
+    assert proc.returncode != 0 and "is not in the image" in proc.stderr, proc.stderr
+
+
 # -- killed mid-link, rebase (these run last: they extend the chain) ------------------------------
 
 

@@ -28,6 +28,7 @@ fn main() {
                 select: args[4..].iter().map(|a| a.as_bytes().to_vec()).collect(),
                 apply_fake_super: std::env::var_os("FAKE_SUPER").is_some(),
                 keep_fake_super_xattr: false,
+                present: None,
             };
             snap_pack::unpack(Path::new(&args[2]), Path::new(&args[3]), &opts, &progress)
                 .map(|s| format!("{s:?}"))

@@ -43,7 +43,8 @@ mod util;
 mod walk;
 
 pub use fakesuper::FakeStat;
+pub use ffi::Present;
 pub use pack::{Compressor, PackOptions, PackSummary, Selection, UnsupportedXattrs, pack};
 pub use snap_core::{Error, ErrorKind, Result};
-pub use unpack::{Entry, EntryKind, UnpackOptions, UnpackSummary, list, unpack};
+pub use unpack::{Entry, EntryKind, UnpackOptions, UnpackSummary, list, needed, unpack};
 pub use util::show_bytes;

@@ -343,6 +343,7 @@ fn a_chain_of_links_gives_back_every_point_in_time() {
             select: vec![newest.as_bytes().to_vec()],
             apply_fake_super: true,
             keep_fake_super_xattr: false,
+            present: None,
         };
         unpack(&image, &restored, &uo, &quiet()).unwrap();
         assert_same(

@@ -124,6 +124,7 @@ fn unpack<'py>(
             .collect::<PyResult<_>>()?,
         apply_fake_super,
         keep_fake_super_xattr: false,
+        present: None,
     };
     let p = Progress::new("unpack", None, sink(progress));
     let s = py

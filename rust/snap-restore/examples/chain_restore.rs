@@ -10,6 +10,13 @@
 //! a piece's ciphertext is not hashed, as `snap-backup restore` does not.
 //! With `ONE_AT_A_TIME` set, pieces are decrypted one after the other (as
 //! restore did before 2026-12-02); `PASSPHRASE` is the secret key's.
+//!
+//! With `SELECT` set (paths inside the image, `:`-separated; empty: the
+//! whole tree), as `snap-backup restore` does since 2026-12-02: first the
+//! tails that end the image (its tables), then only the tails that hold
+//! what extracting the selection reads (`snap_pack::needed`); with `DEST`
+//! too, the selection is then unpacked there (owners applied), reading only
+//! the bytes that were filled in.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +25,10 @@ use std::path::Path;
 
 use snap_core::{Error, Progress, Result};
 use snap_crypt::SecretKeySource;
+use std::sync::Arc;
+
 use snap_pack::chain::{Piece, Range};
+use snap_pack::{Present, UnpackOptions};
 use snap_restore::assemble::{PIECES_AT_ONCE, Place, decrypt_into, in_order};
 
 fn main() {
@@ -76,8 +86,9 @@ fn run(
         }
     }
     let tails: Vec<(u32, Vec<&Range>)> = tails.into_iter().collect();
+    let len = ranges.iter().map(|r| r.offset + r.len).max().unwrap_or(0);
     let progress = Progress::silent("restore");
-    in_order(0..tails.len(), workers, |i, _| {
+    let one = |i: usize| -> Result<()> {
         let (n, mine) = &tails[i];
         let path = dir.join(format!("tail-{n}.gpg"));
         let f = File::open(&path).map_err(|e| Error::io_path("opening", &path, e))?;
@@ -106,10 +117,64 @@ fn run(
             }
         }
         Ok(())
-    })?;
-    let len = ranges.iter().map(|r| r.offset + r.len).max().unwrap_or(0);
+    };
+    let decrypt = |list: &[usize]| in_order(0..list.len(), workers, |j, _| one(list[j]));
     image
         .set_len(len)
         .map_err(|e| Error::io_path("sizing", out, e))?;
+    let all: Vec<usize> = (0..tails.len()).collect();
+    let Some(select) = std::env::var_os("SELECT") else {
+        decrypt(&all)?;
+        return Ok(len);
+    };
+    let select: Vec<Vec<u8>> = select
+        .into_encoded_bytes()
+        .split(|&b| b == b':')
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let filled = |list: &[usize]| {
+        let mut r: Vec<(u64, u64)> = list
+            .iter()
+            .flat_map(|&i| tails[i].1.iter().map(|r| (r.offset, r.offset + r.len)))
+            .collect();
+        r.push((0, sb.len() as u64));
+        Arc::new(Present::new(r))
+    };
+    let head: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| tails[i].1.iter().any(|r| r.offset + r.len == len))
+        .collect();
+    decrypt(&head)?;
+    let need = snap_pack::needed(out, &select, Some(filled(&head)))?;
+    let rest: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !head.contains(i))
+        .filter(|&i| {
+            tails[i]
+                .1
+                .iter()
+                .any(|r| need.touches(r.offset, r.offset + r.len))
+        })
+        .collect();
+    decrypt(&rest)?;
+    let fetched: Vec<usize> = head.iter().chain(&rest).copied().collect();
+    eprintln!(
+        "{} of {} tails decrypted, {} bytes of image filled",
+        fetched.len(),
+        tails.len(),
+        filled(&fetched).bytes()
+    );
+    if let Some(dest) = std::env::var_os("DEST") {
+        let opts = UnpackOptions {
+            select,
+            apply_fake_super: true,
+            keep_fake_super_xattr: false,
+            present: Some(filled(&fetched)),
+        };
+        snap_pack::unpack(out, Path::new(&dest), &opts, &Progress::silent("unpack"))?;
+    }
     Ok(len)
 }

@@ -32,11 +32,15 @@ use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result, Stop, StopReader};
 use snap_crypt::SecretKeySource;
 use snap_offsite::ArchiveTarget;
+use snap_pack::Present;
 
 use crate::assemble::{PIECES_AT_ONCE, Place, decrypt_into, in_order};
-use crate::fetch::{Checks, FetchOptions, WorkArea, key_check, open_regular, sha256_fd};
+use crate::extract::extract_part;
+use crate::fetch::{
+    Checks, FetchOptions, PiecesReport, WorkArea, key_check, open_regular, sha256_fd,
+};
 use crate::retrieval::ensure_all_readable;
-use crate::{Output, RestoreReport, extract_image};
+use crate::{Output, RestoreReport};
 
 fn integrity(message: String) -> Error {
     Error::new(ErrorKind::Integrity, message)
@@ -297,6 +301,27 @@ pub(crate) fn fetch_chain(
     opts: &FetchOptions,
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<(PathBuf, Checks, WorkArea)> {
+    let (image, checks, work, _) = fetch_pieces(source, m, key, opts, sink, None)?;
+    Ok((image, checks, work))
+}
+
+/// The image of the link `m` describes, in a root-only work directory
+/// under `opts.work_parent`. With `select` (paths inside the image, as
+/// unpack takes them; empty: the whole tree), only the pieces that hold
+/// what extracting those paths reads are fetched: first the pieces with
+/// the super block and the metadata tables, then those holding the data
+/// and fragment blocks the tables point to. The rest of the image stays a
+/// hole, and the bytes that were filled in come back with it: extraction
+/// reads nothing else. Without `select` (audits, drills), every piece.
+/// Every piece fetched has its every range checked.
+pub(crate) fn fetch_pieces(
+    source: &Pieces<'_>,
+    m: &ChainManifest,
+    key: &SecretKeySource,
+    opts: &FetchOptions,
+    sink: Option<Arc<dyn ProgressSink>>,
+    select: Option<&[Vec<u8>]>,
+) -> Result<(PathBuf, Checks, WorkArea, Option<Arc<Present>>)> {
     key_check(key)?;
     // The id is the manifest's word: only its letters and digits name a directory.
     let stem: String = m
@@ -401,37 +426,121 @@ pub(crate) fn fetch_chain(
         progress.finish();
         Ok((sum.key_fingerprint, cipher.proven))
     };
-    // With a prompt, the first piece alone: the passphrase is asked (and a
-    // wrong one fails) before a second worker needs the key. Then the rest,
-    // two at a time. Either way a panic on hostile bytes is an error naming
+    // The image's size first: a selection's walk reads the tables at its
+    // end before the rest is there (the rest stays a hole until written).
+    out.set_len(m.image.size)
+        .map_err(|e| Error::io_path("sizing", &image, e))?;
+    // Pieces in `list`, two at a time. With a prompt, the first alone: the
+    // passphrase is asked (and a wrong one fails) before a second worker
+    // needs the key. Either way a panic on hostile bytes is an error naming
     // its piece (in_order catches it).
-    let decrypted = if !key.may_prompt() || m.pieces.is_empty() {
-        in_order(0..m.pieces.len(), PIECES_AT_ONCE, one)?
-    } else {
-        let mut all = in_order(0..1, 1, one)?;
-        all.extend(in_order(1..m.pieces.len(), PIECES_AT_ONCE, one)?);
-        all
+    let run = |list: &[usize], ask_first: bool| -> Result<Vec<(String, bool)>> {
+        let job = |j: usize, stop: &Stop| one(list[j], stop);
+        if !ask_first || !key.may_prompt() || list.is_empty() {
+            in_order(0..list.len(), PIECES_AT_ONCE, job)
+        } else {
+            let mut all = in_order(0..1, 1, job)?;
+            all.extend(in_order(1..list.len(), PIECES_AT_ONCE, job)?);
+            Ok(all)
+        }
+    };
+    // The image bytes the pieces in `list` fill in.
+    let filled = |list: &[usize]| -> Present {
+        Present::new(
+            list.iter()
+                .flat_map(|&n| mine.get(m.pieces[n].name.as_str()).unwrap_or(&none))
+                .map(|&i| (m.ranges[i].offset, m.ranges[i].offset + m.ranges[i].len))
+                .collect(),
+        )
+    };
+    let every: Vec<usize> = (0..m.pieces.len()).collect();
+    let (fetched, decrypted, present) = match select {
+        None => (every.clone(), run(&every, true)?, None),
+        Some(paths) => {
+            // The pieces with the super block, with the bytes after it (the
+            // compressor's options, at the start of the base) and with the
+            // end of the image (the meta piece: every metadata table).
+            let index: HashMap<&str, usize> = m
+                .pieces
+                .iter()
+                .enumerate()
+                .map(|(n, p)| (p.name.as_str(), n))
+                .collect();
+            let mut head: Vec<usize> = [m.ranges.first(), m.ranges.get(1), m.ranges.last()]
+                .into_iter()
+                .flatten()
+                .filter_map(|r| index.get(r.piece.as_str()).copied())
+                .collect();
+            head.sort_unstable();
+            head.dedup();
+            let mut decrypted = run(&head, true)?;
+            // What extracting the selection reads, from the tables alone (a
+            // table outside those pieces fails the walk: then every piece).
+            let need = snap_pack::needed(tmp.path(), paths, Some(Arc::new(filled(&head))));
+            let wanted = |n: &usize| {
+                !head.contains(n)
+                    && need.as_ref().ok().is_none_or(|need| {
+                        mine.get(m.pieces[*n].name.as_str())
+                            .unwrap_or(&none)
+                            .iter()
+                            .any(|&i| {
+                                let r = &m.ranges[i];
+                                need.touches(r.offset, r.offset + r.len)
+                            })
+                    })
+            };
+            // A path the image does not hold: said now, nothing more fetched.
+            if let Err(e) = &need
+                && e.kind() == ErrorKind::NotFound
+            {
+                return Err(Error::new(
+                    e.kind(),
+                    format!("chain {} link {}: {e}", m.chain.id, m.chain.link),
+                ));
+            }
+            let rest: Vec<usize> = every.iter().copied().filter(wanted).collect();
+            decrypted.extend(run(&rest, false)?);
+            let mut fetched = head;
+            fetched.extend(rest);
+            let present = need.is_ok().then(|| Arc::new(filled(&fetched)));
+            (fetched, decrypted, present)
+        }
     };
     let proven = decrypted.iter().all(|(_, proven)| *proven);
     if let Some((fingerprint, _)) = decrypted.last() {
         checks.key_fingerprint = fingerprint.clone();
     }
-    // Every piece decrypted and its ranges checked: those ranges are in place.
+    // Every piece fetched was decrypted and its ranges checked: those
+    // ranges are in place. Fetching every piece fills the whole image.
     let mut done = vec![false; m.ranges.len()];
-    for p in &m.pieces {
-        for &i in mine.get(p.name.as_str()).unwrap_or(&none) {
+    for &n in &fetched {
+        for &i in mine.get(m.pieces[n].name.as_str()).unwrap_or(&none) {
             done[i] = true;
         }
     }
-    if let Some(i) = done.iter().position(|d| !d) {
+    if present.is_none()
+        && let Some(i) = done.iter().position(|d| !d)
+    {
         return Err(integrity(format!(
             "image bytes at {} (piece {}) were never written; nothing restored",
             m.ranges[i].offset, m.ranges[i].piece
         )));
     }
-    tmp.as_file()
-        .set_len(m.image.size)
-        .map_err(|e| Error::io_path("sizing", &image, e))?;
+    if select.is_some() {
+        let mut got = vec![false; m.pieces.len()];
+        for &n in &fetched {
+            got[n] = true;
+        }
+        let skipped: Vec<&ChainPiece> = (0..m.pieces.len())
+            .filter(|&n| !got[n])
+            .map(|n| &m.pieces[n])
+            .collect();
+        checks.pieces = Some(PiecesReport {
+            fetched: fetched.len() as u64,
+            skipped: skipped.len() as u64,
+            skipped_bytes: skipped.iter().map(|p| p.size).sum(),
+        });
+    }
     tmp.persist(&image)
         .map_err(|e| Error::io_path("naming the image", &image, e.error))?;
     checks.ciphertext_size = Some(true);
@@ -442,7 +551,7 @@ pub(crate) fn fetch_chain(
     checks.plaintext_size = Some(true);
     checks.plaintext_sha256 = Some(true);
     checks.decrypt_seconds = started.elapsed().as_secs_f64();
-    Ok((image, checks, work))
+    Ok((image, checks, work, present))
 }
 
 /// Restore `out.selection` of the link `m` describes into `out.dest`.
@@ -456,9 +565,11 @@ pub fn restore_chain(
     sink: Option<Arc<dyn ProgressSink>>,
 ) -> Result<RestoreReport> {
     let start = Instant::now();
-    let (image, checks, _work) = fetch_chain(source, m, key, opts, sink.clone())?;
+    let select = out.selection.unpack_paths()?;
+    let (image, checks, _work, present) =
+        fetch_pieces(source, m, key, opts, sink.clone(), Some(&select))?;
     let p = Progress::new("extract", None, sink);
-    let extract = extract_image(&image, out.selection, out.dest, out.overwrite, &p)?;
+    let extract = extract_part(&image, present, out.selection, out.dest, out.overwrite, &p)?;
     Ok(RestoreReport {
         archive: Some(manifest_key.to_string()),
         created: Some(m.created.clone()),

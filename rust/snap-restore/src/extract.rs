@@ -4,10 +4,11 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use snap_core::{Error, Progress, Result};
-use snap_pack::{UnpackOptions, show_bytes};
+use snap_pack::{Present, UnpackOptions, show_bytes};
 
 use crate::install::{InstallSummary, Staging, install_kept};
 use crate::rsyncmeta::{RsyncMetaSummary, apply_tree};
@@ -62,7 +63,7 @@ impl Selection {
     }
 
     /// The paths to hand to unpack (none: everything).
-    fn unpack_paths(&self) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn unpack_paths(&self) -> Result<Vec<Vec<u8>>> {
         let base = match &self.base {
             Some(b) => Some(normalize(b)?),
             None => None,
@@ -147,6 +148,19 @@ pub fn extract_image(
     overwrite: bool,
     progress: &Progress,
 ) -> Result<ExtractSummary> {
+    extract_part(image, None, selection, dest, overwrite, progress)
+}
+
+/// [`extract_image`] of an image of which only `present` was filled in
+/// (all of it when `None`): a read anywhere else fails.
+pub fn extract_part(
+    image: &Path,
+    present: Option<Arc<Present>>,
+    selection: &Selection,
+    dest: &Path,
+    overwrite: bool,
+    progress: &Progress,
+) -> Result<ExtractSummary> {
     let start = std::time::Instant::now();
     let select = selection.unpack_paths()?;
     let staging = Staging::for_dest(dest)?;
@@ -155,6 +169,7 @@ pub fn extract_image(
         select,
         apply_fake_super: true,
         keep_fake_super_xattr: false,
+        present,
     };
     let un = snap_pack::unpack(image, &tree, &opts, progress)?;
     let content = match &selection.base {

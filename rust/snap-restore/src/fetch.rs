@@ -40,6 +40,19 @@ pub struct Checks {
     pub download: Option<DownloadReport>,
     pub retrieval: Option<RetrievalReport>,
     pub decrypt_seconds: f64,
+    /// A chain restore of a selection: the pieces it fetched and those it
+    /// did not need.
+    pub pieces: Option<PiecesReport>,
+}
+
+/// The pieces of a chain a restore fetched, and those it left out because
+/// nothing it extracts lies in them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PiecesReport {
+    pub fetched: u64,
+    pub skipped: u64,
+    /// Ciphertext bytes not downloaded nor decrypted.
+    pub skipped_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

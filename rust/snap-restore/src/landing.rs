@@ -273,6 +273,7 @@ pub fn land(
         select: vec![root_name.clone()],
         apply_fake_super: true,
         keep_fake_super_xattr: false,
+        present: None,
     };
     let un = snap_pack::unpack(image, &tree, &opts, progress)?;
     let unpacked = tree.join(OsStr::from_bytes(&root_name));

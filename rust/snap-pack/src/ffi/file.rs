@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::sys;
 
@@ -29,6 +30,71 @@ struct FileObj {
     size: u64,
     head: [u8; HEAD],
     error: RefCell<Option<io::Error>>,
+    /// When set, the only bytes there are to read (see [`Present`]).
+    present: Option<Arc<Present>>,
+}
+
+/// The byte ranges of an image that were filled in. A chain restore fetches
+/// only the pieces its selection needs and leaves the rest of the image a
+/// hole: a read that reaches outside these ranges fails, naming the bytes,
+/// instead of returning zeros.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Present(Vec<(u64, u64)>);
+
+impl Present {
+    /// The ranges `[start, end)`, in any order; overlapping and touching
+    /// ones are merged, empty ones dropped.
+    pub fn new(mut ranges: Vec<(u64, u64)>) -> Present {
+        ranges.retain(|(s, e)| s < e);
+        ranges.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match out.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        Present(out)
+    }
+
+    /// Whether all `len` bytes at `off` are present.
+    pub fn covers(&self, off: u64, len: u64) -> bool {
+        let Some(end) = off.checked_add(len) else {
+            return false;
+        };
+        if len == 0 {
+            return true;
+        }
+        // The last range starting at or before `off`.
+        let i = self.0.partition_point(|&(s, _)| s <= off);
+        i > 0 && self.0[i - 1].1 >= end
+    }
+
+    /// Whether any of `[start, end)` is present.
+    pub fn touches(&self, start: u64, end: u64) -> bool {
+        let i = self.0.partition_point(|&(_, e)| e <= start);
+        self.0.get(i).is_some_and(|&(s, _)| s < end)
+    }
+
+    /// The merged ranges, in order.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    /// Bytes present.
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().map(|(s, e)| e - s).sum()
+    }
+
+    fn check(&self, off: u64, len: usize) -> io::Result<()> {
+        if self.covers(off, len as u64) {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "image bytes {off}..{} were not fetched: they lie in a piece this restore left out",
+            off.saturating_add(len as u64)
+        )))
+    }
 }
 
 enum Place {
@@ -71,6 +137,9 @@ unsafe extern "C" fn file_read_at(
         .is_none_or(|end| end > obj.size)
     {
         return sys::SQFS_ERROR_OUT_OF_BOUNDS;
+    }
+    if let Some(Err(e)) = obj.present.as_ref().map(|p| p.check(offset, size)) {
+        return obj.fail(e);
     }
     let slice = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, size) };
     match obj.place(offset, size) {
@@ -142,6 +211,21 @@ impl SqFile {
     /// A file holding the image from offset `base` on (its `len` bytes),
     /// with the super block `head` in memory. `base` is 0 or at least [`HEAD`].
     pub fn with_base(file: File, len: u64, base: u64, head: [u8; HEAD]) -> SqFile {
+        SqFile::build(file, len, base, head, None)
+    }
+
+    /// A whole image of `size` bytes of which only `present` may be read.
+    pub fn with_present(file: File, size: u64, present: Option<Arc<Present>>) -> SqFile {
+        SqFile::build(file, size, 0, [0; HEAD], present)
+    }
+
+    fn build(
+        file: File,
+        len: u64,
+        base: u64,
+        head: [u8; HEAD],
+        present: Option<Arc<Present>>,
+    ) -> SqFile {
         let obj = Box::new(FileObj {
             base_obj: sys::sqfs_file_t {
                 base: sys::sqfs_object_t {
@@ -158,6 +242,7 @@ impl SqFile {
             size: base + len,
             head,
             error: RefCell::new(None),
+            present,
         });
         SqFile {
             obj: NonNull::from(Box::leak(obj)),
@@ -199,6 +284,9 @@ impl SqFile {
     /// Read `buf.len()` bytes at image offset `off` (not from the head).
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         let obj = self.inner();
+        if let Some(p) = &obj.present {
+            p.check(off, buf.len())?;
+        }
         match obj.place(off, buf.len()) {
             Some(Place::File(at)) if off + buf.len() as u64 <= obj.size => {
                 obj.file.read_exact_at(buf, at)

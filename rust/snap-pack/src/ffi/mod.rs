@@ -18,7 +18,7 @@ use std::ptr::{self, NonNull};
 use crate::sys;
 
 pub use compressor::Compressor;
-pub use file::{HEAD, SqFile};
+pub use file::{HEAD, Present, SqFile};
 pub use inode::Inode;
 pub use readers::{DirEnt, MetaTables, XattrReader};
 pub use writers::{

@@ -108,9 +108,18 @@ pub(crate) struct Image {
 
 impl Image {
     pub(super) fn open(path: &Path) -> Result<Image> {
+        Image::open_present(path, None)
+    }
+
+    /// The image at `path`, of which only `present` may be read (all of it
+    /// when `None`).
+    pub(super) fn open_present(
+        path: &Path,
+        present: Option<std::sync::Arc<ffi::Present>>,
+    ) -> Result<Image> {
         let f = File::open(path).map_err(|e| io_err("opening image", path, e))?;
         let len = f.metadata().map_err(|e| io_err("reading", path, e))?.len();
-        Image::open_file(Rc::new(SqFile::new(f, len)), path)
+        Image::open_file(Rc::new(SqFile::with_present(f, len, present)), path)
     }
 
     /// An image read through `file` (which may hold only its tail, with the

@@ -12,9 +12,11 @@ mod extract;
 mod frags;
 mod image;
 mod later;
+mod needed;
 mod writer;
 
 pub(crate) use image::{Image, Node};
+pub use needed::needed;
 
 use std::collections::HashMap;
 use std::io;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{FileType, Mode, OFlags};
 use snap_core::{Error, ErrorKind, Progress, Result};
 
-use crate::ffi::Inode;
+use crate::ffi::{Inode, Present};
 use crate::sys;
 use crate::util::{io_err, show, show_bytes};
 
@@ -43,6 +45,10 @@ pub struct UnpackOptions {
     pub apply_fake_super: bool,
     /// With `apply_fake_super`: keep the `user.rsync.%stat` xattr anyway.
     pub keep_fake_super_xattr: bool,
+    /// When only part of the image was filled in (a chain restore that
+    /// fetched the pieces its selection needs): the bytes there are. Any
+    /// read elsewhere fails rather than return a hole's zeros.
+    pub present: Option<Arc<Present>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -241,7 +247,7 @@ pub fn unpack(
         .iter()
         .map(|p| split_path(p))
         .collect::<Result<_>>()?;
-    let mut img = Image::open(image)?;
+    let mut img = Image::open_present(image, opts.present.clone())?;
     // Resolve every selected path before creating anything.
     for comps in &selects {
         img.lookup(comps)?;
@@ -292,6 +298,7 @@ pub fn unpack(
                     .try_clone()
                     .map_err(|e| io_err("duplicating the descriptor of", image, e))?,
                 len: image_len,
+                present: opts.present.clone(),
                 image_path: image,
                 apply: apply.fresh(),
                 frags: img.frags_cached.clone(),

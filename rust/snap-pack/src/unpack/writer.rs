@@ -29,7 +29,7 @@ use super::apply::{Apply, Attrs};
 use super::data::is_zero;
 use super::frags::SharedFrags;
 use super::image::Image;
-use crate::ffi::SqFile;
+use crate::ffi::{Present, SqFile};
 use crate::util::io_err;
 
 /// Zero pages of restored files are left as holes.
@@ -76,6 +76,8 @@ pub(super) struct Writer<'a> {
     /// The image, open (a duplicate of the extractor's descriptor), its size.
     pub(super) image: File,
     pub(super) len: u64,
+    /// The bytes of the image there are to read, when not all.
+    pub(super) present: Option<Arc<Present>>,
     /// Names the image in messages.
     pub(super) image_path: &'a Path,
     /// Finishes the files (a fresh copy of the extractor's).
@@ -144,7 +146,7 @@ impl Writer<'_> {
 
     fn fill(mut self, jobs: &Mutex<Receiver<Job>>, stop: &Stop) -> Result<u64> {
         let mut img = Image::open_data(
-            Rc::new(SqFile::new(self.image, self.len)),
+            Rc::new(SqFile::with_present(self.image, self.len, self.present)),
             self.image_path,
             self.frags,
         )?;
