@@ -250,6 +250,10 @@ def _summary(rep: dict, what: str) -> dict:
             if pieces["skipped"]
             else ""
         )
+        if pieces["skipped"]:
+            out["verified"] += " (of the pieces fetched)"
+        if pieces.get("walk_error"):
+            out["pieces"] += f"; every piece, as the tables could not be walked: {pieces['walk_error']}"
     dl = checks.get("download")
     if dl:
         out["download"] = f"{_human_bytes(dl['fetched'])} in {dl['seconds']:.1f}s" + (

@@ -26,6 +26,7 @@ fn put(b: &mut [u8], at: usize, v: &[u8]) {
 
 // Super block offsets.
 const FRAG_COUNT: usize = 16;
+const ROOT_INODE: usize = 32;
 const FLAGS: usize = 24;
 const BYTES_USED: usize = 40;
 const ID_START: usize = 48;
@@ -414,4 +415,52 @@ fn a_destination_others_can_change_is_refused_and_a_new_one_is_private() {
         0o700
     );
     assert_eq!(fs::read(fresh.join("f")).unwrap(), b"data");
+}
+
+#[test]
+fn a_directory_that_lists_its_ancestor_is_refused_not_followed() {
+    // Cold attack on 6bdc52a, finding 5: a directory entry pointing back at
+    // the root's inode made unpack build a tree as deep as the descriptors
+    // allowed (19,991 levels), whose removal then overflowed the stack.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    mkdir(&src, b"d00000");
+    let image = tmp.path().join("loop.sqfs");
+    // Tables stored uncompressed, so that an entry can be changed in place.
+    run(Command::new("mksquashfs").arg(&src).arg(&image).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-no-xattrs",
+        "-no-exports",
+        "-noI",
+        "-noD",
+        "-noF",
+    ]));
+    let mut b = fs::read(&image).unwrap();
+    let root = u64_at(&b, ROOT_INODE);
+    assert_eq!(
+        root >> 16,
+        0,
+        "the root inode is in the first metadata block"
+    );
+    let name = b
+        .windows(6)
+        .rposition(|w| w == b"d00000")
+        .expect("the entry");
+    // The entry: inode offset (u16), inode number delta, type, name size - 1, name.
+    assert_eq!(u16_at(&b, name - 2), 5);
+    put(&mut b, name - 8, &((root & 0xffff) as u16).to_le_bytes());
+    fs::write(&image, &b).unwrap();
+    let out = tmp.path().join("out");
+    let e = unpack(
+        &image,
+        &out,
+        &UnpackOptions::default(),
+        &Progress::silent("test"),
+    )
+    .expect_err("a loop");
+    println!("a directory listing the root: {e}");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("a loop"), "{e}");
 }

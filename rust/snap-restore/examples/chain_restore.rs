@@ -13,7 +13,8 @@
 //!
 //! With `SELECT` set (paths inside the image, `:`-separated; empty: the
 //! whole tree), as `snap-backup restore` does since 2026-12-02: first the
-//! tails that end the image (its tables), then only the tails that hold
+//! tail that ends the image (the tables; and the one with the compressor's
+//! options after the super block, if it has any), then only the tails that hold
 //! what extracting the selection reads (`snap_pack::needed`); with `DEST`
 //! too, the selection is then unpacked there (owners applied), reading only
 //! the bytes that were filled in.
@@ -144,7 +145,15 @@ fn run(
     let head: Vec<usize> = all
         .iter()
         .copied()
-        .filter(|&i| tails[i].1.iter().any(|r| r.offset + r.len == len))
+        .filter(|&i| {
+            // The tables; and the compressor's options right after the super
+            // block when its flags say there are some (as restore does).
+            let options = sb.len() >= 26 && u16::from_le_bytes([sb[24], sb[25]]) & 0x0400 != 0;
+            tails[i]
+                .1
+                .iter()
+                .any(|r| r.offset + r.len == len || options && r.offset == sb.len() as u64)
+        })
         .collect();
     decrypt(&head)?;
     let need = snap_pack::needed(out, &select, Some(filled(&head)))?;

@@ -21,12 +21,13 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use snap_archive::chain::{
-    CHAIN_MANIFEST_FORMAT, CHAIN_MANIFEST_SUFFIX, ChainManifest, ChainPiece, SUPERBLOCK,
+    CHAIN_MANIFEST_FORMAT, CHAIN_MANIFEST_SUFFIX, ChainManifest, ChainPiece, ImageRange, SUPERBLOCK,
 };
 use snap_core::progress::ProgressSink;
 use snap_core::{Error, ErrorKind, Progress, Result, Stop, StopReader};
@@ -45,6 +46,11 @@ use crate::{Output, RestoreReport};
 fn integrity(message: String) -> Error {
     Error::new(ErrorKind::Integrity, message)
 }
+
+/// Where the super block keeps its flags, and the flag that says the
+/// compressor's options follow it (SquashFS 4.0).
+const SUPERBLOCK_FLAGS: u64 = 24;
+const COMPRESSOR_OPTIONS: u16 = 0x0400;
 
 /// The most pieces a chain manifest may list: a link a day for years.
 pub const MAX_PIECES: usize = 10_000;
@@ -454,26 +460,39 @@ pub(crate) fn fetch_pieces(
         )
     };
     let every: Vec<usize> = (0..m.pieces.len()).collect();
+    let mut walk_error = None;
     let (fetched, decrypted, present) = match select {
         None => (every.clone(), run(&every, true)?, None),
         Some(paths) => {
-            // The pieces with the super block, with the bytes after it (the
-            // compressor's options, at the start of the base) and with the
-            // end of the image (the meta piece: every metadata table).
+            // The pieces with the super block and with the end of the image
+            // (the meta piece: every metadata table).
             let index: HashMap<&str, usize> = m
                 .pieces
                 .iter()
                 .enumerate()
                 .map(|(n, p)| (p.name.as_str(), n))
                 .collect();
-            let mut head: Vec<usize> = [m.ranges.first(), m.ranges.get(1), m.ranges.last()]
+            let piece_of =
+                |r: Option<&ImageRange>| r.and_then(|r| index.get(r.piece.as_str()).copied());
+            let mut head: Vec<usize> = [m.ranges.first(), m.ranges.last()]
                 .into_iter()
-                .flatten()
-                .filter_map(|r| index.get(r.piece.as_str()).copied())
+                .filter_map(|r| piece_of(Some(r?)))
                 .collect();
             head.sort_unstable();
             head.dedup();
             let mut decrypted = run(&head, true)?;
+            // Compressor options, when the super block says there are
+            // some, follow it: at the start of the base's data.
+            let mut flags = [0u8; 2];
+            out.read_exact_at(&mut flags, SUPERBLOCK_FLAGS)
+                .map_err(|e| Error::io_path("reading the super block of", &image, e))?;
+            if u16::from_le_bytes(flags) & COMPRESSOR_OPTIONS != 0
+                && let Some(n) = piece_of(m.ranges.get(1))
+                && !head.contains(&n)
+            {
+                decrypted.extend(run(&[n], false)?);
+                head.push(n);
+            }
             // What extracting the selection reads, from the tables alone (a
             // table outside those pieces fails the walk: then every piece).
             let need = snap_pack::needed(tmp.path(), paths, Some(Arc::new(filled(&head))));
@@ -502,7 +521,8 @@ pub(crate) fn fetch_pieces(
             decrypted.extend(run(&rest, false)?);
             let mut fetched = head;
             fetched.extend(rest);
-            let present = need.is_ok().then(|| Arc::new(filled(&fetched)));
+            let present = need.as_ref().ok().map(|_| Arc::new(filled(&fetched)));
+            walk_error = need.err().map(|e| e.to_string());
             (fetched, decrypted, present)
         }
     };
@@ -539,6 +559,7 @@ pub(crate) fn fetch_pieces(
             fetched: fetched.len() as u64,
             skipped: skipped.len() as u64,
             skipped_bytes: skipped.iter().map(|p| p.size).sum(),
+            walk_error,
         });
     }
     tmp.persist(&image)

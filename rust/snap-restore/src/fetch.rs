@@ -53,6 +53,8 @@ pub struct PiecesReport {
     pub skipped: u64,
     /// Ciphertext bytes not downloaded nor decrypted.
     pub skipped_bytes: u64,
+    /// Why every piece was fetched after all: the walk of the tables failed.
+    pub walk_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

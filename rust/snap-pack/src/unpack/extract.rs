@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 //! Extraction into a destination directory, by descriptors only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
@@ -358,6 +358,10 @@ impl Extractor<'_> {
             unreachable!("built above")
         };
         let children = self.img.read_dir(&inode)?.into_iter();
+        // A directory is listed once in an image: one listed again (a
+        // directory naming an ancestor) would make a tree as deep as the
+        // descriptors allow, which cleaning up cannot even remove.
+        let mut dirs_seen: HashSet<u64> = HashSet::new();
         let mut stack = vec![Open {
             fd,
             rel,
@@ -395,6 +399,16 @@ impl Extractor<'_> {
             }
             rel.extend_from_slice(&ent.name);
             if ent.type_ == sys::SQFS_INODE_DIR {
+                if !dirs_seen.insert(ent.iref) {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "image {}: {} lists a directory listed already (a loop)",
+                            show(&self.img.path),
+                            show_bytes(&rel)
+                        ),
+                    ));
+                }
                 let child = Node::Other(self.img.inode(ent.iref)?);
                 if child.dir().is_none() {
                     return Err(Error::new(

@@ -13,12 +13,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use snap_core::Result;
+use snap_core::{Error, ErrorKind, Result};
 
 use super::image::{Image, Node};
 use super::{not_found, split_path};
 use crate::ffi::Present;
-use crate::layout::on_disk;
+use crate::layout::{FileHead, HOLES, UNCOMPRESSED, on_disk};
 
 /// The data and fragment blocks that extracting `select` (paths inside the
 /// image, as for [`crate::UnpackOptions::select`]; empty: all of it) from
@@ -47,6 +47,8 @@ pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -
         }
         todo.push(at);
     }
+    let size = img.file.size();
+    let mut words = vec![0u32; WORDS];
     let mut seen: HashSet<u64> = HashSet::new();
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     let mut frags: BTreeSet<u32> = BTreeSet::new();
@@ -55,13 +57,29 @@ pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -
             continue;
         }
         match img.node(iref)? {
-            Node::File(_) => {
-                let l = img.file_layout(iref)?;
-                let len = l.data_len();
-                if len > 0 {
-                    ranges.push((l.blocks_start, l.blocks_start.saturating_add(len)));
+            Node::File(head) => {
+                // The block list streamed (the reader is at it), never held
+                // whole: a forged inode may list billions of words.
+                let mut len = 0u64;
+                let mut index = 0u64;
+                while index < head.blocks {
+                    let n = (head.blocks - index).min(WORDS as u64) as usize;
+                    FileHead::read_words(&mut img.meta, &mut words[..n]).map_err(|e| img.err(e))?;
+                    for &w in &words[..n] {
+                        if w & HOLES != 0 || w & !(2 * UNCOMPRESSED - 1) != 0 {
+                            return Err(corrupt(iref, format!("block size word {w:#x}")));
+                        }
+                        len += on_disk(w);
+                    }
+                    if head.blocks_start.saturating_add(len) > size {
+                        return Err(corrupt(iref, "blocks past the end of the image".into()));
+                    }
+                    index += n as u64;
                 }
-                if let Some((idx, _)) = l.frag {
+                if len > 0 {
+                    add(&mut ranges, head.blocks_start, head.blocks_start + len);
+                }
+                if let Some((idx, _)) = head.frag {
                     frags.insert(idx);
                 }
             }
@@ -77,8 +95,27 @@ pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -
         let (at, word) = img.fragment(idx)?;
         let len = on_disk(word);
         if len > 0 {
-            ranges.push((at, at.saturating_add(len)));
+            add(&mut ranges, at, at.saturating_add(len));
         }
     }
     Ok(Present::new(ranges))
+}
+
+/// Block list words read at a time.
+const WORDS: usize = 1024;
+
+/// `[start, end)` added, merged with the last range when they touch (files
+/// are mostly walked in the order they were packed).
+fn add(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    match ranges.last_mut() {
+        Some(last) if last.1 == start => last.1 = end,
+        _ => ranges.push((start, end)),
+    }
+}
+
+fn corrupt(iref: u64, what: String) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!("image is corrupted: the file inode at {iref:#x}: {what}"),
+    )
 }
