@@ -476,7 +476,7 @@ pub(crate) fn fetch_pieces(
                 |r: Option<&ImageRange>| r.and_then(|r| index.get(r.piece.as_str()).copied());
             let mut head: Vec<usize> = [m.ranges.first(), m.ranges.last()]
                 .into_iter()
-                .filter_map(|r| piece_of(Some(r?)))
+                .filter_map(piece_of)
                 .collect();
             head.sort_unstable();
             head.dedup();
