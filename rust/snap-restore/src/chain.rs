@@ -531,20 +531,21 @@ pub(crate) fn fetch_pieces(
         checks.key_fingerprint = fingerprint.clone();
     }
     // Every piece fetched was decrypted and its ranges checked: those
-    // ranges are in place. Fetching every piece fills the whole image.
-    let mut done = vec![false; m.ranges.len()];
-    for &n in &fetched {
-        for &i in mine.get(m.pieces[n].name.as_str()).unwrap_or(&none) {
-            done[i] = true;
+    // ranges are in place. Unless extraction is held to them (`present`),
+    // they must be the whole image.
+    if present.is_none() {
+        let mut done = vec![false; m.ranges.len()];
+        for &n in &fetched {
+            for &i in mine.get(m.pieces[n].name.as_str()).unwrap_or(&none) {
+                done[i] = true;
+            }
         }
-    }
-    if present.is_none()
-        && let Some(i) = done.iter().position(|d| !d)
-    {
-        return Err(integrity(format!(
-            "image bytes at {} (piece {}) were never written; nothing restored",
-            m.ranges[i].offset, m.ranges[i].piece
-        )));
+        if let Some(i) = done.iter().position(|d| !d) {
+            return Err(integrity(format!(
+                "image bytes at {} (piece {}) were never written; nothing restored",
+                m.ranges[i].offset, m.ranges[i].piece
+            )));
+        }
     }
     if select.is_some() {
         let mut got = vec![false; m.pieces.len()];

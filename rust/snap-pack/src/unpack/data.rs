@@ -13,7 +13,7 @@ use crate::layout::{FileHead, HOLES, UNCOMPRESSED, on_disk};
 use crate::util::{show, show_bytes};
 
 /// Block size words read from the inode table at a time.
-const WORDS: usize = 1024;
+pub(super) const WORDS: usize = 1024;
 
 impl Image {
     fn corrupt(&self, rel: &[u8], what: impl std::fmt::Display) -> Error {
@@ -94,7 +94,7 @@ impl Image {
                 let off = index * bs;
                 let len = (head.size - off).min(bs) as usize;
                 index += 1;
-                if w & HOLES != 0 || w & !(2 * UNCOMPRESSED - 1) != 0 {
+                if !stored_word(w) {
                     return Err(self.corrupt(rel, format_args!("block size word {w:#x}")));
                 }
                 if w == 0 {
@@ -174,4 +174,11 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
         }
     }
     chunks.remainder().iter().all(|b| *b == 0)
+}
+
+/// Whether `w` can be a block size word as an inode stores it: a size and
+/// the uncompressed flag, nothing else (not the run of holes a
+/// [`crate::layout::FileLayout`] keeps).
+pub(super) fn stored_word(w: u32) -> bool {
+    w & HOLES == 0 && w & !(2 * UNCOMPRESSED - 1) == 0
 }

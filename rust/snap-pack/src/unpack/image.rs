@@ -320,18 +320,25 @@ impl Image {
 
     /// The inode at `path` (components already validated).
     pub(super) fn lookup(&mut self, comps: &[&[u8]]) -> Result<Node> {
-        let mut cur = Node::Other(self.root()?);
+        let at = self.lookup_ref(comps)?;
+        self.node(at)
+    }
+
+    /// The reference of the inode at `path` (components already validated).
+    pub(super) fn lookup_ref(&mut self, comps: &[&[u8]]) -> Result<u64> {
+        let mut at = self.sup.root_inode_ref;
         for (i, c) in comps.iter().enumerate() {
-            let Some(dir) = cur.dir() else {
+            let node = self.node(at)?;
+            let Some(dir) = node.dir() else {
                 return Err(not_found(&comps[..i]));
             };
             let entries = self.read_dir(dir)?;
             match entries.into_iter().find(|e| e.name == *c) {
-                Some(e) => cur = self.node(e.iref)?,
+                Some(e) => at = e.iref,
                 None => return Err(not_found(&comps[..=i])),
             }
         }
-        Ok(cur)
+        Ok(at)
     }
 
     pub(crate) fn xattrs_of(&mut self, node: &Node) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use snap_core::{Error, ErrorKind, Result};
 
+use super::data::{WORDS, stored_word};
 use super::image::{Image, Node};
-use super::{not_found, split_path};
+use super::split_path;
 use crate::ffi::Present;
-use crate::layout::{FileHead, HOLES, UNCOMPRESSED, on_disk};
+use crate::layout::{FileHead, on_disk};
 
 /// The data and fragment blocks that extracting `select` (paths inside the
 /// image, as for [`crate::UnpackOptions::select`]; empty: all of it) from
@@ -26,26 +27,12 @@ use crate::layout::{FileHead, HOLES, UNCOMPRESSED, on_disk};
 /// the answer: with `present` set, they must lie in it (or this fails).
 pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -> Result<Present> {
     let mut img = Image::open_present(image, present)?;
-    let root = img.sup.root_inode_ref;
     let mut todo: Vec<u64> = Vec::new();
     if select.is_empty() {
-        todo.push(root);
+        todo.push(img.sup.root_inode_ref);
     }
     for p in select {
-        let comps = split_path(p)?;
-        let mut at = root;
-        for (i, c) in comps.iter().enumerate() {
-            let node = img.node(at)?;
-            let Some(dir) = node.dir() else {
-                return Err(not_found(&comps[..=i]));
-            };
-            let entries = img.read_dir(dir)?;
-            match entries.into_iter().find(|e| e.name == *c) {
-                Some(e) => at = e.iref,
-                None => return Err(not_found(&comps[..=i])),
-            }
-        }
-        todo.push(at);
+        todo.push(img.lookup_ref(&split_path(p)?)?);
     }
     let size = img.file.size();
     let mut words = vec![0u32; WORDS];
@@ -66,7 +53,7 @@ pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -
                     let n = (head.blocks - index).min(WORDS as u64) as usize;
                     FileHead::read_words(&mut img.meta, &mut words[..n]).map_err(|e| img.err(e))?;
                     for &w in &words[..n] {
-                        if w & HOLES != 0 || w & !(2 * UNCOMPRESSED - 1) != 0 {
+                        if !stored_word(w) {
                             return Err(corrupt(iref, format!("block size word {w:#x}")));
                         }
                         len += on_disk(w);
@@ -100,9 +87,6 @@ pub fn needed(image: &Path, select: &[Vec<u8>], present: Option<Arc<Present>>) -
     }
     Ok(Present::new(ranges))
 }
-
-/// Block list words read at a time.
-const WORDS: usize = 1024;
 
 /// `[start, end)` added, merged with the last range when they touch (files
 /// are mostly walked in the order they were packed).
