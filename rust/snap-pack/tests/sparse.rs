@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -14,9 +16,54 @@ use std::time::Instant;
 
 use common::{noise, run};
 use snap_core::Progress;
-use snap_pack::{PackOptions, UnpackOptions, pack, unpack};
+use snap_pack::{PackOptions, UnpackOptions, needed, pack, unpack};
 
 const BLOCK: u64 = 128 * 1024;
+
+/// The system allocator, counting per thread the bytes held and the most
+/// held at once since [`Peak::start`]: what one call on this thread needed.
+struct Peak;
+
+thread_local! {
+    static HELD: Cell<isize> = const { Cell::new(0) };
+    static MOST: Cell<isize> = const { Cell::new(0) };
+}
+
+impl Peak {
+    fn start() {
+        HELD.with(|h| h.set(0));
+        MOST.with(|m| m.set(0));
+    }
+    fn most() -> isize {
+        MOST.with(|m| m.get())
+    }
+    fn count(delta: isize) {
+        // `try_with`: allocations while a thread's locals are torn down.
+        let _ = HELD.try_with(|h| {
+            let now = h.get() + delta;
+            h.set(now);
+            let _ = MOST.try_with(|m| m.set(m.get().max(now)));
+        });
+    }
+}
+
+unsafe impl GlobalAlloc for Peak {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Peak::count(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Peak::count(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        Peak::count(new as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Peak = Peak;
 
 fn opts() -> PackOptions {
     PackOptions {
@@ -227,4 +274,27 @@ fn a_16_tib_sparse_file_costs_its_data_not_its_size() {
     // holds its 134 million block entries in memory: ~1 GiB, ~25 s here).
     let listing = run(Command::new("unsquashfs").arg("-lls").arg(&image));
     assert!(listing.contains(&format!("{size} ")), "{listing}");
+
+    // What a chain restore asks before fetching data pieces: the blocks the
+    // file's data is in. Its 134 million block words are streamed, not held
+    // (held whole they were 512 MiB: the partial-restore attack's finding 1).
+    let t = Instant::now();
+    Peak::start();
+    let reads = needed(&image, &[], None).unwrap();
+    let most = Peak::most();
+    eprintln!(
+        "needed: {} bytes in {} ranges, {:.2} s, at most {} bytes allocated at once",
+        reads.bytes(),
+        reads.ranges().len(),
+        t.elapsed().as_secs_f64(),
+        most
+    );
+    assert!(most < 4 << 20, "needed held {most} bytes at once");
+    let data: u64 = parts.iter().map(|p| p.1.len() as u64).sum();
+    // Noise does not compress: at least the data, at most the image.
+    assert!(
+        reads.bytes() >= data * 99 / 100 && reads.bytes() < sum.image_size,
+        "{reads:?} for {data} bytes of data in {} bytes of image",
+        sum.image_size
+    );
 }
