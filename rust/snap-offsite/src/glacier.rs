@@ -24,10 +24,10 @@ use crate::config::{Shared, load};
 use crate::error::sdk_error;
 use crate::parts::{
     Pace, PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
-    unless_stopped, within,
+    unless_stopped, with_retries, within,
 };
 use crate::{
-    ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
+    ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, Listed, MAX_PARTS, MIB, ObjectInfo,
     PutOptions, RetrievalStatus, RetrievalTier, TargetConfig, TargetKind, UploadResult,
 };
 
@@ -232,36 +232,36 @@ impl GlacierTarget {
     fn jobs_for(&self, archive_id: &str) -> Result<Vec<(String, StatusCode)>> {
         let (retries, backoff) = self.retries();
         let what = format!("listing the jobs of {}", self.vault());
-        let mut marker: Option<String> = None;
-        let mut jobs = Vec::new();
-        loop {
-            let out = self
-                .shared
-                .rt
-                .block_on(sdk_retried(retries, backoff, &what, || {
-                    self.client
-                        .list_jobs()
-                        .account_id(&self.config.account_id)
-                        .vault_name(&self.config.bucket)
-                        .set_marker(marker.clone())
-                        .send()
-                }))?;
-            for j in out.job_list() {
-                if j.action() == Some(&ActionCode::ArchiveRetrieval)
-                    && j.archive_id() == Some(archive_id)
-                {
-                    jobs.push((
-                        j.creation_date().unwrap_or_default().to_owned(),
-                        j.job_id().unwrap_or_default().to_owned(),
-                        j.status_code().cloned().unwrap_or(StatusCode::InProgress),
-                    ));
+        let mut jobs = self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let what = &what;
+            async move {
+                let mut jobs = Vec::new();
+                let mut listed = Listed::default();
+                let mut pages = self
+                    .client
+                    .list_jobs()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error(what, e))?;
+                    listed.page(page.job_list().len(), what)?;
+                    for j in page.job_list() {
+                        if j.action() == Some(&ActionCode::ArchiveRetrieval)
+                            && j.archive_id() == Some(archive_id)
+                        {
+                            jobs.push((
+                                j.creation_date().unwrap_or_default().to_owned(),
+                                j.job_id().unwrap_or_default().to_owned(),
+                                j.status_code().cloned().unwrap_or(StatusCode::InProgress),
+                            ));
+                        }
+                    }
                 }
+                Ok(jobs)
             }
-            match out.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => break,
-            }
-        }
+        }))?;
         jobs.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(jobs.into_iter().map(|(_, id, s)| (id, s)).collect())
     }
@@ -542,43 +542,42 @@ impl ArchiveTarget for GlacierTarget {
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let (retries, backoff) = self.retries();
         let what = format!("listing incomplete uploads of {}", self.vault());
-        let mut marker: Option<String> = None;
-        let mut uploads = Vec::new();
-        loop {
-            let out = self
-                .shared
-                .rt
-                .block_on(sdk_retried(retries, backoff, &what, || {
-                    self.client
-                        .list_multipart_uploads()
-                        .account_id(&self.config.account_id)
-                        .vault_name(&self.config.bucket)
-                        .set_marker(marker.clone())
-                        .send()
-                }))?;
-            for u in out.uploads_list() {
-                let description = u.archive_description().unwrap_or_default();
-                if description.starts_with(prefix) {
-                    uploads.push(IncompleteUpload {
-                        key: description.to_owned(),
-                        upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
-                        initiated: u.creation_date().and_then(|d| {
-                            aws_smithy_types::DateTime::from_str(
-                                d,
-                                aws_smithy_types::date_time::Format::DateTime,
-                            )
-                            .ok()
-                            .and_then(|d| SystemTime::try_from(d).ok())
-                        }),
-                    });
+        self.shared.rt.block_on(with_retries(retries, backoff, || {
+            let what = &what;
+            async move {
+                let mut uploads = Vec::new();
+                let mut listed = Listed::default();
+                let mut pages = self
+                    .client
+                    .list_multipart_uploads()
+                    .account_id(&self.config.account_id)
+                    .vault_name(&self.config.bucket)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error(what, e))?;
+                    listed.page(page.uploads_list().len(), what)?;
+                    for u in page.uploads_list() {
+                        let description = u.archive_description().unwrap_or_default();
+                        if description.starts_with(prefix) {
+                            uploads.push(IncompleteUpload {
+                                key: description.to_owned(),
+                                upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
+                                initiated: u.creation_date().and_then(|d| {
+                                    aws_smithy_types::DateTime::from_str(
+                                        d,
+                                        aws_smithy_types::date_time::Format::DateTime,
+                                    )
+                                    .ok()
+                                    .and_then(|d| SystemTime::try_from(d).ok())
+                                }),
+                            });
+                        }
+                    }
                 }
+                Ok(uploads)
             }
-            match out.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => break,
-            }
-        }
-        Ok(uploads)
+        }))
     }
 
     fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use sha2::{Digest, Sha256};
 use snap_offsite::{
-    ArchiveTarget, ErrorKind, GlacierTarget, Progress, PutOptions, RetrievalStatus, RetrievalTier,
-    TargetConfig, abort_stale, archive_key, error_from_io, tree_hash,
+    ArchiveTarget, ErrorKind, GlacierTarget, LIST_MAX_PAGES, Progress, PutOptions, RetrievalStatus,
+    RetrievalTier, TargetConfig, abort_stale, archive_key, error_from_io, tree_hash,
 };
 
 #[test]
@@ -184,6 +184,11 @@ struct FakeState {
     aborted: Vec<String>,
     failures: Vec<String>,
     next_id: u64,
+    /// Incomplete uploads listed one a page, the marker their index.
+    one_a_page: bool,
+    /// Every listing page empty, with a new marker: pages without end.
+    endless: bool,
+    list_requests: usize,
 }
 
 struct FakeGlacier {
@@ -483,18 +488,36 @@ fn handle(req: &Request, w: &mut TcpStream, state: &Mutex<FakeState>, tmp: &std:
             );
         }
         ("GET", None) => {
-            let s = state.lock().unwrap();
-            let list: Vec<String> = s
-                .uploads
+            let mut s = state.lock().unwrap();
+            s.list_requests += 1;
+            let marker: usize = req
+                .path
+                .split_once("marker=")
+                .and_then(|(_, m)| m.split('&').next()?.parse().ok())
+                .unwrap_or(0);
+            let mut ids: Vec<&String> = s.uploads.keys().collect();
+            ids.sort();
+            let (from, to, next) = if s.endless {
+                (0, 0, Some(marker + 1))
+            } else if s.one_a_page {
+                let to = (marker + 1).min(ids.len());
+                (marker.min(to), to, (to < ids.len()).then_some(to))
+            } else {
+                (0, ids.len(), None)
+            };
+            let list: Vec<String> = ids[from..to]
                 .iter()
-                .map(|(id, u)| {
+                .map(|id| {
+                    let u = &s.uploads[*id];
                     format!(
                         r#"{{"MultipartUploadId":{id:?},"ArchiveDescription":{:?},"CreationDate":"2024-01-02T03:04:05.000Z","PartSizeInBytes":{},"VaultARN":"arn:aws:glacier:us-east-1:123456789012:vaults/{vault}"}}"#,
                         u.description, u.part_size
                     )
                 })
                 .collect();
-            let body = format!(r#"{{"UploadsList":[{}],"Marker":null}}"#, list.join(","));
+            let next = next.map_or("null".to_string(), |n| format!("\"{n}\""));
+            let body = format!(r#"{{"UploadsList":[{}],"Marker":{next}}}"#, list.join(","));
+            drop(s);
             respond(
                 w,
                 "200 OK",
@@ -598,7 +621,10 @@ fn vault_multipart_upload_against_a_stand_in_endpoint() {
             },
         );
     }
+    // One upload a page: the SDK's paginator follows the markers.
+    fake.state.lock().unwrap().one_a_page = true;
     let stale = t.list_incomplete(PREFIX).unwrap();
+    assert_eq!(fake.state.lock().unwrap().list_requests, 2);
     assert_eq!(stale.len(), 1, "{stale:?}");
     assert_eq!(stale[0].upload_id, "killed-run");
     assert!(stale[0].initiated.is_some());
@@ -613,4 +639,18 @@ fn vault_multipart_upload_against_a_stand_in_endpoint() {
 
     let failures = fake.state.lock().unwrap().failures.clone();
     assert!(failures.is_empty(), "{failures:?}");
+
+    // An endpoint that hands out empty pages without end, each with a new
+    // marker, is followed only so far.
+    let before = {
+        let mut s = fake.state.lock().unwrap();
+        s.endless = true;
+        s.list_requests
+    };
+    let err = t.list_incomplete(PREFIX).unwrap_err();
+    let pages = fake.state.lock().unwrap().list_requests - before;
+    eprintln!("endless empty pages: refused after {pages} requests: {err}");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("pages without end"), "{err}");
+    assert_eq!(pages, LIST_MAX_PAGES + 1);
 }

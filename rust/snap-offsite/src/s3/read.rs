@@ -16,8 +16,7 @@ use crate::parts::{
     Pace, backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries, within,
 };
 use crate::{
-    IncompleteUpload, LIST_MAX_ENTRIES, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier,
-    VersionEntry,
+    IncompleteUpload, ListEntry, Listed, ObjectInfo, RetrievalStatus, RetrievalTier, VersionEntry,
 };
 
 /// A key from a listing asked with `EncodingType=url`: S3 encodes a space
@@ -97,6 +96,7 @@ impl S3Target {
             let what = &what;
             async move {
                 let mut entries = Vec::new();
+                let mut listed = Listed::default();
                 let mut pages = self
                     .client
                     .list_objects_v2()
@@ -107,6 +107,7 @@ impl S3Target {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| sdk_error(what, e))?;
+                    listed.page(page.contents().len(), what)?;
                     for o in page.contents() {
                         entries.push(ListEntry {
                             key: url_key(o.key()),
@@ -115,27 +116,12 @@ impl S3Target {
                             last_modified: o.last_modified().and_then(from_sdk_time),
                         });
                     }
-                    self.check_listed(prefix, entries.len())?;
                 }
                 Ok(entries)
             }
         }))?;
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
-    }
-
-    fn check_listed(&self, prefix: &str, n: usize) -> Result<()> {
-        if n > LIST_MAX_ENTRIES {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "s3://{}/{prefix} holds more than {LIST_MAX_ENTRIES} objects or versions, far more \
-                     than snap writes there: not listed further (someone flooded the prefix?)",
-                    self.config.bucket
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Every version and delete marker under `prefix`. The SDK has no
@@ -149,6 +135,7 @@ impl S3Target {
         only_key: bool,
     ) -> Result<Vec<VersionEntry>> {
         let mut entries: Vec<(usize, VersionEntry)> = Vec::new();
+        let mut listed = Listed::default();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         let (retries, backoff) = self.retries();
@@ -177,6 +164,7 @@ impl S3Target {
                         e
                     }
                 })?;
+            listed.page(out.versions().len() + out.delete_markers().len(), &what)?;
             let page_start = entries.len();
             for v in out.versions() {
                 let n = entries.len();
@@ -224,7 +212,6 @@ impl S3Target {
                     break;
                 }
             }
-            self.check_listed(prefix, entries.len())?;
             if out.is_truncated() != Some(true) {
                 break;
             }
@@ -265,6 +252,7 @@ impl S3Target {
 
     pub(super) fn list_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let mut uploads = Vec::new();
+        let mut listed = Listed::default();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         let (retries, backoff) = self.retries();
@@ -286,6 +274,7 @@ impl S3Target {
                         .set_upload_id_marker(id_marker.clone())
                         .send()
                 }))?;
+            listed.page(out.uploads().len(), &what)?;
             for u in out.uploads() {
                 uploads.push(IncompleteUpload {
                     key: url_key(u.key()),
