@@ -22,12 +22,13 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use crate::config::{Shared, load};
 use crate::error::sdk_error;
+use crate::listing::every_page;
 use crate::parts::{
     Pace, PartBackend, PartDone, PartFuture, PartWriter, Summary, backoff_delay, sdk_retried,
-    unless_stopped, with_retries, within,
+    unless_stopped, within,
 };
 use crate::{
-    ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, Listed, MAX_PARTS, MIB, ObjectInfo,
+    ArchiveTarget, ArchiveWriter, IncompleteUpload, ListEntry, MAX_PARTS, MIB, ObjectInfo,
     PutOptions, RetrievalStatus, RetrievalTier, TargetConfig, TargetKind, UploadResult,
 };
 
@@ -230,38 +231,29 @@ impl GlacierTarget {
 
     /// Archive-retrieval jobs of the vault for `archive_id`, newest first.
     fn jobs_for(&self, archive_id: &str) -> Result<Vec<(String, StatusCode)>> {
-        let (retries, backoff) = self.retries();
         let what = format!("listing the jobs of {}", self.vault());
-        let mut jobs = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let what = &what;
-            async move {
-                let mut jobs = Vec::new();
-                let mut listed = Listed::default();
-                let mut pages = self
-                    .client
-                    .list_jobs()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| sdk_error(what, e))?;
-                    listed.page(page.job_list().len(), what)?;
-                    for j in page.job_list() {
-                        if j.action() == Some(&ActionCode::ArchiveRetrieval)
-                            && j.archive_id() == Some(archive_id)
-                        {
-                            jobs.push((
-                                j.creation_date().unwrap_or_default().to_owned(),
-                                j.job_id().unwrap_or_default().to_owned(),
-                                j.status_code().cloned().unwrap_or(StatusCode::InProgress),
-                            ));
-                        }
-                    }
-                }
-                Ok(jobs)
-            }
-        }))?;
+        let start = || {
+            self.client
+                .list_jobs()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .into_paginator()
+                .send()
+        };
+        let mut jobs = every_page(&self.shared, self.retries(), &what, start, |page, out| {
+            let ours = page.job_list().iter().filter(|j| {
+                j.action() == Some(&ActionCode::ArchiveRetrieval)
+                    && j.archive_id() == Some(archive_id)
+            });
+            out.extend(ours.map(|j| {
+                (
+                    j.creation_date().unwrap_or_default().to_owned(),
+                    j.job_id().unwrap_or_default().to_owned(),
+                    j.status_code().cloned().unwrap_or(StatusCode::InProgress),
+                )
+            }));
+            page.job_list().len()
+        })?;
         jobs.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(jobs.into_iter().map(|(_, id, s)| (id, s)).collect())
     }
@@ -287,18 +279,15 @@ impl PartBackend for VaultUpload<'_> {
         let t = self.t;
         let (retries, backoff) = t.retries();
         let what = format!("starting the multipart upload of {}", self.object());
-        let out = t
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                t.client
-                    .initiate_multipart_upload()
-                    .account_id(&t.config.account_id)
-                    .vault_name(&t.config.bucket)
-                    .archive_description(&self.description)
-                    .part_size(self.part_size.to_string())
-                    .send()
-            }))?;
+        let out = t.shared.send((retries, backoff), &what, || {
+            t.client
+                .initiate_multipart_upload()
+                .account_id(&t.config.account_id)
+                .vault_name(&t.config.bucket)
+                .archive_description(&self.description)
+                .part_size(self.part_size.to_string())
+                .send()
+        })?;
         out.upload_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("{what}: no upload id in the answer")))
@@ -375,19 +364,16 @@ impl PartBackend for VaultUpload<'_> {
         let whole_hex = hex::encode(whole);
         let (retries, backoff) = t.retries();
         let what = format!("completing the multipart upload of {}", self.object());
-        let out = t
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                t.client
-                    .complete_multipart_upload()
-                    .account_id(&t.config.account_id)
-                    .vault_name(&t.config.bucket)
-                    .upload_id(upload_id)
-                    .archive_size(summary.size.to_string())
-                    .checksum(&whole_hex)
-                    .send()
-            }))?;
+        let out = t.shared.send((retries, backoff), &what, || {
+            t.client
+                .complete_multipart_upload()
+                .account_id(&t.config.account_id)
+                .vault_name(&t.config.bucket)
+                .upload_id(upload_id)
+                .archive_size(summary.size.to_string())
+                .checksum(&whole_hex)
+                .send()
+        })?;
         let archive_id = out
             .archive_id()
             .map(str::to_owned)
@@ -444,19 +430,16 @@ impl GlacierTarget {
         let whole_hex = hex::encode(whole);
         let (retries, backoff) = self.retries();
         let what = format!("uploading archive {description:?} to {}", self.vault());
-        let out = self
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                self.client
-                    .upload_archive()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .archive_description(description)
-                    .checksum(&whole_hex)
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-            }))?;
+        let out = self.shared.send((retries, backoff), &what, || {
+            self.client
+                .upload_archive()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .archive_description(description)
+                .checksum(&whole_hex)
+                .body(ByteStream::from(data.clone()))
+                .send()
+        })?;
         let archive_id = out
             .archive_id()
             .map(str::to_owned)
@@ -540,44 +523,35 @@ impl ArchiveTarget for GlacierTarget {
     }
 
     fn list_incomplete(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
-        let (retries, backoff) = self.retries();
         let what = format!("listing incomplete uploads of {}", self.vault());
-        self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let what = &what;
-            async move {
-                let mut uploads = Vec::new();
-                let mut listed = Listed::default();
-                let mut pages = self
-                    .client
-                    .list_multipart_uploads()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| sdk_error(what, e))?;
-                    listed.page(page.uploads_list().len(), what)?;
-                    for u in page.uploads_list() {
-                        let description = u.archive_description().unwrap_or_default();
-                        if description.starts_with(prefix) {
-                            uploads.push(IncompleteUpload {
-                                key: description.to_owned(),
-                                upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
-                                initiated: u.creation_date().and_then(|d| {
-                                    aws_smithy_types::DateTime::from_str(
-                                        d,
-                                        aws_smithy_types::date_time::Format::DateTime,
-                                    )
-                                    .ok()
-                                    .and_then(|d| SystemTime::try_from(d).ok())
-                                }),
-                            });
-                        }
-                    }
-                }
-                Ok(uploads)
-            }
-        }))
+        let start = || {
+            self.client
+                .list_multipart_uploads()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .into_paginator()
+                .send()
+        };
+        every_page(&self.shared, self.retries(), &what, start, |page, out| {
+            let ours = page.uploads_list().iter().filter(|u| {
+                u.archive_description()
+                    .unwrap_or_default()
+                    .starts_with(prefix)
+            });
+            out.extend(ours.map(|u| IncompleteUpload {
+                key: u.archive_description().unwrap_or_default().to_owned(),
+                upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
+                initiated: u.creation_date().and_then(|d| {
+                    aws_smithy_types::DateTime::from_str(
+                        d,
+                        aws_smithy_types::date_time::Format::DateTime,
+                    )
+                    .ok()
+                    .and_then(|d| SystemTime::try_from(d).ok())
+                }),
+            }));
+            page.uploads_list().len()
+        })
     }
 
     fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {
@@ -587,17 +561,14 @@ impl ArchiveTarget for GlacierTarget {
             upload.upload_id,
             self.vault()
         );
-        let res = self
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                self.client
-                    .abort_multipart_upload()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .upload_id(&upload.upload_id)
-                    .send()
-            }));
+        let res = self.shared.send((retries, backoff), &what, || {
+            self.client
+                .abort_multipart_upload()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .upload_id(&upload.upload_id)
+                .send()
+        });
         match res {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other.map(|_| ()),
@@ -737,16 +708,14 @@ impl ArchiveTarget for GlacierTarget {
             .tier(tier.as_str())
             .description(format!("snap restore of {key}"))
             .build();
-        self.shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                self.client
-                    .initiate_job()
-                    .account_id(&self.config.account_id)
-                    .vault_name(&self.config.bucket)
-                    .job_parameters(params.clone())
-                    .send()
-            }))?;
+        self.shared.send((retries, backoff), &what, || {
+            self.client
+                .initiate_job()
+                .account_id(&self.config.account_id)
+                .vault_name(&self.config.bucket)
+                .job_parameters(params.clone())
+                .send()
+        })?;
         Ok(RetrievalStatus::InProgress)
     }
 

@@ -23,6 +23,7 @@ mod config;
 mod error;
 pub mod glacier;
 mod keys;
+mod listing;
 pub mod lockcheck;
 mod parts;
 mod retention;
@@ -40,6 +41,7 @@ pub use glacier::{
     GlacierTarget, TreeHasher, tree_hash, tree_hash_file_hex, tree_hash_hex, tree_hash_of_parts,
 };
 pub use keys::archive_key;
+pub use listing::{LIST_MAX_ENTRIES, LIST_MAX_PAGES};
 pub use lockcheck::{
     LockCheck, LockStatus, Retention, ensure_locked, ensure_upload_locked, read_lock,
 };
@@ -215,52 +217,6 @@ impl From<ListEntry> for VersionEntry {
             is_latest: true,
             delete_marker: false,
         }
-    }
-}
-
-/// The most objects (or object versions) a listing holds. Two years of a
-/// fleet's archives are a few thousand; anyone who can put objects can
-/// make more, and a listing is held in memory.
-pub const LIST_MAX_ENTRIES: usize = 200_000;
-
-/// The most pages a listing follows: [`LIST_MAX_ENTRIES`] at 50 a page (a
-/// vault's default) is 4,000. An endpoint that hands out empty pages, each
-/// with a new marker, is stopped here.
-pub const LIST_MAX_PAGES: usize = 10_000;
-
-/// What a listing has seen: it is refused once past [`LIST_MAX_ENTRIES`]
-/// entries or [`LIST_MAX_PAGES`] pages, whatever the endpoint says.
-#[derive(Debug, Default)]
-pub(crate) struct Listed {
-    entries: usize,
-    pages: usize,
-}
-
-impl Listed {
-    /// Count a page of `entries`; `what` names the listing in the error.
-    pub(crate) fn page(&mut self, entries: usize, what: &str) -> Result<()> {
-        self.entries += entries;
-        self.pages += 1;
-        if self.entries > LIST_MAX_ENTRIES || self.pages > LIST_MAX_PAGES {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "{what}: more than {} {}, far more than snap puts there: not listed \
-                     further (someone flooded it, or the endpoint pages without end)",
-                    if self.pages > LIST_MAX_PAGES {
-                        LIST_MAX_PAGES
-                    } else {
-                        LIST_MAX_ENTRIES
-                    },
-                    if self.pages > LIST_MAX_PAGES {
-                        "pages"
-                    } else {
-                        "entries"
-                    },
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 

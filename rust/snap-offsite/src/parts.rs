@@ -111,6 +111,24 @@ where
     .await
 }
 
+impl crate::config::Shared {
+    /// One request, sent on this target's runtime and retried as
+    /// [`sdk_retried`] does; the caller waits for it.
+    pub(crate) fn send<T, E, F, Fut>(
+        &self,
+        (retries, backoff): (u32, Duration),
+        what: &str,
+        send: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.rt.block_on(sdk_retried(retries, backoff, what, send))
+    }
+}
+
 pub(crate) async fn with_retries<T, F, Fut>(retries: u32, backoff: Duration, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,

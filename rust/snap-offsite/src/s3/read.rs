@@ -12,11 +12,10 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
-use crate::parts::{
-    Pace, backoff_delay, from_sdk_time, sdk_retried, unless_stopped, with_retries, within,
-};
+use crate::listing::{Listed, every_page};
+use crate::parts::{Pace, backoff_delay, from_sdk_time, unless_stopped, with_retries, within};
 use crate::{
-    IncompleteUpload, ListEntry, Listed, ObjectInfo, RetrievalStatus, RetrievalTier, VersionEntry,
+    IncompleteUpload, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier, VersionEntry,
 };
 
 /// A key from a listing asked with `EncodingType=url`: S3 encodes a space
@@ -60,17 +59,14 @@ impl S3Target {
     pub(super) fn head_object(&self, key: &str) -> Result<ObjectInfo> {
         let what = format!("looking up {}", self.url(key));
         let (retries, backoff) = self.retries();
-        let out = self
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                self.client
-                    .head_object()
-                    .bucket(&self.config.bucket)
-                    .key(key)
-                    .checksum_mode(ChecksumMode::Enabled)
-                    .send()
-            }))?;
+        let out = self.shared.send((retries, backoff), &what, || {
+            self.client
+                .head_object()
+                .bucket(&self.config.bucket)
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+        })?;
         let class = out.storage_class().map(|c| c.as_str().to_owned());
         Ok(ObjectInfo {
             key: key.to_owned(),
@@ -90,36 +86,25 @@ impl S3Target {
     }
 
     pub(super) fn list_objects(&self, prefix: &str) -> Result<Vec<ListEntry>> {
-        let (retries, backoff) = self.retries();
         let what = format!("listing s3://{}/{prefix}", self.config.bucket);
-        let mut entries = self.shared.rt.block_on(with_retries(retries, backoff, || {
-            let what = &what;
-            async move {
-                let mut entries = Vec::new();
-                let mut listed = Listed::default();
-                let mut pages = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.config.bucket)
-                    .prefix(prefix)
-                    .encoding_type(EncodingType::Url)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| sdk_error(what, e))?;
-                    listed.page(page.contents().len(), what)?;
-                    for o in page.contents() {
-                        entries.push(ListEntry {
-                            key: url_key(o.key()),
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
-                            last_modified: o.last_modified().and_then(from_sdk_time),
-                        });
-                    }
-                }
-                Ok(entries)
-            }
-        }))?;
+        let start = || {
+            self.client
+                .list_objects_v2()
+                .bucket(&self.config.bucket)
+                .prefix(prefix)
+                .encoding_type(EncodingType::Url)
+                .into_paginator()
+                .send()
+        };
+        let mut entries = every_page(&self.shared, self.retries(), &what, start, |page, out| {
+            out.extend(page.contents().iter().map(|o| ListEntry {
+                key: url_key(o.key()),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
+                last_modified: o.last_modified().and_then(from_sdk_time),
+            }));
+            page.contents().len()
+        })?;
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
     }
@@ -146,8 +131,7 @@ impl S3Target {
         loop {
             let out = self
                 .shared
-                .rt
-                .block_on(sdk_retried(retries, backoff, &what, || {
+                .send((retries, backoff), &what, || {
                     self.client
                         .list_object_versions()
                         .bucket(&self.config.bucket)
@@ -156,7 +140,7 @@ impl S3Target {
                         .set_key_marker(key_marker.clone())
                         .set_version_id_marker(version_marker.clone())
                         .send()
-                }))
+                })
                 .map_err(|e| {
                     if e.kind() == ErrorKind::Refused {
                         e.context("a reader needs s3:ListBucketVersions")
@@ -261,19 +245,16 @@ impl S3Target {
             self.config.bucket
         );
         loop {
-            let out = self
-                .shared
-                .rt
-                .block_on(sdk_retried(retries, backoff, &what, || {
-                    self.client
-                        .list_multipart_uploads()
-                        .bucket(&self.config.bucket)
-                        .prefix(prefix)
-                        .encoding_type(EncodingType::Url)
-                        .set_key_marker(key_marker.clone())
-                        .set_upload_id_marker(id_marker.clone())
-                        .send()
-                }))?;
+            let out = self.shared.send((retries, backoff), &what, || {
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.config.bucket)
+                    .prefix(prefix)
+                    .encoding_type(EncodingType::Url)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+            })?;
             listed.page(out.uploads().len(), &what)?;
             for u in out.uploads() {
                 uploads.push(IncompleteUpload {
@@ -302,17 +283,14 @@ impl S3Target {
             self.url(&upload.key)
         );
         let (retries, backoff) = self.retries();
-        let res = self
-            .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.config.bucket)
-                    .key(&upload.key)
-                    .upload_id(&upload.upload_id)
-                    .send()
-            }));
+        let res = self.shared.send((retries, backoff), &what, || {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.config.bucket)
+                .key(&upload.key)
+                .upload_id(&upload.upload_id)
+                .send()
+        });
         match res {
             Ok(_) => Ok(()),
             // Already gone (aborted by a retry or by someone else): fine.

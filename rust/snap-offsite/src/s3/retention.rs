@@ -11,7 +11,7 @@ use snap_core::Result;
 use super::S3Target;
 use crate::Retention;
 use crate::error::{sdk_error, service_code};
-use crate::parts::{from_sdk_time, sdk_retried, to_sdk_time, with_retries};
+use crate::parts::{from_sdk_time, to_sdk_time, with_retries};
 
 /// What servers answer GetObjectRetention for a version without retention:
 /// AWS `NoSuchObjectLockConfiguration`, Ceph RGW 16
@@ -78,8 +78,7 @@ impl S3Target {
             .build();
         let (retries, backoff) = self.retries();
         self.shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || {
+            .send((retries, backoff), &what, || {
                 self.client
                     .put_object_retention()
                     .bucket(&self.config.bucket)
@@ -87,7 +86,7 @@ impl S3Target {
                     .set_version_id(version_id.map(str::to_owned))
                     .retention(retention.clone())
                     .send()
-            }))
+            })
             .map(|_| ())
     }
 }

@@ -244,8 +244,7 @@ impl S3Target {
         let (retries, backoff) = self.retries();
         let res = self
             .shared
-            .rt
-            .block_on(sdk_retried(retries, backoff, &what, || build().send()));
+            .send((retries, backoff), &what, || build().send());
         let (version_id, etag) = match res {
             Ok(out) => (
                 out.version_id().map(str::to_owned),
