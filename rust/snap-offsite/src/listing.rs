@@ -3,13 +3,15 @@
 //! markers and no paginator: `s3::read` follows those itself, counting
 //! with [`Listed`] too).
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_smithy_async::future::pagination_stream::PaginationStream;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use snap_core::{Error, ErrorKind, Result};
 
+use crate::TargetConfig;
 use crate::config::Shared;
 use crate::error::sdk_error;
 use crate::parts::with_retries;
@@ -23,15 +25,24 @@ pub const LIST_MAX_ENTRIES: usize = 200_000;
 
 /// The most pages a listing follows: [`LIST_MAX_ENTRIES`] at 50 a page (a
 /// vault's default) is 4,000. An endpoint that hands out empty pages, each
-/// with a new marker, is stopped here.
+/// with a new marker, is stopped here; pages count across the attempts of
+/// a listing that is started again.
 pub const LIST_MAX_PAGES: usize = 10_000;
 
+/// The most entries one page may hold: S3's listings give at most 1,000, a
+/// vault's 50 by default. (The SDK has parsed the page by then: the bound
+/// keeps a flood from being held, not from being read.)
+pub const LIST_MAX_PAGE_ENTRIES: usize = 1_000;
+
 /// What a listing has seen: it is refused once past [`LIST_MAX_ENTRIES`]
-/// entries or [`LIST_MAX_PAGES`] pages, whatever the endpoint says.
+/// entries, [`LIST_MAX_PAGES`] pages or a page of more than
+/// [`LIST_MAX_PAGE_ENTRIES`], and when a marker comes back (no progress),
+/// whatever the endpoint says.
 #[derive(Debug, Default)]
 pub(crate) struct Listed {
     entries: usize,
     pages: usize,
+    markers: HashSet<String>,
 }
 
 impl Listed {
@@ -41,6 +52,8 @@ impl Listed {
         self.pages += 1;
         let (most, of) = if self.pages > LIST_MAX_PAGES {
             (LIST_MAX_PAGES, "pages")
+        } else if entries > LIST_MAX_PAGE_ENTRIES {
+            (LIST_MAX_PAGE_ENTRIES, "entries on one page")
         } else if self.entries > LIST_MAX_ENTRIES {
             (LIST_MAX_ENTRIES, "entries")
         } else {
@@ -54,33 +67,80 @@ impl Listed {
             ),
         ))
     }
+
+    /// Where the next page starts, as the page says: `more` (more pages
+    /// follow) and the marker to go on from. A page that says more follow
+    /// must name a marker this listing has not been given before: else the
+    /// listing could only end early (the SDK's paginators stop, silently,
+    /// on a marker that comes back) or go round.
+    pub(crate) fn next(&mut self, more: bool, marker: Option<&str>, what: &str) -> Result<()> {
+        let broken = |why: String| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!("{what}: the listing cannot be followed: {why}"),
+            )
+        };
+        match marker.filter(|m| !m.is_empty()) {
+            _ if !more => Ok(()),
+            None => Err(broken("a page says more follow but names no marker".into())),
+            Some(m) if !self.markers.insert(m.to_owned()) => Err(broken(format!(
+                "the endpoint gave the marker {m:?} again (no progress)"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A listing started again after a transient error: its entries and
+    /// markers afresh, its pages still counted.
+    fn again(&mut self) {
+        self.entries = 0;
+        self.markers.clear();
+    }
 }
 
 /// Every page of the listing `start` begins (an SDK paginator's `send()`),
-/// bounded by [`Listed`]; the whole listing is started again after a
-/// transient error. `take` adds what it wants of a page to the answer and
-/// says how many entries the page held.
+/// bounded by [`Listed`]: `next` says how many entries a page holds,
+/// whether it says more follow, and its marker; `take` then adds what it
+/// wants of the page to the answer. Each page must come within the target's
+/// `stall_timeout`; after a transient error the whole listing is started
+/// again (its pages still counted).
 pub(crate) fn every_page<O, E, T>(
     shared: &Shared,
-    (retries, backoff): (u32, Duration),
+    config: &TargetConfig,
     what: &str,
     start: impl Fn() -> PaginationStream<std::result::Result<O, SdkError<E>>>,
-    take: impl Fn(&O, &mut Vec<T>) -> usize,
+    next: impl Fn(&O) -> (usize, bool, Option<String>),
+    take: impl Fn(&O, &mut Vec<T>),
 ) -> Result<Vec<T>>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (start, take) = (&start, &take);
+    let (start, next, take) = (&start, &next, &take);
+    let stall = config.stall_timeout;
+    let listed = &RefCell::new(Listed::default());
+    let (retries, backoff) = (config.part_retries, config.retry_backoff);
     shared
         .rt
         .block_on(with_retries(retries, backoff, || async move {
+            listed.borrow_mut().again();
             let mut out = Vec::new();
-            let mut listed = Listed::default();
             let mut pages = start();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error(what, e))?;
-                listed.page(take(&page, &mut out), what)?;
+            loop {
+                let page = match tokio::time::timeout(stall, pages.next()).await {
+                    Ok(Some(page)) => page.map_err(|e| sdk_error(what, e))?,
+                    Ok(None) => return Ok(out),
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!("{what}: no page within {stall:?} (stall_timeout)"),
+                        ));
+                    }
+                };
+                let (entries, more, marker) = next(&page);
+                let mut listed = listed.borrow_mut();
+                listed.page(entries, what)?;
+                listed.next(more, marker.as_deref(), what)?;
+                take(&page, &mut out);
             }
-            Ok(out)
         }))
 }

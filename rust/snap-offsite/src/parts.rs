@@ -127,6 +127,37 @@ impl crate::config::Shared {
     {
         self.rt.block_on(sdk_retried(retries, backoff, what, send))
     }
+
+    /// [`Shared::send`], with each attempt given up (a `Network` error,
+    /// retried) when no answer came within the target's `stall_timeout`:
+    /// for a listing's page, small whatever the data, which an endpoint
+    /// that never answers would hold for ever.
+    pub(crate) fn send_within<T, E, F, Fut>(
+        &self,
+        config: &crate::TargetConfig,
+        what: &str,
+        mut send: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let stall = config.stall_timeout;
+        let (retries, backoff) = (config.part_retries, config.retry_backoff);
+        self.rt.block_on(with_retries(retries, backoff, || {
+            let sent = send();
+            async move {
+                match tokio::time::timeout(stall, sent).await {
+                    Ok(r) => r.map_err(|e| crate::error::sdk_error(what, e)),
+                    Err(_) => Err(Error::new(
+                        snap_core::ErrorKind::Network,
+                        format!("{what}: no answer within {stall:?} (stall_timeout)"),
+                    )),
+                }
+            }
+        }))
+    }
 }
 
 pub(crate) async fn with_retries<T, F, Fut>(retries: u32, backoff: Duration, mut f: F) -> Result<T>

@@ -188,6 +188,11 @@ struct FakeState {
     one_a_page: bool,
     /// Every listing page empty, with a new marker: pages without end.
     endless: bool,
+    /// With `one_a_page`, the second page names the marker of the first
+    /// again: a listing that would go round (or end early, silently).
+    repeat: bool,
+    /// Listing requests are read and never answered.
+    silent: bool,
     list_requests: usize,
 }
 
@@ -490,6 +495,11 @@ fn handle(req: &Request, w: &mut TcpStream, state: &Mutex<FakeState>, tmp: &std:
         ("GET", None) => {
             let mut s = state.lock().unwrap();
             s.list_requests += 1;
+            if s.silent {
+                drop(s);
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            }
             let marker: usize = req
                 .path
                 .split_once("marker=")
@@ -501,7 +511,8 @@ fn handle(req: &Request, w: &mut TcpStream, state: &Mutex<FakeState>, tmp: &std:
                 (0, 0, Some(marker + 1))
             } else if s.one_a_page {
                 let to = (marker + 1).min(ids.len());
-                (marker.min(to), to, (to < ids.len()).then_some(to))
+                let next = if s.repeat && marker > 0 { marker } else { to };
+                (marker.min(to), to, (to < ids.len()).then_some(next))
             } else {
                 (0, ids.len(), None)
             };
@@ -653,4 +664,48 @@ fn vault_multipart_upload_against_a_stand_in_endpoint() {
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("pages without end"), "{err}");
     assert_eq!(pages, LIST_MAX_PAGES + 1);
+
+    // A marker given again: the SDK's paginator would end the listing
+    // there, silently (the uploads after it never aborted); it is refused.
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.endless = false;
+        s.repeat = true;
+        for n in 0..3 {
+            s.uploads.insert(
+                format!("later-{n}"),
+                Upload {
+                    description: format!("{PREFIX}/2024/later-{n}.sqfs.gpg"),
+                    part_size: MIB as u64,
+                    parts: BTreeMap::new(),
+                },
+            );
+        }
+    }
+    let err = t.list_incomplete(PREFIX).unwrap_err();
+    eprintln!("a marker given again: {err}");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("again (no progress)"), "{err}");
+
+    // An endpoint that takes the request and never answers: given up after
+    // stall_timeout per page (1 s here), not waited on for ever.
+    let mut config = TargetConfig::glacier("vault1")
+        .with_region("us-east-1")
+        .with_endpoint(fake.endpoint())
+        .with_profile("fake")
+        .with_credentials_file(&creds)
+        .with_retries(1, 1, Duration::from_millis(10));
+    config.stall_timeout = Duration::from_secs(1);
+    let silent = GlacierTarget::new(config).unwrap();
+    fake.state.lock().unwrap().silent = true;
+    let started = Instant::now();
+    let err = silent.list_incomplete(PREFIX).unwrap_err();
+    let took = started.elapsed();
+    eprintln!(
+        "a vault that never answers: gave up after {:.2} s: {err}",
+        took.as_secs_f64()
+    );
+    assert_eq!(err.kind(), ErrorKind::Network, "{err}");
+    assert!(err.to_string().contains("no page within 1s"), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }

@@ -915,6 +915,41 @@ fn a_trickling_server_cannot_hold_a_download() {
     );
 }
 
+/// Nor a listing: a server that takes the request and never answers is
+/// given up on after `stall_timeout` per page (retried as a dropped
+/// connection), for the three listings snap runs (objects, versions,
+/// incomplete uploads). Before, a listing waited for ever.
+#[test]
+fn a_stalled_server_cannot_hang_a_listing() {
+    let moto = Moto::start();
+    moto.setup_iam();
+    let proxy = Proxy::start(moto.port, Fault::StallDownloadAt(0));
+    let mut cfg = moto.config("admin", &proxy.endpoint());
+    cfg.stall_timeout = Duration::from_secs(1);
+    let target = S3Target::new(cfg).unwrap();
+    let listings: [(&str, &dyn Fn() -> snap_offsite::Result<usize>); 3] = [
+        ("objects", &|| target.list("backup/").map(|l| l.len())),
+        ("versions", &|| {
+            target.list_versions("backup/").map(|l| l.len())
+        }),
+        ("uploads", &|| {
+            target.list_incomplete("backup/").map(|l| l.len())
+        }),
+    ];
+    for (name, list) in listings {
+        let started = std::time::Instant::now();
+        let e = list().unwrap_err();
+        let took = started.elapsed();
+        eprintln!(
+            "listing {name} from a server that never answers: gave up after {:.2} s: {e}",
+            took.as_secs_f64()
+        );
+        assert_eq!(e.kind(), ErrorKind::Network, "{name}: {e}");
+        assert!(e.to_string().contains("within 1s"), "{name}: {e}");
+        assert!(took < Duration::from_secs(20), "{name}: {took:?}");
+    }
+}
+
 #[test]
 fn a_stall_timeout_below_a_second_is_refused() {
     let mut cfg = snap_offsite::TargetConfig::s3("b");

@@ -14,6 +14,8 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_glacier::Client;
+use aws_sdk_glacier::operation::list_jobs::ListJobsOutput;
+use aws_sdk_glacier::operation::list_multipart_uploads::ListMultipartUploadsOutput;
 use aws_sdk_glacier::primitives::ByteStream;
 use aws_sdk_glacier::types::{ActionCode, JobParameters, StatusCode};
 use bytes::Bytes;
@@ -104,20 +106,30 @@ impl GlacierTarget {
                 .into_paginator()
                 .send()
         };
-        let mut jobs = every_page(&self.shared, self.retries(), &what, start, |page, out| {
-            let ours = page.job_list().iter().filter(|j| {
-                j.action() == Some(&ActionCode::ArchiveRetrieval)
-                    && j.archive_id() == Some(archive_id)
-            });
-            out.extend(ours.map(|j| {
-                (
-                    j.creation_date().unwrap_or_default().to_owned(),
-                    j.job_id().unwrap_or_default().to_owned(),
-                    j.status_code().cloned().unwrap_or(StatusCode::InProgress),
-                )
-            }));
-            page.job_list().len()
-        })?;
+        let next = |page: &ListJobsOutput| {
+            let marker = page.marker().filter(|m| !m.is_empty()).map(str::to_owned);
+            (page.job_list().len(), marker.is_some(), marker)
+        };
+        let mut jobs = every_page(
+            &self.shared,
+            &self.config,
+            &what,
+            start,
+            next,
+            |page, out| {
+                let ours = page.job_list().iter().filter(|j| {
+                    j.action() == Some(&ActionCode::ArchiveRetrieval)
+                        && j.archive_id() == Some(archive_id)
+                });
+                out.extend(ours.map(|j| {
+                    (
+                        j.creation_date().unwrap_or_default().to_owned(),
+                        j.job_id().unwrap_or_default().to_owned(),
+                        j.status_code().cloned().unwrap_or(StatusCode::InProgress),
+                    )
+                }));
+            },
+        )?;
         jobs.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(jobs.into_iter().map(|(_, id, s)| (id, s)).collect())
     }
@@ -396,26 +408,36 @@ impl ArchiveTarget for GlacierTarget {
                 .into_paginator()
                 .send()
         };
-        every_page(&self.shared, self.retries(), &what, start, |page, out| {
-            let ours = page.uploads_list().iter().filter(|u| {
-                u.archive_description()
-                    .unwrap_or_default()
-                    .starts_with(prefix)
-            });
-            out.extend(ours.map(|u| IncompleteUpload {
-                key: u.archive_description().unwrap_or_default().to_owned(),
-                upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
-                initiated: u.creation_date().and_then(|d| {
-                    aws_smithy_types::DateTime::from_str(
-                        d,
-                        aws_smithy_types::date_time::Format::DateTime,
-                    )
-                    .ok()
-                    .and_then(|d| SystemTime::try_from(d).ok())
-                }),
-            }));
-            page.uploads_list().len()
-        })
+        let next = |page: &ListMultipartUploadsOutput| {
+            let marker = page.marker().filter(|m| !m.is_empty()).map(str::to_owned);
+            (page.uploads_list().len(), marker.is_some(), marker)
+        };
+        every_page(
+            &self.shared,
+            &self.config,
+            &what,
+            start,
+            next,
+            |page, out| {
+                let ours = page.uploads_list().iter().filter(|u| {
+                    u.archive_description()
+                        .unwrap_or_default()
+                        .starts_with(prefix)
+                });
+                out.extend(ours.map(|u| IncompleteUpload {
+                    key: u.archive_description().unwrap_or_default().to_owned(),
+                    upload_id: u.multipart_upload_id().unwrap_or_default().to_owned(),
+                    initiated: u.creation_date().and_then(|d| {
+                        aws_smithy_types::DateTime::from_str(
+                            d,
+                            aws_smithy_types::date_time::Format::DateTime,
+                        )
+                        .ok()
+                        .and_then(|d| SystemTime::try_from(d).ok())
+                    }),
+                }));
+            },
+        )
     }
 
     fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {

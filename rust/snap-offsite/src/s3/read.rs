@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::time::SystemTime;
 
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{
     ChecksumMode, EncodingType, GlacierJobParameters, ObjectLockLegalHoldStatus, RestoreRequest,
     Tier,
@@ -96,15 +97,26 @@ impl S3Target {
                 .into_paginator()
                 .send()
         };
-        let mut entries = every_page(&self.shared, self.retries(), &what, start, |page, out| {
-            out.extend(page.contents().iter().map(|o| ListEntry {
-                key: url_key(o.key()),
-                size: o.size().unwrap_or(0).max(0) as u64,
-                storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
-                last_modified: o.last_modified().and_then(from_sdk_time),
-            }));
-            page.contents().len()
-        })?;
+        let next = |page: &ListObjectsV2Output| {
+            let more = page.is_truncated() == Some(true);
+            let marker = page.next_continuation_token().map(str::to_owned);
+            (page.contents().len(), more, marker)
+        };
+        let mut entries = every_page(
+            &self.shared,
+            &self.config,
+            &what,
+            start,
+            next,
+            |page, out| {
+                out.extend(page.contents().iter().map(|o| ListEntry {
+                    key: url_key(o.key()),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    storage_class: o.storage_class().map(|c| c.as_str().to_owned()),
+                    last_modified: o.last_modified().and_then(from_sdk_time),
+                }));
+            },
+        )?;
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
     }
@@ -123,7 +135,6 @@ impl S3Target {
         let mut listed = Listed::default();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
-        let (retries, backoff) = self.retries();
         let what = format!(
             "listing the object versions under s3://{}/{prefix}",
             self.config.bucket
@@ -131,7 +142,7 @@ impl S3Target {
         loop {
             let out = self
                 .shared
-                .send((retries, backoff), &what, || {
+                .send_within(&self.config, &what, || {
                     self.client
                         .list_object_versions()
                         .bucket(&self.config.bucket)
@@ -234,18 +245,22 @@ impl S3Target {
         Ok(entries.into_iter().map(|(_, e)| e).collect())
     }
 
+    /// The incomplete uploads under `prefix`. No SDK paginator (two
+    /// markers): each page goes on after the last upload of the one before,
+    /// its key decoded (as `list_object_versions` does: Ceph RGW sends the
+    /// raw `NextKeyMarker`). Only keys under `prefix` are kept: the service
+    /// filters by it, but what is aborted must not rest on its word.
     pub(super) fn list_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let mut uploads = Vec::new();
         let mut listed = Listed::default();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
-        let (retries, backoff) = self.retries();
         let what = format!(
             "listing incomplete uploads under s3://{}/{prefix}",
             self.config.bucket
         );
         loop {
-            let out = self.shared.send((retries, backoff), &what, || {
+            let out = self.shared.send_within(&self.config, &what, || {
                 self.client
                     .list_multipart_uploads()
                     .bucket(&self.config.bucket)
@@ -256,24 +271,30 @@ impl S3Target {
                     .send()
             })?;
             listed.page(out.uploads().len(), &what)?;
+            let mut last = None;
             for u in out.uploads() {
-                uploads.push(IncompleteUpload {
-                    key: url_key(u.key()),
-                    upload_id: u.upload_id().unwrap_or_default().to_owned(),
-                    initiated: u.initiated().and_then(from_sdk_time),
-                });
-            }
-            if out.is_truncated() == Some(true) {
-                key_marker = out.next_key_marker().map(|k| url_key(Some(k)));
-                id_marker = out.next_upload_id_marker().map(str::to_owned);
-                if key_marker.is_none() {
-                    break;
+                let key = url_key(u.key());
+                let upload_id = u.upload_id().unwrap_or_default().to_owned();
+                last = Some((key.clone(), upload_id.clone()));
+                if key.starts_with(prefix) {
+                    uploads.push(IncompleteUpload {
+                        key,
+                        upload_id,
+                        initiated: u.initiated().and_then(from_sdk_time),
+                    });
                 }
-            } else {
-                break;
+            }
+            let more = out.is_truncated() == Some(true);
+            let marker = last.as_ref().map(|(k, id)| format!("{k}\n{id}"));
+            listed.next(more, marker.as_deref(), &what)?;
+            match last {
+                Some((key, id)) if more => {
+                    key_marker = Some(key);
+                    id_marker = Some(id);
+                }
+                _ => return Ok(uploads),
             }
         }
-        Ok(uploads)
     }
 
     pub(super) fn abort_upload(&self, upload: &IncompleteUpload) -> Result<()> {
