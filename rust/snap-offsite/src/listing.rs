@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_smithy_async::future::pagination_stream::PaginationStream;
@@ -34,22 +36,57 @@ pub const LIST_MAX_PAGES: usize = 10_000;
 /// keeps a flood from being held, not from being read.)
 pub const LIST_MAX_PAGE_ENTRIES: usize = 1_000;
 
+/// The longest marker a listing sends back: an S3 key is at most 1,024
+/// bytes, a continuation token or an upload id a few hundred. The SDK puts
+/// a marker in the request's URI and panics on one past 64 KiB.
+pub const LIST_MAX_MARKER: usize = 4_096;
+
+/// The longest a listing may take, all its pages and attempts together,
+/// unless `stall_timeout` is longer (then twice that): honest listings of
+/// [`LIST_MAX_ENTRIES`] take minutes; a server that answers each page just
+/// within `stall_timeout` would otherwise hold one for weeks.
+pub const LIST_DEADLINE: Duration = Duration::from_secs(3_600);
+
 /// What a listing has seen: it is refused once past [`LIST_MAX_ENTRIES`]
-/// entries, [`LIST_MAX_PAGES`] pages or a page of more than
-/// [`LIST_MAX_PAGE_ENTRIES`], and when a marker comes back (no progress),
-/// whatever the endpoint says.
-#[derive(Debug, Default)]
+/// entries, [`LIST_MAX_PAGES`] pages, a page of more than
+/// [`LIST_MAX_PAGE_ENTRIES`] or its deadline, and when a marker is too
+/// long or comes back (no progress), whatever the endpoint says.
+#[derive(Debug)]
 pub(crate) struct Listed {
     entries: usize,
     pages: usize,
-    markers: HashSet<String>,
+    /// The markers given, hashed: a hostile endpoint's are not held.
+    markers: HashSet<u64>,
+    hasher: RandomState,
+    until: Instant,
 }
 
 impl Listed {
+    /// A listing of the target `config` describes, starting now.
+    pub(crate) fn new(config: &TargetConfig) -> Listed {
+        Listed {
+            entries: 0,
+            pages: 0,
+            markers: HashSet::new(),
+            hasher: RandomState::new(),
+            until: Instant::now() + LIST_DEADLINE.max(config.stall_timeout.saturating_mul(2)),
+        }
+    }
+
     /// Count a page of `entries`; `what` names the listing in the error.
     pub(crate) fn page(&mut self, entries: usize, what: &str) -> Result<()> {
         self.entries += entries;
         self.pages += 1;
+        if Instant::now() > self.until {
+            return Err(Error::new(
+                ErrorKind::Network,
+                format!(
+                    "{what}: not done after {} pages and more than an hour (or twice \
+                     stall_timeout): given up",
+                    self.pages
+                ),
+            ));
+        }
         let (most, of) = if self.pages > LIST_MAX_PAGES {
             (LIST_MAX_PAGES, "pages")
         } else if entries > LIST_MAX_PAGE_ENTRIES {
@@ -83,10 +120,15 @@ impl Listed {
         match marker.filter(|m| !m.is_empty()) {
             _ if !more => Ok(()),
             None => Err(broken("a page says more follow but names no marker".into())),
-            Some(m) if !self.markers.insert(m.to_owned()) => Err(broken(format!(
-                "the endpoint gave the marker {m:?} again (no progress)"
-            ))),
-            Some(_) => Ok(()),
+            Some(m) => {
+                check_marker(m, what)?;
+                if !self.markers.insert(self.hasher.hash_one(m)) {
+                    return Err(broken(format!(
+                        "the endpoint gave the marker {m:?} again (no progress)"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -96,6 +138,21 @@ impl Listed {
         self.entries = 0;
         self.markers.clear();
     }
+}
+
+/// Refuse a marker longer than [`LIST_MAX_MARKER`] before it is sent back.
+pub(crate) fn check_marker(marker: &str, what: &str) -> Result<()> {
+    if marker.len() > LIST_MAX_MARKER {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "{what}: the listing cannot be followed: a marker of {} bytes (at most \
+                 {LIST_MAX_MARKER}; an S3 key is at most 1,024)",
+                marker.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Every page of the listing `start` begins (an SDK paginator's `send()`),
@@ -117,7 +174,7 @@ where
 {
     let (start, next, take) = (&start, &next, &take);
     let stall = config.stall_timeout;
-    let listed = &RefCell::new(Listed::default());
+    let listed = &RefCell::new(Listed::new(config));
     let (retries, backoff) = (config.part_retries, config.retry_backoff);
     shared
         .rt

@@ -183,3 +183,27 @@ fn the_same_page_again_is_refused_not_followed() {
     assert!(e.to_string().contains("again (no progress)"), "{e}");
     assert_eq!(requests, 2);
 }
+
+/// A marker the SDK cannot send back: it puts a continuation token in the
+/// request's URI and panics on one past 64 KiB. A stand-in answering an
+/// empty, truncated ListObjectsV2 page with a 256 KiB token crashed the
+/// listing on its second request (the second cold review of the listing
+/// change); the marker is now refused before it is sent.
+#[test]
+fn a_marker_too_long_to_send_back_is_refused_not_a_crash() {
+    let token = "A".repeat(256 * 1024);
+    let server = StandIn::start(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <Name>b</Name><Prefix>p/</Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>\
+         <EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>\
+         <NextContinuationToken>{token}</NextContinuationToken></ListBucketResult>"
+    ));
+    let t = server.target();
+    let e = t.list("p/").unwrap_err();
+    let requests = server.requests.load(Ordering::SeqCst);
+    eprintln!("{requests} request(s): {e}");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("a marker of 262144 bytes"), "{e}");
+    assert_eq!(requests, 1);
+}

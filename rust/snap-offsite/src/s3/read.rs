@@ -13,7 +13,7 @@ use snap_core::{Error, ErrorKind, Progress, Result};
 
 use super::S3Target;
 use crate::error::{sdk_error, service_code};
-use crate::listing::{Listed, every_page};
+use crate::listing::{Listed, check_marker, every_page};
 use crate::parts::{Pace, backoff_delay, from_sdk_time, unless_stopped, with_retries, within};
 use crate::{
     IncompleteUpload, ListEntry, ObjectInfo, RetrievalStatus, RetrievalTier, VersionEntry,
@@ -132,7 +132,7 @@ impl S3Target {
         only_key: bool,
     ) -> Result<Vec<VersionEntry>> {
         let mut entries: Vec<(usize, VersionEntry)> = Vec::new();
-        let mut listed = Listed::default();
+        let mut listed = Listed::new(&self.config);
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         let what = format!(
@@ -228,6 +228,8 @@ impl S3Target {
                 )));
             }
             let version = out.next_version_id_marker().map(str::to_owned);
+            check_marker(&last, &what)?;
+            check_marker(version.as_deref().unwrap_or_default(), &what)?;
             if (Some(&last), version.as_ref()) == (key_marker.as_ref(), version_marker.as_ref()) {
                 return Err(broken(format!("no progress past {last:?}")));
             }
@@ -252,7 +254,7 @@ impl S3Target {
     /// filters by it, but what is aborted must not rest on its word.
     pub(super) fn list_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let mut uploads = Vec::new();
-        let mut listed = Listed::default();
+        let mut listed = Listed::new(&self.config);
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         let what = format!(
