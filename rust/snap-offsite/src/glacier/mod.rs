@@ -106,10 +106,7 @@ impl GlacierTarget {
                 .into_paginator()
                 .send()
         };
-        let next = |page: &ListJobsOutput| {
-            let marker = page.marker().filter(|m| !m.is_empty()).map(str::to_owned);
-            (page.job_list().len(), marker.is_some(), marker)
-        };
+        let next = |page: &ListJobsOutput| vault_page(page.job_list().len(), page.marker());
         let mut jobs = every_page(
             &self.shared,
             &self.config,
@@ -335,6 +332,13 @@ impl GlacierTarget {
     }
 }
 
+/// A vault listing's page for [`every_page`]: its `entries`, and more
+/// follow when it names a (non-empty) marker.
+fn vault_page(entries: usize, marker: Option<&str>) -> (usize, bool, Option<String>) {
+    let marker = marker.filter(|m| !m.is_empty()).map(str::to_owned);
+    (entries, marker.is_some(), marker)
+}
+
 fn unsupported(what: &str) -> Error {
     Error::invalid_input(format!(
         "{what} is not available for Glacier vaults: the vault API has no per-archive \
@@ -409,8 +413,7 @@ impl ArchiveTarget for GlacierTarget {
                 .send()
         };
         let next = |page: &ListMultipartUploadsOutput| {
-            let marker = page.marker().filter(|m| !m.is_empty()).map(str::to_owned);
-            (page.uploads_list().len(), marker.is_some(), marker)
+            vault_page(page.uploads_list().len(), page.marker())
         };
         every_page(
             &self.shared,
