@@ -64,19 +64,22 @@ pub(crate) struct Listed {
 impl Listed {
     /// A listing of the target `config` describes, starting now.
     pub(crate) fn new(config: &TargetConfig) -> Listed {
+        Listed::until(Instant::now() + LIST_DEADLINE.max(config.stall_timeout.saturating_mul(2)))
+    }
+
+    fn until(until: Instant) -> Listed {
         Listed {
             entries: 0,
             pages: 0,
             markers: HashSet::new(),
             hasher: RandomState::new(),
-            until: Instant::now() + LIST_DEADLINE.max(config.stall_timeout.saturating_mul(2)),
+            until,
         }
     }
 
-    /// Count a page of `entries`; `what` names the listing in the error.
-    pub(crate) fn page(&mut self, entries: usize, what: &str) -> Result<()> {
-        self.entries += entries;
-        self.pages += 1;
+    /// Past the listing's deadline: a Network error (the endpoint is too
+    /// slow), which a restarted attempt meets again before any request.
+    fn in_time(&self, what: &str) -> Result<()> {
         if Instant::now() > self.until {
             return Err(Error::new(
                 ErrorKind::Network,
@@ -87,6 +90,14 @@ impl Listed {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Count a page of `entries`; `what` names the listing in the error.
+    pub(crate) fn page(&mut self, entries: usize, what: &str) -> Result<()> {
+        self.entries += entries;
+        self.pages += 1;
+        self.in_time(what)?;
         let (most, of) = if self.pages > LIST_MAX_PAGES {
             (LIST_MAX_PAGES, "pages")
         } else if entries > LIST_MAX_PAGE_ENTRIES {
@@ -133,10 +144,12 @@ impl Listed {
     }
 
     /// A listing started again after a transient error: its entries and
-    /// markers afresh, its pages still counted.
-    fn again(&mut self) {
+    /// markers afresh, its pages and its deadline still counted.
+    fn again(&mut self, what: &str) -> Result<()> {
+        self.in_time(what)?;
         self.entries = 0;
         self.markers.clear();
+        Ok(())
     }
 }
 
@@ -179,7 +192,7 @@ where
     shared
         .rt
         .block_on(with_retries(retries, backoff, || async move {
-            listed.borrow_mut().again();
+            listed.borrow_mut().again(what)?;
             let mut out = Vec::new();
             let mut pages = start();
             loop {
@@ -200,4 +213,65 @@ where
                 take(&page, &mut out);
             }
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soon() -> Listed {
+        Listed::until(Instant::now() + Duration::from_secs(60))
+    }
+
+    #[test]
+    fn bounds_on_pages_entries_and_a_page() {
+        let mut l = soon();
+        for _ in 0..LIST_MAX_PAGES {
+            l.page(0, "x").unwrap();
+        }
+        let e = l.page(0, "x").unwrap_err();
+        assert!(e.to_string().contains("more than 10000 pages"), "{e}");
+        let e = soon().page(LIST_MAX_PAGE_ENTRIES + 1, "x").unwrap_err();
+        assert!(e.to_string().contains("entries on one page"), "{e}");
+        let mut l = soon();
+        for _ in 0..LIST_MAX_ENTRIES / LIST_MAX_PAGE_ENTRIES {
+            l.page(LIST_MAX_PAGE_ENTRIES, "x").unwrap();
+        }
+        let e = l.page(1, "x").unwrap_err();
+        assert!(e.to_string().contains("more than 200000 entries"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+    }
+
+    #[test]
+    fn markers_must_be_new_short_and_named_when_more_follow() {
+        let mut l = soon();
+        l.next(true, Some("a"), "x").unwrap();
+        l.next(true, Some("b"), "x").unwrap();
+        l.next(false, None, "x").unwrap();
+        l.next(false, Some("a"), "x").unwrap();
+        let e = l.next(true, Some("a"), "x").unwrap_err();
+        assert!(e.to_string().contains("\"a\" again (no progress)"), "{e}");
+        let e = l.next(true, Some(""), "x").unwrap_err();
+        assert!(e.to_string().contains("names no marker"), "{e}");
+        let long = "k".repeat(LIST_MAX_MARKER + 1);
+        let e = l.next(true, Some(&long), "x").unwrap_err();
+        assert!(e.to_string().contains("a marker of 4097 bytes"), "{e}");
+        l.next(true, Some(&long[1..]), "x").unwrap();
+        // Started again: the same markers are fine once more.
+        l.again("x").unwrap();
+        l.next(true, Some("a"), "x").unwrap();
+    }
+
+    #[test]
+    fn past_its_deadline_a_listing_gives_up_and_is_not_started_again() {
+        let mut l = Listed::until(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        let e = l.page(0, "listing x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Network);
+        assert!(
+            e.to_string().contains("listing x: not done after 1 pages"),
+            "{e}"
+        );
+        assert!(l.again("listing x").is_err());
+    }
 }
