@@ -191,14 +191,7 @@ impl PartBackend for VaultUpload<'_> {
                     .send()
             })
             .await?;
-            if let Some(theirs) = out.checksum()
-                && theirs != hash
-            {
-                return Err(Error::new(
-                    ErrorKind::Integrity,
-                    format!("{what}: Glacier computed tree hash {theirs}, snap {hash}"),
-                ));
-            }
+            same_tree_hash(&what, out.checksum(), &hash)?;
             Ok(PartDone {
                 number,
                 len,
@@ -251,14 +244,7 @@ impl PartBackend for VaultUpload<'_> {
             .archive_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::internal(format!("{what}: no archive id in the answer")))?;
-        if let Some(theirs) = out.checksum()
-            && theirs != whole_hex
-        {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!("{what}: Glacier computed tree hash {theirs}, snap {whole_hex}"),
-            ));
-        }
+        same_tree_hash(&what, out.checksum(), &whole_hex)?;
         Ok(UploadResult {
             key: archive_id,
             size: summary.size,
@@ -329,6 +315,17 @@ impl GlacierTarget {
             retain_until: None,
             storage_class: None,
         })
+    }
+}
+
+/// The tree hash Glacier says it computed (when it says one) must be snap's.
+fn same_tree_hash(what: &str, theirs: Option<&str>, ours: &str) -> Result<()> {
+    match theirs {
+        Some(theirs) if theirs != ours => Err(Error::new(
+            ErrorKind::Integrity,
+            format!("{what}: Glacier computed tree hash {theirs}, snap {ours}"),
+        )),
+        _ => Ok(()),
     }
 }
 
